@@ -1,0 +1,89 @@
+"""The task scheduler: HTTP API, executor and daily sweeper. Wiring only; see chalicelib."""
+import functools
+import json
+import logging
+
+from chalice import AuthResponse, Chalice, Response
+
+from chalicelib import auth, service, sweeper
+from chalicelib.errors import SchedulerError
+from chalicelib.executor import execute_task as run_task
+from chalicelib.validation import parse_json_body
+
+app = Chalice(app_name="task-scheduler")
+app.log.setLevel(logging.INFO)
+logging.getLogger("task_scheduler").setLevel(logging.INFO)
+
+
+@app.authorizer()
+def token_auth(auth_request):
+    """Allow every route to a valid bearer token, nothing to anyone else."""
+    if auth.is_authorized(auth_request.token):
+        return AuthResponse(routes=["*"], principal_id="api-client")
+    return AuthResponse(routes=[], principal_id="anonymous")
+
+
+def api_route(path, methods=("GET",), status=200, authorizer=token_auth):
+    """app.route plus the single mapping of domain errors to HTTP answers."""
+    def decorate(handler):
+        @functools.wraps(handler)
+        def wrapped(*args, **kwargs):
+            try:
+                body = handler(*args, **kwargs)
+            except SchedulerError as error:
+                return Response(body=error.body(), status_code=error.status)
+            return Response(body=body, status_code=status)
+        return app.route(path, methods=list(methods), authorizer=authorizer)(wrapped)
+    return decorate
+
+
+@app.middleware("http")
+def uniform_client_errors(event, get_response):
+    """Give Chalice's own 4xx answers (405, 415, ...) the API's error body."""
+    response = get_response(event)
+    body = response.body
+    if 400 <= response.status_code < 500 and isinstance(body, dict) and "Code" in body:
+        response.body = {"code": body["Code"], "message": body.get("Message", ""),
+                         "field": None}
+    return response
+
+
+@api_route("/schedule-task", methods=["POST"], status=201)
+def schedule_task():
+    return service.schedule_task(parse_json_body(app.current_request.raw_body))
+
+
+@api_route("/tasks")
+def list_tasks():
+    return service.list_tasks(app.current_request.query_params)
+
+
+@api_route("/tasks/{task_id}")
+def get_task(task_id):
+    return service.get_task(task_id)
+
+
+@api_route("/tasks/{task_id}", methods=["DELETE"])
+def cancel_task(task_id):
+    return service.cancel_task(task_id)
+
+
+@api_route("/health", authorizer=None)
+def health():
+    return {"status": "ok"}
+
+
+@app.lambda_function(name="execute_task")
+def execute_task(event, context):
+    """Invoked by the task's trigger with {"task_id": ...}."""
+    if isinstance(event, str):
+        event = json.loads(event)
+    return run_task(event["task_id"]).to_dict()
+
+
+@app.schedule("cron(0 9 * * ? *)", name="daily_sweeper")
+def daily_sweeper(event):
+    """Run what the triggers missed, highest priority first."""
+    context = event.context
+    time_left = getattr(context, "get_remaining_time_in_millis", None)
+    return sweeper.sweep(time_left_ms=time_left)

@@ -1,0 +1,1 @@
+"""Everything the scheduler's Lambdas run, behind the thin wiring in app.py."""

@@ -1,0 +1,233 @@
+"""What a task does when it fires: a plain registry of actions by name.
+
+Each action validates its payload when the task is created (so a bad task is refused
+with a 400 and never stored) and runs it when the task fires.
+"""
+import ipaddress
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from chalicelib import config
+from chalicelib.errors import ValidationError
+
+logger = logging.getLogger("task_scheduler.actions")
+
+WEBHOOK_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
+WEBHOOK_FIELDS = {"url", "data", "method", "headers", "timeout"}
+MAX_URL_LENGTH = 2048
+ERROR_EXCERPT = 200
+USER_AGENT = "task-scheduler/1.0"
+
+
+@dataclass
+class ActionContext:
+    """What an action knows about the run it performs."""
+
+    task_id: str
+    run_id: str
+    attempt: int
+    idempotency_key: str
+
+
+@dataclass
+class ActionResult:
+    """Outcome of one run of an action."""
+
+    success: bool
+    http_status: Optional[int] = None
+    error: Optional[str] = None
+
+
+@dataclass
+class Action:
+    """A registered action: how to validate its payload and how to run it."""
+
+    validate: Callable[[Any], Dict[str, Any]]
+    run: Callable[[Dict[str, Any], ActionContext], ActionResult]
+
+
+def _payload_error(message: str, field: str = "payload") -> ValidationError:
+    return ValidationError(message, field=field, code="invalid_payload")
+
+
+# ---------------------------------------------------------------- webhook
+
+def validate_webhook(payload: Any) -> Dict[str, Any]:
+    """Check and normalise a webhook payload: url, data, method, headers, timeout."""
+    if not isinstance(payload, dict):
+        raise _payload_error("payload must be an object with at least 'url'")
+    unknown = sorted(set(payload) - WEBHOOK_FIELDS)
+    if unknown:
+        raise _payload_error(f"payload.{unknown[0]} is not a webhook field "
+                             f"(allowed: {', '.join(sorted(WEBHOOK_FIELDS))})",
+                             f"payload.{unknown[0]}")
+    result: Dict[str, Any] = {"url": _validate_url(payload.get("url"))}
+    if "data" in payload:
+        result["data"] = payload["data"]
+    method = payload.get("method", "POST")
+    if not isinstance(method, str) or method.upper() not in WEBHOOK_METHODS:
+        raise _payload_error(f"payload.method must be one of {', '.join(WEBHOOK_METHODS)}",
+                             "payload.method")
+    result["method"] = method.upper()
+    headers = payload.get("headers", {})
+    if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise _payload_error("payload.headers must be an object of string names to string "
+                             "values", "payload.headers")
+    for name, value in headers.items():
+        if not name or any(c in name for c in " :\r\n\t") or any(c in value for c in "\r\n"):
+            raise _payload_error(f"payload.headers has an invalid header '{name}'",
+                                 "payload.headers")
+    result["headers"] = headers
+    timeout = payload.get("timeout", 10)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 1 <= timeout <= 60:
+        raise _payload_error("payload.timeout must be a number of seconds from 1 to 60",
+                             "payload.timeout")
+    result["timeout"] = timeout
+    return result
+
+
+def _validate_url(url: Any) -> str:
+    field = "payload.url"
+    if not isinstance(url, str) or not url.strip():
+        raise _payload_error("payload.url is required: the http(s) URL to call", field)
+    if len(url) > MAX_URL_LENGTH:
+        raise _payload_error(f"payload.url is longer than {MAX_URL_LENGTH} characters", field)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # raises ValueError on a bad port
+    except ValueError:
+        raise _payload_error(f"payload.url '{url}' is not a valid URL", field) from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _payload_error(f"payload.url must use http or https, not "
+                             f"'{parts.scheme or 'none'}'", field)
+    if not host:
+        raise _payload_error(f"payload.url '{url}' has no host", field)
+    if not config.allow_private_targets() and _is_private_host(host):
+        raise _payload_error(f"payload.url points at a private or loopback address "
+                             f"('{host}'); set ALLOW_PRIVATE_TARGETS=true to allow it", field)
+    return url
+
+
+def _is_private_host(host: str) -> bool:
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: checked against DNS when the task runs
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return not address.is_global
+
+
+_session: Optional[requests.Session] = None
+_session_lock = threading.Lock()
+
+
+def http_session() -> requests.Session:
+    """One pooled session per process, reused by every webhook run."""
+    global _session
+    if _session is None:
+        with _session_lock:
+            if _session is None:
+                session = requests.Session()
+                adapter = HTTPAdapter(pool_connections=16, pool_maxsize=32, max_retries=0)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+                _session = session
+    return _session
+
+
+def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
+    """Send the request once: a 2xx is success; anything else is a failure with its reason."""
+    headers = {
+        "User-Agent": USER_AGENT,
+        "Idempotency-Key": context.idempotency_key,
+        "X-Task-Id": context.task_id,
+        "X-Task-Attempt": str(context.attempt),
+    }
+    body = None
+    if "data" in payload:
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(payload["data"], separators=(",", ":")).encode()
+    headers.update(payload.get("headers", {}))
+    timeout = payload.get("timeout", 10)
+    try:
+        response = http_session().request(
+            payload.get("method", "POST"), payload["url"], data=body, headers=headers,
+            timeout=timeout, allow_redirects=False, stream=True)
+    except requests.Timeout:
+        return ActionResult(False, error=f"timeout: no response within {timeout} s")
+    except requests.ConnectionError as exc:
+        return ActionResult(False, error=f"connection failed: {_reason(exc)}")
+    except requests.RequestException as exc:
+        return ActionResult(False, error=f"request failed: {_reason(exc)}")
+    try:
+        excerpt = _read_excerpt(response)
+    finally:
+        response.close()
+    if 200 <= response.status_code < 300:
+        return ActionResult(True, http_status=response.status_code)
+    reason = f"HTTP {response.status_code}"
+    if excerpt:
+        reason += f": {excerpt}"
+    return ActionResult(False, http_status=response.status_code, error=reason)
+
+
+def _read_excerpt(response: requests.Response) -> str:
+    # Only a bounded prefix of the body is kept; the rest is never read into memory.
+    try:
+        raw = response.raw.read(ERROR_EXCERPT, decode_content=True) or b""
+    except (requests.RequestException, OSError, ValueError):
+        return ""
+    return raw.decode("utf-8", errors="replace").strip()
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text[:300] if text else exc.__class__.__name__
+
+
+# ---------------------------------------------------------------- log
+
+def validate_log(payload: Any) -> Dict[str, Any]:
+    """A log payload: `message` (string), optional `data`."""
+    if not isinstance(payload, dict):
+        raise _payload_error("payload must be an object with 'message'")
+    message = payload.get("message")
+    if not isinstance(message, str) or not message:
+        raise _payload_error("payload.message is required: the text to log",
+                             "payload.message")
+    unknown = sorted(set(payload) - {"message", "data"})
+    if unknown:
+        raise _payload_error(f"payload.{unknown[0]} is not a log field (allowed: data, "
+                             "message)", f"payload.{unknown[0]}")
+    return dict(payload)
+
+
+def run_log(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
+    """Write one structured log line; always succeeds."""
+    logger.info(json.dumps({
+        "event": "task_log", "task_id": context.task_id, "run_id": context.run_id,
+        "attempt": context.attempt, "message": payload["message"],
+        "data": payload.get("data"),
+    }, default=str))
+    return ActionResult(True)
+
+
+REGISTRY: Dict[str, Action] = {
+    "webhook": Action(validate=validate_webhook, run=run_webhook),
+    "log": Action(validate=validate_log, run=run_log),
+}

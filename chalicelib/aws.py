@@ -1,0 +1,41 @@
+"""Lazily built boto3 clients, one per service and endpoint, with standard retries.
+
+boto3 reads AWS_ENDPOINT_URL itself, so pointing the app at moto, LocalStack or
+DynamoDB Local needs no code here; the cache key includes it so tests can switch.
+"""
+import os
+import threading
+
+import boto3
+from botocore.config import Config
+
+_RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"})
+_clients: dict = {}
+_lock = threading.Lock()
+
+
+def _key(service: str):
+    return (
+        service,
+        os.environ.get("AWS_ENDPOINT_URL", ""),
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", ""),
+    )
+
+
+def client(service: str):
+    """A cached boto3 client for service (throttling retried by botocore's standard mode)."""
+    key = _key(service)
+    found = _clients.get(key)
+    if found is None:
+        with _lock:
+            found = _clients.get(key)
+            if found is None:
+                found = boto3.session.Session().client(service, config=_RETRIES)
+                _clients[key] = found
+    return found
+
+
+def reset() -> None:
+    """Forget every cached client (tests switch between moto backends)."""
+    with _lock:
+        _clients.clear()

@@ -1,0 +1,225 @@
+"""Create, idempotently, the AWS resources a stage needs that `chalice deploy` does not.
+
+    python -m chalicelib.bootstrap --stage dev
+    python -m chalicelib.bootstrap --stage dev --write-policy   # .chalice/policy-dev.json
+
+Works against AWS or any AWS_ENDPOINT_URL (moto server, LocalStack). Running it twice
+changes nothing: each resource is looked up first and made only when missing.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+from botocore.exceptions import ClientError
+
+from chalicelib import aws, config
+from chalicelib.store.dynamodb import table_definition
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONFIG_FILE = PROJECT_DIR / ".chalice" / "config.json"
+ROLE_POLICY_NAME = "invoke-executor"
+
+
+def _error_code(error: ClientError) -> str:
+    return error.response["Error"]["Code"]
+
+
+def stage_environment(stage: str, config_file: Path = CONFIG_FILE) -> Dict[str, str]:
+    """The environment variables .chalice/config.json gives a stage."""
+    document = json.loads(config_file.read_text())
+    if stage not in document.get("stages", {}):
+        raise SystemExit(f"stage '{stage}' is not in {config_file}")
+    env = dict(document.get("environment_variables", {}))
+    env.update(document["stages"][stage].get("environment_variables", {}))
+    env.setdefault("STAGE", stage)
+    return env
+
+
+def apply_stage_environment(stage: str) -> None:
+    """Make config.* answer as the deployed stage would; the process environment wins."""
+    for key, value in stage_environment(stage).items():
+        os.environ.setdefault(key, value)
+
+
+def ensure_table() -> str:
+    """The tasks table with its due and status indexes."""
+    client = aws.client("dynamodb")
+    name = config.tasks_table()
+    try:
+        description = client.describe_table(TableName=name)["Table"]
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+        client.create_table(**table_definition(name))
+        client.get_waiter("table_exists").wait(TableName=name)
+        return f"table {name}: created"
+    indexes = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
+    missing = {config.DUE_INDEX, config.STATUS_INDEX} - indexes
+    if missing:
+        raise SystemExit(f"table {name} exists without the indexes {sorted(missing)}; "
+                         "it was not made by this bootstrap")
+    return f"table {name}: exists"
+
+
+def ensure_schedule_group() -> str:
+    """The EventBridge Scheduler group that holds one schedule per task."""
+    client = aws.client("scheduler")
+    name = config.scheduler_group()
+    try:
+        client.get_schedule_group(Name=name)
+        return f"schedule group {name}: exists"
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+    client.create_schedule_group(Name=name)
+    return f"schedule group {name}: created"
+
+
+def scheduler_trust_policy(account: str) -> dict:
+    """Only EventBridge Scheduler, acting for this account, may assume the role."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "scheduler.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+        }],
+    }
+
+
+def scheduler_role_policy(executor_arn: str) -> dict:
+    """The role may invoke the executor and nothing else."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction",
+                       "Resource": [executor_arn, f"{executor_arn}:*"]}],
+    }
+
+
+def ensure_scheduler_role() -> str:
+    """The role EventBridge Scheduler assumes to invoke execute_task."""
+    iam = aws.client("iam")
+    name = config.scheduler_role_name()
+    account = aws.client("sts").get_caller_identity()["Account"]
+    outcome = "exists"
+    try:
+        iam.get_role(RoleName=name)
+    except ClientError as error:
+        if _error_code(error) != "NoSuchEntity":
+            raise
+        iam.create_role(RoleName=name,
+                        AssumeRolePolicyDocument=json.dumps(scheduler_trust_policy(account)),
+                        Description="EventBridge Scheduler invokes the task executor")
+        outcome = "created"
+    wanted = scheduler_role_policy(config.executor_arn())
+    try:
+        current = iam.get_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME)
+        document = current["PolicyDocument"]
+        if isinstance(document, str):
+            document = json.loads(document)
+        up_to_date = document == wanted
+    except ClientError as error:
+        if _error_code(error) != "NoSuchEntity":
+            raise
+        up_to_date = False
+    if not up_to_date:
+        iam.put_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME,
+                            PolicyDocument=json.dumps(wanted))
+        outcome = outcome if outcome == "created" else "policy updated"
+    return f"scheduler role {name}: {outcome}"
+
+
+def ensure_rules_permission() -> str:
+    """In rules mode, one Lambda permission covering the stage's rule prefix."""
+    from chalicelib.triggers.rules import grant_invoke
+
+    executor = config.executor_arn()
+    try:
+        grant_invoke(executor)
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+        return "rules permission: skipped (deploy the executor first, then rerun)"
+    return f"rules permission on {executor}: ensured"
+
+
+def bootstrap(stage: str) -> List[str]:
+    """Ensure every resource of the stage; one line per resource."""
+    apply_stage_environment(stage)
+    lines = [ensure_table(), ensure_schedule_group(), ensure_scheduler_role()]
+    if config.trigger_backend() == "rules":
+        lines.append(ensure_rules_permission())
+    return lines
+
+
+# ---------------------------------------------------------------- deploy policy
+
+def deploy_policy(stage: str) -> dict:
+    """Least-privilege policy of the stage's Lambdas (`.chalice/policy-<stage>.json`)."""
+    env = stage_environment(stage)
+    table = env.get(config.TASKS_TABLE, config.DEFAULT_TABLE)
+    prefix = f"{config.APP_NAME}-{stage}"
+    group = env.get(config.SCHEDULER_GROUP, prefix)
+    rule_prefix = env.get(config.RULE_PREFIX, f"{prefix}-task-")
+    statements = [
+        {"Sid": "Logs", "Effect": "Allow",
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": "arn:aws:logs:*:*:*"},
+        {"Sid": "TasksTable", "Effect": "Allow",
+         "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:Scan"],
+         "Resource": [f"arn:aws:dynamodb:*:*:table/{table}",
+                      f"arn:aws:dynamodb:*:*:table/{table}/index/*"]},
+        {"Sid": "Schedules", "Effect": "Allow",
+         "Action": ["scheduler:CreateSchedule", "scheduler:GetSchedule",
+                    "scheduler:DeleteSchedule"],
+         "Resource": f"arn:aws:scheduler:*:*:schedule/{group}/*"},
+        {"Sid": "PassSchedulerRole", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": f"arn:aws:iam::*:role/{prefix}-scheduler",
+         "Condition": {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}},
+        {"Sid": "Rules", "Effect": "Allow",
+         "Action": ["events:PutRule", "events:PutTargets", "events:RemoveTargets",
+                    "events:DeleteRule", "events:DescribeRule"],
+         "Resource": f"arn:aws:events:*:*:rule/{rule_prefix}*"},
+        {"Sid": "RulesInvokePermission", "Effect": "Allow", "Action": "lambda:AddPermission",
+         "Resource": f"arn:aws:lambda:*:*:function:{prefix}-execute_task"},
+        {"Sid": "Identity", "Effect": "Allow", "Action": "sts:GetCallerIdentity",
+         "Resource": "*"},
+    ]
+    param = env.get(config.API_TOKENS_PARAM)
+    if param:
+        statements.append({
+            "Sid": "ApiTokens", "Effect": "Allow", "Action": "ssm:GetParameter",
+            "Resource": f"arn:aws:ssm:*:*:parameter/{param.lstrip('/')}"})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def policy_path(stage: str) -> Path:
+    """Where chalice reads the stage's policy."""
+    return PROJECT_DIR / ".chalice" / f"policy-{stage}.json"
+
+
+def main(argv=None) -> int:
+    """Command line: bootstrap a stage, or write its deploy policy."""
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.bootstrap",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True, help="chalice stage (dev, prod, ...)")
+    parser.add_argument("--write-policy", action="store_true",
+                        help="write .chalice/policy-<stage>.json instead of bootstrapping")
+    args = parser.parse_args(argv)
+    if args.write_policy:
+        path = policy_path(args.stage)
+        path.write_text(json.dumps(deploy_policy(args.stage), indent=2) + "\n")
+        print(f"wrote {path.relative_to(PROJECT_DIR)}")
+        return 0
+    for line in bootstrap(args.stage):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The task store port and the factory that picks an adapter from configuration."""
+import abc
+from datetime import datetime
+from typing import Iterator, Optional
+
+from chalicelib import config
+from chalicelib.models import Page, Run, Task
+
+# How long a claimed run may take before another invocation may take it over:
+# longest webhook timeout (60 s) + the early wait (60 s) + headroom.
+LEASE_SECONDS = 300
+
+
+class TaskStore(abc.ABC):
+    """Where tasks live. Every method returns dataclasses, never raw items."""
+
+    @abc.abstractmethod
+    def create(self, task: Task) -> None:
+        """Store a new task (raises TaskExists if the id is taken)."""
+
+    @abc.abstractmethod
+    def get(self, task_id: str) -> Task:
+        """The task, or TaskNotFound."""
+
+    @abc.abstractmethod
+    def list(self, status: Optional[str], limit: int, next_token: Optional[str]) -> Page:
+        """One page of tasks, optionally of one status."""
+
+    @abc.abstractmethod
+    def claim(self, task_id: str, run_id: str, now: datetime) -> Task:
+        """Take the task for one run: only if it is waiting and due at `now`, or if a
+        previous run's lease has expired. Raises ClaimLost (with the current task, if
+        any) otherwise; of concurrent callers exactly one succeeds."""
+
+    @abc.abstractmethod
+    def finish(self, task: Task, run: Run, status: str,
+               next_run_at: Optional[datetime], now: datetime) -> Task:
+        """Record the run and the new status, only while `task.run_id` still holds the
+        claim (raises ClaimLost otherwise)."""
+
+    @abc.abstractmethod
+    def cancel(self, task_id: str, now: datetime) -> Task:
+        """Mark a waiting task cancelled (TaskNotFound / Conflict otherwise)."""
+
+    @abc.abstractmethod
+    def due(self, now: datetime, limit: int) -> Iterator[Task]:
+        """Tasks due at `now` (waiting, or running past their lease), highest priority
+        first, then earliest; reads grow with the due work, not with the table."""
+
+    @abc.abstractmethod
+    def delete(self, task_id: str) -> None:
+        """Remove a task entirely (used to undo a creation whose trigger failed)."""
+
+
+_stores: dict = {}
+
+
+def get_store() -> TaskStore:
+    """The configured store adapter (one per table/path, reused across invocations)."""
+    kind = config.task_store()
+    if kind == "dynamodb":
+        from chalicelib.store.dynamodb import DynamoDBTaskStore
+
+        key = ("dynamodb", config.tasks_table())
+        if key not in _stores:
+            _stores[key] = DynamoDBTaskStore(config.tasks_table())
+        return _stores[key]
+    raise ValueError(f"TASK_STORE={kind!r} is not supported (dynamodb)")

@@ -1,0 +1,345 @@
+"""DynamoDB adapter of the task store.
+
+One item per task, hash key TaskID. Two global secondary indexes:
+- DueIndex (sparse, projects all attributes): DueBucket = "P<priority>", DueAt = when the task next needs
+  attention. Only tasks that wait (scheduled, retrying: DueAt = next_run_at) or hold a
+  lease (running: DueAt = lease expiry) carry these attributes, so the due query reads
+  due items only, one Query per priority from 9 down to 0, and never the whole table.
+- StatusIndex: Status, CreatedAt, for listing by status newest first.
+"""
+import base64
+import binascii
+import json
+from datetime import datetime, timedelta
+from typing import Any, Dict, Iterator, Optional
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from chalicelib import aws, config
+from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound, ValidationError
+from chalicelib.models import (
+    CANCELLED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
+    Page, Run, Task, iso, iso_ms, parse_iso,
+)
+from chalicelib.store import LEASE_SECONDS, TaskStore
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+PRIORITIES = range(9, -1, -1)
+
+
+def due_bucket(priority: int) -> str:
+    """DueIndex partition of a priority."""
+    return f"P{priority}"
+
+
+def _is_condition_failure(error: ClientError) -> bool:
+    return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+class DynamoDBTaskStore(TaskStore):
+    """Tasks in a DynamoDB table (see module docstring for the key design)."""
+
+    def __init__(self, table_name: str):
+        self.table_name = table_name
+
+    @property
+    def _client(self):
+        return aws.client("dynamodb")
+
+    # ------------------------------------------------------------ writes
+
+    def create(self, task: Task) -> None:
+        try:
+            self._client.put_item(
+                TableName=self.table_name,
+                Item=_serialize(to_item(task)),
+                ConditionExpression="attribute_not_exists(TaskID)",
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                raise TaskExists(task.task_id) from None
+            raise
+
+    def claim(self, task_id: str, run_id: str, now: datetime) -> Task:
+        lease_until = now + timedelta(seconds=LEASE_SECONDS)
+        try:
+            response = self._client.update_item(
+                TableName=self.table_name,
+                Key={"TaskID": {"S": task_id}},
+                UpdateExpression=(
+                    "SET #status = :running, RunId = :run_id, LeaseUntil = :lease, "
+                    "DueAt = :lease, UpdatedAt = :now, Attempts = Attempts + :one"
+                ),
+                ConditionExpression=(
+                    "(#status IN (:scheduled, :retrying) AND NextRunAt <= :now_key) "
+                    "OR (#status = :running AND LeaseUntil < :now_key)"
+                ),
+                ExpressionAttributeNames={"#status": "Status"},
+                ExpressionAttributeValues=_serialize({
+                    ":running": RUNNING, ":scheduled": SCHEDULED, ":retrying": RETRYING,
+                    ":run_id": run_id, ":lease": iso_ms(lease_until),
+                    ":now": iso(now), ":now_key": iso_ms(now), ":one": 1,
+                }),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                old = error.response.get("Item")
+                raise ClaimLost(task_id, from_item(_deserialize(old)) if old else None) from None
+            raise
+        return from_item(_deserialize(response["Attributes"]))
+
+    def finish(self, task: Task, run: Run, status: str,
+               next_run_at: Optional[datetime], now: datetime) -> Task:
+        runs = ([run] + [r for r in task.runs if r.run_id != run.run_id])[:MAX_RUNS_KEPT]
+        values: Dict[str, Any] = {
+            ":status": status, ":run_id": task.run_id, ":running": RUNNING,
+            ":runs": [_run_to_item(r) for r in runs], ":now": iso(now),
+        }
+        sets = ["#status = :status", "Runs = :runs", "UpdatedAt = :now"]
+        removes = ["LeaseUntil"]
+        if next_run_at is not None:
+            values[":next"] = iso_ms(next_run_at)
+            sets.append("NextRunAt = :next")
+        if status in WAITING:
+            values[":due_at"] = iso_ms(next_run_at or task.next_run_at)
+            values[":bucket"] = due_bucket(task.priority)
+            sets += ["DueAt = :due_at", "DueBucket = :bucket"]
+        else:
+            removes += ["DueAt", "DueBucket"]
+        try:
+            response = self._client.update_item(
+                TableName=self.table_name,
+                Key={"TaskID": {"S": task.task_id}},
+                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+                ConditionExpression="#status = :running AND RunId = :run_id",
+                ExpressionAttributeNames={"#status": "Status"},
+                ExpressionAttributeValues=_serialize(values),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                raise ClaimLost(task.task_id) from None
+            raise
+        return from_item(_deserialize(response["Attributes"]))
+
+    def cancel(self, task_id: str, now: datetime) -> Task:
+        try:
+            response = self._client.update_item(
+                TableName=self.table_name,
+                Key={"TaskID": {"S": task_id}},
+                UpdateExpression="SET #status = :cancelled, UpdatedAt = :now "
+                                 "REMOVE DueAt, DueBucket",
+                ConditionExpression="#status IN (:scheduled, :retrying)",
+                ExpressionAttributeNames={"#status": "Status"},
+                ExpressionAttributeValues=_serialize({
+                    ":cancelled": CANCELLED, ":scheduled": SCHEDULED,
+                    ":retrying": RETRYING, ":now": iso(now),
+                }),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            old = error.response.get("Item")
+            if not old:
+                raise TaskNotFound(f"no task with id {task_id}", field="task_id") from None
+            current = from_item(_deserialize(old))
+            raise Conflict(f"task {task_id} is {current.status} and can no longer be "
+                           "cancelled", field="task_id", code="not_cancellable") from None
+        return from_item(_deserialize(response["Attributes"]))
+
+    def delete(self, task_id: str) -> None:
+        self._client.delete_item(TableName=self.table_name, Key={"TaskID": {"S": task_id}})
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, task_id: str) -> Task:
+        response = self._client.get_item(
+            TableName=self.table_name, Key={"TaskID": {"S": task_id}}, ConsistentRead=True)
+        if "Item" not in response:
+            raise TaskNotFound(f"no task with id {task_id}", field="task_id")
+        return from_item(_deserialize(response["Item"]))
+
+    def list(self, status: Optional[str], limit: int, next_token: Optional[str]) -> Page:
+        kwargs: Dict[str, Any] = {"TableName": self.table_name, "Limit": limit}
+        start_key = _decode_token(next_token)
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        if status:
+            response = self._client.query(
+                IndexName=config.STATUS_INDEX,
+                KeyConditionExpression="#status = :status",
+                ExpressionAttributeNames={"#status": "Status"},
+                ExpressionAttributeValues={":status": {"S": status}},
+                ScanIndexForward=False,
+                **kwargs,
+            )
+        else:
+            response = self._client.scan(**kwargs)
+        tasks = [from_item(_deserialize(item)) for item in response.get("Items", [])]
+        return Page(tasks=tasks, next_token=_encode_token(response.get("LastEvaluatedKey")))
+
+    def due(self, now: datetime, limit: int) -> Iterator[Task]:
+        for priority in PRIORITIES:
+            yield from self._due_in_bucket(priority, now, limit)
+
+    def _due_in_bucket(self, priority: int, now: datetime, limit: int) -> Iterator[Task]:
+        kwargs: Dict[str, Any] = {}
+        while True:
+            response = self._client.query(
+                TableName=self.table_name,
+                IndexName=config.DUE_INDEX,
+                KeyConditionExpression="DueBucket = :bucket AND DueAt <= :now",
+                ExpressionAttributeValues=_serialize({
+                    ":bucket": due_bucket(priority), ":now": iso_ms(now)}),
+                Limit=limit,
+                **kwargs,
+            )
+            for item in response.get("Items", []):
+                yield from_item(_deserialize(item))
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+# ---------------------------------------------------------------- item mapping
+
+def to_item(task: Task) -> Dict[str, Any]:
+    """The DynamoDB item of a task (plain Python values; serialized by the caller)."""
+    item: Dict[str, Any] = {
+        "TaskID": task.task_id,
+        "Action": task.action,
+        "Payload": json.dumps(task.payload, separators=(",", ":")),
+        "RunAt": task.run_at,
+        "ScheduleKind": task.schedule_kind,
+        "Timezone": task.timezone,
+        "Priority": task.priority,
+        "MaxAttempts": task.max_attempts,
+        "Notify": task.notify,
+        "Status": task.status,
+        "Attempts": task.attempts,
+        "CreatedAt": iso_ms(task.created_at),
+        "UpdatedAt": iso(task.updated_at),
+        "Runs": [_run_to_item(run) for run in task.runs],
+    }
+    optional = {
+        "Name": task.name,
+        "NextRunAt": iso_ms(task.next_run_at),
+        "RunId": task.run_id,
+        "LeaseUntil": iso_ms(task.lease_until),
+    }
+    item.update({key: value for key, value in optional.items() if value is not None})
+    if task.status in WAITING and task.next_run_at is not None:
+        item["DueBucket"] = due_bucket(task.priority)
+        item["DueAt"] = iso_ms(task.next_run_at)
+    return item
+
+
+def from_item(item: Dict[str, Any]) -> Task:
+    """A Task from a deserialized item."""
+    return Task(
+        task_id=item["TaskID"],
+        action=item["Action"],
+        payload=json.loads(item["Payload"]),
+        run_at=item["RunAt"],
+        schedule_kind=item["ScheduleKind"],
+        next_run_at=parse_iso(item.get("NextRunAt")),
+        status=item["Status"],
+        timezone=item.get("Timezone", "UTC"),
+        name=item.get("Name"),
+        priority=int(item["Priority"]),
+        max_attempts=int(item["MaxAttempts"]),
+        notify=item.get("Notify", "failure"),
+        attempts=int(item.get("Attempts", 0)),
+        created_at=parse_iso(item["CreatedAt"]),
+        updated_at=parse_iso(item["UpdatedAt"]),
+        run_id=item.get("RunId"),
+        lease_until=parse_iso(item.get("LeaseUntil")),
+        runs=[_run_from_item(run) for run in item.get("Runs", [])],
+    )
+
+
+def _run_to_item(run: Run) -> Dict[str, Any]:
+    item = {
+        "RunId": run.run_id, "Attempt": run.attempt, "StartedAt": iso_ms(run.started_at),
+        "EndedAt": iso_ms(run.ended_at), "Outcome": run.outcome,
+        "HttpStatus": run.http_status, "Error": run.error, "DurationMs": run.duration_ms,
+    }
+    return {key: value for key, value in item.items() if value is not None}
+
+
+def _run_from_item(item: Dict[str, Any]) -> Run:
+    def number(key):
+        return int(item[key]) if key in item else None
+
+    return Run(
+        run_id=item["RunId"], attempt=int(item["Attempt"]),
+        started_at=parse_iso(item["StartedAt"]), ended_at=parse_iso(item.get("EndedAt")),
+        outcome=item.get("Outcome"), http_status=number("HttpStatus"),
+        error=item.get("Error"), duration_ms=number("DurationMs"),
+    )
+
+
+def _serialize(values: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: _serializer.serialize(value) for key, value in values.items()}
+
+
+def _deserialize(item: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: _deserializer.deserialize(value) for key, value in item.items()}
+
+
+def _encode_token(key: Optional[Dict[str, Any]]) -> Optional[str]:
+    if not key:
+        return None
+    raw = json.dumps(key, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: Optional[str]) -> Optional[Dict[str, Any]]:
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(key, dict) or "TaskID" not in key:
+            raise ValueError("not a task key")
+        return key
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError("next_token is not a token this API returned",
+                              field="next_token", code="invalid_next_token") from None
+
+
+def table_definition(table_name: str) -> Dict[str, Any]:
+    """create_table arguments for the tasks table and its two indexes (bootstrap, tests)."""
+    return {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": "TaskID", "KeyType": "HASH"}],
+        "AttributeDefinitions": [
+            {"AttributeName": "TaskID", "AttributeType": "S"},
+            {"AttributeName": "DueBucket", "AttributeType": "S"},
+            {"AttributeName": "DueAt", "AttributeType": "S"},
+            {"AttributeName": "Status", "AttributeType": "S"},
+            {"AttributeName": "CreatedAt", "AttributeType": "S"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": config.DUE_INDEX,
+                "KeySchema": [{"AttributeName": "DueBucket", "KeyType": "HASH"},
+                              {"AttributeName": "DueAt", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"},
+            },
+            {
+                "IndexName": config.STATUS_INDEX,
+                "KeySchema": [{"AttributeName": "Status", "KeyType": "HASH"},
+                              {"AttributeName": "CreatedAt", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"},
+            },
+        ],
+    }

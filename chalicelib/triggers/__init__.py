@@ -1,0 +1,47 @@
+"""The trigger port: what makes the executor run a task at its time, and the factory."""
+import abc
+import json
+
+from chalicelib import config
+from chalicelib.models import Task
+
+
+class Trigger(abc.ABC):
+    """Arms and disarms the thing that invokes execute_task for a task."""
+
+    @abc.abstractmethod
+    def arm(self, task: Task) -> None:
+        """Make the task fire at task.next_run_at (one-time) or on its expression
+        (recurring). Idempotent: arming an armed task changes nothing."""
+
+    @abc.abstractmethod
+    def disarm(self, task: Task) -> None:
+        """Remove the task's trigger; a trigger that is already gone is fine."""
+
+    def after_run(self, task: Task) -> None:
+        """Called with the task as stored after a run: drop what no longer fires."""
+        if not task.waiting:
+            self.disarm(task)
+
+
+def executor_input(task: Task) -> str:
+    """The event the executor receives: {"task_id": ...}."""
+    return json.dumps({"task_id": task.task_id})
+
+
+_triggers: dict = {}
+
+
+def get_trigger() -> Trigger:
+    """The configured trigger adapter."""
+    backend = config.trigger_backend()
+    if backend not in _triggers:
+        if backend == "scheduler":
+            from chalicelib.triggers.scheduler import SchedulerTrigger as adapter
+        elif backend == "rules":
+            from chalicelib.triggers.rules import RulesTrigger as adapter
+        else:
+            raise ValueError(f"TRIGGER_BACKEND={backend!r} is not supported "
+                             "(scheduler, rules)")
+        _triggers[backend] = adapter()
+    return _triggers[backend]

@@ -1,0 +1,92 @@
+"""EventBridge rules adapter (the older design): one rule + target per task.
+
+Rules have no time zones and no one-time schedules, so every rule is a one-shot
+cron(M H D Mon ? Y) in UTC for the task's next firing, re-armed after each run of a
+recurring task and deleted when the task is done: no rule is ever left behind
+(EventBridge allows 300 rules per bus). EventBridge may invoke the executor through a
+single Lambda permission whose SourceArn covers the rule-name prefix, not one
+permission per rule (a function policy is capped at 20 KB).
+"""
+import threading
+
+from botocore.exceptions import ClientError
+
+from chalicelib import aws, config
+from chalicelib.models import Task
+from chalicelib.triggers import Trigger, executor_input
+
+TARGET_ID = "executor"
+PERMISSION_ID = "task-scheduler-rules"
+
+
+def rule_name(task_id: str) -> str:
+    """Name of a task's rule."""
+    return f"{config.rule_prefix()}{task_id}"
+
+
+def rules_source_arn(executor_arn: str) -> str:
+    """ARN pattern covering every rule this stage makes."""
+    _, _, _, region, account, *_ = executor_arn.split(":")
+    return f"arn:aws:events:{region}:{account}:rule/{config.rule_prefix()}*"
+
+
+def grant_invoke(executor_arn: str) -> None:
+    """Let EventBridge rules with our prefix invoke the executor (idempotent)."""
+    try:
+        aws.client("lambda").add_permission(
+            FunctionName=executor_arn,
+            StatementId=PERMISSION_ID,
+            Action="lambda:InvokeFunction",
+            Principal="events.amazonaws.com",
+            SourceArn=rules_source_arn(executor_arn),
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceConflictException":
+            raise
+
+
+class RulesTrigger(Trigger):
+    """One one-shot EventBridge rule per waiting task."""
+
+    def __init__(self):
+        self._granted: set = set()
+        self._lock = threading.Lock()
+
+    def _ensure_permission(self, executor_arn: str) -> None:
+        with self._lock:
+            if executor_arn in self._granted:
+                return
+            grant_invoke(executor_arn)
+            self._granted.add(executor_arn)
+
+    def arm(self, task: Task) -> None:
+        executor_arn = config.executor_arn()
+        self._ensure_permission(executor_arn)
+        at = task.next_run_at
+        events = aws.client("events")
+        events.put_rule(
+            Name=rule_name(task.task_id),
+            ScheduleExpression=f"cron({at.minute} {at.hour} {at.day} {at.month} ? {at.year})",
+            State="ENABLED",
+            Description=f"task-scheduler task {task.task_id}",
+        )
+        events.put_targets(
+            Rule=rule_name(task.task_id),
+            Targets=[{"Id": TARGET_ID, "Arn": executor_arn, "Input": executor_input(task)}],
+        )
+
+    def disarm(self, task: Task) -> None:
+        events = aws.client("events")
+        name = rule_name(task.task_id)
+        try:
+            events.remove_targets(Rule=name, Ids=[TARGET_ID])
+            events.delete_rule(Name=name)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+
+    def after_run(self, task: Task) -> None:
+        if task.waiting:
+            self.arm(task)  # the next firing of a recurring task, or a retry
+        else:
+            self.disarm(task)

@@ -1,0 +1,127 @@
+"""Turn an untrusted request into a validated task, or a ValidationError naming the field."""
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Dict, Optional
+
+from chalicelib import actions, config, schedules
+from chalicelib.errors import PayloadTooLarge, ValidationError
+from chalicelib.models import STATUSES
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_NAME_LENGTH = 200
+TASK_FIELDS = {"action", "payload", "run_at", "timezone", "name", "priority",
+               "max_attempts", "notify"}
+NOTIFY_CHOICES = ("failure", "always")
+
+
+@dataclass
+class NewTask:
+    """A validated POST /schedule-task request."""
+
+    action: str
+    payload: Dict[str, Any]
+    run_at: str
+    schedule: schedules.Schedule
+    next_run_at: datetime
+    timezone: str
+    name: Optional[str]
+    priority: int
+    max_attempts: int
+    notify: str
+
+
+def parse_json_body(raw: Optional[bytes]) -> Any:
+    """The request body as JSON, or a 4xx."""
+    if raw is not None and len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB")
+    if not raw:
+        raise ValidationError("the request body must be a JSON object", code="invalid_json")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"the request body is not valid JSON: {exc}",
+                              code="invalid_json") from None
+
+
+def _integer(body: Dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(f"{name} must be a whole number from {low} to {high}",
+                              field=name)
+    return value
+
+
+def parse_new_task(body: Any, now: datetime) -> NewTask:
+    """Validate every field of a new task; nothing is stored or armed here."""
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object", code="invalid_json")
+    unknown = sorted(set(body) - TASK_FIELDS)
+    if unknown:
+        raise ValidationError(f"'{unknown[0]}' is not a field of a task (allowed: "
+                              f"{', '.join(sorted(TASK_FIELDS))})", field=unknown[0],
+                              code="unknown_field")
+    action_name = body.get("action")
+    if not isinstance(action_name, str) or not action_name:
+        raise ValidationError("action is required: the name of a registered action "
+                              f"({', '.join(sorted(actions.REGISTRY))})", field="action")
+    action = actions.REGISTRY.get(action_name)
+    if action is None:
+        raise ValidationError(f"unknown action '{action_name}' (registered: "
+                              f"{', '.join(sorted(actions.REGISTRY))})", field="action",
+                              code="unknown_action")
+    if "payload" not in body:
+        raise ValidationError("payload is required: the action's input", field="payload")
+    payload = action.validate(body["payload"])
+
+    timezone_name = body.get("timezone")
+    tz = schedules.parse_timezone(timezone_name)
+    run_at = body.get("run_at")
+    if run_at is not None and not isinstance(run_at, str):
+        raise schedules.invalid("run_at must be a string: an ISO 8601 date-time, "
+                                "cron(...), rate(...) or HH:MM")
+    schedule = schedules.parse(run_at, tz, anchor=schedules.ceil_second(now))
+    if schedule.kind == schedules.ONCE and timezone_name is not None:
+        raise ValidationError("timezone applies to cron and HH:MM only; give the offset in "
+                              "run_at instead", field="timezone")
+    next_run_at = schedules.validate_new(schedule, now, config.max_horizon_days())
+
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_LENGTH):
+        raise ValidationError(f"name must be a string of at most {MAX_NAME_LENGTH} "
+                              "characters", field="name")
+    notify = body.get("notify", "failure")
+    if notify not in NOTIFY_CHOICES:
+        raise ValidationError("notify must be 'failure' or 'always'", field="notify")
+    return NewTask(
+        action=action_name,
+        payload=payload,
+        run_at=_echo(schedule),
+        schedule=schedule,
+        next_run_at=next_run_at,
+        timezone=tz.key,
+        name=name,
+        priority=_integer(body, "priority", 5, 0, 9),
+        max_attempts=_integer(body, "max_attempts", 3, 1, 10),
+        notify=notify,
+    )
+
+
+def _echo(schedule: schedules.Schedule) -> str:
+    # An ISO time is echoed normalised to UTC; expressions as given.
+    if isinstance(schedule, schedules.OneTime):
+        return schedule.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return schedule.text
+
+
+def parse_list_query(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
+    """status, limit (1-100, default 50) and next_token of GET /tasks."""
+    params = params or {}
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(STATUSES)}", field="status")
+    limit_text = params.get("limit", "50")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise ValidationError("limit must be a whole number from 1 to 100", field="limit")
+    return {"status": status, "limit": int(limit_text),
+            "next_token": params.get("next_token") or None}

@@ -1,0 +1,230 @@
+"""Shared fixtures: fake AWS credentials, moto resources, the Chalice client, a receiver."""
+import functools
+import json
+import threading
+import time
+import uuid
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+TOKEN = "test-token-0123456789"
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+STAGE = "dev"
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch):
+    """Fake credentials, the dev stage's settings, and no endpoint override."""
+    from chalicelib import bootstrap
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "API_TOKENS_PARAM", "EXECUTOR_ARN",
+                "SCHEDULER_ROLE_ARN", "TRIGGER_BACKEND", "TASK_STORE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    for key, value in bootstrap.stage_environment(STAGE).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("API_TOKENS_PARAM", raising=False)
+    monkeypatch.setenv("API_TOKENS", TOKEN)
+    monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "true")
+    _reset_caches()
+    yield
+    _reset_caches()
+
+
+def _reset_caches():
+    from chalicelib import auth, aws, config, store, triggers
+
+    aws.reset()
+    auth.clear_cache()
+    config._account_cache.clear()
+    store._stores.clear()
+    triggers._triggers.clear()
+
+
+def _atomic(method, lock):
+    @functools.wraps(method)
+    def locked(*args, **kwargs):
+        with lock:
+            return method(*args, **kwargs)
+    return locked
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """moto with the stage bootstrapped: table and indexes, schedule group, role.
+
+    DynamoDB applies a conditional write atomically; moto's in-process backend does
+    not lock, so its writes are serialised here to give the same guarantee.
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    from chalicelib import bootstrap
+
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "get_item"):
+        monkeypatch.setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name), lock))
+    with mock_aws():
+        bootstrap.bootstrap(STAGE)
+        yield
+
+
+@pytest.fixture
+def rules_mode(aws, monkeypatch):
+    """TRIGGER_BACKEND=rules with an executor function to grant EventBridge on."""
+    from chalicelib import config
+
+    monkeypatch.setenv("TRIGGER_BACKEND", "rules")
+    iam = boto3.client("iam")
+    role = iam.create_role(RoleName="executor-role", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                               "Principal": {"Service": "lambda.amazonaws.com"}}]
+    }))["Role"]["Arn"]
+    boto3.client("lambda").create_function(
+        FunctionName=config.executor_function_name(), Runtime="python3.11", Role=role,
+        Handler="app.execute_task", Code={"ZipFile": b"not run by moto"})
+    yield
+
+
+@pytest.fixture
+def client(aws):
+    """The Chalice test client on the dev stage."""
+    from app import app
+
+    with Client(app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as chalice_client:
+        yield chalice_client
+
+
+@pytest.fixture
+def auth_headers():
+    return {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def api(client, auth_headers):
+    """Small JSON helper over the Chalice client, authenticated."""
+    class Api:
+        def request(self, method, path, body=None, headers=None, raw=None):
+            data = raw if raw is not None else (
+                json.dumps(body).encode() if body is not None else b"")
+            response = client.http.request(method, path, headers={**auth_headers,
+                                                                  **(headers or {})},
+                                           body=data)
+            response.json = json.loads(response.body) if response.body else None
+            return response
+
+        def post(self, path, body=None, **kwargs):
+            return self.request("POST", path, body, **kwargs)
+
+        def get(self, path, **kwargs):
+            return self.request("GET", path, **kwargs)
+
+        def delete(self, path, **kwargs):
+            return self.request("DELETE", path, **kwargs)
+
+        def invoke(self, task_id):
+            return client.lambda_.invoke("execute_task", {"task_id": task_id}).payload
+
+    return Api()
+
+
+# ---------------------------------------------------------------- a real receiver
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records requests and answers as told."""
+
+    def __init__(self):
+        self.requests = []
+        self.status = 200
+        self.delay = 0.0
+        self.body = b'{"ok": true}'
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with receiver._lock:
+                    receiver.requests.append({
+                        "method": self.command, "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body})
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                self.send_response(receiver.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(receiver.body)))
+                self.end_headers()
+                self.wfile.write(receiver.body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def refused_url():
+    """A loopback URL nothing listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/nobody"
+
+
+# ---------------------------------------------------------------- stored tasks
+
+@pytest.fixture
+def make_task():
+    """Store a task directly (for states the API cannot create, such as overdue ones)."""
+    from chalicelib.models import Task, utcnow
+    from chalicelib.store import get_store
+
+    def make(due_in=-1.0, action="webhook", payload=None, priority=5, run_at=None,
+             schedule_kind="once", **fields):
+        now = utcnow()
+        next_run_at = (now + timedelta(seconds=due_in)).replace(microsecond=0)
+        task = Task(
+            task_id=str(uuid.uuid4()), action=action,
+            payload=payload if payload is not None else {"message": "hi"},
+            run_at=run_at or next_run_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            schedule_kind=schedule_kind, next_run_at=next_run_at, priority=priority,
+            created_at=now - timedelta(hours=1), **fields)
+        get_store().create(task)
+        return task
+
+    return make

@@ -1,0 +1,349 @@
+"""The HTTP API through chalice.test.Client against moto."""
+import json
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+
+from chalicelib import config
+
+
+def future(seconds=3600):
+    moment = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def spec_example(url="https://example.com/hook", run_at=None):
+    return {"action": "webhook",
+            "payload": {"url": url, "data": {"msg": "Hello from Lambda"}},
+            "run_at": run_at or future()}
+
+
+def schedules_in_group():
+    client = boto3.client("scheduler")
+    found, token = [], None
+    while True:
+        kwargs = {"GroupName": config.scheduler_group()}
+        if token:
+            kwargs["NextToken"] = token
+        page = client.list_schedules(**kwargs)
+        found += page["Schedules"]
+        token = page.get("NextToken")
+        if not token:
+            return found
+
+
+def rule_names():
+    client = boto3.client("events")
+    names, token = [], None
+    while True:
+        kwargs = {"NamePrefix": config.rule_prefix()}
+        if token:
+            kwargs["NextToken"] = token
+        page = client.list_rules(**kwargs)
+        names += [rule["Name"] for rule in page["Rules"]]
+        token = page.get("NextToken")
+        if not token:
+            return names
+
+
+def task_count():
+    table = boto3.client("dynamodb")
+    return table.scan(TableName=config.tasks_table(), Select="COUNT")["Count"]
+
+
+def test_spec_example_is_stored_and_armed_once(api):
+    run_at = future()
+    response = api.post("/schedule-task", spec_example(run_at=run_at))
+    assert response.status_code == 201
+    body = response.json
+    assert body == {"message": "Task scheduled successfully", "task_id": body["task_id"],
+                    "status": "scheduled", "run_at": run_at, "next_run_at": run_at}
+    assert len(body["task_id"]) == 36 and body["task_id"][14] == "4"  # uuid4
+
+    shown = api.get(f"/tasks/{body['task_id']}")
+    assert shown.status_code == 200
+    assert shown.json["status"] == "scheduled"
+    assert shown.json["payload"]["data"] == {"msg": "Hello from Lambda"}
+    assert shown.json["upcoming"] == [run_at]
+    assert shown.json["runs"] == [] and shown.json["attempts"] == 0
+
+    schedules = schedules_in_group()
+    assert len(schedules) == 1
+    detail = boto3.client("scheduler").get_schedule(
+        Name=schedules[0]["Name"], GroupName=config.scheduler_group())
+    assert json.loads(detail["Target"]["Input"]) == {"task_id": body["task_id"]}
+    assert detail["ScheduleExpression"] == f"at({run_at[:-1]})"
+    assert detail["ActionAfterCompletion"] == "DELETE"
+    assert detail["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert detail["Target"]["Arn"].endswith(":function:task-scheduler-dev-execute_task")
+    assert detail["Target"]["RoleArn"].endswith(":role/task-scheduler-dev-scheduler")
+
+
+def test_offset_is_normalised_to_utc(api):
+    local = (datetime.now(timezone(timedelta(hours=2))) + timedelta(hours=1)).replace(
+        microsecond=0)
+    response = api.post("/schedule-task", spec_example(run_at=local.isoformat()))
+    assert response.status_code == 201
+    expected = local.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert response.json["run_at"] == expected == response.json["next_run_at"]
+
+
+def test_fraction_of_second_rounds_up(api):
+    base = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(microsecond=0)
+    response = api.post("/schedule-task", spec_example(
+        run_at=base.strftime("%Y-%m-%dT%H:%M:%S") + ".250Z"))
+    assert response.json["run_at"] == (base + timedelta(seconds=1)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("run_at,timezone_name,expression,tz_expected", [
+    ("cron(0 9 ? * MON-FRI *)", "America/New_York", "cron(0 9 ? * MON-FRI *)",
+     "America/New_York"),
+    ("rate(5 minutes)", None, "rate(5 minutes)", "UTC"),
+    ("09:30", "Europe/Berlin", "cron(30 9 * * ? *)", "Europe/Berlin"),
+])
+def test_recurring_task_is_armed_with_its_expression(api, run_at, timezone_name, expression,
+                                                     tz_expected):
+    body = {**spec_example(run_at=run_at)}
+    if timezone_name:
+        body["timezone"] = timezone_name
+    response = api.post("/schedule-task", body)
+    assert response.status_code == 201, response.json
+    assert response.json["run_at"] == run_at
+    next_run = datetime.fromisoformat(response.json["next_run_at"].replace("Z", "+00:00"))
+    assert datetime.now(timezone.utc) < next_run < datetime.now(timezone.utc) + timedelta(days=4)
+    detail = boto3.client("scheduler").get_schedule(
+        Name=f"task-{response.json['task_id']}", GroupName=config.scheduler_group())
+    assert detail["ScheduleExpression"] == expression
+    assert detail["ScheduleExpressionTimezone"] == tz_expected
+    assert "ActionAfterCompletion" not in detail or detail["ActionAfterCompletion"] != "DELETE"
+    shown = api.get(f"/tasks/{response.json['task_id']}").json
+    assert len(shown["upcoming"]) == 5
+    assert shown["upcoming"][0] == response.json["next_run_at"]
+    assert shown["upcoming"] == sorted(shown["upcoming"])
+
+
+def test_rules_mode_arms_one_rule_and_removes_it_after_the_run(rules_mode, api, receiver):
+    response = api.post("/schedule-task", spec_example(url=receiver.url, run_at=future(2)))
+    assert response.status_code == 201
+    task_id = response.json["task_id"]
+    events = boto3.client("events")
+    assert rule_names() == [f"{config.rule_prefix()}{task_id}"]
+    targets = events.list_targets_by_rule(Rule=rule_names()[0])["Targets"]
+    assert len(targets) == 1 and json.loads(targets[0]["Input"]) == {"task_id": task_id}
+    policy = json.loads(boto3.client("lambda").get_policy(
+        FunctionName=config.executor_function_name())["Policy"])
+    assert len(policy["Statement"]) == 1
+    assert policy["Statement"][0]["Condition"]["ArnLike"]["AWS:SourceArn"].endswith(
+        f"rule/{config.rule_prefix()}*")
+
+    result = api.invoke(task_id)  # about two seconds early: the executor waits
+    assert result["status"] == "completed"
+    assert len(receiver.requests) == 1
+    assert rule_names() == []
+
+
+def test_rules_mode_cancel_removes_the_rule(rules_mode, api):
+    task_id = api.post("/schedule-task", spec_example()).json["task_id"]
+    assert len(rule_names()) == 1
+    assert api.delete(f"/tasks/{task_id}").status_code == 200
+    assert rule_names() == []
+
+
+# ---------------------------------------------------------------- rejected requests
+
+def _with(**changes):
+    body = spec_example()
+    for key, value in changes.items():
+        if value is _DROP:
+            body.pop(key)
+        else:
+            body[key] = value
+    return body
+
+
+def _payload(**changes):
+    payload = {"url": "https://example.com/hook", "data": {"a": 1}}
+    payload.update(changes)
+    return _with(payload=payload)
+
+
+_DROP = object()
+
+INVALID = [
+    ("not json", b"{not json", 400, None),
+    ("array body", b"[1, 2]", 400, None),
+    ("empty body", b"", 400, None),
+    ("unknown field", _with(colour="red"), 400, "colour"),
+    ("no action", _with(action=_DROP), 400, "action"),
+    ("unknown action", _with(action="teleport"), 400, "action"),
+    ("action not a string", _with(action=7), 400, "action"),
+    ("no payload", _with(payload=_DROP), 400, "payload"),
+    ("payload not an object", _with(payload="https://example.com"), 400, "payload"),
+    ("no url", _with(payload={"data": 1}), 400, "payload.url"),
+    ("ftp url", _payload(url="ftp://example.com/file"), 400, "payload.url"),
+    ("url without host", _payload(url="http:///path"), 400, "payload.url"),
+    ("url too long", _payload(url="https://example.com/" + "a" * 2100), 400, "payload.url"),
+    ("bad method", _payload(method="TRACE"), 400, "payload.method"),
+    ("headers not strings", _payload(headers={"X-N": 5}), 400, "payload.headers"),
+    ("timeout too long", _payload(timeout=120), 400, "payload.timeout"),
+    ("timeout not a number", _payload(timeout="10"), 400, "payload.timeout"),
+    ("unknown payload field", _payload(body="x"), 400, "payload.body"),
+    ("no run_at", _with(run_at=_DROP), 400, "run_at"),
+    ("run_at a number", _with(run_at=1716141360), 400, "run_at"),
+    ("run_at garbage", _with(run_at="tomorrow at noon"), 400, "run_at"),
+    ("run_at date only", _with(run_at="2031-05-19"), 400, "run_at"),
+    ("run_at past", _with(run_at="2020-05-19T17:56:00Z"), 400, "run_at"),
+    ("run_at now-ish past", _with(run_at=future(-5)), 400, "run_at"),
+    ("run_at beyond horizon", _with(run_at=future(400 * 86400)), 400, "run_at"),
+    ("invalid calendar date", _with(run_at="2031-02-30T10:00:00Z"), 400, "run_at"),
+    ("cron both days", _with(run_at="cron(0 9 * * * *)"), 400, "run_at"),
+    ("cron dow without ?", _with(run_at="cron(0 12 * * 1 *)"), 400, "run_at"),
+    ("cron five fields", _with(run_at="cron(0 9 * * ?)"), 400, "run_at"),
+    ("cron minute range", _with(run_at="cron(60 9 * * ? *)"), 400, "run_at"),
+    ("cron day-of-week 0", _with(run_at="cron(0 9 ? * 0 *)"), 400, "run_at"),
+    ("cron year past", _with(run_at="cron(0 9 * * ? 2020)"), 400, "run_at"),
+    ("cron year out of range", _with(run_at="cron(0 9 * * ? 2200)"), 400, "run_at"),
+    ("cron bad #", _with(run_at="cron(0 9 ? * 2#6 *)"), 400, "run_at"),
+    ("rate seconds", _with(run_at="rate(30 seconds)"), 400, "run_at"),
+    ("rate zero", _with(run_at="rate(0 minutes)"), 400, "run_at"),
+    ("rate plural mismatch", _with(run_at="rate(1 hours)"), 400, "run_at"),
+    ("rate unit", _with(run_at="rate(2 weeks)"), 400, "run_at"),
+    ("HH:MM out of range", _with(run_at="24:00"), 400, "run_at"),
+    ("unknown timezone", _with(run_at="cron(0 9 * * ? *)", timezone="Mars/Olympus"), 400,
+     "timezone"),
+    ("timezone with an ISO time", _with(timezone="Europe/Berlin"), 400, "timezone"),
+    ("priority 42", _with(priority=42), 400, "priority"),
+    ("priority negative", _with(priority=-1), 400, "priority"),
+    ("priority string", _with(priority="9"), 400, "priority"),
+    ("priority bool", _with(priority=True), 400, "priority"),
+    ("max_attempts 0", _with(max_attempts=0), 400, "max_attempts"),
+    ("max_attempts 11", _with(max_attempts=11), 400, "max_attempts"),
+    ("notify unknown", _with(notify="sometimes"), 400, "notify"),
+    ("name too long", _with(name="n" * 201), 400, "name"),
+    ("log without message", _with(action="log", payload={}), 400, "payload.message"),
+    ("body too large", json.dumps(_payload(data="x" * (300 * 1024))).encode(), 413, None),
+]
+
+
+@pytest.mark.parametrize("body,status,field", [case[1:] for case in INVALID],
+                         ids=[case[0] for case in INVALID])
+def test_invalid_request_is_refused_and_stores_nothing(api, body, status, field):
+    raw = body if isinstance(body, bytes) else None
+    response = api.post("/schedule-task", None if raw is not None else body, raw=raw)
+    assert response.status_code == status, response.json
+    assert set(response.json) == {"code", "message", "field"}
+    assert response.json["field"] == field
+    assert len(response.json["message"]) > 10
+    assert task_count() == 0
+    assert schedules_in_group() == []
+
+
+def test_private_literal_target_refused_unless_allowed(api, monkeypatch):
+    monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "false")
+    for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://169.254.169.254/",
+                "http://[::1]/x", "http://10.1.2.3/x", "http://[::ffff:192.168.0.1]/"):
+        response = api.post("/schedule-task", spec_example(url=url))
+        assert response.status_code == 400, url
+        assert response.json["field"] == "payload.url"
+    assert task_count() == 0
+
+
+def test_arming_failure_leaves_no_task(api):
+    from botocore.exceptions import ClientError
+
+    from chalicelib import aws
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}},
+                          "CreateSchedule")
+
+    aws.client("scheduler").meta.events.register("before-call.scheduler.CreateSchedule",
+                                                 refuse)
+    response = api.post("/schedule-task", spec_example())
+    assert response.status_code == 500
+    assert task_count() == 0
+
+
+# ---------------------------------------------------------------- other routes
+
+def test_get_unknown_task_is_404(api):
+    response = api.get("/tasks/00000000-0000-4000-8000-000000000000")
+    assert response.status_code == 404
+    assert response.json["code"] == "task_not_found"
+
+
+def test_cancel_removes_trigger_and_second_cancel_conflicts(api):
+    task_id = api.post("/schedule-task", spec_example()).json["task_id"]
+    assert len(schedules_in_group()) == 1
+    response = api.delete(f"/tasks/{task_id}")
+    assert response.status_code == 200
+    assert response.json["status"] == "cancelled"
+    assert response.json["upcoming"] == []
+    assert schedules_in_group() == []
+    assert api.delete(f"/tasks/{task_id}").status_code == 409
+    assert api.delete("/tasks/00000000-0000-4000-8000-000000000000").status_code == 404
+    assert api.get(f"/tasks/{task_id}").json["status"] == "cancelled"
+
+
+def test_list_pages_through_every_task_and_filters_by_status(api):
+    created = {api.post("/schedule-task", spec_example()).json["task_id"] for _ in range(7)}
+    cancelled = sorted(created)[:2]
+    for task_id in cancelled:
+        api.delete(f"/tasks/{task_id}")
+    seen, token, pages = [], None, 0
+    while True:
+        query = "/tasks?limit=3" + (f"&next_token={token}" if token else "")
+        page = api.get(query)
+        assert page.status_code == 200
+        assert len(page.json["tasks"]) <= 3
+        seen += [task["task_id"] for task in page.json["tasks"]]
+        token = page.json["next_token"]
+        pages += 1
+        if not token:
+            break
+    assert sorted(seen) == sorted(created) and pages >= 3
+    only = api.get("/tasks?status=cancelled").json
+    assert sorted(task["task_id"] for task in only["tasks"]) == cancelled
+    assert api.get("/tasks?status=scheduled&limit=100").json["next_token"] is None
+    assert len(api.get("/tasks?status=scheduled").json["tasks"]) == 5
+
+
+@pytest.mark.parametrize("query,field", [
+    ("status=sleeping", "status"), ("limit=0", "limit"), ("limit=101", "limit"),
+    ("limit=ten", "limit"), ("next_token=%21%21garbage", "next_token"),
+])
+def test_list_rejects_bad_query(api, query, field):
+    response = api.get(f"/tasks?{query}")
+    assert response.status_code == 400
+    assert response.json["field"] == field
+
+
+def test_health_needs_no_token(client):
+    response = client.http.get("/health")
+    assert response.status_code == 200
+    assert json.loads(response.body) == {"status": "ok"}
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/schedule-task"), ("GET", "/tasks"),
+    ("GET", "/tasks/00000000-0000-4000-8000-000000000000"),
+    ("DELETE", "/tasks/00000000-0000-4000-8000-000000000000"),
+])
+def test_routes_require_a_token(client, method, path):
+    body = json.dumps(spec_example()).encode()
+    missing = client.http.request(method, path, body=body,
+                                  headers={"Content-Type": "application/json"})
+    assert missing.status_code == 401
+    wrong = client.http.request(method, path, body=body, headers={
+        "Content-Type": "application/json", "Authorization": "Bearer not-the-token"})
+    assert wrong.status_code in (401, 403)
+    assert task_count() == 0
+
+
+def test_unsupported_media_type_has_the_error_body(api):
+    response = api.post("/schedule-task", spec_example(),
+                        headers={"Content-Type": "text/csv"})
+    assert response.status_code == 415
+    assert set(response.json) == {"code", "message", "field"}
