@@ -10,18 +10,20 @@ from chalicelib.store import get_store
 
 logger = logging.getLogger("task_scheduler.sweeper")
 
+# Time one more run may need: the longest webhook timeout (60 s) plus writes and margin.
+RESERVE_MS = 75_000
+
 
 def sweep(clock: Optional[Clock] = None,
-          time_left_ms: Optional[Callable[[], int]] = None,
-          reserve_ms: int = 90_000) -> dict:
+          time_left_ms: Optional[Callable[[], int]] = None) -> dict:
     """Run every due task (waiting past its time, or running past its lease) through the
     executor, priority 9 first, earliest first within a priority. Stops taking new work
-    when less than `reserve_ms` of the invocation is left; the next sweep continues."""
+    when less than RESERVE_MS of the invocation is left; the next sweep continues."""
     clock = clock or Clock()
     counts: Counter = Counter()
     now = clock.now()
     for task in get_store().due(now, config.sweep_batch_size()):
-        if time_left_ms is not None and time_left_ms() < reserve_ms:
+        if time_left_ms is not None and time_left_ms() < RESERVE_MS:
             counts["deferred"] += 1
             break
         execution = execute_task(task.task_id, clock)

@@ -7,6 +7,7 @@ recurring task and deleted when the task is done: no rule is ever left behind
 single Lambda permission whose SourceArn covers the rule-name prefix, not one
 permission per rule (a function policy is capped at 20 KB).
 """
+import json
 import threading
 
 from botocore.exceptions import ClientError
@@ -32,8 +33,11 @@ def rules_source_arn(executor_arn: str) -> str:
 
 def grant_invoke(executor_arn: str) -> None:
     """Let EventBridge rules with our prefix invoke the executor (idempotent)."""
+    lambda_client = aws.client("lambda")
+    if _has_statement(lambda_client, executor_arn):
+        return
     try:
-        aws.client("lambda").add_permission(
+        lambda_client.add_permission(
             FunctionName=executor_arn,
             StatementId=PERMISSION_ID,
             Action="lambda:InvokeFunction",
@@ -43,6 +47,17 @@ def grant_invoke(executor_arn: str) -> None:
     except ClientError as error:
         if error.response["Error"]["Code"] != "ResourceConflictException":
             raise
+        # ResourceConflictException: a concurrent grant made the same statement.
+
+
+def _has_statement(lambda_client, executor_arn: str) -> bool:
+    try:
+        policy = json.loads(lambda_client.get_policy(FunctionName=executor_arn)["Policy"])
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ResourceNotFoundException":
+            return False  # no policy yet (or no function: add_permission will say so)
+        raise
+    return any(s.get("Sid") == PERMISSION_ID for s in policy.get("Statement", []))
 
 
 class RulesTrigger(Trigger):

@@ -1,0 +1,95 @@
+"""Bootstrap creates the stage's resources once, in process and against a moto server."""
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from chalicelib import bootstrap, config
+from tests.conftest import PROJECT_DIR
+
+
+def test_creates_everything_then_changes_nothing():
+    with mock_aws():
+        first = bootstrap.bootstrap("dev")
+        assert first == ["table ScheduledTasks-dev: created",
+                         "schedule group task-scheduler-dev: created",
+                         "scheduler role task-scheduler-dev-scheduler: created"]
+        second = bootstrap.bootstrap("dev")
+        assert second == ["table ScheduledTasks-dev: exists",
+                          "schedule group task-scheduler-dev: exists",
+                          "scheduler role task-scheduler-dev-scheduler: exists"]
+        table = boto3.client("dynamodb").describe_table(TableName="ScheduledTasks-dev")["Table"]
+        assert table["KeySchema"] == [{"AttributeName": "TaskID", "KeyType": "HASH"}]
+        assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {
+            config.DUE_INDEX, config.STATUS_INDEX}
+        iam = boto3.client("iam")
+        role = iam.get_role(RoleName="task-scheduler-dev-scheduler")["Role"]
+        trust = role["AssumeRolePolicyDocument"]
+        trust = json.loads(trust) if isinstance(trust, str) else trust
+        assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
+        policy = iam.get_role_policy(RoleName="task-scheduler-dev-scheduler",
+                                     PolicyName=bootstrap.ROLE_POLICY_NAME)["PolicyDocument"]
+        policy = json.loads(policy) if isinstance(policy, str) else policy
+        [statement] = policy["Statement"]
+        assert statement["Action"] == "lambda:InvokeFunction"
+        assert statement["Resource"][0].endswith(":function:task-scheduler-dev-execute_task")
+
+
+def test_rules_mode_grants_one_prefix_permission(rules_mode):
+    lines = bootstrap.bootstrap("dev")
+    assert lines[-1].startswith("rules permission on ")
+    bootstrap.bootstrap("dev")
+    policy = json.loads(boto3.client("lambda").get_policy(
+        FunctionName=config.executor_function_name())["Policy"])
+    assert len(policy["Statement"]) == 1
+
+
+@pytest.fixture
+def moto_server():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_command_line_against_an_endpoint(moto_server, tmp_path):
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_server}
+    env.pop("TASKS_TABLE", None)
+    command = [sys.executable, "-m", "chalicelib.bootstrap", "--stage", "prod"]
+    first = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "table ScheduledTasks: created" in first.stdout
+    second = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "created" not in second.stdout and "updated" not in second.stdout
+    client = boto3.client("dynamodb", endpoint_url=moto_server)
+    assert client.list_tables()["TableNames"] == ["ScheduledTasks"]
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_committed_policy_files_match_the_generator(stage):
+    committed = json.loads(bootstrap.policy_path(stage).read_text())
+    assert committed == bootstrap.deploy_policy(stage)
+
+
+def test_policy_is_scoped_to_the_stage_resources():
+    statements = {s["Sid"]: s for s in bootstrap.deploy_policy("prod")["Statement"]}
+    assert statements["TasksTable"]["Resource"] == [
+        "arn:aws:dynamodb:*:*:table/ScheduledTasks",
+        "arn:aws:dynamodb:*:*:table/ScheduledTasks/index/*"]
+    assert statements["Schedules"]["Resource"] == \
+        "arn:aws:scheduler:*:*:schedule/task-scheduler-prod/*"
+    assert statements["PassSchedulerRole"]["Resource"] == \
+        "arn:aws:iam::*:role/task-scheduler-prod-scheduler"
+    assert statements["ApiTokens"]["Resource"] == \
+        "arn:aws:ssm:*:*:parameter/task-scheduler/prod/api-tokens"
+    for statement in statements.values():
+        assert "*" not in statement["Action"]

@@ -1,0 +1,59 @@
+"""`chalice package` builds, offline, a template with the API, the executor and the sweeper."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_DIR
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(PROJECT_DIR / "app.py", project)
+    shutil.copy(PROJECT_DIR / "requirements.txt", project)
+    shutil.copytree(PROJECT_DIR / "chalicelib", project / "chalicelib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".chalice").mkdir()
+    for name in ("config.json", "policy-dev.json", "policy-prod.json"):
+        shutil.copy(PROJECT_DIR / ".chalice" / name, project / ".chalice")
+    chalice = Path(sys.executable).parent / "chalice"
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    env.pop("AWS_ENDPOINT_URL", None)
+    result = subprocess.run([str(chalice), "package", "--stage", "dev", str(project / "out")],
+                            cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads((project / "out" / "sam.json").read_text())
+
+
+def _function(template, handler):
+    matches = [r for r in template["Resources"].values()
+               if r["Type"] == "AWS::Serverless::Function"
+               and r["Properties"]["Handler"] == handler]
+    assert len(matches) == 1, handler
+    return matches[0]["Properties"]
+
+
+def test_template_holds_the_three_lambdas(template):
+    api = _function(template, "app.app")
+    executor = _function(template, "app.execute_task")
+    sweeper = _function(template, "app.daily_sweeper")
+    assert [e["Properties"]["Schedule"] for e in sweeper["Events"].values()] == [
+        "cron(0 9 * * ? *)"]
+    assert executor["Timeout"] > 120  # webhook timeout (60 s) + early wait (60 s)
+    assert sweeper["Timeout"] == 900
+    for function in (api, executor, sweeper):
+        assert function["Environment"]["Variables"]["TASKS_TABLE"] == "ScheduledTasks-dev"
+
+
+def test_roles_use_the_committed_policy(template):
+    policy = json.loads((PROJECT_DIR / ".chalice" / "policy-dev.json").read_text())
+    roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    assert roles
+    for role in roles:
+        documents = [p["PolicyDocument"] for p in role["Properties"]["Policies"]]
+        assert documents == [policy]

@@ -1,0 +1,152 @@
+"""Time expressions: parsing by AWS's rules and next firings from fixed instants."""
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from chalicelib import schedules
+from chalicelib.errors import ValidationError
+
+UTC = timezone.utc
+START = datetime(2025, 5, 19, 17, 0, tzinfo=UTC)  # a Monday
+
+
+def at(text):
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+NEXT = [
+    # expression, zone, start, first three firings (UTC)
+    ("cron(0 9 * * ? *)", "UTC", START,
+     ["2025-05-20T09:00", "2025-05-21T09:00", "2025-05-22T09:00"]),
+    ("cron(0/15 * * * ? *)", "UTC", START,
+     ["2025-05-19T17:15", "2025-05-19T17:30", "2025-05-19T17:45"]),
+    ("cron(*/20 9-10 * * ? *)", "UTC", START,
+     ["2025-05-20T09:00", "2025-05-20T09:20", "2025-05-20T09:40"]),
+    ("cron(0 18 ? * MON-FRI *)", "UTC", START,
+     ["2025-05-19T18:00", "2025-05-20T18:00", "2025-05-21T18:00"]),
+    ("cron(0 12 ? * 1 *)", "UTC", START,  # 1 = SUN
+     ["2025-05-25T12:00", "2025-06-01T12:00", "2025-06-08T12:00"]),
+    ("cron(0 12 ? * SUN,SAT *)", "UTC", START,
+     ["2025-05-24T12:00", "2025-05-25T12:00", "2025-05-31T12:00"]),
+    ("cron(0 10 ? * 6L *)", "UTC", START,  # last Friday
+     ["2025-05-30T10:00", "2025-06-27T10:00", "2025-07-25T10:00"]),
+    ("cron(0 0 L * ? *)", "UTC", START,
+     ["2025-05-31T00:00", "2025-06-30T00:00", "2025-07-31T00:00"]),
+    ("cron(0 8 15W * ? *)", "UTC", START,  # 2025-06-15 is a Sunday
+     ["2025-06-16T08:00", "2025-07-15T08:00", "2025-08-15T08:00"]),
+    ("cron(0 8 1W * ? *)", "UTC", START,  # 2025-06-01 is a Sunday; 2025-11-01 a Saturday
+     ["2025-06-02T08:00", "2025-07-01T08:00", "2025-08-01T08:00"]),
+    ("cron(0 9 ? * 2#1 *)", "UTC", START,  # first Monday
+     ["2025-06-02T09:00", "2025-07-07T09:00", "2025-08-04T09:00"]),
+    ("cron(0 0 29 2 ? *)", "UTC", START,
+     ["2028-02-29T00:00", "2032-02-29T00:00", "2036-02-29T00:00"]),
+    ("cron(30 6 1 JAN,JUL ? 2026-2027)", "UTC", START,
+     ["2026-01-01T06:30", "2026-07-01T06:30", "2027-01-01T06:30"]),
+    ("cron(0 9 * * ? *)", "America/New_York", START,
+     ["2025-05-20T13:00", "2025-05-21T13:00", "2025-05-22T13:00"]),
+    ("cron(30 2 * * ? *)", "America/New_York", at("2025-03-08T00:00"),  # 9 Mar: no 02:30
+     ["2025-03-08T07:30", "2025-03-10T06:30", "2025-03-11T06:30"]),
+    ("cron(30 1 * * ? *)", "America/New_York", at("2025-11-01T12:00"),  # 2 Nov: 01:30 twice
+     ["2025-11-02T05:30", "2025-11-03T06:30", "2025-11-04T06:30"]),
+    ("09:30", "Europe/Berlin", START,
+     ["2025-05-20T07:30", "2025-05-21T07:30", "2025-05-22T07:30"]),
+    ("rate(5 minutes)", "UTC", START,
+     ["2025-05-19T17:05", "2025-05-19T17:10", "2025-05-19T17:15"]),
+    ("rate(1 hour)", "UTC", START,
+     ["2025-05-19T18:00", "2025-05-19T19:00", "2025-05-19T20:00"]),
+    ("rate(2 days)", "UTC", START,
+     ["2025-05-21T17:00", "2025-05-23T17:00", "2025-05-25T17:00"]),
+]
+
+
+@pytest.mark.parametrize("expression,zone,start,expected", NEXT,
+                         ids=[f"{c[0]} {c[1]}" for c in NEXT])
+def test_next_firings(expression, zone, start, expected):
+    schedule = schedules.parse(expression, ZoneInfo(zone), anchor=START)
+    assert schedule.upcoming(start, 3) == [at(text) for text in expected]
+
+
+def test_cron_with_no_future_firing_ends():
+    schedule = schedules.parse("cron(0 9 * * ? 2025)", ZoneInfo("UTC"), anchor=START)
+    assert schedule.next_after(at("2025-12-31T09:00")) is None
+    with pytest.raises(ValidationError, match="no future firing"):
+        schedules.validate_new(schedule, at("2026-01-01T00:00"), 365)
+
+
+@pytest.mark.parametrize("expression,fragment", [
+    ("cron(0 9 * * * *)", "exactly one of day-of-month and day-of-week"),
+    ("cron(0 9 ? * ? *)", "exactly one of day-of-month and day-of-week"),
+    ("cron(0 9 * *)", "six fields"),
+    ("cron(0 24 * * ? *)", "out of range in hours"),
+    ("cron(0 9 32 * ? *)", "out of range in day-of-month"),
+    ("cron(0 9 ? 13 MON *)", "out of range in month"),
+    ("cron(0 9 ? * 8 *)", "1 = SUN ... 7 = SAT"),
+    ("cron(0 9 * * ? 1969)", "out of range in year"),
+    ("cron(0 9 ? * MON/2 *)", "not allowed in day-of-week"),
+    ("cron(0 9 ? * 2#0 *)", "after # must be 1-5"),
+    ("cron(0 9 LW5 * ? *)", "day-of-month"),
+    ("cron(0 9 10-5 * ? *)", "runs backwards"),
+    ("cron(0/0 9 * * ? *)", "step"),
+    ("cron(0 ? * * ? *)", "'?' is allowed only"),
+    ("cron(0 9 * FOO ? *)", "not valid in month"),
+    ("rate(30 seconds)", "under one minute"),
+    ("rate(5)", "rate(value unit)"),
+    ("rate(-5 minutes)", "positive whole number"),
+    ("rate(1 minutes)", "singular"),
+    ("rate(5 minute)", "plural"),
+    ("rate(3 weeks)", "minute(s), hour(s) or day(s)"),
+    ("24:30", "HH:MM"),
+    ("2025-05-19", "ISO 8601"),
+    ("2025-05-19T17:56:00+25:00", "offset"),
+])
+def test_invalid_expressions_say_what_is_wrong(expression, fragment):
+    with pytest.raises(ValidationError) as error:
+        schedules.parse(expression, ZoneInfo("UTC"), anchor=START)
+    assert fragment in error.value.message
+    assert error.value.field == "run_at"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2025-05-19T17:56:00Z", "2025-05-19T17:56:00"),
+    ("2025-05-19T17:56:00", "2025-05-19T17:56:00"),  # no offset means UTC
+    ("2025-05-19T19:56:00+02:00", "2025-05-19T17:56:00"),
+    ("2025-05-19T12:56:00-0500", "2025-05-19T17:56:00"),
+    ("2025-05-19T17:56Z", "2025-05-19T17:56:00"),
+    ("2025-05-19 17:56:00Z", "2025-05-19T17:56:00"),
+    ("2025-05-19T17:56:00.000Z", "2025-05-19T17:56:00"),
+    ("2025-05-19T17:56:00.001Z", "2025-05-19T17:56:01"),  # never early
+    ("2025-05-19T17:56:59.999999999Z", "2025-05-19T17:57:00"),
+])
+def test_iso_forms(text, expected):
+    assert schedules.parse(text, ZoneInfo("UTC"), anchor=START).at == at(expected)
+
+
+def test_one_time_must_be_future_and_within_horizon():
+    now = at("2025-05-19T17:56:00")
+    for text in ("2025-05-19T17:56:00Z", "2025-05-19T17:55:59Z"):
+        with pytest.raises(ValidationError, match="not in the future"):
+            schedules.validate_new(schedules.parse_iso(text), now, 365)
+    assert schedules.validate_new(schedules.parse_iso("2025-05-19T17:56:01Z"), now, 365) == \
+        at("2025-05-19T17:56:01")
+    limit = now + timedelta(days=365)
+    assert schedules.validate_new(schedules.OneTime(at=limit), now, 365) == limit
+    with pytest.raises(ValidationError, match="MAX_HORIZON_DAYS"):
+        schedules.validate_new(schedules.OneTime(at=limit + timedelta(seconds=1)), now, 365)
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "", "../../etc/passwd", 5])
+def test_bad_time_zone(name):
+    with pytest.raises(ValidationError) as error:
+        schedules.parse_timezone(name)
+    assert error.value.field == "timezone"
+
+
+@pytest.mark.parametrize("expression,zone,aws", [
+    ("2025-05-19T17:56:00Z", "UTC", ("at(2025-05-19T17:56:00)", "UTC")),
+    ("cron(0 9 ? * 2-6 *)", "Asia/Tokyo", ("cron(0 9 ? * 2-6 *)", "Asia/Tokyo")),
+    ("rate(1 day)", "UTC", ("rate(1 day)", "UTC")),
+    ("7:05", "Europe/Paris", ("cron(5 7 * * ? *)", "Europe/Paris")),
+])
+def test_aws_expressions(expression, zone, aws):
+    assert schedules.parse(expression, ZoneInfo(zone), anchor=START).aws_expression() == aws
