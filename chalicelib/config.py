@@ -4,6 +4,7 @@ Nothing is read at import time: Chalice applies a stage's variables only while a
 runs, and tests change them between calls.
 """
 import os
+from pathlib import Path
 from typing import Optional
 
 APP_NAME = "task-scheduler"
@@ -21,6 +22,13 @@ MAX_HORIZON_DAYS = "MAX_HORIZON_DAYS"
 STAGE = "STAGE"
 RULE_PREFIX = "RULE_PREFIX"
 SWEEP_BATCH_SIZE = "SWEEP_BATCH_SIZE"
+SQLITE_PATH = "SQLITE_PATH"
+PORT = "PORT"
+LOCAL_WORKERS = "LOCAL_WORKERS"
+
+LOCAL_STAGE = "local"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+LOCAL_DATA_DIR = PROJECT_DIR / ".chalice" / "local-data"
 
 DEFAULT_TABLE = "ScheduledTasks"
 DUE_INDEX = "DueIndex"
@@ -55,14 +63,34 @@ def tasks_table() -> str:
     return _get(TASKS_TABLE, DEFAULT_TABLE)
 
 
+def is_local() -> bool:
+    """Whether this is the local stage (embedded store, in-process trigger)."""
+    return stage() == LOCAL_STAGE
+
+
 def task_store() -> str:
-    """Which store adapter to use: dynamodb or sqlite."""
-    return _get(TASK_STORE, "dynamodb").lower()
+    """Which store adapter to use: dynamodb, or sqlite (the local stage's default)."""
+    return _get(TASK_STORE, "sqlite" if is_local() else "dynamodb").lower()
 
 
 def trigger_backend() -> str:
-    """Which trigger adapter arms tasks: scheduler, rules or local."""
-    return _get(TRIGGER_BACKEND, "scheduler").lower()
+    """Which trigger adapter arms tasks: scheduler, rules, or local (the local stage's)."""
+    return _get(TRIGGER_BACKEND, "local" if is_local() else "scheduler").lower()
+
+
+def sqlite_path() -> Path:
+    """File of the embedded store (gitignored, under .chalice/ by default)."""
+    return Path(_get(SQLITE_PATH, str(LOCAL_DATA_DIR / "tasks.sqlite3")))
+
+
+def port() -> int:
+    """Port of the local server."""
+    return int(_get(PORT, "8000"))
+
+
+def local_workers() -> int:
+    """Size of the local trigger's worker pool."""
+    return int(_get(LOCAL_WORKERS, "16"))
 
 
 def scheduler_group() -> str:
@@ -114,8 +142,8 @@ def api_tokens_param() -> Optional[str]:
 
 
 def allow_private_targets() -> bool:
-    """Whether webhooks may reach loopback and private addresses."""
-    return _flag(ALLOW_PRIVATE_TARGETS)
+    """Whether webhooks may reach loopback and private addresses (yes in the local stage)."""
+    return _flag(ALLOW_PRIVATE_TARGETS, default=is_local())
 
 
 def max_horizon_days() -> int:

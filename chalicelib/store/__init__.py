@@ -1,9 +1,13 @@
 """The task store port and the factory that picks an adapter from configuration."""
 import abc
+import base64
+import binascii
+import json
 from datetime import datetime
-from typing import Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Set
 
 from chalicelib import config
+from chalicelib.errors import ValidationError
 from chalicelib.models import Page, Run, Task
 
 # How long a claimed run may take before another invocation may take it over:
@@ -48,8 +52,39 @@ class TaskStore(abc.ABC):
         first, then earliest; reads grow with the due work, not with the table."""
 
     @abc.abstractmethod
+    def next_due_after(self, now: datetime) -> Optional[datetime]:
+        """When the earliest task that is not yet due will be (None if there is none)."""
+
+    @abc.abstractmethod
+    def recover_running(self, now: datetime) -> int:
+        """Make every running task due at `now`, for a process that knows their
+        executors are gone (the local server at start). Returns how many."""
+
+    @abc.abstractmethod
     def delete(self, task_id: str) -> None:
         """Remove a task entirely (used to undo a creation whose trigger failed)."""
+
+
+def encode_token(key: Optional[Dict[str, Any]]) -> Optional[str]:
+    """An opaque next_token for a page's last key."""
+    if not key:
+        return None
+    raw = json.dumps(key, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: Optional[str], required: Set[str]) -> Optional[Dict[str, Any]]:
+    """The key inside a next_token, or a 400 on next_token."""
+    if not token:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode()))
+        if not isinstance(key, dict) or not required <= set(key):
+            raise ValueError("not a page key")
+        return key
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError("next_token is not a token this API returned",
+                              field="next_token", code="invalid_next_token") from None
 
 
 _stores: dict = {}
@@ -65,4 +100,11 @@ def get_store() -> TaskStore:
         if key not in _stores:
             _stores[key] = DynamoDBTaskStore(config.tasks_table())
         return _stores[key]
-    raise ValueError(f"TASK_STORE={kind!r} is not supported (dynamodb)")
+    if kind == "sqlite":
+        from chalicelib.store.sqlite import SQLiteTaskStore
+
+        key = ("sqlite", str(config.sqlite_path()))
+        if key not in _stores:
+            _stores[key] = SQLiteTaskStore(config.sqlite_path())
+        return _stores[key]
+    raise ValueError(f"TASK_STORE={kind!r} is not supported (dynamodb, sqlite)")

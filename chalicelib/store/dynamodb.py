@@ -7,8 +7,6 @@ One item per task, hash key TaskID. Two global secondary indexes:
   due items only, one Query per priority from 9 down to 0, and never the whole table.
 - StatusIndex: Status, CreatedAt, for listing by status newest first.
 """
-import base64
-import binascii
 import json
 from datetime import datetime, timedelta
 from typing import Any, Dict, Iterator, Optional
@@ -17,12 +15,12 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
-from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound, ValidationError
+from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
 from chalicelib.models import (
     CANCELLED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
     Page, Run, Task, iso, iso_ms, parse_iso,
 )
-from chalicelib.store import LEASE_SECONDS, TaskStore
+from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -168,7 +166,7 @@ class DynamoDBTaskStore(TaskStore):
 
     def list(self, status: Optional[str], limit: int, next_token: Optional[str]) -> Page:
         kwargs: Dict[str, Any] = {"TableName": self.table_name, "Limit": limit}
-        start_key = _decode_token(next_token)
+        start_key = decode_token(next_token, {"TaskID"})
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key
         if status:
@@ -183,7 +181,7 @@ class DynamoDBTaskStore(TaskStore):
         else:
             response = self._client.scan(**kwargs)
         tasks = [from_item(_deserialize(item)) for item in response.get("Items", [])]
-        return Page(tasks=tasks, next_token=_encode_token(response.get("LastEvaluatedKey")))
+        return Page(tasks=tasks, next_token=encode_token(response.get("LastEvaluatedKey")))
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
         for priority in PRIORITIES:
@@ -206,6 +204,60 @@ class DynamoDBTaskStore(TaskStore):
             if "LastEvaluatedKey" not in response:
                 return
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def next_due_after(self, now: datetime) -> Optional[datetime]:
+        earliest = None
+        for priority in PRIORITIES:
+            response = self._client.query(
+                TableName=self.table_name,
+                IndexName=config.DUE_INDEX,
+                KeyConditionExpression="DueBucket = :bucket AND DueAt > :now",
+                ExpressionAttributeValues=_serialize({
+                    ":bucket": due_bucket(priority), ":now": iso_ms(now)}),
+                ProjectionExpression="DueAt",
+                Limit=1,
+            )
+            for item in response.get("Items", []):
+                due_at = _deserialize(item)["DueAt"]
+                earliest = due_at if earliest is None else min(earliest, due_at)
+        return parse_iso(earliest)
+
+    def recover_running(self, now: datetime) -> int:
+        recovered = 0
+        kwargs: Dict[str, Any] = {}
+        while True:
+            response = self._client.query(
+                TableName=self.table_name,
+                IndexName=config.STATUS_INDEX,
+                KeyConditionExpression="#status = :running",
+                ExpressionAttributeNames={"#status": "Status"},
+                ExpressionAttributeValues={":running": {"S": RUNNING}},
+                ProjectionExpression="TaskID, RunId",
+                **kwargs,
+            )
+            for item in response.get("Items", []):
+                recovered += self._expire_lease(_deserialize(item), now)
+            if "LastEvaluatedKey" not in response:
+                return recovered
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _expire_lease(self, item: Dict[str, Any], now: datetime) -> int:
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key={"TaskID": {"S": item["TaskID"]}},
+                UpdateExpression="SET LeaseUntil = :lease, DueAt = :lease",
+                ConditionExpression="#status = :running AND RunId = :run_id",
+                ExpressionAttributeNames={"#status": "Status"},
+                ExpressionAttributeValues=_serialize({
+                    ":lease": iso_ms(now - timedelta(milliseconds=1)),
+                    ":running": RUNNING, ":run_id": item.get("RunId")}),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return 0  # finished meanwhile
+            raise
+        return 1
 
 
 # ---------------------------------------------------------------- item mapping
@@ -292,27 +344,6 @@ def _serialize(values: Dict[str, Any]) -> Dict[str, Any]:
 
 def _deserialize(item: Dict[str, Any]) -> Dict[str, Any]:
     return {key: _deserializer.deserialize(value) for key, value in item.items()}
-
-
-def _encode_token(key: Optional[Dict[str, Any]]) -> Optional[str]:
-    if not key:
-        return None
-    raw = json.dumps(key, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: Optional[str]) -> Optional[Dict[str, Any]]:
-    if not token:
-        return None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(key, dict) or "TaskID" not in key:
-            raise ValueError("not a task key")
-        return key
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationError("next_token is not a token this API returned",
-                              field="next_token", code="invalid_next_token") from None
 
 
 def table_definition(table_name: str) -> Dict[str, Any]:

@@ -1,0 +1,274 @@
+"""SQLite adapter of the task store: the local stage's embedded store.
+
+Same semantics as the DynamoDB adapter: a claim is one conditional UPDATE; due_at is set
+only while a task waits (next_run_at) or holds a lease (lease expiry), and partial indexes
+cover just those rows, so the due query reads due rows only, one query per priority. WAL
+journal with synchronous=FULL: a committed write survives a crash. One connection per
+thread; writers wait on each other through busy_timeout.
+"""
+import json
+import sqlite3
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
+from chalicelib.models import (
+    CANCELLED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
+    Page, Run, Task, iso_ms, parse_iso,
+)
+from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
+
+PRIORITIES = range(9, -1, -1)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id       TEXT PRIMARY KEY,
+    action        TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    run_at        TEXT NOT NULL,
+    schedule_kind TEXT NOT NULL,
+    timezone      TEXT NOT NULL,
+    name          TEXT,
+    priority      INTEGER NOT NULL,
+    max_attempts  INTEGER NOT NULL,
+    notify        TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    next_run_at   TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    run_id        TEXT,
+    lease_until   TEXT,
+    due_at        TEXT,
+    runs          TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (priority, due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_due_time ON tasks (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at, task_id);
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at, task_id);
+"""
+
+CLAIMABLE = ("((status IN (?, ?) AND next_run_at <= ?) "
+             "OR (status = ? AND lease_until < ?))")
+
+
+class SQLiteTaskStore(TaskStore):
+    """Tasks in one SQLite file, safe for the threads of one process."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._raw().executescript(SCHEMA)
+
+    def _connection(self) -> "_Transaction":
+        return _Transaction(self._raw())
+
+    def _raw(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                         check_same_thread=False)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA busy_timeout=30000")
+            self._local.connection = connection
+        return connection
+
+    # ------------------------------------------------------------ writes
+
+    def create(self, task: Task) -> None:
+        row = to_row(task)
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        try:
+            with self._connection() as db:
+                db.execute(f"INSERT INTO tasks ({columns}) VALUES ({marks})", list(row.values()))
+        except sqlite3.IntegrityError:
+            raise TaskExists(task.task_id) from None
+
+    def claim(self, task_id: str, run_id: str, now: datetime) -> Task:
+        lease = iso_ms(now + timedelta(seconds=LEASE_SECONDS))
+        now_key = iso_ms(now)
+        with self._connection() as db:
+            updated = db.execute(
+                "UPDATE tasks SET status = ?, run_id = ?, lease_until = ?, due_at = ?, "
+                "updated_at = ?, attempts = attempts + 1 "
+                f"WHERE task_id = ? AND {CLAIMABLE}",
+                (RUNNING, run_id, lease, lease, now_key, task_id,
+                 SCHEDULED, RETRYING, now_key, RUNNING, now_key)).rowcount
+            row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        if not updated:
+            raise ClaimLost(task_id, from_row(row) if row else None)
+        return from_row(row)
+
+    def finish(self, task: Task, run: Run, status: str,
+               next_run_at: Optional[datetime], now: datetime) -> Task:
+        runs = ([run] + [r for r in task.runs if r.run_id != run.run_id])[:MAX_RUNS_KEPT]
+        next_value = iso_ms(next_run_at) if next_run_at is not None else iso_ms(task.next_run_at)
+        due_at = next_value if status in WAITING else None
+        with self._connection() as db:
+            updated = db.execute(
+                "UPDATE tasks SET status = ?, runs = ?, updated_at = ?, next_run_at = ?, "
+                "due_at = ?, lease_until = NULL "
+                "WHERE task_id = ? AND status = ? AND run_id = ?",
+                (status, _runs_json(runs), iso_ms(now), next_value, due_at,
+                 task.task_id, RUNNING, task.run_id)).rowcount
+            row = db.execute("SELECT * FROM tasks WHERE task_id = ?",
+                             (task.task_id,)).fetchone()
+        if not updated:
+            raise ClaimLost(task.task_id)
+        return from_row(row)
+
+    def cancel(self, task_id: str, now: datetime) -> Task:
+        with self._connection() as db:
+            updated = db.execute(
+                "UPDATE tasks SET status = ?, updated_at = ?, due_at = NULL "
+                "WHERE task_id = ? AND status IN (?, ?)",
+                (CANCELLED, iso_ms(now), task_id, SCHEDULED, RETRYING)).rowcount
+            row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id}", field="task_id")
+        task = from_row(row)
+        if not updated:
+            raise Conflict(f"task {task_id} is {task.status} and can no longer be cancelled",
+                           field="task_id", code="not_cancellable")
+        return task
+
+    def delete(self, task_id: str) -> None:
+        with self._connection() as db:
+            db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+
+    def recover_running(self, now: datetime) -> int:
+        expired = iso_ms(now - timedelta(milliseconds=1))
+        with self._connection() as db:
+            return db.execute(
+                "UPDATE tasks SET lease_until = ?, due_at = ? WHERE status = ?",
+                (expired, expired, RUNNING)).rowcount
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, task_id: str) -> Task:
+        with self._connection() as db:
+            row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id}", field="task_id")
+        return from_row(row)
+
+    def list(self, status: Optional[str], limit: int, next_token: Optional[str]) -> Page:
+        after = decode_token(next_token, {"created_at", "task_id"})
+        clauses: List[str] = []
+        params: List[Any] = []
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        if after:
+            clauses.append("(created_at, task_id) < (?, ?)")
+            params += [after["created_at"], after["task_id"]]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._connection() as db:
+            rows = db.execute(
+                f"SELECT * FROM tasks {where} ORDER BY created_at DESC, task_id DESC LIMIT ?",
+                params + [limit + 1]).fetchall()
+        tasks = [from_row(row) for row in rows[:limit]]
+        token = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            token = encode_token({"created_at": last["created_at"], "task_id": last["task_id"]})
+        return Page(tasks=tasks, next_token=token)
+
+    def due(self, now: datetime, limit: int) -> Iterator[Task]:
+        now_key = iso_ms(now)
+        for priority in PRIORITIES:
+            after = ("", "")
+            while True:
+                with self._connection() as db:
+                    rows = db.execute(
+                        "SELECT * FROM tasks WHERE priority = ? AND due_at IS NOT NULL "
+                        "AND due_at <= ? AND (due_at, task_id) > (?, ?) "
+                        "ORDER BY due_at, task_id LIMIT ?",
+                        (priority, now_key, after[0], after[1], limit)).fetchall()
+                for row in rows:
+                    yield from_row(row)
+                if len(rows) < limit:
+                    break
+                after = (rows[-1]["due_at"], rows[-1]["task_id"])
+
+    def next_due_after(self, now: datetime) -> Optional[datetime]:
+        with self._connection() as db:
+            row = db.execute("SELECT MIN(due_at) AS due FROM tasks "
+                             "WHERE due_at IS NOT NULL AND due_at > ?",
+                             (iso_ms(now),)).fetchone()
+        return parse_iso(row["due"])
+
+    def explain_due(self, now: datetime) -> List[str]:
+        """SQLite's plan for the due query (tests check it uses the partial index)."""
+        with self._connection() as db:
+            rows = db.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM tasks WHERE priority = ? AND due_at IS NOT "
+                "NULL AND due_at <= ? AND (due_at, task_id) > (?, ?) ORDER BY due_at, task_id "
+                "LIMIT ?", (9, iso_ms(now), "", "", 10)).fetchall()
+        return [row["detail"] for row in rows]
+
+
+class _Transaction:
+    """`with` block = one IMMEDIATE transaction (writers queue up instead of failing)."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.connection.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+# ---------------------------------------------------------------- row mapping
+
+def to_row(task: Task) -> Dict[str, Any]:
+    """The row of a task."""
+    waiting = task.status in WAITING and task.next_run_at is not None
+    return {
+        "task_id": task.task_id, "action": task.action,
+        "payload": json.dumps(task.payload, separators=(",", ":")),
+        "run_at": task.run_at, "schedule_kind": task.schedule_kind,
+        "timezone": task.timezone, "name": task.name, "priority": task.priority,
+        "max_attempts": task.max_attempts, "notify": task.notify, "status": task.status,
+        "attempts": task.attempts, "next_run_at": iso_ms(task.next_run_at),
+        "created_at": iso_ms(task.created_at), "updated_at": iso_ms(task.updated_at),
+        "run_id": task.run_id, "lease_until": iso_ms(task.lease_until),
+        "due_at": iso_ms(task.next_run_at) if waiting else None,
+        "runs": _runs_json(task.runs),
+    }
+
+
+def from_row(row: sqlite3.Row) -> Task:
+    """A Task from its row."""
+    return Task(
+        task_id=row["task_id"], action=row["action"], payload=json.loads(row["payload"]),
+        run_at=row["run_at"], schedule_kind=row["schedule_kind"],
+        next_run_at=parse_iso(row["next_run_at"]), status=row["status"],
+        timezone=row["timezone"], name=row["name"], priority=row["priority"],
+        max_attempts=row["max_attempts"], notify=row["notify"], attempts=row["attempts"],
+        created_at=parse_iso(row["created_at"]), updated_at=parse_iso(row["updated_at"]),
+        run_id=row["run_id"], lease_until=parse_iso(row["lease_until"]),
+        runs=[_run_from_dict(run) for run in json.loads(row["runs"])],
+    )
+
+
+def _runs_json(runs: List[Run]) -> str:
+    return json.dumps([run.to_api() for run in runs], separators=(",", ":"))
+
+
+def _run_from_dict(data: Dict[str, Any]) -> Run:
+    return Run(
+        run_id=data["run_id"], attempt=data["attempt"],
+        started_at=parse_iso(data["started_at"]), ended_at=parse_iso(data.get("ended_at")),
+        outcome=data.get("outcome"), http_status=data.get("http_status"),
+        error=data.get("error"), duration_ms=data.get("duration_ms"),
+    )

@@ -1,0 +1,184 @@
+"""Store contract: every case runs against both adapters (DynamoDB on moto, SQLite)."""
+import threading
+from datetime import timedelta
+
+import pytest
+
+from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
+from chalicelib.models import Run, utcnow
+from chalicelib.store import get_store
+
+
+@pytest.fixture(params=["dynamodb", "sqlite"])
+def store(request, monkeypatch, tmp_path):
+    """The adapter under test, selected the way the app selects it: TASK_STORE."""
+    if request.param == "dynamodb":
+        request.getfixturevalue("aws")
+    else:
+        monkeypatch.setenv("TASK_STORE", "sqlite")
+        monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "tasks.sqlite3"))
+    return get_store()
+
+def test_round_trip_keeps_every_field(store, make_task):
+    task = make_task(payload={"url": "https://example.com", "data": {"f": 1.25, "n": None,
+                                                                      "list": [1, "x"]}},
+                     name="nightly report", priority=8, max_attempts=4, notify="always")
+    stored = store.get(task.task_id)
+    assert stored.payload == task.payload
+    assert (stored.name, stored.priority, stored.max_attempts, stored.notify) == (
+        "nightly report", 8, 4, "always")
+    assert stored.next_run_at == task.next_run_at
+    assert stored.status == "scheduled" and stored.runs == []
+
+
+def test_create_twice_is_refused(store, make_task):
+    task = make_task()
+    with pytest.raises(TaskExists):
+        store.create(task)
+
+
+def test_get_unknown_raises(store):
+    with pytest.raises(TaskNotFound):
+        store.get("nope")
+
+
+def test_claim_not_yet_due_is_lost_with_the_current_task(store, make_task):
+    task = make_task(due_in=120)
+    with pytest.raises(ClaimLost) as lost:
+        store.claim(task.task_id, "r1", utcnow())
+    assert lost.value.current.task_id == task.task_id
+    assert lost.value.current.status == "scheduled"
+
+
+def test_only_one_of_many_concurrent_claims_wins(store, make_task):
+    task = make_task()
+    barrier = threading.Barrier(8)
+    wins = []
+
+    def claim(run_id):
+        barrier.wait()
+        try:
+            store.claim(task.task_id, run_id, utcnow())
+            wins.append(run_id)
+        except ClaimLost:
+            pass
+
+    threads = [threading.Thread(target=claim, args=(f"run-{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1
+    assert store.get(task.task_id).run_id == wins[0]
+
+
+def test_finish_needs_the_claim(store, make_task):
+    store = store
+    task = make_task()
+    claimed = store.claim(task.task_id, "r1", utcnow())
+    run = Run(run_id="r1", attempt=1, started_at=utcnow(), ended_at=utcnow(),
+              outcome="succeeded", duration_ms=1)
+    stale = claimed.__class__(**{**claimed.__dict__, "run_id": "someone-else"})
+    with pytest.raises(ClaimLost):
+        store.finish(stale, run, "completed", None, utcnow())
+    done = store.finish(claimed, run, "completed", None, utcnow())
+    assert done.status == "completed" and done.runs[0].run_id == "r1"
+    with pytest.raises(ClaimLost):
+        store.finish(claimed, run, "completed", None, utcnow())
+
+
+def test_cancel_only_while_waiting(store, make_task):
+    store = store
+    task = make_task(due_in=60)
+    assert store.cancel(task.task_id, utcnow()).status == "cancelled"
+    with pytest.raises(Conflict):
+        store.cancel(task.task_id, utcnow())
+    with pytest.raises(TaskNotFound):
+        store.cancel("missing", utcnow())
+
+
+def test_running_task_is_due_again_only_after_its_lease(store, make_task):
+    store = store
+    task = make_task()
+    store.claim(task.task_id, "r1", utcnow())
+    assert [t.task_id for t in store.due(utcnow(), 10)] == []
+    later = utcnow() + timedelta(minutes=6)
+    assert [t.task_id for t in store.due(later, 10)] == [task.task_id]
+
+
+def test_list_pages_beyond_moto_page_size(store, make_task):
+    created = {make_task(due_in=60).task_id for _ in range(120)}
+    seen, token = [], None
+    while True:
+        page = store.list(None, 50, token)
+        seen += [t.task_id for t in page.tasks]
+        token = page.next_token
+        if not token:
+            break
+    assert len(seen) == 120 and set(seen) == created
+
+
+def test_due_in_priority_then_time_order(store, make_task):
+    for i in range(30):
+        make_task(due_in=3600 + i, priority=i % 10)
+    due = [make_task(due_in=-60, priority=2), make_task(due_in=-30, priority=9),
+           make_task(due_in=-90, priority=2), make_task(due_in=-10, priority=0),
+           make_task(due_in=-20, priority=9)]
+    found = list(store.due(utcnow(), 2))  # pages of two
+    expected = sorted(due, key=lambda t: (-t.priority, t.next_run_at))
+    assert [t.task_id for t in found] == [t.task_id for t in expected]
+
+
+def test_finished_and_cancelled_tasks_are_never_due(store, make_task):
+    done, cancelled = make_task(), make_task(due_in=30)
+    claimed = store.claim(done.task_id, "r", utcnow())
+    store.finish(claimed, Run("r", 1, utcnow(), utcnow(), "succeeded"), "completed", None,
+                 utcnow())
+    store.cancel(cancelled.task_id, utcnow())
+    assert list(store.due(utcnow() + timedelta(days=1), 10)) == []
+    assert store.next_due_after(utcnow()) is None
+
+
+def test_recurring_finish_makes_it_due_at_the_next_firing(store, make_task):
+    task = make_task(run_at="rate(5 minutes)", schedule_kind="rate")
+    claimed = store.claim(task.task_id, "r", utcnow())
+    following = (utcnow() + timedelta(minutes=5)).replace(microsecond=0)
+    store.finish(claimed, Run("r", 1, utcnow(), utcnow(), "succeeded"), "scheduled",
+                 following, utcnow())
+    stored = store.get(task.task_id)
+    assert stored.status == "scheduled" and stored.next_run_at == following
+    assert [t.task_id for t in store.due(following, 10)] == [task.task_id]
+    assert store.next_due_after(utcnow()) == following
+
+
+def test_next_due_after_is_the_earliest_waiting_time(store, make_task):
+    assert store.next_due_after(utcnow()) is None
+    make_task(due_in=-5)
+    later = make_task(due_in=90, priority=1)
+    make_task(due_in=30, priority=8)
+    soon = store.get(make_task(due_in=20, priority=3).task_id)
+    assert store.next_due_after(utcnow()) == soon.next_run_at
+    assert store.next_due_after(soon.next_run_at + timedelta(seconds=11)) == later.next_run_at
+
+
+def test_recover_running_makes_cut_off_runs_due_now(store, make_task):
+    task = make_task()
+    store.claim(task.task_id, "dead", utcnow())
+    assert list(store.due(utcnow(), 10)) == []
+    assert store.recover_running(utcnow()) == 1
+    assert [t.task_id for t in store.due(utcnow(), 10)] == [task.task_id]
+    again = store.claim(task.task_id, "new", utcnow())
+    assert again.run_id == "new" and again.attempts == 2
+
+
+def test_list_by_status_is_newest_first_and_pages(store, make_task):
+    tasks = [make_task(due_in=60 + i) for i in range(5)]
+    store.cancel(tasks[0].task_id, utcnow())
+    page = store.list("scheduled", 2, None)
+    assert len(page.tasks) == 2 and page.next_token
+    rest = store.list("scheduled", 10, page.next_token)
+    ids = [t.task_id for t in page.tasks + rest.tasks]
+    assert sorted(ids) == sorted(t.task_id for t in tasks[1:])
+    assert rest.next_token is None
+    created = [t.created_at for t in page.tasks + rest.tasks]
+    assert created == sorted(created, reverse=True)
