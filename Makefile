@@ -1,23 +1,36 @@
-# Task scheduler. `make test` and `make dev` work on a fresh machine: they create .venv.
+# Task scheduler. `make dev` and `make test` work on a fresh machine: they create .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAGE ?= dev
-PORT ?= 8000
 
-.PHONY: test dev bootstrap deploy package policy clean
+.PHONY: test dev dev-aws bench bootstrap deploy package policy reset-local clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
-# Re-install only when the requirement files change.
-$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+# Each stamp re-installs only when its requirement files change. `make dev` installs
+# only what the server needs; tests add moto and pytest.
+$(VENV)/.local-installed: requirements.txt requirements-local.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-local.txt
 	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.local-installed requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+dev: $(VENV)/.local-installed
+	$(BIN)/python -m chalicelib.local_server
+
+# The same server on the DynamoDB adapter, against an in-process moto server.
+dev-aws: $(VENV)/.dev-installed
+	$(BIN)/python -m chalicelib.local_server --with-moto
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q tests
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/local_burst.py
 
 bootstrap: $(VENV)/.dev-installed
 	$(BIN)/python -m chalicelib.bootstrap --stage $(STAGE)
@@ -30,6 +43,10 @@ package: $(VENV)/.dev-installed
 
 deploy: bootstrap
 	$(BIN)/chalice deploy --stage $(STAGE)
+
+# Forget every local task, the local token and data (the embedded store's folder).
+reset-local:
+	rm -rf .chalice/local-data
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

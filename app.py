@@ -5,7 +5,7 @@ import logging
 
 from chalice import AuthResponse, Chalice, Response
 
-from chalicelib import auth, service, sweeper
+from chalicelib import auth, local_server, service, sweeper
 from chalicelib.errors import SchedulerError
 from chalicelib.executor import execute_task as run_task
 from chalicelib.validation import parse_json_body
@@ -87,3 +87,7 @@ def daily_sweeper(event):
     context = event.context
     time_left = getattr(context, "get_remaining_time_in_millis", None)
     return sweeper.sweep(time_left_ms=time_left)
+
+
+# The local stage (make dev / chalice local) runs the in-process trigger; elsewhere a no-op.
+local_server.start_if_local()

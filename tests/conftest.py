@@ -4,7 +4,7 @@ import json
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -157,11 +157,13 @@ class Receiver:
             disable_nagle_algorithm = True
 
             def _handle(self):
+                received_at = datetime.now(timezone.utc)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with receiver._lock:
                     receiver.requests.append({
                         "method": self.command, "path": self.path,
+                        "received_at": received_at,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
                         "body": body})
                 if receiver.delay:

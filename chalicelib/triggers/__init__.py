@@ -40,8 +40,10 @@ def get_trigger() -> Trigger:
             from chalicelib.triggers.scheduler import SchedulerTrigger as adapter
         elif backend == "rules":
             from chalicelib.triggers.rules import RulesTrigger as adapter
+        elif backend == "local":
+            from chalicelib.triggers.local import LocalTrigger as adapter
         else:
             raise ValueError(f"TRIGGER_BACKEND={backend!r} is not supported "
-                             "(scheduler, rules)")
+                             "(scheduler, rules, local)")
         _triggers[backend] = adapter()
     return _triggers[backend]

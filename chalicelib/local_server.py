@@ -1,0 +1,141 @@
+"""The local stage: `make dev` / `python -m chalicelib.local_server` / `chalice local`.
+
+Serves the same Chalice app with chalice's own local server, an embedded SQLite store and
+the in-process trigger, so scheduled tasks fire for real with no AWS account.
+`--with-moto` runs the DynamoDB adapter instead, against an in-process moto server.
+"""
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+
+from chalicelib import config
+
+logger = logging.getLogger("task_scheduler.local")
+
+_started = False
+_start_lock = threading.Lock()
+
+
+def local_token() -> tuple:
+    """(token, where it came from): API_TOKENS, or one generated once and kept with the
+    local data so the curl you copied keeps working after a restart."""
+    given = config.api_tokens()
+    if given:
+        return given.split(",")[0].strip(), "API_TOKENS"
+    path = config.sqlite_path().parent / "api-token"
+    if path.exists():
+        token = path.read_text().strip()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+    os.environ[config.API_TOKENS] = token
+    return token, f"generated, kept in {path}"
+
+
+def banner(token: str, source: str, port: int) -> str:
+    """What a person needs to try the server: URL, token, a curl of the SPEC example."""
+    url = f"http://127.0.0.1:{port}"
+    store = config.task_store()
+    where = config.sqlite_path() if store == "sqlite" else \
+        f"DynamoDB table {config.tasks_table()} at {os.environ.get('AWS_ENDPOINT_URL', 'AWS')}"
+    return f"""
+task-scheduler (local stage) on {url}
+  token : {token}   ({source})
+  store : {store}: {where}
+  trigger: in-process, due tasks fire by themselves
+
+Try it: start a receiver in another terminal,
+  python3 scripts/receiver.py 9000
+then schedule a webhook ten seconds from now:
+  curl -s -X POST {url}/schedule-task \\
+    -H "Authorization: Bearer {token}" -H "Content-Type: application/json" \\
+    -d '{{"action": "webhook", "payload": {{"url": "http://127.0.0.1:9000/hook", "data": {{"msg": "Hello from Lambda"}}}}, "run_at": "'$(date -u -d '+10 seconds' +%Y-%m-%dT%H:%M:%SZ)'"}}'
+  (macOS: date -u -v+10S +%Y-%m-%dT%H:%M:%SZ)
+"""
+
+
+def start_if_local() -> None:
+    """Start the in-process trigger when this process serves the local stage.
+
+    app.py calls this at import: `chalice local` offers no start-up hook. In Lambda and
+    under the test client (any stage but local) it does nothing."""
+    global _started
+    if config.trigger_backend() != "local" or os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return
+    with _start_lock:
+        if _started:
+            return
+        _started = True
+    from chalicelib.triggers.local import start_dispatcher
+
+    token, source = local_token()
+    print(banner(token, source, config.port()), flush=True)
+    start_dispatcher()
+
+
+def _start_moto() -> None:
+    """An in-process moto server with the stage's table, for the DynamoDB adapter."""
+    from moto.server import ThreadedMotoServer
+
+    from chalicelib import bootstrap
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    for key, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(key, value)
+    os.environ[config.TASK_STORE] = "dynamodb"
+    print(bootstrap.ensure_table(), "(moto server at", os.environ["AWS_ENDPOINT_URL"] + ")")
+
+
+def main(argv=None) -> int:
+    """Serve the local stage until SIGINT / SIGTERM, then shut down cleanly."""
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.local_server",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default: PORT or 8000")
+    parser.add_argument("--with-moto", action="store_true",
+                        help="use the DynamoDB adapter against an in-process moto server")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    os.environ[config.STAGE] = config.LOCAL_STAGE
+    if args.port is not None:
+        os.environ[config.PORT] = str(args.port)
+    if args.with_moto:
+        _start_moto()
+
+    from chalice.cli.factory import CLIFactory
+
+    from chalicelib.triggers.local import stop_dispatcher
+
+    factory = CLIFactory(str(config.PROJECT_DIR), environ=os.environ)
+    stage_config = factory.create_config_obj(chalice_stage_name=config.LOCAL_STAGE)
+    app = stage_config.chalice_app  # importing app.py starts the trigger
+    server = factory.create_local_server(app, stage_config, args.host, config.port())
+
+    def shut_down(signum, _frame):
+        logger.info("received %s, shutting down", signal.Signals(signum).name)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    server.serve_forever()
+    finished = stop_dispatcher(timeout=10.0)
+    logger.info("stopped%s", "" if finished else
+                " (runs still in flight are recovered at the next start)")
+    sys.stdout.flush()
+    # Worker threads still inside a webhook call must not hold the exit: their tasks
+    # stay claimed in the store and are recovered at the next start.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
