@@ -81,12 +81,12 @@ def execute_task(event, context):
     return run_task(event["task_id"]).to_dict()
 
 
-@app.schedule("cron(0 9 * * ? *)", name="daily_sweeper")
+@app.schedule(sweeper.SWEEP_EXPRESSION, name="daily_sweeper")
 def daily_sweeper(event):
-    """Run what the triggers missed, highest priority first."""
+    """Run what the triggers missed, highest priority first; re-arm what is missing."""
     context = event.context
-    time_left = getattr(context, "get_remaining_time_in_millis", None)
-    return sweeper.sweep(time_left_ms=time_left)
+    return sweeper.run_daily(getattr(context, "get_remaining_time_in_millis", None),
+                             getattr(context, "invoked_function_arn", None))
 
 
 # The local stage (make dev / chalice local) runs the in-process trigger; elsewhere a no-op.

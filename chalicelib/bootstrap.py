@@ -183,10 +183,12 @@ def deploy_policy(stage: str) -> dict:
          "Condition": {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}},
         {"Sid": "Rules", "Effect": "Allow",
          "Action": ["events:PutRule", "events:PutTargets", "events:RemoveTargets",
-                    "events:DeleteRule", "events:DescribeRule"],
+                    "events:DeleteRule", "events:ListTargetsByRule"],
          "Resource": f"arn:aws:events:*:*:rule/{rule_prefix}*"},
         {"Sid": "RulesInvokePermission", "Effect": "Allow", "Action": "lambda:AddPermission",
          "Resource": f"arn:aws:lambda:*:*:function:{prefix}-execute_task"},
+        {"Sid": "SweeperContinues", "Effect": "Allow", "Action": "lambda:InvokeFunction",
+         "Resource": f"arn:aws:lambda:*:*:function:{prefix}-daily_sweeper"},
         {"Sid": "Identity", "Effect": "Allow", "Action": "sts:GetCallerIdentity",
          "Resource": "*"},
     ]

@@ -1,34 +1,75 @@
-"""The daily sweeper: run what its trigger missed, highest priority first."""
+"""The daily sweeper: run what its trigger missed, highest priority first, and re-arm
+the triggers of tasks due before the next sweep."""
 import json
 import logging
 from collections import Counter
+from datetime import datetime
 from typing import Callable, Optional
+from zoneinfo import ZoneInfo
 
-from chalicelib import config
-from chalicelib.executor import Clock, execute_task
+from chalicelib import aws, config, schedules
+from chalicelib.executor import RAN, Clock, execute_task
 from chalicelib.store import get_store
+from chalicelib.triggers import get_trigger
 
 logger = logging.getLogger("task_scheduler.sweeper")
 
+SWEEP_EXPRESSION = "cron(0 9 * * ? *)"
 # Time one more run may need: the longest webhook timeout (60 s) plus writes and margin.
 RESERVE_MS = 75_000
+
+
+def next_sweep_after(moment: datetime) -> datetime:
+    """When the daily sweeper runs next."""
+    return schedules.parse(SWEEP_EXPRESSION, ZoneInfo("UTC"), anchor=moment).next_after(moment)
 
 
 def sweep(clock: Optional[Clock] = None,
           time_left_ms: Optional[Callable[[], int]] = None) -> dict:
     """Run every due task (waiting past its time, or running past its lease) through the
-    executor, priority 9 first, earliest first within a priority. Stops taking new work
-    when less than RESERVE_MS of the invocation is left; the next sweep continues."""
+    executor, priority 9 first, earliest first within a priority; then make sure every
+    task due before the next sweep still has its trigger. Reads grow with that work, not
+    with the table. Stops taking work when less than RESERVE_MS of the invocation is left
+    and says so (`deferred`), so the caller can continue in a new invocation."""
     clock = clock or Clock()
+    store = get_store()
     counts: Counter = Counter()
+    batch = config.sweep_batch_size()
+
+    def out_of_time() -> bool:
+        return time_left_ms is not None and time_left_ms() < RESERVE_MS
+
     now = clock.now()
-    for task in get_store().due(now, config.sweep_batch_size()):
-        if time_left_ms is not None and time_left_ms() < RESERVE_MS:
+    for task in store.due(now, batch):
+        if out_of_time():
             counts["deferred"] += 1
             break
         execution = execute_task(task.task_id, clock)
-        counts[execution.status if execution.outcome == "ran" else execution.outcome] += 1
-    summary = {"event": "sweep_finished", "due_examined": sum(counts.values()),
-               **dict(sorted(counts.items()))}
+        counts[execution.status if execution.outcome == RAN else execution.outcome] += 1
+    if not counts["deferred"]:
+        trigger = get_trigger()
+        for task in store.due(next_sweep_after(now), batch):
+            if not task.waiting or task.next_run_at <= now:
+                continue  # running, or due now: the first pass (or its continuation) has it
+            if out_of_time():
+                counts["deferred"] += 1
+                break
+            counts["checked"] += 1
+            if trigger.ensure_armed(task):
+                counts["rearmed"] += 1
+    summary = {"event": "sweep_finished", **dict(sorted(counts.items()))}
     logger.info(json.dumps(summary))
+    return summary
+
+
+def run_daily(time_left_ms: Optional[Callable[[], int]] = None,
+              function_arn: Optional[str] = None) -> dict:
+    """The daily_sweeper Lambda: sweep, and when the work did not fit, invoke itself again
+    (asynchronously) to continue where it stopped."""
+    summary = sweep(time_left_ms=time_left_ms)
+    if summary.get("deferred") and function_arn:
+        aws.client("lambda").invoke(FunctionName=function_arn, InvocationType="Event",
+                                    Payload=json.dumps({"continuation": True}).encode())
+        summary["continued"] = True
+        logger.info(json.dumps({"event": "sweep_continued", "function": function_arn}))
     return summary

@@ -204,3 +204,32 @@ def test_recurring_task_goes_back_to_scheduled_with_next_firing(aws, receiver, m
     assert (stored.next_run_at - anchor) % timedelta(minutes=5) == timedelta(0)
     assert len(stored.runs) == 1
 
+
+
+def test_failed_run_of_recurring_task_keeps_later_firings(aws, receiver, make_task):
+    receiver.status = 500
+    task = make_task(payload=webhook(receiver.url), run_at="rate(5 minutes)",
+                     schedule_kind="rate")
+    assert execute_task(task.task_id).status == "scheduled"
+    stored = get_store().get(task.task_id)
+    assert stored.runs[0].outcome == "failed" and stored.next_run_at > utcnow()
+
+
+def test_recurring_task_with_no_further_firing_completes_and_loses_its_trigger(
+        aws, receiver, make_task):
+    from chalicelib import aws as aws_clients, config
+    from chalicelib.triggers import get_trigger
+
+    last_year = utcnow().year  # its last firing is due now, none follows this year
+    task = make_task(payload=webhook(receiver.url), schedule_kind="cron",
+                     run_at=f"cron(0/5 * * * ? {last_year})")
+    get_trigger().arm(task)
+    fake_end = Clock(now=lambda: utcnow().replace(year=last_year, month=12, day=31,
+                                                  hour=23, minute=58))
+    result = execute_task(task.task_id, fake_end)
+    assert result.status == "completed"
+    stored = get_store().get(task.task_id)
+    assert stored.next_run_at == task.next_run_at and len(stored.runs) == 1
+    schedules_left = aws_clients.client("scheduler").list_schedules(
+        GroupName=config.scheduler_group())["Schedules"]
+    assert schedules_left == []

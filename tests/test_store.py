@@ -147,6 +147,7 @@ def test_recurring_finish_makes_it_due_at_the_next_firing(store, make_task):
                  following, utcnow())
     stored = store.get(task.task_id)
     assert stored.status == "scheduled" and stored.next_run_at == following
+    assert stored.attempts == 0  # the next firing counts its own attempts
     assert [t.task_id for t in store.due(following, 10)] == [task.task_id]
     assert store.next_due_after(utcnow()) == following
 

@@ -89,3 +89,38 @@ def test_stop_leaves_queued_tasks_waiting(local_stage, monkeypatch, receiver, ma
     statuses = [get_store().get(t.task_id).status for t in tasks]
     assert statuses.count("completed") >= 1
     assert set(statuses) <= {"completed", "scheduled"}  # none stuck in running
+
+
+class SteppedClock:
+    """Real time plus an offset the test moves forward, so minutes pass in an instant."""
+
+    def __init__(self):
+        self.offset = timedelta(0)
+
+    def now(self):
+        return utcnow() + self.offset
+
+    def sleep(self, seconds):
+        self.offset += timedelta(seconds=seconds)
+
+
+def test_recurring_task_runs_three_times_in_a_row(local_stage, receiver, make_task):
+    from chalicelib.executor import Clock
+
+    stepped = SteppedClock()
+    task = make_task(due_in=-1, run_at="rate(1 minute)", schedule_kind="rate",
+                     payload={"url": receiver.url})
+    dispatcher = local.start_dispatcher(Clock(now=stepped.now, sleep=stepped.sleep))
+    for runs in (1, 2, 3):
+        assert wait_for(lambda: len(get_store().get(task.task_id).runs) == runs), runs
+        stored = get_store().get(task.task_id)
+        assert stored.status == "scheduled"
+        stepped.offset += stored.next_run_at - stepped.now() + timedelta(milliseconds=1)
+        dispatcher.wake()
+    history = get_store().get(task.task_id).runs
+    assert len(history) >= 3 and len(receiver.requests) >= 3
+    first, second, third = sorted(r.started_at for r in history[:3])
+    assert first < second and timedelta(seconds=59) < third - second < timedelta(seconds=61)
+    keys = [r["headers"]["idempotency-key"] for r in receiver.requests[:3]]
+    assert len(set(keys)) == 3  # each firing is its own run for the receiver
+    assert [r["headers"]["x-task-attempt"] for r in receiver.requests[:3]] == ["1"] * 3

@@ -103,6 +103,9 @@ class DynamoDBTaskStore(TaskStore):
         if next_run_at is not None:
             values[":next"] = iso_ms(next_run_at)
             sets.append("NextRunAt = :next")
+        if status == SCHEDULED:
+            values[":zero"] = 0  # a new firing starts counting its attempts again
+            sets.append("Attempts = :zero")
         if status in WAITING:
             values[":due_at"] = iso_ms(next_run_at or task.next_run_at)
             values[":bucket"] = due_bucket(task.priority)

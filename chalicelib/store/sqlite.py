@@ -113,9 +113,10 @@ class SQLiteTaskStore(TaskStore):
         with self._connection() as db:
             updated = db.execute(
                 "UPDATE tasks SET status = ?, runs = ?, updated_at = ?, next_run_at = ?, "
-                "due_at = ?, lease_until = NULL "
+                "due_at = ?, lease_until = NULL, "
+                "attempts = CASE WHEN ? = ? THEN 0 ELSE attempts END "
                 "WHERE task_id = ? AND status = ? AND run_id = ?",
-                (status, _runs_json(runs), iso_ms(now), next_value, due_at,
+                (status, _runs_json(runs), iso_ms(now), next_value, due_at, status, SCHEDULED,
                  task.task_id, RUNNING, task.run_id)).rowcount
             row = db.execute("SELECT * FROM tasks WHERE task_id = ?",
                              (task.task_id,)).fetchone()

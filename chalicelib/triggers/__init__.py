@@ -18,6 +18,10 @@ class Trigger(abc.ABC):
     def disarm(self, task: Task) -> None:
         """Remove the task's trigger; a trigger that is already gone is fine."""
 
+    def ensure_armed(self, task: Task) -> bool:
+        """Re-arm the task if its trigger has vanished; True when it had to."""
+        return False
+
     def after_run(self, task: Task) -> None:
         """Called with the task as stored after a run: drop what no longer fires."""
         if not task.waiting:

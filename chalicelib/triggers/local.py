@@ -12,17 +12,15 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from typing import Dict, Optional
-from zoneinfo import ZoneInfo
 
-from chalicelib import config, schedules, sweeper
-from chalicelib.executor import execute_task
-from chalicelib.models import Task, utcnow
+from chalicelib import config, sweeper
+from chalicelib.executor import Clock, execute_task
+from chalicelib.models import Task
 from chalicelib.store import get_store
 from chalicelib.triggers import Trigger
 
 logger = logging.getLogger("task_scheduler.local")
 
-SWEEP_EXPRESSION = "cron(0 9 * * ? *)"
 # Even with nothing due the dispatcher looks at the store this often, so a task written
 # by another process (a second server on the same file) is not missed for long.
 IDLE_POLL_SECONDS = 30.0
@@ -32,7 +30,8 @@ DUE_PAGE = 200
 class Dispatcher:
     """The in-process scheduler loop and its worker pool."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, clock: Optional[Clock] = None):
+        self._clock = clock or Clock()
         self._condition = threading.Condition()
         self._woken = False
         self._stopping = False
@@ -40,13 +39,12 @@ class Dispatcher:
         self._inflight_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task-run")
         self._thread = threading.Thread(target=self._loop, name="local-trigger", daemon=True)
-        self._sweep = schedules.parse(SWEEP_EXPRESSION, ZoneInfo("UTC"), anchor=utcnow())
-        self._next_sweep = self._sweep.next_after(utcnow())
+        self._next_sweep = sweeper.next_sweep_after(self._clock.now())
 
     def start(self) -> dict:
         """Recover cut-off runs, then start dispatching. Returns what start found."""
         store = get_store()
-        now = utcnow()
+        now = self._clock.now()
         recovered = store.recover_running(now)
         overdue = sum(1 for _ in store.due(now, DUE_PAGE))
         self._thread.start()
@@ -90,11 +88,11 @@ class Dispatcher:
                 if self._stopping:
                     return
                 self._woken = False
-            now = utcnow()
+            now = self._clock.now()
             self._dispatch_due(store, now)
             if now >= self._next_sweep:
-                self._pool.submit(self._guarded, "daily sweep", sweeper.sweep)
-                self._next_sweep = self._sweep.next_after(now)
+                self._pool.submit(self._guarded, "daily sweep", sweeper.sweep, self._clock)
+                self._next_sweep = sweeper.next_sweep_after(now)
             timeout = self._sleep_seconds(store, now)
             with self._condition:
                 if not self._woken and not self._stopping:
@@ -105,7 +103,7 @@ class Dispatcher:
         next_due = store.next_due_after(now)
         if next_due is not None:
             wake_at = min(wake_at, next_due)
-        return max((wake_at - utcnow()).total_seconds(), 0.0)
+        return max((wake_at - self._clock.now()).total_seconds(), 0.0)
 
     def _dispatch_due(self, store, now) -> None:
         for task in store.due(now, DUE_PAGE):
@@ -119,7 +117,7 @@ class Dispatcher:
 
     def _run(self, task_id: str) -> None:
         try:
-            self._guarded(f"task {task_id}", execute_task, task_id)
+            self._guarded(f"task {task_id}", execute_task, task_id, self._clock)
         finally:
             with self._inflight_lock:
                 self._inflight.pop(task_id, None)
@@ -138,12 +136,12 @@ _dispatcher: Optional[Dispatcher] = None
 _dispatcher_lock = threading.Lock()
 
 
-def start_dispatcher() -> Dispatcher:
+def start_dispatcher(clock: Optional[Clock] = None) -> Dispatcher:
     """Start the process's dispatcher (once)."""
     global _dispatcher
     with _dispatcher_lock:
         if _dispatcher is None:
-            _dispatcher = Dispatcher(config.local_workers())
+            _dispatcher = Dispatcher(config.local_workers(), clock)
             _dispatcher.start()
         return _dispatcher
 

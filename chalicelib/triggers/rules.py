@@ -90,6 +90,18 @@ class RulesTrigger(Trigger):
             Targets=[{"Id": TARGET_ID, "Arn": executor_arn, "Input": executor_input(task)}],
         )
 
+    def ensure_armed(self, task: Task) -> bool:
+        events = aws.client("events")
+        try:
+            targets = events.list_targets_by_rule(Rule=rule_name(task.task_id))["Targets"]
+            if targets:
+                return False
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+        self.arm(task)
+        return True
+
     def disarm(self, task: Task) -> None:
         events = aws.client("events")
         name = rule_name(task.task_id)

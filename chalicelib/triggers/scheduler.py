@@ -1,4 +1,6 @@
 """EventBridge Scheduler adapter: one schedule per task in SCHEDULER_GROUP."""
+import time
+
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
@@ -16,7 +18,7 @@ class SchedulerTrigger(Trigger):
     """One-time tasks: at() with ActionAfterCompletion=DELETE, so a fired schedule
     removes itself; recurring tasks: their cron()/rate() in their time zone."""
 
-    def arm(self, task: Task) -> None:
+    def arm(self, task: Task, attempt_id: str = "") -> None:
         schedule = from_task(task)
         expression, timezone = schedule.aws_expression()
         request = {
@@ -33,8 +35,9 @@ class SchedulerTrigger(Trigger):
                 "RetryPolicy": {"MaximumRetryAttempts": 185,
                                 "MaximumEventAgeInSeconds": 86400},
             },
-            # A retried create (SDK retry, or a repeated request) makes one schedule.
-            "ClientToken": f"{task.task_id}-{expression}"[:64],
+            # A retried create (SDK retry, or a repeated request) makes one schedule; a
+            # deliberate re-creation (attempt_id) must not be taken for a repeat.
+            "ClientToken": f"{task.task_id}-{attempt_id}{expression}"[:64],
         }
         if not schedule.recurring:
             request["ActionAfterCompletion"] = "DELETE"
@@ -44,6 +47,17 @@ class SchedulerTrigger(Trigger):
             if error.response["Error"]["Code"] != "ConflictException":
                 raise
             # Already armed (same name in the group): nothing to do.
+
+    def ensure_armed(self, task: Task) -> bool:
+        try:
+            aws.client("scheduler").get_schedule(
+                Name=schedule_name(task.task_id), GroupName=config.scheduler_group())
+            return False
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+        self.arm(task, attempt_id=f"re{int(time.time())}-")
+        return True
 
     def disarm(self, task: Task) -> None:
         try:
