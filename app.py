@@ -6,7 +6,7 @@ import logging
 from chalice import AuthResponse, Chalice, Response
 
 from chalicelib import auth, local_server, service, sweeper
-from chalicelib.errors import SchedulerError
+from chalicelib.errors import SchedulerError, normalize_framework_error
 from chalicelib.executor import execute_task as run_task
 from chalicelib.validation import parse_json_body
 
@@ -23,7 +23,7 @@ def token_auth(auth_request):
     return AuthResponse(routes=[], principal_id="anonymous")
 
 
-def api_route(path, methods=("GET",), status=200, authorizer=token_auth):
+def api_route(path, methods=("GET",), authorizer=token_auth):
     """app.route plus the single mapping of domain errors to HTTP answers."""
     def decorate(handler):
         @functools.wraps(handler)
@@ -32,7 +32,7 @@ def api_route(path, methods=("GET",), status=200, authorizer=token_auth):
                 body = handler(*args, **kwargs)
             except SchedulerError as error:
                 return Response(body=error.body(), status_code=error.status)
-            return Response(body=body, status_code=status)
+            return body if isinstance(body, Response) else Response(body=body)
         return app.route(path, methods=list(methods), authorizer=authorizer)(wrapped)
     return decorate
 
@@ -41,16 +41,17 @@ def api_route(path, methods=("GET",), status=200, authorizer=token_auth):
 def uniform_client_errors(event, get_response):
     """Give Chalice's own 4xx answers (405, 415, ...) the API's error body."""
     response = get_response(event)
-    body = response.body
-    if 400 <= response.status_code < 500 and isinstance(body, dict) and "Code" in body:
-        response.body = {"code": body["Code"], "message": body.get("Message", ""),
-                         "field": None}
+    if 400 <= response.status_code < 500:
+        response.body = normalize_framework_error(response.body) or response.body
     return response
 
 
-@api_route("/schedule-task", methods=["POST"], status=201)
+@api_route("/schedule-task", methods=["POST"])
 def schedule_task():
-    return service.schedule_task(parse_json_body(app.current_request.raw_body))
+    request = app.current_request
+    body, created = service.schedule_task(parse_json_body(request.raw_body),
+                                          request.headers.get("idempotency-key"))
+    return Response(body=body, status_code=201 if created else 200)
 
 
 @api_route("/tasks")
@@ -66,6 +67,11 @@ def get_task(task_id):
 @api_route("/tasks/{task_id}", methods=["DELETE"])
 def cancel_task(task_id):
     return service.cancel_task(task_id)
+
+
+@api_route("/tasks/{task_id}/retry", methods=["POST"])
+def retry_task(task_id):
+    return service.retry_task(task_id, app.current_request.raw_body)
 
 
 @api_route("/health", authorizer=None)

@@ -6,6 +6,8 @@ with a 400 and never stored) and runs it when the task fires.
 import ipaddress
 import json
 import logging
+import re
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
@@ -14,12 +16,15 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from chalicelib import config
+from chalicelib import config, retries
 from chalicelib.errors import ValidationError
 
 logger = logging.getLogger("task_scheduler.actions")
 
 WEBHOOK_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
+MAX_DATA_BYTES = 64 * 1024
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 7230 token
+RESPONSE_KEPT_BYTES = 1024
 WEBHOOK_FIELDS = {"url", "data", "method", "headers", "timeout"}
 MAX_URL_LENGTH = 2048
 ERROR_EXCERPT = 200
@@ -38,11 +43,13 @@ class ActionContext:
 
 @dataclass
 class ActionResult:
-    """Outcome of one run of an action."""
+    """Outcome of one run of an action; a failure says whether trying again may help."""
 
     success: bool
     http_status: Optional[int] = None
     error: Optional[str] = None
+    retryable: bool = False
+    retry_after: Optional[float] = None
 
 
 @dataclass
@@ -70,6 +77,11 @@ def validate_webhook(payload: Any) -> Dict[str, Any]:
                              f"payload.{unknown[0]}")
     result: Dict[str, Any] = {"url": _validate_url(payload.get("url"))}
     if "data" in payload:
+        size = len(json.dumps(payload["data"], separators=(",", ":"),
+                              ensure_ascii=False).encode())
+        if size > MAX_DATA_BYTES:
+            raise _payload_error(f"payload.data is {size} bytes as JSON; the limit is "
+                                 f"{MAX_DATA_BYTES // 1024} KiB", "payload.data")
         result["data"] = payload["data"]
     method = payload.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in WEBHOOK_METHODS:
@@ -82,9 +94,12 @@ def validate_webhook(payload: Any) -> Dict[str, Any]:
         raise _payload_error("payload.headers must be an object of string names to string "
                              "values", "payload.headers")
     for name, value in headers.items():
-        if not name or any(c in name for c in " :\r\n\t") or any(c in value for c in "\r\n"):
-            raise _payload_error(f"payload.headers has an invalid header '{name}'",
+        if not HEADER_NAME.match(name):
+            raise _payload_error(f"payload.headers: '{name}' is not a valid header name",
                                  "payload.headers")
+        if any(c in value for c in "\r\n\0") or not _latin1(value):
+            raise _payload_error(f"payload.headers: the value of '{name}' must be one line "
+                                 "of Latin-1 text", "payload.headers")
     result["headers"] = headers
     timeout = payload.get("timeout", 10)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
@@ -118,6 +133,14 @@ def _validate_url(url: Any) -> str:
     return url
 
 
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_private_host(host: str) -> bool:
     host = host.strip("[]").lower().rstrip(".")
     if host == "localhost" or host.endswith(".localhost"):
@@ -125,11 +148,23 @@ def _is_private_host(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return False  # a name: checked against DNS when the task runs
+        address = _legacy_ipv4(host)
+        if address is None:
+            return False  # a name: resolved when the task runs
     mapped = getattr(address, "ipv4_mapped", None)
     if mapped is not None:
         address = mapped
     return not address.is_global
+
+
+def _legacy_ipv4(host: str):
+    # The resolver also reads '127.1', '2130706433', '0x7f.1' and '0' as IPv4 addresses.
+    if not re.fullmatch(r"[0-9a-fx.]+", host) or not any(c.isdigit() for c in host):
+        return None
+    try:
+        return ipaddress.ip_address(socket.inet_ntoa(socket.inet_aton(host)))
+    except OSError:
+        return None
 
 
 _session: Optional[requests.Session] = None
@@ -169,30 +204,40 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
             payload.get("method", "POST"), payload["url"], data=body, headers=headers,
             timeout=timeout, allow_redirects=False, stream=True)
     except requests.Timeout:
-        return ActionResult(False, error=f"timeout: no response within {timeout} s")
+        return ActionResult(False, error=f"timeout: no response within {timeout} s",
+                            retryable=True)
     except requests.ConnectionError as exc:
-        return ActionResult(False, error=f"connection failed: {_reason(exc)}")
+        return ActionResult(False, error=f"connection failed: {_reason(exc)}",
+                            retryable=True)
     except requests.RequestException as exc:
         return ActionResult(False, error=f"request failed: {_reason(exc)}")
-    try:
-        excerpt = _read_excerpt(response)
-    finally:
-        response.close()
+    excerpt = _read_excerpt(response)
     if 200 <= response.status_code < 300:
         return ActionResult(True, http_status=response.status_code)
     reason = f"HTTP {response.status_code}"
     if excerpt:
         reason += f": {excerpt}"
-    return ActionResult(False, http_status=response.status_code, error=reason)
+    return ActionResult(False, http_status=response.status_code, error=reason,
+                        retryable=retries.is_retryable_status(response.status_code),
+                        retry_after=retries.parse_retry_after(
+                            response.headers.get("Retry-After")))
 
 
 def _read_excerpt(response: requests.Response) -> str:
-    # Only a bounded prefix of the body is kept; the rest is never read into memory.
+    """The start of the body. At most RESPONSE_KEPT_BYTES are read: a body that ends
+    within them lets the connection go back to the pool, a longer one closes it."""
+    chunks, read = [], 0
     try:
-        raw = response.raw.read(ERROR_EXCERPT, decode_content=True) or b""
-    except (requests.RequestException, OSError, ValueError):
-        return ""
-    return raw.decode("utf-8", errors="replace").strip()
+        for chunk in response.iter_content(chunk_size=RESPONSE_KEPT_BYTES):
+            chunks.append(chunk)
+            read += len(chunk)
+            if read > RESPONSE_KEPT_BYTES:
+                response.close()
+                break
+    except (requests.RequestException, OSError):
+        response.close()
+    body = b"".join(chunks)[:ERROR_EXCERPT]
+    return body.decode("utf-8", errors="replace").strip()
 
 
 def _reason(exc: Exception) -> str:

@@ -3,11 +3,12 @@
 boto3 reads AWS_ENDPOINT_URL itself, so pointing the app at moto, LocalStack or
 DynamoDB Local needs no code here; the cache key includes it so tests can switch.
 """
-import os
 import threading
 
 import boto3
 from botocore.config import Config
+
+from chalicelib import config
 
 _RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"})
 _clients: dict = {}
@@ -15,11 +16,7 @@ _lock = threading.Lock()
 
 
 def _key(service: str):
-    return (
-        service,
-        os.environ.get("AWS_ENDPOINT_URL", ""),
-        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", ""),
-    )
+    return service, config.endpoint_url(), config.region()
 
 
 def client(service: str):

@@ -78,6 +78,38 @@ def ensure_schedule_group() -> str:
     return f"schedule group {name}: created"
 
 
+def ensure_dead_letter_queue() -> str:
+    """The SQS queue that receives tasks whose attempts ran out (14 days, encrypted)."""
+    client = aws.client("sqs")
+    name = config.dlq_name()
+    try:
+        client.get_queue_url(QueueName=name)
+        return f"dead-letter queue {name}: exists"
+    except ClientError as error:
+        if _error_code(error) not in ("AWS.SimpleQueueService.NonExistentQueue",
+                                      "QueueDoesNotExist"):
+            raise
+    client.create_queue(QueueName=name, Attributes={
+        "MessageRetentionPeriod": str(14 * 86400), "SqsManagedSseEnabled": "true"})
+    return f"dead-letter queue {name}: created"
+
+
+def ensure_notification_topic() -> str:
+    """The SNS topic for notifications (used once NOTIFY_TOPIC_ARN names it)."""
+    client = aws.client("sns")
+    name = config.notify_topic_name()
+    account = aws.client("sts").get_caller_identity()["Account"]
+    arn = f"arn:aws:sns:{config.region()}:{account}:{name}"
+    try:
+        client.get_topic_attributes(TopicArn=arn)
+        return f"notification topic {name}: exists"
+    except ClientError as error:
+        if _error_code(error) != "NotFound":
+            raise
+    client.create_topic(Name=name)
+    return f"notification topic {name}: created"
+
+
 def scheduler_trust_policy(account: str) -> dict:
     """Only EventBridge Scheduler, acting for this account, may assume the role."""
     return {
@@ -150,7 +182,8 @@ def ensure_rules_permission() -> str:
 def bootstrap(stage: str) -> List[str]:
     """Ensure every resource of the stage; one line per resource."""
     apply_stage_environment(stage)
-    lines = [ensure_table(), ensure_schedule_group(), ensure_scheduler_role()]
+    lines = [ensure_table(), ensure_schedule_group(), ensure_scheduler_role(),
+             ensure_dead_letter_queue(), ensure_notification_topic()]
     if config.trigger_backend() == "rules":
         lines.append(ensure_rules_permission())
     return lines
@@ -185,8 +218,14 @@ def deploy_policy(stage: str) -> dict:
          "Action": ["events:PutRule", "events:PutTargets", "events:RemoveTargets",
                     "events:DeleteRule", "events:ListTargetsByRule"],
          "Resource": f"arn:aws:events:*:*:rule/{rule_prefix}*"},
-        {"Sid": "RulesInvokePermission", "Effect": "Allow", "Action": "lambda:AddPermission",
+        {"Sid": "RulesInvokePermission", "Effect": "Allow",
+         "Action": ["lambda:AddPermission", "lambda:GetPolicy"],
          "Resource": f"arn:aws:lambda:*:*:function:{prefix}-execute_task"},
+        {"Sid": "DeadLetters", "Effect": "Allow",
+         "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
+         "Resource": f"arn:aws:sqs:*:*:{prefix}-dlq"},
+        {"Sid": "Notifications", "Effect": "Allow", "Action": "sns:Publish",
+         "Resource": f"arn:aws:sns:*:*:{prefix}-notifications"},
         {"Sid": "SweeperContinues", "Effect": "Allow", "Action": "lambda:InvokeFunction",
          "Resource": f"arn:aws:lambda:*:*:function:{prefix}-daily_sweeper"},
         {"Sid": "Identity", "Effect": "Allow", "Action": "sts:GetCallerIdentity",

@@ -26,6 +26,12 @@ SQLITE_PATH = "SQLITE_PATH"
 PORT = "PORT"
 LOCAL_WORKERS = "LOCAL_WORKERS"
 
+RETRY_BASE_SECONDS = "RETRY_BASE_SECONDS"
+RETRY_MAX_SECONDS = "RETRY_MAX_SECONDS"
+DLQ_URL = "DLQ_URL"
+NOTIFY_TOPIC_ARN = "NOTIFY_TOPIC_ARN"
+AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+
 LOCAL_STAGE = "local"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DATA_DIR = PROJECT_DIR / ".chalice" / "local-data"
@@ -156,6 +162,46 @@ def sweep_batch_size() -> int:
     return int(_get(SWEEP_BATCH_SIZE, "100"))
 
 
+def retry_base_seconds() -> float:
+    """First retry delay ceiling: retry n waits a random time in [0, base * 2^(n-1)]."""
+    return float(_get(RETRY_BASE_SECONDS, "10"))
+
+
+def retry_max_seconds() -> float:
+    """Longest wait between two attempts (also caps a receiver's Retry-After)."""
+    return float(_get(RETRY_MAX_SECONDS, "3600"))
+
+
+def dlq_url() -> Optional[str]:
+    """The dead-letter queue, if set (otherwise found by name, see deadletters)."""
+    return _get(DLQ_URL)
+
+
+def dlq_name() -> str:
+    """Name of the dead-letter queue bootstrap makes."""
+    return f"{resource_prefix()}-dlq"
+
+
+def notify_topic_arn() -> Optional[str]:
+    """SNS topic for notifications; unset means none are sent."""
+    return _get(NOTIFY_TOPIC_ARN)
+
+
+def notify_topic_name() -> str:
+    """Name of the topic bootstrap makes (set NOTIFY_TOPIC_ARN to use it)."""
+    return f"{resource_prefix()}-notifications"
+
+
+def endpoint_url() -> Optional[str]:
+    """AWS_ENDPOINT_URL: every AWS call goes there (moto, LocalStack) when set."""
+    return _get(AWS_ENDPOINT_URL)
+
+
+def in_lambda() -> bool:
+    """Whether this process is an AWS Lambda function."""
+    return _get("AWS_LAMBDA_FUNCTION_NAME") is not None
+
+
 def region() -> str:
     """AWS region of this process."""
     return _get("AWS_REGION") or _get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -167,7 +213,7 @@ _account_cache: dict = {}
 def _own_account_and_region():
     # Lambda does not export its account id. STS answers it once per process; a deployed
     # stage that sets EXECUTOR_ARN and SCHEDULER_ROLE_ARN never makes this call.
-    key = (region(), _get("AWS_ENDPOINT_URL"))
+    key = (region(), endpoint_url())
     if key not in _account_cache:
         from chalicelib import aws
 

@@ -63,3 +63,10 @@ class ClaimLost(Exception):
 
 class TaskExists(Exception):
     """A task with this id is already stored (internal: ids are uuid4)."""
+
+
+def normalize_framework_error(body) -> Optional[dict]:
+    """The API's error body for one of Chalice's own ({"Code", "Message"}), else None."""
+    if isinstance(body, dict) and "Code" in body and "code" not in body:
+        return {"code": body["Code"], "message": body.get("Message", ""), "field": None}
+    return None

@@ -1,7 +1,8 @@
-"""Run one task once: claim it, wait if it is slightly early, run its action, record it.
+"""Run one task once: claim it, wait if it is slightly early, run its action, record it,
+then retry, dead-letter or notify as the outcome asks.
 
-This is the code path of the execute_task Lambda, the daily sweeper and (later) the
-local trigger alike.
+This is the code path of the execute_task Lambda, the daily sweeper and the local trigger
+alike.
 """
 import json
 import logging
@@ -11,11 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Optional
 
-from chalicelib import actions, schedules
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import actions, deadletters, retries, schedules
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
-    COMPLETED, FAILED, RUN_FAILED, RUN_SUCCEEDED, SCHEDULED, WAITING, Run, Task, iso,
-    utcnow,
+    COMPLETED, FAILED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, SCHEDULED, WAITING, Run, Task,
+    Transition, iso, utcnow,
 )
 from chalicelib.store import get_store
 from chalicelib.triggers import get_trigger
@@ -25,6 +28,8 @@ logger = logging.getLogger("task_scheduler.executor")
 # An invocation this close to the task's time waits for it; further off, it leaves the
 # task armed for its own trigger.
 EARLY_WAIT_LIMIT_SECONDS = 60
+# Waits before giving up on a task that keeps being slightly early (clock slew).
+MAX_EARLY_WAITS = 3
 
 # Outcomes of one invocation.
 RAN = "ran"
@@ -56,19 +61,19 @@ class Execution:
                 "run": self.run.to_api() if self.run else None}
 
 
-def execute_task(task_id: str, clock: Optional[Clock] = None) -> Execution:
-    """Run the task once if it is due; safe to call several times at once."""
+def execute_task(task_id: str, clock: Optional[Clock] = None, run_prefix: str = "") -> Execution:
+    """Run the task once if it is due; safe to call several times at once.
+
+    `run_prefix` marks the run ids of one process (the local server), so that it can
+    recover its own cut-off runs at start and no one else's."""
     clock = clock or Clock()
     store = get_store()
-    run_id = uuid.uuid4().hex
+    run_id = run_prefix + uuid.uuid4().hex
     task = _claim(store, task_id, run_id, clock)
     if isinstance(task, Execution):
         return task
     started = clock.now()
-    context = actions.ActionContext(
-        task_id=task.task_id, run_id=run_id, attempt=task.attempts,
-        idempotency_key=_idempotency_key(task))
-    result = actions.REGISTRY[task.action].run(task.payload, context)
+    result = _perform(task, run_id)
     ended = clock.now()
     run = Run(
         run_id=run_id, attempt=task.attempts, started_at=started, ended_at=ended,
@@ -76,27 +81,82 @@ def execute_task(task_id: str, clock: Optional[Clock] = None) -> Execution:
         http_status=result.http_status, error=result.error,
         duration_ms=int((ended - started).total_seconds() * 1000),
     )
-    status, next_run_at = _after(task, result.success, ended)
+    change, final_failure = plan(task, result, ended)
     try:
-        finished = store.finish(task, run, status, next_run_at, ended)
+        finished = store.finish(task, run, change, ended)
     except ClaimLost:
         # Our lease expired and another invocation took the task over; its record wins.
         logger.warning("task %s: lease lost before the result of run %s was written",
                        task_id, run_id)
         return Execution(task_id, SKIPPED, run=run)
     get_trigger().after_run(finished)
+    _report(finished, run, final_failure)
     logger.info(json.dumps({
         "event": "run_finished", "task_id": task_id, "run_id": run_id,
         "attempt": run.attempt, "outcome": run.outcome, "http_status": run.http_status,
-        "duration_ms": run.duration_ms, "status": status,
+        "duration_ms": run.duration_ms, "status": finished.status,
+        "next_run_at": iso(finished.next_run_at) if finished.waiting else None,
         "lateness_ms": int((started - task.next_run_at).total_seconds() * 1000),
     }))
     return Execution(task_id, RAN, status=finished.status, run=run)
 
 
+def _perform(task: Task, run_id: str) -> actions.ActionResult:
+    if task.attempts > task.max_attempts:
+        # Earlier claims of this run never finished (their executor died or timed out)
+        # and used up the attempts: stop here instead of trying forever.
+        return actions.ActionResult(False, error="attempts exhausted: earlier attempts "
+                                                 "never finished (executor died or timed out)")
+    context = actions.ActionContext(task_id=task.task_id, run_id=run_id,
+                                    attempt=task.attempts, idempotency_key=idempotency_key(task))
+    try:
+        return actions.REGISTRY[task.action].run(task.payload, context)
+    except Exception as exc:  # noqa: BLE001 - recorded as the run's error, logged in full
+        # An action that raises must still end its run, or the task stays claimed and is
+        # retried at every lease expiry.
+        logger.exception("task %s: action %s raised", task.task_id, task.action)
+        return actions.ActionResult(False, error=f"internal error: {exc.__class__.__name__}: "
+                                                 f"{str(exc)[:200]}")
+
+
+def plan(task: Task, result: actions.ActionResult, ended: datetime):
+    """(Transition, final_failure) after a run: done, next firing, or a retry."""
+    following = None
+    if task.recurring:
+        following = schedules.from_task(task).next_after(max(ended, task.firing_at))
+    if not result.success and result.retryable and task.attempts < task.max_attempts:
+        retry_at = retries.retry_time(task.attempts, ended, result.retry_after)
+        # A recurring task retries its current run only until its next firing is due:
+        # later firings are never lost to a retry.
+        if following is None or retry_at < following:
+            return Transition(RETRYING, next_run_at=retry_at), False
+    final_failure = not result.success
+    if not task.recurring:
+        return Transition(FAILED if final_failure else COMPLETED), final_failure
+    if following is None:
+        return Transition(COMPLETED), final_failure
+    return Transition(SCHEDULED, next_run_at=following, firing_at=following,
+                      reset_attempts=True), final_failure
+
+
+def _report(task: Task, run: Run, final_failure: bool) -> None:
+    # The store already holds the outcome; a dead letter or notification that cannot be
+    # sent is logged, and the failed task stays visible and replayable.
+    try:
+        if final_failure:
+            where = deadletters.dead_letter(task, run)
+            logger.info(json.dumps({"event": "dead_lettered", "task_id": task.task_id,
+                                    "run_id": run.run_id, "to": where}))
+            deadletters.notify(task, run, succeeded=False)
+        elif run.outcome == RUN_SUCCEEDED and task.notify == "always":
+            deadletters.notify(task, run, succeeded=True)
+    except (ClientError, BotoCoreError, OSError):
+        logger.exception("task %s: dead letter could not be sent", task.task_id)
+
+
 def _claim(store, task_id: str, run_id: str, clock: Clock):
     """The claimed task, or the Execution that says why it was not claimed."""
-    waited = False
+    waits = 0
     while True:
         now = clock.now()
         try:
@@ -106,33 +166,19 @@ def _claim(store, task_id: str, run_id: str, clock: Clock):
         if current is None:
             logger.warning("task %s does not exist", task_id)
             return Execution(task_id, UNKNOWN)
-        if current.status not in WAITING or waited:
+        if current.status not in WAITING:
             # Running elsewhere, finished or cancelled: a duplicate delivery.
             return Execution(task_id, SKIPPED, status=current.status)
         early = (current.next_run_at - now).total_seconds()
-        if early > EARLY_WAIT_LIMIT_SECONDS:
-            # Far too early: never run it now; make sure its own trigger is still there.
-            get_trigger().arm(current)
+        if early > EARLY_WAIT_LIMIT_SECONDS or waits >= MAX_EARLY_WAITS:
+            # Never run it now; make sure its own trigger is still there.
+            get_trigger().ensure_armed(current)
             return Execution(task_id, EARLY, status=current.status)
-        clock.sleep(max(early, 0))
-        waited = True
+        clock.sleep(max(early, 0) + 0.01 * waits)
+        waits += 1
 
 
-def _after(task: Task, success: bool, now: datetime):
-    """The status and next firing of a task after a run."""
-    if not task.recurring:
-        return (COMPLETED if success else FAILED), None
-    # A recurring task goes on after success or failure; it ends when its expression
-    # has no further firing.
-    following = schedules.from_task(task).next_after(max(now, task.next_run_at))
-    if following is None:
-        return COMPLETED, None
-    return SCHEDULED, following
-
-
-def _idempotency_key(task: Task) -> str:
-    # Stable across deliveries of one firing: the task, and for recurring tasks the
-    # firing it belongs to.
-    if task.recurring:
-        return f"{task.task_id}:{iso(task.next_run_at)}"
-    return task.task_id
+def idempotency_key(task: Task) -> str:
+    """Stable across deliveries and retries of one run: the task and the firing it
+    belongs to (a replay is a new firing, so a new key)."""
+    return f"{task.task_id}:{iso(task.firing_at)}"

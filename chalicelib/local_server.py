@@ -20,22 +20,27 @@ _started = False
 _start_lock = threading.Lock()
 
 
+def _kept(name: str, make) -> str:
+    """A value generated once and kept beside the local data (token, instance id)."""
+    path = config.sqlite_path().parent / name
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
 def local_token() -> tuple:
     """(token, where it came from): API_TOKENS, or one generated once and kept with the
     local data so the curl you copied keeps working after a restart."""
     given = config.api_tokens()
     if given:
         return given.split(",")[0].strip(), "API_TOKENS"
-    path = config.sqlite_path().parent / "api-token"
-    if path.exists():
-        token = path.read_text().strip()
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(24)
-        path.write_text(token + "\n")
-        path.chmod(0o600)
+    token = _kept("api-token", lambda: secrets.token_urlsafe(24))
     os.environ[config.API_TOKENS] = token
-    return token, f"generated, kept in {path}"
+    return token, f"generated, kept in {config.sqlite_path().parent / 'api-token'}"
 
 
 def banner(token: str, source: str, port: int) -> str:
@@ -43,7 +48,7 @@ def banner(token: str, source: str, port: int) -> str:
     url = f"http://127.0.0.1:{port}"
     store = config.task_store()
     where = config.sqlite_path() if store == "sqlite" else \
-        f"DynamoDB table {config.tasks_table()} at {os.environ.get('AWS_ENDPOINT_URL', 'AWS')}"
+        f"DynamoDB table {config.tasks_table()} at {config.endpoint_url() or 'AWS'}"
     return f"""
 task-scheduler (local stage) on {url}
   token : {token}   ({source})
@@ -66,7 +71,7 @@ def start_if_local() -> None:
     app.py calls this at import: `chalice local` offers no start-up hook. In Lambda and
     under the test client (any stage but local) it does nothing."""
     global _started
-    if config.trigger_backend() != "local" or os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    if config.trigger_backend() != "local" or config.in_lambda():
         return
     with _start_lock:
         if _started:
@@ -75,8 +80,21 @@ def start_if_local() -> None:
     from chalicelib.triggers.local import start_dispatcher
 
     token, source = local_token()
-    print(banner(token, source, config.port()), flush=True)
-    start_dispatcher()
+    print(banner(token, source, _serving_port()), flush=True)
+    # Runs of this data folder's server carry its id, so a restart recovers exactly the
+    # runs its previous life left behind, and not those of anything else on the store.
+    instance = _kept("instance-id", lambda: secrets.token_hex(4))
+    start_dispatcher(run_prefix=f"local-{instance}-")
+
+
+def _serving_port() -> int:
+    # `chalice local --port N` tells only its own command line.
+    argv = sys.argv
+    if "--port" in argv[:-1]:
+        value = argv[argv.index("--port") + 1]
+        if value.isascii() and value.isdigit():
+            return int(value)
+    return config.port()
 
 
 def _start_moto() -> None:
@@ -88,12 +106,12 @@ def _start_moto() -> None:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+    os.environ[config.AWS_ENDPOINT_URL] = f"http://{host}:{port}"
     for key, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
                        ("AWS_DEFAULT_REGION", "us-east-1")):
         os.environ.setdefault(key, value)
     os.environ[config.TASK_STORE] = "dynamodb"
-    print(bootstrap.ensure_table(), "(moto server at", os.environ["AWS_ENDPOINT_URL"] + ")")
+    print(bootstrap.ensure_table(), "(moto server at", config.endpoint_url() + ")")
 
 
 def main(argv=None) -> int:

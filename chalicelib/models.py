@@ -21,8 +21,10 @@ MAX_RUNS_KEPT = 20
 
 
 def utcnow() -> datetime:
-    """Current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
+    """Current time, timezone-aware UTC, to the millisecond (what the stores keep), so a
+    time read back from a store equals the one written."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def iso(moment: Optional[datetime]) -> Optional[str]:
@@ -96,6 +98,13 @@ class Task:
     run_id: Optional[str] = None
     lease_until: Optional[datetime] = None
     runs: List[Run] = field(default_factory=list)
+    firing_at: Optional[datetime] = None
+    idempotency_key: Optional[str] = None
+    request_hash: Optional[str] = None
+
+    def __post_init__(self):
+        if self.firing_at is None:
+            self.firing_at = self.next_run_at
 
     @property
     def recurring(self) -> bool:
@@ -127,6 +136,18 @@ class Task:
             "runs": [run.to_api() for run in sorted(
                 self.runs, key=lambda r: r.started_at, reverse=True)],
         }
+
+
+@dataclass
+class Transition:
+    """What a finished run changes: the new status, when the task next needs to run
+    (a retry or the next firing), which firing that belongs to, and whether the attempt
+    count starts again (a new firing)."""
+
+    status: str
+    next_run_at: Optional[datetime] = None
+    firing_at: Optional[datetime] = None
+    reset_attempts: bool = False
 
 
 @dataclass

@@ -33,6 +33,12 @@ _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
 _RATE = re.compile(r"^rate\((.*)\)$", re.IGNORECASE)
 _CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE)
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
+MAX_RATE_SECONDS = 3650 * 86400  # ten years: anything longer is a typo, not a schedule
+
+
+def is_number(text: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts '²' and other digits int() refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def invalid(message: str) -> ValidationError:
@@ -286,9 +292,12 @@ def parse_iso(text: str) -> OneTime:
         if hours > 23 or minutes > 59:
             raise invalid(f"run_at '{text}' has an invalid UTC offset '{offset}'")
         tzinfo = timezone(sign * timedelta(hours=hours, minutes=minutes))
-    moment = moment.replace(tzinfo=tzinfo).astimezone(UTC)
-    if fraction.strip("0"):
-        moment += timedelta(seconds=1)  # never early: round a fraction up
+    try:
+        moment = moment.replace(tzinfo=tzinfo).astimezone(UTC)
+        if fraction.strip("0"):
+            moment += timedelta(seconds=1)  # never early: round a fraction up
+    except OverflowError:
+        raise invalid(f"run_at '{text}' is outside the range of dates") from None
     return OneTime(at=moment, text=text)
 
 
@@ -298,7 +307,7 @@ def parse_rate(body: str, anchor: datetime, text: str) -> Rate:
     if len(parts) != 2:
         raise invalid(f"{text}: a rate is 'rate(value unit)', e.g. rate(5 minutes)")
     value_text, unit = parts[0], parts[1].lower()
-    if not value_text.isdigit() or int(value_text) < 1:
+    if not is_number(value_text) or int(value_text) < 1:
         raise invalid(f"{text}: the rate value must be a positive whole number")
     value = int(value_text)
     singular = unit[:-1] if unit.endswith("s") else unit
@@ -312,6 +321,8 @@ def parse_rate(body: str, anchor: datetime, text: str) -> Rate:
     if value > 1 and unit == singular:
         raise invalid(f"{text}: with a value above 1 the unit is plural, e.g. "
                       f"rate({value} {singular}s)")
+    if value * _RATE_UNITS[singular] > MAX_RATE_SECONDS:
+        raise invalid(f"{text}: a rate may be at most ten years")
     return Rate(value=value, unit=singular, anchor=anchor, text=text)
 
 
@@ -369,7 +380,7 @@ def _number(token: str, spec, text: str) -> int:
     upper = token.upper()
     if names and upper in names:
         return names[upper]
-    if not token.isdigit():
+    if not is_number(token):
         hint = f" or {next(iter(names))}-style names" if names else ""
         raise invalid(f"{text}: '{token}' is not valid in {name} (numbers {low}-{high}{hint})")
     value = int(token)
@@ -389,7 +400,7 @@ def _parse_plain(value: str, spec, text: str) -> set:
         base, _, step_text = item.partition("/")
         step = 1
         if step_text != "" or "/" in item:
-            if not step_text.isdigit() or int(step_text) < 1:
+            if not is_number(step_text) or int(step_text) < 1:
                 raise invalid(f"{text}: the step in {name} '{item}' must be a positive number")
             step = int(step_text)
         if base == "*":
@@ -419,7 +430,7 @@ def _parse_day_of_month(value: str, text: str) -> DayOfMonth:
             last_weekday = True
         elif upper.endswith("W"):
             day = upper[:-1]
-            if not day.isdigit():
+            if not is_number(day):
                 raise invalid(f"{text}: 'W' in day-of-month follows one day number, e.g. 15W")
             nearest.add(_number(day, spec, text))
         elif "L" in upper or "W" in upper or "#" in upper:
@@ -444,11 +455,11 @@ def _parse_day_of_week(value: str, text: str) -> DayOfWeek:
             last.add(_number(upper[:-1], spec, text))
         elif "#" in upper:
             day, _, occurrence = upper.partition("#")
-            if not occurrence.isdigit() or not 1 <= int(occurrence) <= 5:
+            if not is_number(occurrence) or not 1 <= int(occurrence) <= 5:
                 raise invalid(f"{text}: in '{item}' the number after # must be 1-5 "
                               "(the n-th such weekday of the month)")
             nth.add((_number(day, spec, text), int(occurrence)))
-        elif "W" in upper and upper not in DAY_NAMES:
+        elif upper.endswith("W") and is_number(upper[:-1]):
             raise invalid(f"{text}: 'W' is allowed only in day-of-month")
         else:
             days |= _parse_plain(upper, spec, text)

@@ -1,27 +1,35 @@
-"""Use cases behind the HTTP API: schedule, show, list and cancel tasks."""
+"""Use cases behind the HTTP API: schedule, show, list, cancel and replay tasks."""
+import hashlib
+import json
 import logging
+import re
 import uuid
-from typing import Any, Dict, Optional
-
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import Any, Dict, Optional, Tuple
 
 from chalicelib import schedules
+from chalicelib.errors import Conflict, TaskExists, TaskNotFound, ValidationError
 from chalicelib.models import SCHEDULED, Task, iso, utcnow
 from chalicelib.store import get_store
 from chalicelib.triggers import get_trigger
-from chalicelib.validation import parse_list_query, parse_new_task
+from chalicelib.validation import parse_list_query, parse_new_task, parse_replay
 
 logger = logging.getLogger("task_scheduler.service")
 
 UPCOMING_COUNT = 5
+MAX_IDEMPOTENCY_KEY = 255
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def schedule_task(body: Any) -> Dict[str, Any]:
-    """Validate, store and arm a new task; the SPEC's 201 body."""
+def schedule_task(body: Any, idempotency_key: Optional[str] = None) -> Tuple[dict, bool]:
+    """Validate, store and arm a new task: (the SPEC's body, True when it was created).
+
+    With an Idempotency-Key, the task id is derived from the key, so a repeat finds the
+    first task (and is answered with it) instead of making a second one."""
     now = utcnow()
     new = parse_new_task(body, now)
+    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     task = Task(
-        task_id=str(uuid.uuid4()),
+        task_id=_task_id_for(idempotency_key),
         action=new.action,
         payload=new.payload,
         run_at=new.run_at,
@@ -35,27 +43,64 @@ def schedule_task(body: Any) -> Dict[str, Any]:
         notify=new.notify,
         created_at=now,
         updated_at=now,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash if idempotency_key else None,
     )
     store, trigger = get_store(), get_trigger()
-    # Store first, then arm: a task that is stored but whose trigger failed would still
-    # be found by the sweeper, but the client gets an error, so undo the store write
-    # and leave nothing half-made.
-    store.create(task)
+    try:
+        store.create(task)
+    except TaskExists:
+        return _repeat(task), False
+    # Stored first, then armed. If arming fails the request fails and nothing remains:
+    # the trigger (a rule may be half-made) and the task are removed before the error
+    # is raised again.
     try:
         trigger.arm(task)
-    except (ClientError, BotoCoreError):
+    except Exception:
         logger.exception("arming task %s failed; removing it", task.task_id)
-        store.delete(task.task_id)
+        _undo(task)
         raise
-    logger.info("scheduled task %s (%s, next %s)", task.task_id, task.run_at,
-                iso(task.next_run_at))
-    return {
-        "message": "Task scheduled successfully",
-        "task_id": task.task_id,
-        "status": task.status,
-        "run_at": task.run_at,
-        "next_run_at": iso(task.next_run_at),
-    }
+    logger.info(json.dumps({"event": "task_scheduled", "task_id": task.task_id,
+                            "run_at": task.run_at, "next_run_at": iso(task.next_run_at),
+                            "priority": task.priority}))
+    return created_body(task), True
+
+
+def created_body(task: Task) -> Dict[str, Any]:
+    """The SPEC's answer to POST /schedule-task."""
+    return {"message": "Task scheduled successfully", "task_id": task.task_id,
+            "status": task.status, "run_at": task.run_at, "next_run_at": iso(task.next_run_at)}
+
+
+def _task_id_for(idempotency_key: Optional[str]) -> str:
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    if not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise ValidationError(f"the Idempotency-Key header must be 1-{MAX_IDEMPOTENCY_KEY} "
+                              "characters", field="Idempotency-Key")
+    # A uuid4-shaped id derived from the key: the same key always names the same task.
+    digest = hashlib.sha256(b"task-scheduler:" + idempotency_key.encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def _repeat(task: Task) -> Dict[str, Any]:
+    first = get_store().get(task.task_id)
+    if first.idempotency_key != task.idempotency_key:
+        raise Conflict("a task with this id already exists", field="Idempotency-Key")
+    if first.request_hash != task.request_hash:
+        raise Conflict("this Idempotency-Key was already used with a different request",
+                       field="Idempotency-Key", code="idempotency_key_reused")
+    return created_body(first)
+
+
+def _undo(task: Task) -> None:
+    for step, undo in (("disarm", get_trigger().disarm), ("delete", get_store().delete)):
+        try:
+            undo(task if step == "disarm" else task.task_id)
+        except Exception:  # noqa: BLE001 - the original error is what the caller sees
+            # Whatever stays behind is found by the sweeper: a stored task is run, a
+            # trigger without a task is skipped by the executor.
+            logger.exception("undoing task %s: %s failed", task.task_id, step)
 
 
 def describe(task: Task) -> Dict[str, Any]:
@@ -75,9 +120,16 @@ def upcoming(task: Task, count: int = UPCOMING_COUNT):
     return [task.next_run_at] + following
 
 
+def _known_id(task_id: str) -> str:
+    # Every id this API hands out is a uuid; anything else cannot name a task.
+    if not _UUID.match(task_id or ""):
+        raise TaskNotFound(f"no task with id {task_id[:80]}", field="task_id")
+    return task_id
+
+
 def get_task(task_id: str) -> Dict[str, Any]:
     """GET /tasks/{task_id}."""
-    return describe(get_store().get(task_id))
+    return describe(get_store().get(_known_id(task_id)))
 
 
 def list_tasks(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
@@ -89,7 +141,18 @@ def list_tasks(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
 
 def cancel_task(task_id: str) -> Dict[str, Any]:
     """DELETE /tasks/{task_id}: cancel a waiting task and remove its trigger."""
-    task = get_store().cancel(task_id, utcnow())
+    task = get_store().cancel(_known_id(task_id), utcnow())
     get_trigger().disarm(task)
-    logger.info("cancelled task %s", task_id)
+    logger.info(json.dumps({"event": "task_cancelled", "task_id": task_id}))
+    return describe(task)
+
+
+def retry_task(task_id: str, raw_body: Optional[bytes]) -> Dict[str, Any]:
+    """POST /tasks/{task_id}/retry: run a failed task again, now or at `run_at`."""
+    now = utcnow()
+    run_at = parse_replay(raw_body, now)
+    task = get_store().replay(_known_id(task_id), run_at, now)
+    get_trigger().arm(task)
+    logger.info(json.dumps({"event": "task_replayed", "task_id": task_id,
+                            "next_run_at": iso(task.next_run_at)}))
     return describe(task)

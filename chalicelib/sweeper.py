@@ -2,6 +2,7 @@
 the triggers of tasks due before the next sweep."""
 import json
 import logging
+import uuid
 from collections import Counter
 from datetime import datetime
 from typing import Callable, Optional
@@ -9,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from chalicelib import aws, config, schedules
 from chalicelib.executor import RAN, Clock, execute_task
+from chalicelib.models import iso, utcnow
 from chalicelib.store import get_store
 from chalicelib.triggers import get_trigger
 
@@ -62,6 +64,17 @@ def sweep(clock: Optional[Clock] = None,
     return summary
 
 
+def continuation_event(function_arn: str) -> dict:
+    """An event shaped like EventBridge's scheduled event, as the sweeper's handler
+    expects one, marked as a continuation."""
+    _, _, _, region, account, *_ = function_arn.split(":")
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
+        "source": "task-scheduler.sweeper", "account": account, "time": iso(utcnow()),
+        "region": region, "resources": [function_arn], "detail": {"continuation": True},
+    }
+
+
 def run_daily(time_left_ms: Optional[Callable[[], int]] = None,
               function_arn: Optional[str] = None) -> dict:
     """The daily_sweeper Lambda: sweep, and when the work did not fit, invoke itself again
@@ -69,7 +82,7 @@ def run_daily(time_left_ms: Optional[Callable[[], int]] = None,
     summary = sweep(time_left_ms=time_left_ms)
     if summary.get("deferred") and function_arn:
         aws.client("lambda").invoke(FunctionName=function_arn, InvocationType="Event",
-                                    Payload=json.dumps({"continuation": True}).encode())
+                                    Payload=json.dumps(continuation_event(function_arn)).encode())
         summary["continued"] = True
         logger.info(json.dumps({"event": "sweep_continued", "function": function_arn}))
     return summary

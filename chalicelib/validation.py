@@ -38,10 +38,18 @@ def parse_json_body(raw: Optional[bytes]) -> Any:
     if not raw:
         raise ValidationError("the request body must be a JSON object", code="invalid_json")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"the request body is not valid JSON: {exc}",
                               code="invalid_json") from None
+    except RecursionError:
+        raise ValidationError("the request body is nested too deeply",
+                              code="invalid_json") from None
+
+
+def _refuse_constant(name: str):
+    # NaN and Infinity are not JSON; a receiver could not parse what we would send.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _integer(body: Dict[str, Any], name: str, default: int, low: int, high: int) -> int:
@@ -121,7 +129,24 @@ def parse_list_query(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
     if status is not None and status not in STATUSES:
         raise ValidationError(f"status must be one of {', '.join(STATUSES)}", field="status")
     limit_text = params.get("limit", "50")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+    if not schedules.is_number(limit_text) or not 1 <= int(limit_text) <= 100:
         raise ValidationError("limit must be a whole number from 1 to 100", field="limit")
     return {"status": status, "limit": int(limit_text),
             "next_token": params.get("next_token") or None}
+
+
+def parse_replay(raw: Optional[bytes], now: datetime) -> datetime:
+    """The optional body of POST /tasks/{id}/retry: {"run_at": ISO date-time} or nothing
+    (now, rounded up to the next whole second)."""
+    if not raw or not raw.strip():
+        return schedules.ceil_second(now)
+    body = parse_json_body(raw)
+    if not isinstance(body, dict) or set(body) - {"run_at"}:
+        raise ValidationError("the body may hold only run_at, an ISO 8601 date-time",
+                              field=None, code="invalid_json")
+    if body.get("run_at") is None:
+        return schedules.ceil_second(now)
+    if not isinstance(body["run_at"], str):
+        raise schedules.invalid("run_at must be an ISO 8601 date-time")
+    return schedules.validate_new(schedules.parse_iso(body["run_at"].strip()), now,
+                                  config.max_horizon_days())

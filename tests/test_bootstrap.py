@@ -18,11 +18,15 @@ def test_creates_everything_then_changes_nothing():
         first = bootstrap.bootstrap("dev")
         assert first == ["table ScheduledTasks-dev: created",
                          "schedule group task-scheduler-dev: created",
-                         "scheduler role task-scheduler-dev-scheduler: created"]
+                         "scheduler role task-scheduler-dev-scheduler: created",
+                         "dead-letter queue task-scheduler-dev-dlq: created",
+                         "notification topic task-scheduler-dev-notifications: created"]
         second = bootstrap.bootstrap("dev")
-        assert second == ["table ScheduledTasks-dev: exists",
-                          "schedule group task-scheduler-dev: exists",
-                          "scheduler role task-scheduler-dev-scheduler: exists"]
+        assert second == [line.replace("created", "exists") for line in first]
+        attributes = boto3.client("sqs").get_queue_attributes(
+            QueueUrl=boto3.client("sqs").get_queue_url(QueueName="task-scheduler-dev-dlq")[
+                "QueueUrl"], AttributeNames=["MessageRetentionPeriod"])["Attributes"]
+        assert attributes["MessageRetentionPeriod"] == str(14 * 86400)
         table = boto3.client("dynamodb").describe_table(TableName="ScheduledTasks-dev")["Table"]
         assert table["KeySchema"] == [{"AttributeName": "TaskID", "KeyType": "HASH"}]
         assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
-from chalicelib.models import Run, utcnow
+from chalicelib.models import Run, Transition, utcnow
 from chalicelib.store import get_store
 
 
@@ -80,11 +80,11 @@ def test_finish_needs_the_claim(store, make_task):
               outcome="succeeded", duration_ms=1)
     stale = claimed.__class__(**{**claimed.__dict__, "run_id": "someone-else"})
     with pytest.raises(ClaimLost):
-        store.finish(stale, run, "completed", None, utcnow())
-    done = store.finish(claimed, run, "completed", None, utcnow())
+        store.finish(stale, run, Transition("completed"), utcnow())
+    done = store.finish(claimed, run, Transition("completed"), utcnow())
     assert done.status == "completed" and done.runs[0].run_id == "r1"
     with pytest.raises(ClaimLost):
-        store.finish(claimed, run, "completed", None, utcnow())
+        store.finish(claimed, run, Transition("completed"), utcnow())
 
 
 def test_cancel_only_while_waiting(store, make_task):
@@ -132,7 +132,7 @@ def test_due_in_priority_then_time_order(store, make_task):
 def test_finished_and_cancelled_tasks_are_never_due(store, make_task):
     done, cancelled = make_task(), make_task(due_in=30)
     claimed = store.claim(done.task_id, "r", utcnow())
-    store.finish(claimed, Run("r", 1, utcnow(), utcnow(), "succeeded"), "completed", None,
+    store.finish(claimed, Run("r", 1, utcnow(), utcnow(), "succeeded"), Transition("completed"),
                  utcnow())
     store.cancel(cancelled.task_id, utcnow())
     assert list(store.due(utcnow() + timedelta(days=1), 10)) == []
@@ -143,8 +143,8 @@ def test_recurring_finish_makes_it_due_at_the_next_firing(store, make_task):
     task = make_task(run_at="rate(5 minutes)", schedule_kind="rate")
     claimed = store.claim(task.task_id, "r", utcnow())
     following = (utcnow() + timedelta(minutes=5)).replace(microsecond=0)
-    store.finish(claimed, Run("r", 1, utcnow(), utcnow(), "succeeded"), "scheduled",
-                 following, utcnow())
+    store.finish(claimed, Run("r", 1, utcnow(), utcnow(), "succeeded"),
+                 Transition("scheduled", following, following, reset_attempts=True), utcnow())
     stored = store.get(task.task_id)
     assert stored.status == "scheduled" and stored.next_run_at == following
     assert stored.attempts == 0  # the next firing counts its own attempts
@@ -164,9 +164,11 @@ def test_next_due_after_is_the_earliest_waiting_time(store, make_task):
 
 def test_recover_running_makes_cut_off_runs_due_now(store, make_task):
     task = make_task()
-    store.claim(task.task_id, "dead", utcnow())
+    store.claim(task.task_id, "mine-dead", utcnow())
+    other = make_task()
+    store.claim(other.task_id, "someone-else", utcnow())
     assert list(store.due(utcnow(), 10)) == []
-    assert store.recover_running(utcnow()) == 1
+    assert store.recover_running(utcnow(), "mine-") == 1  # only its own runs
     assert [t.task_id for t in store.due(utcnow(), 10)] == [task.task_id]
     again = store.claim(task.task_id, "new", utcnow())
     assert again.run_id == "new" and again.attempts == 2

@@ -36,7 +36,10 @@ def test_sweeper_runs_due_tasks_by_priority_then_time(client, receiver, make_tas
     assert get_store().get(later.task_id).status == "scheduled"
 
 
-def test_sweeper_reads_grow_with_due_work_not_table_size(aws, make_task):
+def test_sweeper_reads_grow_with_due_work_not_table_size(aws, make_task, monkeypatch):
+    # The next sweep a minute away: this measures the due pass alone (the re-arm pass
+    # reads the tasks due before the next sweep, see the next tests).
+    monkeypatch.setattr(sweeper, "next_sweep_after", lambda moment: moment + timedelta(minutes=1))
     for i in range(1000):
         make_task(due_in=3600 + i, action="log", payload={"message": "later"},
                   priority=i % 10)
@@ -113,8 +116,10 @@ def test_deferred_sweep_invokes_itself_to_continue(aws, make_task):
     arn = "arn:aws:lambda:us-east-1:123456789012:function:task-scheduler-dev-daily_sweeper"
     summary = sweeper.run_daily(time_left_ms=lambda: 1_000, function_arn=arn)
     assert summary["deferred"] == 1 and summary["continued"] is True
-    assert invoked == [{"FunctionName": arn, "InvocationType": "Event",
-                        "Payload": b'{"continuation": true}'}]
+    [call] = invoked
+    assert call["FunctionName"] == arn and call["InvocationType"] == "Event"
+    event = json.loads(call["Payload"])
+    assert event["detail"] == {"continuation": True} and event["resources"] == [arn]
     follow_up = sweeper.run_daily(time_left_ms=lambda: 900_000, function_arn=arn)
     assert follow_up["completed"] == 3 and "continued" not in follow_up
 
@@ -123,3 +128,10 @@ def test_next_sweep_is_nine_utc():
     moment = utcnow().replace(hour=9, minute=0, second=0, microsecond=0)
     assert sweeper.next_sweep_after(moment) == moment + timedelta(days=1)
     assert sweeper.next_sweep_after(moment - timedelta(seconds=1)) == moment
+
+
+def test_continuation_event_is_accepted_by_the_sweeper_handler(client, make_task):
+    make_task(due_in=-60, action="log", payload={"message": "x"})
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:task-scheduler-dev-daily_sweeper"
+    summary = client.lambda_.invoke("daily_sweeper", sweeper.continuation_event(arn)).payload
+    assert summary["event"] == "sweep_finished"

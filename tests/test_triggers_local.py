@@ -52,7 +52,7 @@ def test_new_task_wakes_the_dispatcher_and_fires_on_time(local_stage, receiver):
     local.start_dispatcher()
     time.sleep(0.3)  # the dispatcher is now asleep on an empty store
     run_at = (utcnow() + timedelta(seconds=2)).replace(microsecond=0)
-    created = service.schedule_task({
+    created, _ = service.schedule_task({
         "action": "webhook", "payload": {"url": receiver.url},
         "run_at": run_at.strftime("%Y-%m-%dT%H:%M:%SZ")})
     assert wait_for(lambda: receiver.requests, timeout=5)

@@ -8,11 +8,13 @@ from typing import Any, Dict, Iterator, Optional, Set
 
 from chalicelib import config
 from chalicelib.errors import ValidationError
-from chalicelib.models import Page, Run, Task
+from chalicelib.models import Page, Run, Task, Transition
 
-# How long a claimed run may take before another invocation may take it over:
-# longest webhook timeout (60 s) + the early wait (60 s) + headroom.
-LEASE_SECONDS = 300
+# How long a claimed run may take before another invocation may take it over. The claim
+# is taken after any early wait, so a run needs at most the longest webhook timeout (60 s)
+# plus its writes. Kept under the executor's Lambda timeout (150 s) so that Lambda's own
+# retries of a crashed invocation (about 1 and 3 minutes later) find the lease expired.
+LEASE_SECONDS = 120
 
 
 class TaskStore(abc.ABC):
@@ -37,10 +39,14 @@ class TaskStore(abc.ABC):
         any) otherwise; of concurrent callers exactly one succeeds."""
 
     @abc.abstractmethod
-    def finish(self, task: Task, run: Run, status: str,
-               next_run_at: Optional[datetime], now: datetime) -> Task:
-        """Record the run and the new status, only while `task.run_id` still holds the
+    def finish(self, task: Task, run: Run, change: Transition, now: datetime) -> Task:
+        """Record the run and its transition, only while `task.run_id` still holds the
         claim (raises ClaimLost otherwise)."""
+
+    @abc.abstractmethod
+    def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
+        """Make a failed task wait again for `run_at`, attempts reset (TaskNotFound /
+        Conflict otherwise)."""
 
     @abc.abstractmethod
     def cancel(self, task_id: str, now: datetime) -> Task:
@@ -56,9 +62,10 @@ class TaskStore(abc.ABC):
         """When the earliest task that is not yet due will be (None if there is none)."""
 
     @abc.abstractmethod
-    def recover_running(self, now: datetime) -> int:
-        """Make every running task due at `now`, for a process that knows their
-        executors are gone (the local server at start). Returns how many."""
+    def recover_running(self, now: datetime, run_prefix: str) -> int:
+        """Make due at `now` every running task whose run id starts with `run_prefix`,
+        for a process that knows those executors are gone (the local server at start, for
+        the runs of its previous life). Returns how many."""
 
     @abc.abstractmethod
     def delete(self, task_id: str) -> None:

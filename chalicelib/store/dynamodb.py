@@ -17,8 +17,8 @@ from botocore.exceptions import ClientError
 from chalicelib import aws, config
 from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
 from chalicelib.models import (
-    CANCELLED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
-    Page, Run, Task, iso, iso_ms, parse_iso,
+    CANCELLED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
+    Page, Run, Task, Transition, iso, iso_ms, parse_iso,
 )
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
 
@@ -35,6 +35,14 @@ def due_bucket(priority: int) -> str:
 
 def _is_condition_failure(error: ClientError) -> bool:
     return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+def _raise_state_error(task_id: str, old_item, verb: str, reason: str):
+    if not old_item:
+        raise TaskNotFound(f"no task with id {task_id}", field="task_id") from None
+    current = from_item(_deserialize(old_item))
+    raise Conflict(f"task {task_id} is {current.status}: {reason}", field="task_id",
+                   code=f"not_{verb}") from None
 
 
 class DynamoDBTaskStore(TaskStore):
@@ -91,23 +99,25 @@ class DynamoDBTaskStore(TaskStore):
             raise
         return from_item(_deserialize(response["Attributes"]))
 
-    def finish(self, task: Task, run: Run, status: str,
-               next_run_at: Optional[datetime], now: datetime) -> Task:
+    def finish(self, task: Task, run: Run, change: Transition, now: datetime) -> Task:
         runs = ([run] + [r for r in task.runs if r.run_id != run.run_id])[:MAX_RUNS_KEPT]
         values: Dict[str, Any] = {
-            ":status": status, ":run_id": task.run_id, ":running": RUNNING,
+            ":status": change.status, ":run_id": task.run_id, ":running": RUNNING,
             ":runs": [_run_to_item(r) for r in runs], ":now": iso(now),
         }
         sets = ["#status = :status", "Runs = :runs", "UpdatedAt = :now"]
         removes = ["LeaseUntil"]
-        if next_run_at is not None:
-            values[":next"] = iso_ms(next_run_at)
-            sets.append("NextRunAt = :next")
-        if status == SCHEDULED:
-            values[":zero"] = 0  # a new firing starts counting its attempts again
+        next_run_at = change.next_run_at or task.next_run_at
+        values[":next"] = iso_ms(next_run_at)
+        sets.append("NextRunAt = :next")
+        if change.firing_at is not None:
+            values[":firing"] = iso_ms(change.firing_at)
+            sets.append("FiringAt = :firing")
+        if change.reset_attempts:
+            values[":zero"] = 0
             sets.append("Attempts = :zero")
-        if status in WAITING:
-            values[":due_at"] = iso_ms(next_run_at or task.next_run_at)
+        if change.status in WAITING:
+            values[":due_at"] = iso_ms(next_run_at)
             values[":bucket"] = due_bucket(task.priority)
             sets += ["DueAt = :due_at", "DueBucket = :bucket"]
         else:
@@ -126,6 +136,30 @@ class DynamoDBTaskStore(TaskStore):
             if _is_condition_failure(error):
                 raise ClaimLost(task.task_id) from None
             raise
+        return from_item(_deserialize(response["Attributes"]))
+
+    def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
+        priority = self.get(task_id).priority  # its due bucket; the update re-checks state
+        try:
+            response = self._client.update_item(
+                TableName=self.table_name,
+                Key={"TaskID": {"S": task_id}},
+                UpdateExpression=(
+                    "SET #status = :scheduled, Attempts = :zero, NextRunAt = :at, "
+                    "FiringAt = :at, DueAt = :at, DueBucket = :bucket, UpdatedAt = :now"),
+                ConditionExpression="#status = :failed",
+                ExpressionAttributeNames={"#status": "Status"},
+                ExpressionAttributeValues=_serialize({
+                    ":scheduled": SCHEDULED, ":failed": FAILED, ":zero": 0,
+                    ":at": iso_ms(run_at), ":now": iso(now), ":bucket": due_bucket(priority)}),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            _raise_state_error(task_id, error.response.get("Item"), "retried",
+                               "only a failed task can be retried")
         return from_item(_deserialize(response["Attributes"]))
 
     def cancel(self, task_id: str, now: datetime) -> Task:
@@ -147,12 +181,8 @@ class DynamoDBTaskStore(TaskStore):
         except ClientError as error:
             if not _is_condition_failure(error):
                 raise
-            old = error.response.get("Item")
-            if not old:
-                raise TaskNotFound(f"no task with id {task_id}", field="task_id") from None
-            current = from_item(_deserialize(old))
-            raise Conflict(f"task {task_id} is {current.status} and can no longer be "
-                           "cancelled", field="task_id", code="not_cancellable") from None
+            _raise_state_error(task_id, error.response.get("Item"), "cancelled",
+                               "it can no longer be cancelled")
         return from_item(_deserialize(response["Attributes"]))
 
     def delete(self, task_id: str) -> None:
@@ -225,7 +255,7 @@ class DynamoDBTaskStore(TaskStore):
                 earliest = due_at if earliest is None else min(earliest, due_at)
         return parse_iso(earliest)
 
-    def recover_running(self, now: datetime) -> int:
+    def recover_running(self, now: datetime, run_prefix: str) -> int:
         recovered = 0
         kwargs: Dict[str, Any] = {}
         while True:
@@ -239,7 +269,9 @@ class DynamoDBTaskStore(TaskStore):
                 **kwargs,
             )
             for item in response.get("Items", []):
-                recovered += self._expire_lease(_deserialize(item), now)
+                found = _deserialize(item)
+                if str(found.get("RunId", "")).startswith(run_prefix):
+                    recovered += self._expire_lease(found, now)
             if "LastEvaluatedKey" not in response:
                 return recovered
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -270,7 +302,7 @@ def to_item(task: Task) -> Dict[str, Any]:
     item: Dict[str, Any] = {
         "TaskID": task.task_id,
         "Action": task.action,
-        "Payload": json.dumps(task.payload, separators=(",", ":")),
+        "Payload": json.dumps(task.payload, separators=(",", ":"), ensure_ascii=False),
         "RunAt": task.run_at,
         "ScheduleKind": task.schedule_kind,
         "Timezone": task.timezone,
@@ -286,8 +318,11 @@ def to_item(task: Task) -> Dict[str, Any]:
     optional = {
         "Name": task.name,
         "NextRunAt": iso_ms(task.next_run_at),
+        "FiringAt": iso_ms(task.firing_at),
         "RunId": task.run_id,
         "LeaseUntil": iso_ms(task.lease_until),
+        "IdempotencyKey": task.idempotency_key,
+        "RequestHash": task.request_hash,
     }
     item.update({key: value for key, value in optional.items() if value is not None})
     if task.status in WAITING and task.next_run_at is not None:
@@ -317,6 +352,9 @@ def from_item(item: Dict[str, Any]) -> Task:
         run_id=item.get("RunId"),
         lease_until=parse_iso(item.get("LeaseUntil")),
         runs=[_run_from_item(run) for run in item.get("Runs", [])],
+        firing_at=parse_iso(item.get("FiringAt")),
+        idempotency_key=item.get("IdempotencyKey"),
+        request_hash=item.get("RequestHash"),
     )
 
 

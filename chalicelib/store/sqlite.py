@@ -15,8 +15,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
 from chalicelib.models import (
-    CANCELLED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
-    Page, Run, Task, iso_ms, parse_iso,
+    CANCELLED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
+    Page, Run, Task, Transition, iso_ms, parse_iso,
 )
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
 
@@ -42,7 +42,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     run_id        TEXT,
     lease_until   TEXT,
     due_at        TEXT,
-    runs          TEXT NOT NULL DEFAULT '[]'
+    runs          TEXT NOT NULL DEFAULT '[]',
+    firing_at     TEXT,
+    idempotency_key TEXT,
+    request_hash  TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (priority, due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_due_time ON tasks (due_at) WHERE due_at IS NOT NULL;
@@ -62,6 +65,15 @@ class SQLiteTaskStore(TaskStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._raw().executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        # A data file made by an earlier version lacks the newer columns.
+        connection = self._raw()
+        present = {row["name"] for row in connection.execute("PRAGMA table_info(tasks)")}
+        for name in ("firing_at", "idempotency_key", "request_hash"):
+            if name not in present:
+                connection.execute(f"ALTER TABLE tasks ADD COLUMN {name} TEXT")
 
     def _connection(self) -> "_Transaction":
         return _Transaction(self._raw())
@@ -105,24 +117,35 @@ class SQLiteTaskStore(TaskStore):
             raise ClaimLost(task_id, from_row(row) if row else None)
         return from_row(row)
 
-    def finish(self, task: Task, run: Run, status: str,
-               next_run_at: Optional[datetime], now: datetime) -> Task:
+    def finish(self, task: Task, run: Run, change: Transition, now: datetime) -> Task:
         runs = ([run] + [r for r in task.runs if r.run_id != run.run_id])[:MAX_RUNS_KEPT]
-        next_value = iso_ms(next_run_at) if next_run_at is not None else iso_ms(task.next_run_at)
-        due_at = next_value if status in WAITING else None
+        next_value = iso_ms(change.next_run_at or task.next_run_at)
+        firing = iso_ms(change.firing_at or task.firing_at)
+        due_at = next_value if change.status in WAITING else None
         with self._connection() as db:
             updated = db.execute(
                 "UPDATE tasks SET status = ?, runs = ?, updated_at = ?, next_run_at = ?, "
-                "due_at = ?, lease_until = NULL, "
-                "attempts = CASE WHEN ? = ? THEN 0 ELSE attempts END "
+                "firing_at = ?, due_at = ?, lease_until = NULL, "
+                "attempts = CASE WHEN ? THEN 0 ELSE attempts END "
                 "WHERE task_id = ? AND status = ? AND run_id = ?",
-                (status, _runs_json(runs), iso_ms(now), next_value, due_at, status, SCHEDULED,
-                 task.task_id, RUNNING, task.run_id)).rowcount
+                (change.status, _runs_json(runs), iso_ms(now), next_value, firing, due_at,
+                 change.reset_attempts, task.task_id, RUNNING, task.run_id)).rowcount
             row = db.execute("SELECT * FROM tasks WHERE task_id = ?",
                              (task.task_id,)).fetchone()
         if not updated:
             raise ClaimLost(task.task_id)
         return from_row(row)
+
+    def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
+        at = iso_ms(run_at)
+        with self._connection() as db:
+            updated = db.execute(
+                "UPDATE tasks SET status = ?, attempts = 0, next_run_at = ?, firing_at = ?, "
+                "due_at = ?, updated_at = ? WHERE task_id = ? AND status = ?",
+                (SCHEDULED, at, at, at, iso_ms(now), task_id, FAILED)).rowcount
+            row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return _changed_or_raise(task_id, row, updated, "retried",
+                                 "only a failed task can be retried")
 
     def cancel(self, task_id: str, now: datetime) -> Task:
         with self._connection() as db:
@@ -131,24 +154,20 @@ class SQLiteTaskStore(TaskStore):
                 "WHERE task_id = ? AND status IN (?, ?)",
                 (CANCELLED, iso_ms(now), task_id, SCHEDULED, RETRYING)).rowcount
             row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        if row is None:
-            raise TaskNotFound(f"no task with id {task_id}", field="task_id")
-        task = from_row(row)
-        if not updated:
-            raise Conflict(f"task {task_id} is {task.status} and can no longer be cancelled",
-                           field="task_id", code="not_cancellable")
-        return task
+        return _changed_or_raise(task_id, row, updated, "cancelled",
+                                 "it can no longer be cancelled")
 
     def delete(self, task_id: str) -> None:
         with self._connection() as db:
             db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
 
-    def recover_running(self, now: datetime) -> int:
+    def recover_running(self, now: datetime, run_prefix: str) -> int:
         expired = iso_ms(now - timedelta(milliseconds=1))
         with self._connection() as db:
             return db.execute(
-                "UPDATE tasks SET lease_until = ?, due_at = ? WHERE status = ?",
-                (expired, expired, RUNNING)).rowcount
+                "UPDATE tasks SET lease_until = ?, due_at = ? "
+                "WHERE status = ? AND substr(run_id, 1, ?) = ?",
+                (expired, expired, RUNNING, len(run_prefix), run_prefix)).rowcount
 
     # ------------------------------------------------------------ reads
 
@@ -215,6 +234,16 @@ class SQLiteTaskStore(TaskStore):
         return [row["detail"] for row in rows]
 
 
+def _changed_or_raise(task_id: str, row, updated: int, verb: str, reason: str) -> Task:
+    if row is None:
+        raise TaskNotFound(f"no task with id {task_id}", field="task_id")
+    task = from_row(row)
+    if not updated:
+        raise Conflict(f"task {task_id} is {task.status}: {reason}", field="task_id",
+                       code=f"not_{verb}")
+    return task
+
+
 class _Transaction:
     """`with` block = one IMMEDIATE transaction (writers queue up instead of failing)."""
 
@@ -236,7 +265,7 @@ def to_row(task: Task) -> Dict[str, Any]:
     waiting = task.status in WAITING and task.next_run_at is not None
     return {
         "task_id": task.task_id, "action": task.action,
-        "payload": json.dumps(task.payload, separators=(",", ":")),
+        "payload": json.dumps(task.payload, separators=(",", ":"), ensure_ascii=False),
         "run_at": task.run_at, "schedule_kind": task.schedule_kind,
         "timezone": task.timezone, "name": task.name, "priority": task.priority,
         "max_attempts": task.max_attempts, "notify": task.notify, "status": task.status,
@@ -244,7 +273,8 @@ def to_row(task: Task) -> Dict[str, Any]:
         "created_at": iso_ms(task.created_at), "updated_at": iso_ms(task.updated_at),
         "run_id": task.run_id, "lease_until": iso_ms(task.lease_until),
         "due_at": iso_ms(task.next_run_at) if waiting else None,
-        "runs": _runs_json(task.runs),
+        "runs": _runs_json(task.runs), "firing_at": iso_ms(task.firing_at),
+        "idempotency_key": task.idempotency_key, "request_hash": task.request_hash,
     }
 
 
@@ -259,6 +289,8 @@ def from_row(row: sqlite3.Row) -> Task:
         created_at=parse_iso(row["created_at"]), updated_at=parse_iso(row["updated_at"]),
         run_id=row["run_id"], lease_until=parse_iso(row["lease_until"]),
         runs=[_run_from_dict(run) for run in json.loads(row["runs"])],
+        firing_at=parse_iso(row["firing_at"]), idempotency_key=row["idempotency_key"],
+        request_hash=row["request_hash"],
     )
 
 

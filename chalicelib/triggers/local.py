@@ -25,13 +25,15 @@ logger = logging.getLogger("task_scheduler.local")
 # by another process (a second server on the same file) is not missed for long.
 IDLE_POLL_SECONDS = 30.0
 DUE_PAGE = 200
+ERROR_BACKOFF_SECONDS = 1.0
 
 
 class Dispatcher:
     """The in-process scheduler loop and its worker pool."""
 
-    def __init__(self, workers: int, clock: Optional[Clock] = None):
+    def __init__(self, workers: int, clock: Optional[Clock] = None, run_prefix: str = ""):
         self._clock = clock or Clock()
+        self._run_prefix = run_prefix
         self._condition = threading.Condition()
         self._woken = False
         self._stopping = False
@@ -45,7 +47,7 @@ class Dispatcher:
         """Recover cut-off runs, then start dispatching. Returns what start found."""
         store = get_store()
         now = self._clock.now()
-        recovered = store.recover_running(now)
+        recovered = store.recover_running(now, self._run_prefix)
         overdue = sum(1 for _ in store.due(now, DUE_PAGE))
         self._thread.start()
         summary = {"event": "local_trigger_started", "recovered_runs": recovered,
@@ -88,15 +90,25 @@ class Dispatcher:
                 if self._stopping:
                     return
                 self._woken = False
-            now = self._clock.now()
-            self._dispatch_due(store, now)
-            if now >= self._next_sweep:
-                self._pool.submit(self._guarded, "daily sweep", sweeper.sweep, self._clock)
-                self._next_sweep = sweeper.next_sweep_after(now)
-            timeout = self._sleep_seconds(store, now)
+            try:
+                timeout = self._tick(store)
+            except Exception:  # noqa: BLE001 - logged; the loop must outlive a bad moment
+                # A store error (a locked file, an unreachable endpoint) must not end the
+                # thread that fires every task: log it, wait a little, look again.
+                logger.exception("local trigger: looking for due tasks failed")
+                timeout = ERROR_BACKOFF_SECONDS
             with self._condition:
                 if not self._woken and not self._stopping:
                     self._condition.wait(timeout)
+
+    def _tick(self, store) -> float:
+        """Dispatch what is due; how long to sleep before looking again."""
+        now = self._clock.now()
+        self._dispatch_due(store, now)
+        if now >= self._next_sweep:
+            self._pool.submit(self._guarded, "daily sweep", sweeper.sweep, self._clock)
+            self._next_sweep = sweeper.next_sweep_after(now)
+        return self._sleep_seconds(store, now)
 
     def _sleep_seconds(self, store, now) -> float:
         wake_at = min(now + timedelta(seconds=IDLE_POLL_SECONDS), self._next_sweep)
@@ -117,7 +129,8 @@ class Dispatcher:
 
     def _run(self, task_id: str) -> None:
         try:
-            self._guarded(f"task {task_id}", execute_task, task_id, self._clock)
+            self._guarded(f"task {task_id}", execute_task, task_id, self._clock,
+                          self._run_prefix)
         finally:
             with self._inflight_lock:
                 self._inflight.pop(task_id, None)
@@ -136,12 +149,13 @@ _dispatcher: Optional[Dispatcher] = None
 _dispatcher_lock = threading.Lock()
 
 
-def start_dispatcher(clock: Optional[Clock] = None) -> Dispatcher:
-    """Start the process's dispatcher (once)."""
+def start_dispatcher(clock: Optional[Clock] = None, run_prefix: str = "") -> Dispatcher:
+    """Start the process's dispatcher (once). Its run ids start with `run_prefix`, and at
+    start it recovers the cut-off runs that carry it."""
     global _dispatcher
     with _dispatcher_lock:
         if _dispatcher is None:
-            _dispatcher = Dispatcher(config.local_workers(), clock)
+            _dispatcher = Dispatcher(config.local_workers(), clock, run_prefix)
             _dispatcher.start()
         return _dispatcher
 

@@ -9,11 +9,12 @@ permission per rule (a function policy is capped at 20 KB).
 """
 import json
 import threading
+from datetime import timedelta
 
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
-from chalicelib.models import Task
+from chalicelib.models import Task, utcnow
 from chalicelib.triggers import Trigger, executor_input
 
 TARGET_ID = "executor"
@@ -78,6 +79,10 @@ class RulesTrigger(Trigger):
         executor_arn = config.executor_arn()
         self._ensure_permission(executor_arn)
         at = task.next_run_at
+        if at.replace(second=0, microsecond=0) <= utcnow():
+            # A rule fires at the start of its minute; that minute has begun, so the
+            # earliest it can fire is the next one (the executor never runs it early).
+            at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
         events = aws.client("events")
         events.put_rule(
             Name=rule_name(task.task_id),
