@@ -147,6 +147,8 @@ class Receiver:
     def __init__(self):
         self.requests = []
         self.status = 200
+        self.script = []  # statuses to answer first, one per request, then `status`
+        self.reply_headers = {}
         self.delay = 0.0
         self.body = b'{"ok": true}'
         self._lock = threading.Lock()
@@ -168,7 +170,11 @@ class Receiver:
                         "body": body})
                 if receiver.delay:
                     time.sleep(receiver.delay)
-                self.send_response(receiver.status)
+                with receiver._lock:
+                    status = receiver.script.pop(0) if receiver.script else receiver.status
+                self.send_response(status)
+                for name, value in receiver.reply_headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(receiver.body)))
                 self.end_headers()
@@ -219,13 +225,13 @@ def make_task():
     def make(due_in=-1.0, action="webhook", payload=None, priority=5, run_at=None,
              schedule_kind="once", **fields):
         now = utcnow()
+        fields.setdefault("created_at", now - timedelta(hours=1))
         next_run_at = (now + timedelta(seconds=due_in)).replace(microsecond=0)
         task = Task(
             task_id=str(uuid.uuid4()), action=action,
             payload=payload if payload is not None else {"message": "hi"},
             run_at=run_at or next_run_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            schedule_kind=schedule_kind, next_run_at=next_run_at, priority=priority,
-            created_at=now - timedelta(hours=1), **fields)
+            schedule_kind=schedule_kind, next_run_at=next_run_at, priority=priority, **fields)
         get_store().create(task)
         return task
 

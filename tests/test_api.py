@@ -224,6 +224,18 @@ INVALID = [
     ("name too long", _with(name="n" * 201), 400, "name"),
     ("log without message", _with(action="log", payload={}), 400, "payload.message"),
     ("body too large", json.dumps(_payload(data="x" * (300 * 1024))).encode(), 413, None),
+    ("data over 64 KiB", _payload(data="é" * 40_000), 400, "payload.data"),
+    ("NaN in data", b'{"action": "webhook", "payload": {"url": "https://e.com", "data": NaN},'
+                    b' "run_at": "2031-01-01T00:00:00Z"}', 400, None),
+    ("deeply nested body", b"[" * 100_000 + b"]" * 100_000, 400, None),
+    ("header name not a token", _payload(headers={"X Bad": "1"}), 400, "payload.headers"),
+    ("header value not latin-1", _payload(headers={"X-Euro": "€"}), 400, "payload.headers"),
+    ("header value two lines", _payload(headers={"X-A": "a\r\nB: b"}), 400,
+     "payload.headers"),
+    ("year 9999 with offset", _with(run_at="9999-12-31T23:59:59-01:00"), 400, "run_at"),
+    ("unicode digit in rate", _with(run_at="rate(² minutes)"), 400, "run_at"),
+    ("unicode digit in cron", _with(run_at="cron(² 9 * * ? *)"), 400, "run_at"),
+    ("rate of centuries", _with(run_at="rate(99999999999999999999 minutes)"), 400, "run_at"),
 ]
 
 
@@ -243,7 +255,9 @@ def test_invalid_request_is_refused_and_stores_nothing(api, body, status, field)
 def test_private_literal_target_refused_unless_allowed(api, monkeypatch):
     monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "false")
     for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://169.254.169.254/",
-                "http://[::1]/x", "http://10.1.2.3/x", "http://[::ffff:192.168.0.1]/"):
+                "http://[::1]/x", "http://10.1.2.3/x", "http://[::ffff:192.168.0.1]/",
+                "http://127.1/", "http://2130706433/", "http://0x7f.1/", "http://0/",
+                "http://100.64.0.1/", "http://[fd00::1]/"):
         response = api.post("/schedule-task", spec_example(url=url))
         assert response.status_code == 400, url
         assert response.json["field"] == "payload.url"
@@ -310,9 +324,20 @@ def test_list_pages_through_every_task_and_filters_by_status(api):
     assert len(api.get("/tasks?status=scheduled").json["tasks"]) == 5
 
 
+def _token(data):
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize("query,field", [
     ("status=sleeping", "status"), ("limit=0", "limit"), ("limit=101", "limit"),
-    ("limit=ten", "limit"), ("next_token=%21%21garbage", "next_token"),
+    ("limit=ten", "limit"), ("limit=%C2%B2", "limit"), ("next_token=%21%21garbage", "next_token"),
+    (f"next_token={_token({'k': {'TaskID': 1}, 's': None})}", "next_token"),
+    (f"next_token={_token({'k': {'TaskID': {'N': '1'}}, 's': None})}", "next_token"),
+    (f"next_token={_token({'TaskID': {'S': 'x'}})}", "next_token"),
+    (f"status=failed&next_token={_token({'k': {'TaskID': {'S': 'x'}}, 's': None})}",
+     "next_token"),
 ])
 def test_list_rejects_bad_query(api, query, field):
     response = api.get(f"/tasks?{query}")
@@ -347,3 +372,70 @@ def test_unsupported_media_type_has_the_error_body(api):
                         headers={"Content-Type": "text/csv"})
     assert response.status_code == 415
     assert set(response.json) == {"code", "message", "field"}
+
+
+@pytest.mark.parametrize("task_id", ["not-a-uuid", "x" * 3000, "00000000-0000-4000-8000-00000000000Z"])
+def test_ids_that_cannot_be_tasks_are_404(api, task_id):
+    assert api.get(f"/tasks/{task_id}").status_code == 404
+    assert api.delete(f"/tasks/{task_id}").status_code == 404
+    assert api.post(f"/tasks/{task_id}/retry").status_code == 404
+
+
+def test_day_names_with_w_are_not_mistaken_for_the_w_wildcard(api):
+    response = api.post("/schedule-task", _with(run_at="cron(0 9 ? * MON-WED *)"))
+    assert response.status_code == 201, response.json
+
+
+def test_idempotency_key_returns_the_first_task(api):
+    body = spec_example()
+    first = api.post("/schedule-task", body, headers={"Idempotency-Key": "order-42"})
+    assert first.status_code == 201
+    again = api.post("/schedule-task", body, headers={"Idempotency-Key": "order-42"})
+    assert again.status_code == 200 and again.json == first.json
+    assert task_count() == 1 and len(schedules_in_group()) == 1
+    other = api.post("/schedule-task", body, headers={"Idempotency-Key": "order-43"})
+    assert other.status_code == 201 and other.json["task_id"] != first.json["task_id"]
+    changed = api.post("/schedule-task", spec_example(url="https://example.com/other"),
+                       headers={"Idempotency-Key": "order-42"})
+    assert changed.status_code == 409 and changed.json["code"] == "idempotency_key_reused"
+    too_long = api.post("/schedule-task", body, headers={"Idempotency-Key": "k" * 300})
+    assert too_long.status_code == 400 and too_long.json["field"] == "Idempotency-Key"
+    assert task_count() == 2
+
+
+def test_aws_throttling_is_retried(api):
+    from botocore.awsrequest import AWSResponse
+
+    from chalicelib import aws
+
+    calls = []
+
+    def throttle_first(**_):
+        calls.append(1)
+        if len(calls) == 1:
+            body = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+            raw = type("Raw", (), {"stream": lambda self, **k: iter([body])})()
+            return AWSResponse("https://scheduler", 429, {"x-amzn-ErrorType":
+                                                          "ThrottlingException"}, raw)
+        return None
+
+    aws.client("scheduler").meta.events.register("before-send.scheduler.CreateSchedule",
+                                                  throttle_first)
+    response = api.post("/schedule-task", spec_example())
+    assert response.status_code == 201
+    assert len(calls) == 2 and len(schedules_in_group()) == 1
+
+
+def test_rules_arming_failure_leaves_no_rule_and_no_task(rules_mode, api):
+    from botocore.exceptions import ClientError
+
+    from chalicelib import aws
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "InternalException", "Message": "down"}},
+                          "PutTargets")
+
+    aws.client("events").meta.events.register("before-call.events.PutTargets", refuse)
+    response = api.post("/schedule-task", spec_example())
+    assert response.status_code == 500
+    assert task_count() == 0 and rule_names() == []

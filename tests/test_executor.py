@@ -233,3 +233,239 @@ def test_recurring_task_with_no_further_firing_completes_and_loses_its_trigger(
     schedules_left = aws_clients.client("scheduler").list_schedules(
         GroupName=config.scheduler_group())["Schedules"]
     assert schedules_left == []
+
+
+# ---------------------------------------------------------------- retries and dead letters
+
+def dead_letters():
+    import boto3
+
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName="task-scheduler-dev-dlq")["QueueUrl"]
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(m["Body"]) for m in messages]
+
+
+def run_until_settled(task_id, clock, limit=10):
+    """Invoke the executor at each retry time, as the retry's own trigger would."""
+    results = []
+    for _ in range(limit):
+        task = get_store().get(task_id)
+        if task.status not in ("scheduled", "retrying"):
+            break
+        clock.moment = max(clock.moment, task.next_run_at)
+        results.append(execute_task(task_id, Clock(now=clock.now, sleep=clock.sleep)))
+    return results
+
+
+def test_two_503s_then_success_completes_after_three_attempts(aws, receiver, make_task,
+                                                               monkeypatch):
+    from chalicelib import aws as aws_clients, config
+
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "4")
+    receiver.script = [503, 503]
+    clock = FakeClock()
+    task = make_task(payload=webhook(receiver.url))
+    first = execute_task(task.task_id, Clock(now=clock.now, sleep=clock.sleep))
+    assert first.status == "retrying"
+    waiting = get_store().get(task.task_id)
+    gap = (waiting.next_run_at - first.run.ended_at).total_seconds()
+    assert 0 < gap <= 4 + 1  # attempt 1 waits up to base * 2^0 (rounded up to a second)
+    retry = aws_clients.client("scheduler").get_schedule(
+        Name=f"retry-{task.task_id}-{waiting.next_run_at.strftime('%Y%m%d%H%M%S')}",
+        GroupName=config.scheduler_group())
+    assert retry["ActionAfterCompletion"] == "DELETE"
+    rest = run_until_settled(task.task_id, clock)
+    assert [r.status for r in rest] == ["retrying", "completed"]
+    done = get_store().get(task.task_id)
+    assert done.attempts == 3 and [r.http_status for r in reversed(done.runs)] == [503, 503, 200]
+    assert [r["headers"]["x-task-attempt"] for r in receiver.requests] == ["1", "2", "3"]
+    keys = {r["headers"]["idempotency-key"] for r in receiver.requests}
+    assert len(keys) == 1  # stable across the retries of one run
+    starts = sorted(r.started_at for r in done.runs)
+    assert (starts[2] - starts[1]).total_seconds() <= 8 + 1  # attempt 2: up to base * 2
+    assert dead_letters() == []
+
+
+def test_always_500_fails_dead_letters_once_and_replays(api, receiver, make_task, monkeypatch):
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
+    receiver.status = 500
+    clock = FakeClock()
+    task = make_task(payload=webhook(receiver.url), max_attempts=3)
+    run_until_settled(task.task_id, clock)
+    failed = get_store().get(task.task_id)
+    assert failed.status == "failed" and failed.attempts == 3 and len(receiver.requests) == 3
+    [letter] = dead_letters()
+    assert letter["task_id"] == task.task_id and letter["last_error"].startswith("HTTP 500")
+    assert letter["attempts"] == 3
+
+    receiver.status = 200
+    replay = api.post(f"/tasks/{task.task_id}/retry")
+    assert replay.status_code == 200, replay.json
+    assert replay.json["status"] == "scheduled" and replay.json["attempts"] == 0
+    assert api.post(f"/tasks/{task.task_id}/retry").status_code == 409  # no longer failed
+    clock.moment = utcnow()
+    run_until_settled(task.task_id, clock)
+    assert get_store().get(task.task_id).status == "completed"
+    assert len(receiver.requests) == 4
+    assert receiver.requests[3]["headers"]["idempotency-key"] != \
+        receiver.requests[0]["headers"]["idempotency-key"]  # a replay is a new run
+
+
+def test_replay_at_a_given_time_and_errors(api, receiver, make_task):
+    receiver.status = 404
+    task = make_task(payload=webhook(receiver.url))
+    execute_task(task.task_id)
+    later = (utcnow() + timedelta(hours=2)).replace(microsecond=0)
+    response = api.post(f"/tasks/{task.task_id}/retry",
+                        {"run_at": later.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    assert response.status_code == 200
+    assert response.json["next_run_at"] == later.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert api.post("/tasks/00000000-0000-4000-8000-000000000000/retry").status_code == 404
+    other = make_task(payload=webhook(receiver.url))
+    execute_task(other.task_id)
+    bad = api.post(f"/tasks/{other.task_id}/retry", {"run_at": "2001-01-01T00:00:00Z"})
+    assert bad.status_code == 400 and bad.json["field"] == "run_at"
+    assert get_store().get(other.task_id).status == "failed"
+
+
+def test_404_fails_at_once_without_retry(aws, receiver, make_task):
+    receiver.status = 404
+    task = make_task(payload=webhook(receiver.url), max_attempts=5)
+    assert execute_task(task.task_id).status == "failed"
+    assert len(receiver.requests) == 1 and len(dead_letters()) == 1
+
+
+@pytest.mark.parametrize("fault", ["timeout", "refused"])
+def test_timeout_and_refused_connection_are_retried(aws, receiver, refused_url, make_task,
+                                                    monkeypatch, fault):
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
+    url = refused_url if fault == "refused" else receiver.url
+    if fault == "timeout":
+        receiver.delay = 1.5
+    task = make_task(payload=webhook(url, timeout=1), max_attempts=2)
+    results = run_until_settled(task.task_id, FakeClock())
+    assert [r.status for r in results] == ["retrying", "failed"]
+
+
+def test_retry_after_header_is_honoured(aws, receiver, make_task, monkeypatch):
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
+    receiver.script = [429]
+    receiver.reply_headers = {"Retry-After": "90"}
+    task = make_task(payload=webhook(receiver.url))
+    first = execute_task(task.task_id)
+    waiting = get_store().get(task.task_id)
+    assert first.status == "retrying"
+    assert (waiting.next_run_at - first.run.ended_at).total_seconds() >= 90
+
+
+@pytest.mark.parametrize("base,expected", [("1", "retrying"), ("1000", "scheduled")])
+def test_recurring_retry_never_passes_the_next_firing(aws, receiver, make_task, monkeypatch,
+                                                      base, expected):
+    from chalicelib import retries
+
+    monkeypatch.setenv("RETRY_BASE_SECONDS", base)
+    monkeypatch.setenv("RETRY_MAX_SECONDS", "1000")
+    monkeypatch.setattr(retries._random, "uniform", lambda low, high: high)  # longest wait
+    receiver.status = 503
+    task = make_task(payload=webhook(receiver.url), run_at="rate(1 minute)",
+                     schedule_kind="rate", created_at=utcnow() - timedelta(seconds=30))
+    following = schedules.from_task(task).next_after(utcnow())  # about 30 s away
+    result = execute_task(task.task_id)
+    stored = get_store().get(task.task_id)
+    assert result.status == expected
+    if expected == "retrying":  # a one-second retry fits before the next firing
+        assert stored.next_run_at < following and stored.attempts == 1
+        assert dead_letters() == []
+    else:  # a 1000 s retry would pass it: this run is given up, the next firing kept
+        assert stored.next_run_at == following and stored.attempts == 0
+        assert len(dead_letters()) == 1
+
+
+def test_executor_dying_after_claim_is_reclaimed_after_the_lease(aws, receiver, make_task,
+                                                                 monkeypatch):
+    from chalicelib import actions
+
+    task = make_task(payload=webhook(receiver.url))
+    real = actions.REGISTRY["webhook"]
+
+    def die(payload, context):
+        raise SystemExit("the Lambda was killed")  # not an Exception: nothing catches it
+
+    monkeypatch.setitem(actions.REGISTRY, "webhook", actions.Action(real.validate, die))
+    with pytest.raises(SystemExit):
+        execute_task(task.task_id)
+    monkeypatch.setitem(actions.REGISTRY, "webhook", real)
+    assert get_store().get(task.task_id).status == "running"
+    assert execute_task(task.task_id).outcome == "skipped"  # the lease still holds
+    from chalicelib import sweeper
+
+    summary = sweeper.sweep(Clock(now=lambda: utcnow() + timedelta(minutes=3)))
+    assert summary.get("completed") == 1
+    assert len(receiver.requests) == 1
+
+
+def test_action_that_raises_ends_its_run(aws, make_task, monkeypatch):
+    from chalicelib import actions
+
+    def broken(payload, context):
+        raise UnicodeEncodeError("latin-1", "€", 0, 1, "not encodable")
+
+    monkeypatch.setitem(actions.REGISTRY, "log", actions.Action(actions.validate_log, broken))
+    task = make_task(action="log", payload={"message": "x"})
+    result = execute_task(task.task_id)
+    assert result.status == "failed" and "internal error" in result.run.error
+
+
+def test_attempts_used_up_by_dead_executors_stop_the_task(aws, receiver, make_task):
+    task = make_task(payload=webhook(receiver.url), max_attempts=2)
+    store = get_store()
+    moment = utcnow()
+    for n in range(2):  # two executors claimed it and died
+        moment += timedelta(minutes=3)
+        store.claim(task.task_id, f"dead-{n}", moment)
+    moment += timedelta(minutes=3)
+    result = execute_task(task.task_id, Clock(now=lambda: moment))
+    assert result.status == "failed" and "exhausted" in result.run.error
+    assert receiver.requests == []
+
+
+def test_twenty_concurrent_duplicates_send_one_request(aws, receiver, make_task):
+    receiver.delay = 0.2
+    task = make_task(payload=webhook(receiver.url))
+    barrier = threading.Barrier(20)
+    outcomes = []
+
+    def invoke():
+        barrier.wait()
+        outcomes.append(execute_task(task.task_id).outcome)
+
+    threads = [threading.Thread(target=invoke) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(receiver.requests) == 1
+    assert sorted(outcomes) == ["ran"] + ["skipped"] * 19
+
+
+def test_notifications_on_final_failure_and_on_success_when_asked(aws, receiver, make_task,
+                                                                  monkeypatch):
+    import boto3
+
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="task-scheduler-dev-notifications")["TopicArn"]
+    inbox = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn,
+                  Attributes={"RawMessageDelivery": "true"})
+    monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
+    receiver.status = 404
+    execute_task(make_task(payload=webhook(receiver.url), name="nightly").task_id)
+    receiver.status = 200
+    execute_task(make_task(payload=webhook(receiver.url), notify="always").task_id)
+    execute_task(make_task(payload=webhook(receiver.url)).task_id)  # success, default notify
+    bodies = [json.loads(m["Body"]) for m in sqs.receive_message(
+        QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]]
+    assert sorted(b["event"] for b in bodies) == ["task_failed", "task_succeeded"]

@@ -4,7 +4,7 @@ import base64
 import binascii
 import json
 from datetime import datetime
-from typing import Any, Dict, Iterator, Optional, Set
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from chalicelib import config
 from chalicelib.errors import ValidationError
@@ -72,26 +72,30 @@ class TaskStore(abc.ABC):
         """Remove a task entirely (used to undo a creation whose trigger failed)."""
 
 
-def encode_token(key: Optional[Dict[str, Any]]) -> Optional[str]:
-    """An opaque next_token for a page's last key."""
+def encode_token(key: Optional[Dict[str, Any]], status: Optional[str]) -> Optional[str]:
+    """An opaque next_token: a page's last key and the filter it belongs to."""
     if not key:
         return None
-    raw = json.dumps(key, separators=(",", ":"), sort_keys=True).encode()
+    raw = json.dumps({"k": key, "s": status}, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: Optional[str], required: Set[str]) -> Optional[Dict[str, Any]]:
-    """The key inside a next_token, or a 400 on next_token."""
+def decode_token(token: Optional[str], status: Optional[str],
+                 valid_key: Callable[[Any], bool]) -> Optional[Dict[str, Any]]:
+    """The key inside a next_token made for the same filter, or a 400 on next_token."""
     if not token:
         return None
     try:
-        key = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode()))
-        if not isinstance(key, dict) or not required <= set(key):
-            raise ValueError("not a page key")
-        return key
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        data = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or set(data) != {"k", "s"} or not valid_key(data["k"]):
         raise ValidationError("next_token is not a token this API returned",
-                              field="next_token", code="invalid_next_token") from None
+                              field="next_token", code="invalid_next_token")
+    if data["s"] != status:
+        raise ValidationError("next_token belongs to a listing with another status filter",
+                              field="next_token", code="invalid_next_token")
+    return data["k"]
 
 
 _stores: dict = {}

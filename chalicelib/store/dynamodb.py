@@ -37,6 +37,14 @@ def _is_condition_failure(error: ClientError) -> bool:
     return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
 
 
+def _is_table_key(key: Any) -> bool:
+    # A LastEvaluatedKey of the table or StatusIndex: string attributes only.
+    return (isinstance(key, dict) and "TaskID" in key
+            and set(key) <= {"TaskID", "Status", "CreatedAt"}
+            and all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str)
+                    for v in key.values()))
+
+
 def _raise_state_error(task_id: str, old_item, verb: str, reason: str):
     if not old_item:
         raise TaskNotFound(f"no task with id {task_id}", field="task_id") from None
@@ -199,7 +207,7 @@ class DynamoDBTaskStore(TaskStore):
 
     def list(self, status: Optional[str], limit: int, next_token: Optional[str]) -> Page:
         kwargs: Dict[str, Any] = {"TableName": self.table_name, "Limit": limit}
-        start_key = decode_token(next_token, {"TaskID"})
+        start_key = decode_token(next_token, status, _is_table_key)
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key
         if status:
@@ -214,7 +222,8 @@ class DynamoDBTaskStore(TaskStore):
         else:
             response = self._client.scan(**kwargs)
         tasks = [from_item(_deserialize(item)) for item in response.get("Items", [])]
-        return Page(tasks=tasks, next_token=encode_token(response.get("LastEvaluatedKey")))
+        return Page(tasks=tasks,
+                    next_token=encode_token(response.get("LastEvaluatedKey"), status))
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
         for priority in PRIORITIES:

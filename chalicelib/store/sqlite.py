@@ -179,7 +179,7 @@ class SQLiteTaskStore(TaskStore):
         return from_row(row)
 
     def list(self, status: Optional[str], limit: int, next_token: Optional[str]) -> Page:
-        after = decode_token(next_token, {"created_at", "task_id"})
+        after = decode_token(next_token, status, _is_page_key)
         clauses: List[str] = []
         params: List[Any] = []
         if status:
@@ -197,7 +197,8 @@ class SQLiteTaskStore(TaskStore):
         token = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            token = encode_token({"created_at": last["created_at"], "task_id": last["task_id"]})
+            token = encode_token({"created_at": last["created_at"], "task_id": last["task_id"]},
+                                 status)
         return Page(tasks=tasks, next_token=token)
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
@@ -232,6 +233,11 @@ class SQLiteTaskStore(TaskStore):
                 "NULL AND due_at <= ? AND (due_at, task_id) > (?, ?) ORDER BY due_at, task_id "
                 "LIMIT ?", (9, iso_ms(now), "", "", 10)).fetchall()
         return [row["detail"] for row in rows]
+
+
+def _is_page_key(key) -> bool:
+    return (isinstance(key, dict) and set(key) == {"created_at", "task_id"}
+            and all(isinstance(value, str) for value in key.values()))
 
 
 def _changed_or_raise(task_id: str, row, updated: int, verb: str, reason: str) -> Task:
