@@ -29,8 +29,9 @@ dev-aws: $(VENV)/.dev-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q tests
 
-bench: $(VENV)/.dev-installed
+bench: $(VENV)/.local-installed
 	$(BIN)/python bench/local_burst.py
+	$(BIN)/python bench/load_restart.py
 
 bootstrap: $(VENV)/.dev-installed
 	$(BIN)/python -m chalicelib.bootstrap --stage $(STAGE)

@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Callable, Optional
 from zoneinfo import ZoneInfo
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib import aws, config, schedules
 from chalicelib.executor import RAN, Clock, execute_task
 from chalicelib.models import iso, utcnow
@@ -46,7 +48,14 @@ def sweep(clock: Optional[Clock] = None,
         if out_of_time():
             counts["deferred"] += 1
             break
-        execution = execute_task(task.task_id, clock)
+        try:
+            execution = execute_task(task.task_id, clock)
+        except (ClientError, BotoCoreError):
+            # One task's store or trigger error must not stop the sweep of the others;
+            # the task stays due and the next sweep (or its own trigger) takes it again.
+            logger.exception("sweep: task %s failed to run", task.task_id)
+            counts["error"] += 1
+            continue
         counts[execution.status if execution.outcome == RAN else execution.outcome] += 1
     if not counts["deferred"]:
         trigger = get_trigger()

@@ -135,3 +135,23 @@ def test_continuation_event_is_accepted_by_the_sweeper_handler(client, make_task
     arn = "arn:aws:lambda:us-east-1:123456789012:function:task-scheduler-dev-daily_sweeper"
     summary = client.lambda_.invoke("daily_sweeper", sweeper.continuation_event(arn)).payload
     assert summary["event"] == "sweep_finished"
+
+
+def test_one_task_failing_to_run_does_not_stop_the_sweep(aws, make_task, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from chalicelib import executor
+
+    tasks = [make_task(due_in=-60, action="log", payload={"message": str(i)}, priority=9 - i)
+             for i in range(3)]
+    real = executor.execute_task
+
+    def flaky(task_id, clock=None, run_prefix=""):
+        if task_id == tasks[0].task_id:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}},
+                              "UpdateItem")
+        return real(task_id, clock, run_prefix)
+
+    monkeypatch.setattr(sweeper, "execute_task", flaky)
+    summary = sweeper.sweep()
+    assert summary["error"] == 1 and summary["completed"] == 2
