@@ -439,3 +439,22 @@ def test_rules_arming_failure_leaves_no_rule_and_no_task(rules_mode, api):
     response = api.post("/schedule-task", spec_example())
     assert response.status_code == 500
     assert task_count() == 0 and rule_names() == []
+
+
+def test_rules_mode_rearms_a_recurring_task_for_its_next_firing(rules_mode, api, receiver,
+                                                                make_task):
+    from chalicelib.executor import execute_task
+    from chalicelib.store import get_store
+    from chalicelib.triggers import get_trigger
+
+    task = make_task(payload={"url": receiver.url}, run_at="cron(0/5 * * * ? *)",
+                     schedule_kind="cron")
+    get_trigger().arm(task)
+    assert execute_task(task.task_id).status == "scheduled"
+    following = get_store().get(task.task_id).next_run_at
+    rule = boto3.client("events").describe_rule(Name=f"{config.rule_prefix()}{task.task_id}")
+    assert rule["ScheduleExpression"] == (
+        f"cron({following.minute} {following.hour} {following.day} {following.month} ? "
+        f"{following.year})")
+    api.delete(f"/tasks/{task.task_id}")
+    assert rule_names() == []
