@@ -3,7 +3,6 @@
 Each action validates its payload when the task is created (so a bad task is refused
 with a 400 and never stored) and runs it when the task fires.
 """
-import ipaddress
 import json
 import logging
 import re
@@ -14,9 +13,9 @@ from typing import Any, Callable, Dict, Optional
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
-from chalicelib import config, retries
+from chalicelib import config, retries, signing, ssrf
 from chalicelib.errors import ValidationError
 
 logger = logging.getLogger("task_scheduler.actions")
@@ -25,6 +24,15 @@ WEBHOOK_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
 MAX_DATA_BYTES = 64 * 1024
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 7230 token
 RESPONSE_KEPT_BYTES = 1024
+MAX_HEADERS = 20
+MAX_HEADER_BYTES = 1024
+# Set by the HTTP client or by the scheduler itself; a task may not choose them.
+RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection",
+                              "idempotency-key", "x-task-id", "x-task-attempt"})
+SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie",
+                               "x-api-key"})
+SENSITIVE_WORDS = ("token", "secret", "key", "password", "auth", "session")
+REDACTED = "***"
 WEBHOOK_FIELDS = {"url", "data", "method", "headers", "timeout"}
 MAX_URL_LENGTH = 2048
 ERROR_EXCERPT = 200
@@ -54,10 +62,11 @@ class ActionResult:
 
 @dataclass
 class Action:
-    """A registered action: how to validate its payload and how to run it."""
+    """A registered action: how to validate its payload, run it, and show it."""
 
     validate: Callable[[Any], Dict[str, Any]]
     run: Callable[[Dict[str, Any], ActionContext], ActionResult]
+    redact: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda payload: payload
 
 
 def _payload_error(message: str, field: str = "payload") -> ValidationError:
@@ -93,7 +102,17 @@ def validate_webhook(payload: Any) -> Dict[str, Any]:
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise _payload_error("payload.headers must be an object of string names to string "
                              "values", "payload.headers")
+    if len(headers) > MAX_HEADERS:
+        raise _payload_error(f"payload.headers has {len(headers)} headers; at most "
+                             f"{MAX_HEADERS} are allowed", "payload.headers")
     for name, value in headers.items():
+        lower = name.lower()
+        if lower in RESERVED_HEADERS or lower.startswith("webhook-"):
+            raise _payload_error(f"payload.headers: '{name}' is set by the scheduler and "
+                                 "cannot be chosen", "payload.headers")
+        if len(name.encode()) + len(value.encode("latin-1", "replace")) > MAX_HEADER_BYTES:
+            raise _payload_error(f"payload.headers: '{name}' is longer than "
+                                 f"{MAX_HEADER_BYTES} bytes", "payload.headers")
         if not HEADER_NAME.match(name):
             raise _payload_error(f"payload.headers: '{name}' is not a valid header name",
                                  "payload.headers")
@@ -127,7 +146,7 @@ def _validate_url(url: Any) -> str:
                              f"'{parts.scheme or 'none'}'", field)
     if not host:
         raise _payload_error(f"payload.url '{url}' has no host", field)
-    if not config.allow_private_targets() and _is_private_host(host):
+    if not config.allow_private_targets() and ssrf.is_private_host(host):
         raise _payload_error(f"payload.url points at a private or loopback address "
                              f"('{host}'); set ALLOW_PRIVATE_TARGETS=true to allow it", field)
     return url
@@ -141,32 +160,6 @@ def _latin1(value: str) -> bool:
     return True
 
 
-def _is_private_host(host: str) -> bool:
-    host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = _legacy_ipv4(host)
-        if address is None:
-            return False  # a name: resolved when the task runs
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return not address.is_global
-
-
-def _legacy_ipv4(host: str):
-    # The resolver also reads '127.1', '2130706433', '0x7f.1' and '0' as IPv4 addresses.
-    if not re.fullmatch(r"[0-9a-fx.]+", host) or not any(c.isdigit() for c in host):
-        return None
-    try:
-        return ipaddress.ip_address(socket.inet_ntoa(socket.inet_aton(host)))
-    except OSError:
-        return None
-
-
 _session: Optional[requests.Session] = None
 _session_lock = threading.Lock()
 
@@ -178,7 +171,8 @@ def http_session() -> requests.Session:
         with _session_lock:
             if _session is None:
                 session = requests.Session()
-                adapter = HTTPAdapter(pool_connections=16, pool_maxsize=32, max_retries=0)
+                adapter = ssrf.PinnedAdapter(pool_connections=16, pool_maxsize=32,
+                                             max_retries=0)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
                 _session = session
@@ -187,22 +181,36 @@ def http_session() -> requests.Session:
 
 def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
     """Send the request once: a 2xx is success; anything else is a failure with its reason."""
-    headers = {
+    headers = CaseInsensitiveDict(payload.get("headers", {}))
+    body = b""
+    if "data" in payload:
+        headers.setdefault("Content-Type", "application/json")
+        body = json.dumps(payload["data"], separators=(",", ":"), ensure_ascii=False).encode()
+    headers.update({
         "User-Agent": USER_AGENT,
         "Idempotency-Key": context.idempotency_key,
         "X-Task-Id": context.task_id,
         "X-Task-Attempt": str(context.attempt),
-    }
-    body = None
-    if "data" in payload:
-        headers["Content-Type"] = "application/json"
-        body = json.dumps(payload["data"], separators=(",", ":")).encode()
-    headers.update(payload.get("headers", {}))
+        **signing.signature_headers(context.idempotency_key, body),
+    })
     timeout = payload.get("timeout", 10)
+    session = http_session()
+    request = session.prepare_request(requests.Request(
+        payload.get("method", "POST"), payload["url"], data=body or None, headers=headers))
+    if not config.allow_private_targets():
+        parts = urlsplit(payload["url"])
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            request.pinned_address = ssrf.resolve_allowed(parts.hostname, port)
+        except ssrf.BlockedAddress as exc:
+            return ActionResult(False, error=f"refused: {exc}")
+        except (socket.gaierror, UnicodeError) as exc:
+            return ActionResult(False, error=f"DNS lookup of {parts.hostname} failed: {exc}",
+                                retryable=True)
+        request.pinned_host = parts.hostname
+        request.headers["Host"] = parts.netloc.rpartition("@")[2]
     try:
-        response = http_session().request(
-            payload.get("method", "POST"), payload["url"], data=body, headers=headers,
-            timeout=timeout, allow_redirects=False, stream=True)
+        response = session.send(request, timeout=timeout, allow_redirects=False, stream=True)
     except requests.Timeout:
         return ActionResult(False, error=f"timeout: no response within {timeout} s",
                             retryable=True)
@@ -245,6 +253,22 @@ def _reason(exc: Exception) -> str:
     return text[:300] if text else exc.__class__.__name__
 
 
+def is_sensitive_header(name: str) -> bool:
+    """Authorization, Cookie, X-Api-Key and any name with token, secret, key, password..."""
+    lower = name.lower()
+    return lower in SENSITIVE_HEADERS or any(word in lower for word in SENSITIVE_WORDS)
+
+
+def redact_webhook(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """The payload as shown to API clients: sensitive header values replaced by ***."""
+    headers = payload.get("headers") or {}
+    if not headers:
+        return payload
+    shown = {name: (REDACTED if is_sensitive_header(name) else value)
+             for name, value in headers.items()}
+    return {**payload, "headers": shown}
+
+
 # ---------------------------------------------------------------- log
 
 def validate_log(payload: Any) -> Dict[str, Any]:
@@ -273,6 +297,6 @@ def run_log(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
 
 
 REGISTRY: Dict[str, Action] = {
-    "webhook": Action(validate=validate_webhook, run=run_webhook),
+    "webhook": Action(validate=validate_webhook, run=run_webhook, redact=redact_webhook),
     "log": Action(validate=validate_log, run=run_log),
 }

@@ -110,6 +110,26 @@ def ensure_notification_topic() -> str:
     return f"notification topic {name}: created"
 
 
+def ensure_signing_secret() -> str:
+    """The SSM SecureString holding the webhook signing secret (made once, never replaced)."""
+    from chalicelib.signing import new_secret
+
+    name = config.webhook_signing_secret_param()
+    if not name:
+        return "webhook signing secret: not configured (WEBHOOK_SIGNING_SECRET_PARAM unset)"
+    client = aws.client("ssm")
+    try:
+        client.get_parameter(Name=name)
+        return f"webhook signing secret {name}: exists"
+    except ClientError as error:
+        if _error_code(error) != "ParameterNotFound":
+            raise
+    client.put_parameter(Name=name, Type="SecureString", Value=new_secret(),
+                         Description="task-scheduler webhook signing secret(s), "
+                                     "space-separated whsec_ values")
+    return f"webhook signing secret {name}: created"
+
+
 def scheduler_trust_policy(account: str) -> dict:
     """Only EventBridge Scheduler, acting for this account, may assume the role."""
     return {
@@ -183,7 +203,7 @@ def bootstrap(stage: str) -> List[str]:
     """Ensure every resource of the stage; one line per resource."""
     apply_stage_environment(stage)
     lines = [ensure_table(), ensure_schedule_group(), ensure_scheduler_role(),
-             ensure_dead_letter_queue(), ensure_notification_topic()]
+             ensure_dead_letter_queue(), ensure_notification_topic(), ensure_signing_secret()]
     if config.trigger_backend() == "rules":
         lines.append(ensure_rules_permission())
     return lines
@@ -231,11 +251,12 @@ def deploy_policy(stage: str) -> dict:
         {"Sid": "Identity", "Effect": "Allow", "Action": "sts:GetCallerIdentity",
          "Resource": "*"},
     ]
-    param = env.get(config.API_TOKENS_PARAM)
-    if param:
+    params = [env[name] for name in (config.API_TOKENS_PARAM,
+                                     config.WEBHOOK_SIGNING_SECRET_PARAM) if env.get(name)]
+    if params:
         statements.append({
-            "Sid": "ApiTokens", "Effect": "Allow", "Action": "ssm:GetParameter",
-            "Resource": f"arn:aws:ssm:*:*:parameter/{param.lstrip('/')}"})
+            "Sid": "Parameters", "Effect": "Allow", "Action": "ssm:GetParameter",
+            "Resource": [f"arn:aws:ssm:*:*:parameter/{param.lstrip('/')}" for param in params]})
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -31,6 +31,10 @@ RETRY_MAX_SECONDS = "RETRY_MAX_SECONDS"
 DLQ_URL = "DLQ_URL"
 NOTIFY_TOPIC_ARN = "NOTIFY_TOPIC_ARN"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+WEBHOOK_SIGNING_SECRET = "WEBHOOK_SIGNING_SECRET"
+WEBHOOK_SIGNING_SECRET_PARAM = "WEBHOOK_SIGNING_SECRET_PARAM"
+ALLOWED_TARGETS = "ALLOWED_TARGETS"
+AUTH_MODE = "AUTH_MODE"
 
 LOCAL_STAGE = "local"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -190,6 +194,26 @@ def notify_topic_arn() -> Optional[str]:
 def notify_topic_name() -> str:
     """Name of the topic bootstrap makes (set NOTIFY_TOPIC_ARN to use it)."""
     return f"{resource_prefix()}-notifications"
+
+
+def webhook_signing_secret() -> Optional[str]:
+    """Space-separated whsec_ secrets given directly, if any."""
+    return _get(WEBHOOK_SIGNING_SECRET)
+
+
+def webhook_signing_secret_param() -> Optional[str]:
+    """Name of the SSM SecureString holding the signing secret(s), if any."""
+    return _get(WEBHOOK_SIGNING_SECRET_PARAM)
+
+
+def allowed_targets() -> list:
+    """ARN patterns (`*` wildcard) the sqs, sns, lambda and eventbridge actions may name."""
+    return [item.strip() for item in (_get(ALLOWED_TARGETS) or "").split(",") if item.strip()]
+
+
+def auth_mode() -> str:
+    """`token` (bearer tokens) or `iam` (API Gateway IAM auth)."""
+    return _get(AUTH_MODE, "token").lower()
 
 
 def endpoint_url() -> Optional[str]:

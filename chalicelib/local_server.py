@@ -13,6 +13,7 @@ import sys
 import threading
 
 from chalicelib import config
+from chalicelib.signing import new_secret
 
 logger = logging.getLogger("task_scheduler.local")
 
@@ -52,6 +53,7 @@ def banner(token: str, source: str, port: int) -> str:
     return f"""
 task-scheduler (local stage) on {url}
   token : {token}   ({source})
+  webhook signing secret: {config.webhook_signing_secret() or config.webhook_signing_secret_param()}
   store : {store}: {where}
   trigger: in-process, due tasks fire by themselves
 
@@ -80,6 +82,8 @@ def start_if_local() -> None:
     from chalicelib.triggers.local import start_dispatcher
 
     token, source = local_token()
+    if not config.webhook_signing_secret() and not config.webhook_signing_secret_param():
+        os.environ[config.WEBHOOK_SIGNING_SECRET] = _kept("webhook-secret", new_secret)
     print(banner(token, source, _serving_port()), flush=True)
     # Runs of this data folder's server carry its id, so a restart recovers exactly the
     # runs its previous life left behind, and not those of anything else on the store.

@@ -26,7 +26,8 @@ def aws_env(monkeypatch):
     from chalicelib import bootstrap
 
     for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "API_TOKENS_PARAM", "EXECUTOR_ARN",
-                "SCHEDULER_ROLE_ARN", "TRIGGER_BACKEND", "TASK_STORE"):
+                "SCHEDULER_ROLE_ARN", "TRIGGER_BACKEND", "TASK_STORE", "WEBHOOK_SIGNING_SECRET",
+                "ALLOWED_TARGETS", "AUTH_MODE", "DLQ_URL", "NOTIFY_TOPIC_ARN"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -44,10 +45,11 @@ def aws_env(monkeypatch):
 
 
 def _reset_caches():
-    from chalicelib import auth, aws, config, store, triggers
+    from chalicelib import auth, aws, config, signing, store, triggers
 
     aws.reset()
     auth.clear_cache()
+    signing.clear_cache()
     config._account_cache.clear()
     store._stores.clear()
     triggers._triggers.clear()

@@ -20,7 +20,8 @@ def test_creates_everything_then_changes_nothing():
                          "schedule group task-scheduler-dev: created",
                          "scheduler role task-scheduler-dev-scheduler: created",
                          "dead-letter queue task-scheduler-dev-dlq: created",
-                         "notification topic task-scheduler-dev-notifications: created"]
+                         "notification topic task-scheduler-dev-notifications: created",
+                         "webhook signing secret /task-scheduler/dev/webhook-secret: created"]
         second = bootstrap.bootstrap("dev")
         assert second == [line.replace("created", "exists") for line in first]
         attributes = boto3.client("sqs").get_queue_attributes(
@@ -93,7 +94,8 @@ def test_policy_is_scoped_to_the_stage_resources():
         "arn:aws:scheduler:*:*:schedule/task-scheduler-prod/*"
     assert statements["PassSchedulerRole"]["Resource"] == \
         "arn:aws:iam::*:role/task-scheduler-prod-scheduler"
-    assert statements["ApiTokens"]["Resource"] == \
-        "arn:aws:ssm:*:*:parameter/task-scheduler/prod/api-tokens"
+    assert statements["Parameters"]["Resource"] == [
+        "arn:aws:ssm:*:*:parameter/task-scheduler/prod/api-tokens",
+        "arn:aws:ssm:*:*:parameter/task-scheduler/prod/webhook-secret"]
     for statement in statements.values():
         assert "*" not in statement["Action"]

@@ -1,0 +1,82 @@
+"""Webhook payload limits (each just under and just over) and redaction of secrets."""
+import json
+import logging
+
+import pytest
+
+from chalicelib.executor import execute_task
+from tests.test_api import schedules_in_group, spec_example, task_count
+
+
+def _hook(**payload):
+    return {**spec_example(), "payload": {"url": "https://example.com/hook", **payload}}
+
+
+def _data_of_size(size):
+    # A JSON string of exactly `size` bytes once serialised (two quote characters).
+    return "x" * (size - 2)
+
+
+LIMITS = [
+    ("data 64 KiB", _hook(data=_data_of_size(64 * 1024)), _hook(data=_data_of_size(64 * 1024 + 1)),
+     "payload.data"),
+    ("20 headers", _hook(headers={f"X-H{i}": "v" for i in range(20)}),
+     _hook(headers={f"X-H{i}": "v" for i in range(21)}), "payload.headers"),
+    ("header of 1 KiB", _hook(headers={"X-Long": "v" * (1024 - 6)}),
+     _hook(headers={"X-Long": "v" * (1024 - 5)}), "payload.headers"),
+    ("URL of 2048", _hook(url="https://example.com/" + "a" * (2048 - 20)),
+     _hook(url="https://example.com/" + "a" * (2048 - 19)), "payload.url"),
+    ("timeout 60 s", _hook(timeout=60), _hook(timeout=60.5), "payload.timeout"),
+]
+
+
+@pytest.mark.parametrize("under,over,field", [c[1:] for c in LIMITS], ids=[c[0] for c in LIMITS])
+def test_limit_just_under_is_accepted_just_over_is_refused(api, under, over, field):
+    refused = api.post("/schedule-task", over)
+    assert refused.status_code == 400 and refused.json["field"] == field
+    assert task_count() == 0 and schedules_in_group() == []
+    assert api.post("/schedule-task", under).status_code == 201
+
+
+def test_body_limit_is_256_kib(api):
+    base = json.dumps(_hook(data="")).encode()
+    padding = 256 * 1024 - len(base)
+    just_under = base.replace(b'"data": ""', b'"data": ""' + b" " * padding)
+    assert len(just_under) == 256 * 1024
+    assert api.post("/schedule-task", raw=just_under).status_code == 201
+    refused = api.post("/schedule-task", raw=just_under + b" ")
+    assert refused.status_code == 413 and task_count() == 1
+
+
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding", "Connection",
+                                  "webhook-signature", "Webhook-Id", "Idempotency-Key"])
+def test_headers_the_client_must_not_set(api, name):
+    response = api.post("/schedule-task", _hook(headers={name: "x"}))
+    assert response.status_code == 400 and response.json["field"] == "payload.headers"
+    assert task_count() == 0
+
+
+SECRETS = {"Authorization": "Bearer sk-live-123", "X-Api-Key": "key-456",
+           "Cookie": "session=abc789", "X-Refresh-Token": "tok-000", "X-Db-Password": "pw-111",
+           "X-Client-Secret": "sec-222"}
+
+
+def test_sensitive_headers_are_sent_but_never_shown_or_logged(api, receiver, caplog):
+    body = _hook(headers={**SECRETS, "X-Plain": "visible"}, data={"n": 1})
+    body["payload"]["url"] = receiver.url
+    body["run_at"] = spec_example()["run_at"]
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.DEBUG, logger="task_scheduler"):
+        task_id = api.post("/schedule-task", body).json["task_id"]
+        shown = api.get(f"/tasks/{task_id}").json
+        listed = api.get("/tasks").json["tasks"][0]
+        from chalicelib.store import get_store
+        from chalicelib.executor import Clock
+
+        due = get_store().get(task_id).next_run_at
+        execute_task(task_id, Clock(now=lambda: due))
+    for name, value in SECRETS.items():
+        assert shown["payload"]["headers"][name] == "***"
+        assert listed["payload"]["headers"][name] == "***"
+        assert receiver.requests[0]["headers"][name.lower()] == value  # sent as given
+        assert value not in caplog.text
+    assert shown["payload"]["headers"]["X-Plain"] == "visible"
