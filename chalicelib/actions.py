@@ -69,7 +69,8 @@ class Action:
     redact: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda payload: payload
 
 
-def _payload_error(message: str, field: str = "payload") -> ValidationError:
+def payload_error(message: str, field: str = "payload") -> ValidationError:
+    """A validation error on the payload (or one of its fields)."""
     return ValidationError(message, field=field, code="invalid_payload")
 
 
@@ -78,10 +79,10 @@ def _payload_error(message: str, field: str = "payload") -> ValidationError:
 def validate_webhook(payload: Any) -> Dict[str, Any]:
     """Check and normalise a webhook payload: url, data, method, headers, timeout."""
     if not isinstance(payload, dict):
-        raise _payload_error("payload must be an object with at least 'url'")
+        raise payload_error("payload must be an object with at least 'url'")
     unknown = sorted(set(payload) - WEBHOOK_FIELDS)
     if unknown:
-        raise _payload_error(f"payload.{unknown[0]} is not a webhook field "
+        raise payload_error(f"payload.{unknown[0]} is not a webhook field "
                              f"(allowed: {', '.join(sorted(WEBHOOK_FIELDS))})",
                              f"payload.{unknown[0]}")
     result: Dict[str, Any] = {"url": _validate_url(payload.get("url"))}
@@ -89,41 +90,41 @@ def validate_webhook(payload: Any) -> Dict[str, Any]:
         size = len(json.dumps(payload["data"], separators=(",", ":"),
                               ensure_ascii=False).encode())
         if size > MAX_DATA_BYTES:
-            raise _payload_error(f"payload.data is {size} bytes as JSON; the limit is "
+            raise payload_error(f"payload.data is {size} bytes as JSON; the limit is "
                                  f"{MAX_DATA_BYTES // 1024} KiB", "payload.data")
         result["data"] = payload["data"]
     method = payload.get("method", "POST")
     if not isinstance(method, str) or method.upper() not in WEBHOOK_METHODS:
-        raise _payload_error(f"payload.method must be one of {', '.join(WEBHOOK_METHODS)}",
+        raise payload_error(f"payload.method must be one of {', '.join(WEBHOOK_METHODS)}",
                              "payload.method")
     result["method"] = method.upper()
     headers = payload.get("headers", {})
     if not isinstance(headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise _payload_error("payload.headers must be an object of string names to string "
+        raise payload_error("payload.headers must be an object of string names to string "
                              "values", "payload.headers")
     if len(headers) > MAX_HEADERS:
-        raise _payload_error(f"payload.headers has {len(headers)} headers; at most "
+        raise payload_error(f"payload.headers has {len(headers)} headers; at most "
                              f"{MAX_HEADERS} are allowed", "payload.headers")
     for name, value in headers.items():
         lower = name.lower()
         if lower in RESERVED_HEADERS or lower.startswith("webhook-"):
-            raise _payload_error(f"payload.headers: '{name}' is set by the scheduler and "
+            raise payload_error(f"payload.headers: '{name}' is set by the scheduler and "
                                  "cannot be chosen", "payload.headers")
         if len(name.encode()) + len(value.encode("latin-1", "replace")) > MAX_HEADER_BYTES:
-            raise _payload_error(f"payload.headers: '{name}' is longer than "
+            raise payload_error(f"payload.headers: '{name}' is longer than "
                                  f"{MAX_HEADER_BYTES} bytes", "payload.headers")
         if not HEADER_NAME.match(name):
-            raise _payload_error(f"payload.headers: '{name}' is not a valid header name",
+            raise payload_error(f"payload.headers: '{name}' is not a valid header name",
                                  "payload.headers")
         if any(c in value for c in "\r\n\0") or not _latin1(value):
-            raise _payload_error(f"payload.headers: the value of '{name}' must be one line "
+            raise payload_error(f"payload.headers: the value of '{name}' must be one line "
                                  "of Latin-1 text", "payload.headers")
     result["headers"] = headers
     timeout = payload.get("timeout", 10)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
             or not 1 <= timeout <= 60:
-        raise _payload_error("payload.timeout must be a number of seconds from 1 to 60",
+        raise payload_error("payload.timeout must be a number of seconds from 1 to 60",
                              "payload.timeout")
     result["timeout"] = timeout
     return result
@@ -132,22 +133,22 @@ def validate_webhook(payload: Any) -> Dict[str, Any]:
 def _validate_url(url: Any) -> str:
     field = "payload.url"
     if not isinstance(url, str) or not url.strip():
-        raise _payload_error("payload.url is required: the http(s) URL to call", field)
+        raise payload_error("payload.url is required: the http(s) URL to call", field)
     if len(url) > MAX_URL_LENGTH:
-        raise _payload_error(f"payload.url is longer than {MAX_URL_LENGTH} characters", field)
+        raise payload_error(f"payload.url is longer than {MAX_URL_LENGTH} characters", field)
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # raises ValueError on a bad port
     except ValueError:
-        raise _payload_error(f"payload.url '{url}' is not a valid URL", field) from None
+        raise payload_error(f"payload.url '{url}' is not a valid URL", field) from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise _payload_error(f"payload.url must use http or https, not "
+        raise payload_error(f"payload.url must use http or https, not "
                              f"'{parts.scheme or 'none'}'", field)
     if not host:
-        raise _payload_error(f"payload.url '{url}' has no host", field)
+        raise payload_error(f"payload.url '{url}' has no host", field)
     if not config.allow_private_targets() and ssrf.is_private_host(host):
-        raise _payload_error(f"payload.url points at a private or loopback address "
+        raise payload_error(f"payload.url points at a private or loopback address "
                              f"('{host}'); set ALLOW_PRIVATE_TARGETS=true to allow it", field)
     return url
 
@@ -274,14 +275,14 @@ def redact_webhook(payload: Dict[str, Any]) -> Dict[str, Any]:
 def validate_log(payload: Any) -> Dict[str, Any]:
     """A log payload: `message` (string), optional `data`."""
     if not isinstance(payload, dict):
-        raise _payload_error("payload must be an object with 'message'")
+        raise payload_error("payload must be an object with 'message'")
     message = payload.get("message")
     if not isinstance(message, str) or not message:
-        raise _payload_error("payload.message is required: the text to log",
+        raise payload_error("payload.message is required: the text to log",
                              "payload.message")
     unknown = sorted(set(payload) - {"message", "data"})
     if unknown:
-        raise _payload_error(f"payload.{unknown[0]} is not a log field (allowed: data, "
+        raise payload_error(f"payload.{unknown[0]} is not a log field (allowed: data, "
                              "message)", f"payload.{unknown[0]}")
     return dict(payload)
 
@@ -296,7 +297,7 @@ def run_log(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
     return ActionResult(True)
 
 
-REGISTRY: Dict[str, Action] = {
+ACTIONS: Dict[str, Action] = {
     "webhook": Action(validate=validate_webhook, run=run_webhook, redact=redact_webhook),
     "log": Action(validate=validate_log, run=run_log),
 }

@@ -251,6 +251,7 @@ def deploy_policy(stage: str) -> dict:
         {"Sid": "Identity", "Effect": "Allow", "Action": "sts:GetCallerIdentity",
          "Resource": "*"},
     ]
+    statements += target_statements(env.get(config.ALLOWED_TARGETS, ""))
     params = [env[name] for name in (config.API_TOKENS_PARAM,
                                      config.WEBHOOK_SIGNING_SECRET_PARAM) if env.get(name)]
     if params:
@@ -258,6 +259,24 @@ def deploy_policy(stage: str) -> dict:
             "Sid": "Parameters", "Effect": "Allow", "Action": "ssm:GetParameter",
             "Resource": [f"arn:aws:ssm:*:*:parameter/{param.lstrip('/')}" for param in params]})
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+TARGET_ACTIONS = {"sqs": "sqs:SendMessage", "sns": "sns:Publish",
+                  "lambda": "lambda:InvokeFunction", "events": "events:PutEvents"}
+
+
+def target_statements(allowed: str) -> List[dict]:
+    """Exactly the ALLOWED_TARGETS patterns, one statement per service."""
+    by_service: Dict[str, List[str]] = {}
+    for pattern in (item.strip() for item in allowed.split(",") if item.strip()):
+        service = pattern.split(":")[2] if pattern.count(":") >= 5 else ""
+        if service not in TARGET_ACTIONS:
+            raise SystemExit(f"ALLOWED_TARGETS: '{pattern}' is not an sqs, sns, lambda or "
+                             "events ARN pattern")
+        by_service.setdefault(service, []).append(pattern)
+    return [{"Sid": f"Targets{service.capitalize()}", "Effect": "Allow",
+             "Action": TARGET_ACTIONS[service], "Resource": patterns}
+            for service, patterns in sorted(by_service.items())]
 
 
 def policy_path(stage: str) -> Path:

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import actions, deadletters, retries, schedules
+from chalicelib import actions, deadletters, registry, retries, schedules
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
     COMPLETED, FAILED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, SCHEDULED, WAITING, Run, Task,
@@ -110,7 +110,7 @@ def _perform(task: Task, run_id: str) -> actions.ActionResult:
     context = actions.ActionContext(task_id=task.task_id, run_id=run_id,
                                     attempt=task.attempts, idempotency_key=idempotency_key(task))
     try:
-        return actions.REGISTRY[task.action].run(task.payload, context)
+        return registry.REGISTRY[task.action].run(task.payload, context)
     except Exception as exc:  # noqa: BLE001 - recorded as the run's error, logged in full
         # An action that raises must still end its run, or the task stays claimed and is
         # retried at every lease expiry.

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Dict, Optional
 
-from chalicelib import actions, config, schedules
+from chalicelib import config, registry, schedules
 from chalicelib.errors import PayloadTooLarge, ValidationError
 from chalicelib.models import STATUSES
 
@@ -72,11 +72,11 @@ def parse_new_task(body: Any, now: datetime) -> NewTask:
     action_name = body.get("action")
     if not isinstance(action_name, str) or not action_name:
         raise ValidationError("action is required: the name of a registered action "
-                              f"({', '.join(sorted(actions.REGISTRY))})", field="action")
-    action = actions.REGISTRY.get(action_name)
+                              f"({', '.join(sorted(registry.REGISTRY))})", field="action")
+    action = registry.REGISTRY.get(action_name)
     if action is None:
         raise ValidationError(f"unknown action '{action_name}' (registered: "
-                              f"{', '.join(sorted(actions.REGISTRY))})", field="action",
+                              f"{', '.join(sorted(registry.REGISTRY))})", field="action",
                               code="unknown_action")
     if "payload" not in body:
         raise ValidationError("payload is required: the action's input", field="payload")

@@ -77,7 +77,8 @@ def aws(monkeypatch):
     lock = threading.RLock()
     for name in ("put_item", "update_item", "delete_item", "get_item"):
         monkeypatch.setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name), lock))
-    with mock_aws():
+    # Lambda invocations answer without Docker (moto's "simple" Lambda backend).
+    with mock_aws(config={"lambda": {"use_docker": False}}):
         bootstrap.bootstrap(STAGE)
         yield
 

@@ -384,18 +384,18 @@ def test_recurring_retry_never_passes_the_next_firing(aws, receiver, make_task, 
 
 def test_executor_dying_after_claim_is_reclaimed_after_the_lease(aws, receiver, make_task,
                                                                  monkeypatch):
-    from chalicelib import actions
+    from chalicelib import actions, registry
 
     task = make_task(payload=webhook(receiver.url))
-    real = actions.REGISTRY["webhook"]
+    real = registry.REGISTRY["webhook"]
 
     def die(payload, context):
         raise SystemExit("the Lambda was killed")  # not an Exception: nothing catches it
 
-    monkeypatch.setitem(actions.REGISTRY, "webhook", actions.Action(real.validate, die))
+    monkeypatch.setitem(registry.REGISTRY, "webhook", actions.Action(real.validate, die))
     with pytest.raises(SystemExit):
         execute_task(task.task_id)
-    monkeypatch.setitem(actions.REGISTRY, "webhook", real)
+    monkeypatch.setitem(registry.REGISTRY, "webhook", real)
     assert get_store().get(task.task_id).status == "running"
     assert execute_task(task.task_id).outcome == "skipped"  # the lease still holds
     from chalicelib import sweeper
@@ -406,12 +406,12 @@ def test_executor_dying_after_claim_is_reclaimed_after_the_lease(aws, receiver, 
 
 
 def test_action_that_raises_ends_its_run(aws, make_task, monkeypatch):
-    from chalicelib import actions
+    from chalicelib import actions, registry
 
     def broken(payload, context):
         raise UnicodeEncodeError("latin-1", "€", 0, 1, "not encodable")
 
-    monkeypatch.setitem(actions.REGISTRY, "log", actions.Action(actions.validate_log, broken))
+    monkeypatch.setitem(registry.REGISTRY, "log", actions.Action(actions.validate_log, broken))
     task = make_task(action="log", payload={"message": "x"})
     result = execute_task(task.task_id)
     assert result.status == "failed" and "internal error" in result.run.error

@@ -37,8 +37,9 @@ class DevServer:
         self.log = data_dir / "server.log"
 
     def start(self, timeout=30):
+        # A user's shell, not the test process's fixtures: no stage or AWS settings.
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AWS_", "TASK", "TRIGGER", "STAGE", "SQLITE"))}
+               if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONDONTWRITEBYTECODE")}
         env.update({"PORT": str(self.port), "API_TOKENS": TOKEN,
                     "SQLITE_PATH": str(self.data_dir / "tasks.sqlite3"), **self.extra_env})
         self.data_dir.mkdir(parents=True, exist_ok=True)

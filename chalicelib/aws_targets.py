@@ -1,0 +1,270 @@
+"""Actions that deliver to AWS services: sqs, sns, lambda (asynchronous), eventbridge.
+
+Which resources a task may name is limited by ALLOWED_TARGETS, comma-separated ARN
+patterns with `*` wildcards (a queue URL is matched by its queue's ARN); empty refuses
+them all. The deploy policy grants the executor exactly those patterns, so an API caller
+cannot make the scheduler publish anywhere else in the account.
+"""
+import json
+import re
+from typing import Any, Dict, Optional
+from urllib.parse import urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import aws, config
+from chalicelib.actions import Action, ActionContext, ActionResult, payload_error
+
+MAX_MESSAGE_BYTES = 256 * 1024
+_NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,256}$")
+
+
+# ---------------------------------------------------------------- the allowlist
+
+def pattern_matches(pattern: str, arn: str) -> bool:
+    """ARN pattern match: `*` stands for any run of characters, nothing else is special."""
+    regex = "^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$"
+    return re.match(regex, arn) is not None
+
+
+def check_allowed(arn: str, field: str) -> str:
+    """The ARN, or a 400 on `field` when ALLOWED_TARGETS does not name it."""
+    patterns = config.allowed_targets()
+    if not any(pattern_matches(pattern, arn) for pattern in patterns):
+        hint = "ALLOWED_TARGETS is empty" if not patterns else "not in ALLOWED_TARGETS"
+        raise payload_error(f"{field} {arn} may not be targeted ({hint})", field)
+    return arn
+
+
+def _account_region():
+    return config._own_account_and_region()
+
+
+def queue_arn(queue_url: str) -> str:
+    """The ARN of the queue an SQS URL names."""
+    parts = urlsplit(queue_url)
+    path = [p for p in parts.path.split("/") if p]
+    if parts.scheme not in ("http", "https") or len(path) != 2 or not path[0].isdigit():
+        raise ValueError("not a queue URL")
+    host = parts.hostname or ""
+    match = re.match(r"^(?:sqs\.)?([a-z0-9-]+)\.(?:queue\.)?amazonaws\.com", host)
+    region = match.group(1) if match and match.group(1) != "sqs" else config.region()
+    return f"arn:aws:sqs:{region}:{path[0]}:{path[1]}"
+
+
+def function_arn(name: str) -> str:
+    """A Lambda function name, partial or full ARN, as a function ARN (no qualifier)."""
+    if name.startswith("arn:"):
+        return name
+    account, region = _account_region()
+    return f"arn:aws:lambda:{region}:{account}:function:{name}"
+
+
+def bus_arn(name: str) -> str:
+    """An event bus name or ARN as an ARN."""
+    if name.startswith("arn:"):
+        return name
+    account, region = _account_region()
+    return f"arn:aws:events:{region}:{account}:event-bus/{name}"
+
+
+# ---------------------------------------------------------------- validation helpers
+
+def _object(payload: Any, fields: set, required: set, action: str) -> Dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise payload_error(f"payload must be an object with {', '.join(sorted(required))}")
+    unknown = sorted(set(payload) - fields)
+    if unknown:
+        raise payload_error(f"payload.{unknown[0]} is not a {action} field (allowed: "
+                            f"{', '.join(sorted(fields))})", f"payload.{unknown[0]}")
+    for name in sorted(required):
+        if payload.get(name) in (None, ""):
+            raise payload_error(f"payload.{name} is required", f"payload.{name}")
+    return dict(payload)
+
+
+def _text(payload: Dict[str, Any], name: str, limit: int) -> Optional[str]:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise payload_error(f"payload.{name} must be a string of 1-{limit} characters",
+                            f"payload.{name}")
+    return value
+
+
+def _message(payload: Dict[str, Any], name: str = "message") -> str:
+    value = payload.get(name)
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"),
+                                                           ensure_ascii=False)
+    if value is None or len(text.encode()) > MAX_MESSAGE_BYTES:
+        raise payload_error(f"payload.{name} is required: a string or JSON of at most "
+                            f"{MAX_MESSAGE_BYTES // 1024} KiB", f"payload.{name}")
+    return text
+
+
+def _failure(exc: Exception) -> ActionResult:
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        retryable = status >= 500 or "Throttl" in code or code == "TooManyRequestsException"
+        return ActionResult(False, error=f"{code}: {exc.response['Error'].get('Message', '')}"
+                            [:300], retryable=retryable)
+    return ActionResult(False, error=f"{exc.__class__.__name__}: {exc}"[:300], retryable=True)
+
+
+# ---------------------------------------------------------------- sqs
+
+def validate_sqs(payload: Any) -> Dict[str, Any]:
+    """queue_url, message, delay_seconds (0-900), group_id (FIFO queues: required)."""
+    result = _object(payload, {"queue_url", "message", "delay_seconds", "group_id"},
+                     {"queue_url", "message"}, "sqs")
+    try:
+        arn = queue_arn(str(result["queue_url"]))
+    except ValueError:
+        raise payload_error("payload.queue_url must be an SQS queue URL "
+                            "(https://sqs.<region>.amazonaws.com/<account>/<name>)",
+                            "payload.queue_url") from None
+    check_allowed(arn, "payload.queue_url")
+    _message(result)
+    delay = result.get("delay_seconds", 0)
+    if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= 900:
+        raise payload_error("payload.delay_seconds must be a whole number from 0 to 900",
+                            "payload.delay_seconds")
+    fifo = arn.endswith(".fifo")
+    group = _text(result, "group_id", 128)
+    if fifo and group is None:
+        raise payload_error("payload.group_id is required for a FIFO queue",
+                            "payload.group_id")
+    if not fifo and group is not None:
+        raise payload_error("payload.group_id applies to FIFO queues only", "payload.group_id")
+    if fifo and delay:
+        raise payload_error("payload.delay_seconds is not supported by FIFO queues",
+                            "payload.delay_seconds")
+    return result
+
+
+def run_sqs(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
+    """Send the message; a FIFO queue deduplicates on the run's idempotency key."""
+    request = {"QueueUrl": payload["queue_url"], "MessageBody": _message(payload)}
+    if payload.get("group_id"):
+        request["MessageGroupId"] = payload["group_id"]
+        request["MessageDeduplicationId"] = re.sub(r"[^A-Za-z0-9_.-]", "-",
+                                                   context.idempotency_key)[:128]
+    elif payload.get("delay_seconds"):
+        request["DelaySeconds"] = payload["delay_seconds"]
+    try:
+        aws.client("sqs").send_message(**request)
+    except (ClientError, BotoCoreError) as exc:
+        return _failure(exc)
+    return ActionResult(True)
+
+
+# ---------------------------------------------------------------- sns
+
+def validate_sns(payload: Any) -> Dict[str, Any]:
+    """topic_arn, message, subject (at most 100 characters), attributes (string map)."""
+    result = _object(payload, {"topic_arn", "message", "subject", "attributes"},
+                     {"topic_arn", "message"}, "sns")
+    arn = _text(result, "topic_arn", 256)
+    if not arn.startswith("arn:aws:sns:"):
+        raise payload_error("payload.topic_arn must be an SNS topic ARN", "payload.topic_arn")
+    check_allowed(arn, "payload.topic_arn")
+    _message(result)
+    subject = _text(result, "subject", 100)
+    if subject is not None and any(c in subject for c in "\r\n"):
+        raise payload_error("payload.subject must be one line", "payload.subject")
+    attributes = result.get("attributes", {})
+    if not isinstance(attributes, dict) or len(attributes) > 10 or not all(
+            isinstance(k, str) and _NAME.match(k) and isinstance(v, str) and v
+            for k, v in attributes.items()):
+        raise payload_error("payload.attributes must map at most 10 names to non-empty "
+                            "strings", "payload.attributes")
+    return result
+
+
+def run_sns(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
+    """Publish the message."""
+    request = {"TopicArn": payload["topic_arn"], "Message": _message(payload),
+               "MessageAttributes": {
+                   name: {"DataType": "String", "StringValue": value}
+                   for name, value in payload.get("attributes", {}).items()}}
+    if payload.get("subject"):
+        request["Subject"] = payload["subject"]
+    try:
+        aws.client("sns").publish(**request)
+    except (ClientError, BotoCoreError) as exc:
+        return _failure(exc)
+    return ActionResult(True)
+
+
+# ---------------------------------------------------------------- lambda
+
+def validate_lambda(payload: Any) -> Dict[str, Any]:
+    """function_name (name or ARN), payload (any JSON, the event)."""
+    result = _object(payload, {"function_name", "payload"}, {"function_name"}, "lambda")
+    name = _text(result, "function_name", 256)
+    if not _NAME.match(name):
+        raise payload_error("payload.function_name must be a function name or ARN",
+                            "payload.function_name")
+    check_allowed(function_arn(name), "payload.function_name")
+    event = json.dumps(result.get("payload"), separators=(",", ":"), ensure_ascii=False)
+    if len(event.encode()) > MAX_MESSAGE_BYTES:
+        raise payload_error("payload.payload is larger than 256 KiB", "payload.payload")
+    return result
+
+
+def run_lambda(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
+    """Invoke the function asynchronously (InvocationType Event): accepted is success."""
+    try:
+        response = aws.client("lambda").invoke(
+            FunctionName=payload["function_name"], InvocationType="Event",
+            Payload=json.dumps(payload.get("payload"), separators=(",", ":")).encode())
+    except (ClientError, BotoCoreError) as exc:
+        return _failure(exc)
+    return ActionResult(True, http_status=response.get("StatusCode"))
+
+
+# ---------------------------------------------------------------- eventbridge
+
+def validate_eventbridge(payload: Any) -> Dict[str, Any]:
+    """event_bus (default `default`), source, detail_type, detail (a JSON object)."""
+    result = _object(payload, {"event_bus", "source", "detail_type", "detail"},
+                     {"source", "detail_type"}, "eventbridge")
+    bus = _text(result, "event_bus", 256) or "default"
+    result["event_bus"] = bus
+    check_allowed(bus_arn(bus), "payload.event_bus")
+    source = _text(result, "source", 256)
+    if source.startswith("aws."):
+        raise payload_error("payload.source may not start with 'aws.'", "payload.source")
+    _text(result, "detail_type", 128)
+    detail = result.get("detail", {})
+    if not isinstance(detail, dict):
+        raise payload_error("payload.detail must be a JSON object", "payload.detail")
+    if len(json.dumps(detail).encode()) > MAX_MESSAGE_BYTES:
+        raise payload_error("payload.detail is larger than 256 KiB", "payload.detail")
+    return result
+
+
+def run_eventbridge(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
+    """Put one event on the bus."""
+    try:
+        response = aws.client("events").put_events(Entries=[{
+            "EventBusName": payload["event_bus"], "Source": payload["source"],
+            "DetailType": payload["detail_type"],
+            "Detail": json.dumps(payload.get("detail", {}), separators=(",", ":"))}])
+    except (ClientError, BotoCoreError) as exc:
+        return _failure(exc)
+    if response.get("FailedEntryCount"):
+        entry = response["Entries"][0]
+        return ActionResult(False, error=f"{entry.get('ErrorCode')}: {entry.get('ErrorMessage')}",
+                            retryable=entry.get("ErrorCode") == "ThrottlingException")
+    return ActionResult(True)
+
+
+ACTIONS: Dict[str, Action] = {
+    "sqs": Action(validate=validate_sqs, run=run_sqs),
+    "sns": Action(validate=validate_sns, run=run_sns),
+    "lambda": Action(validate=validate_lambda, run=run_lambda),
+    "eventbridge": Action(validate=validate_eventbridge, run=run_eventbridge),
+}
