@@ -44,6 +44,18 @@ def aws_env(monkeypatch):
     _reset_caches()
 
 
+@pytest.fixture
+def local_env(monkeypatch, tmp_path):
+    """The local stage's settings (as `make dev` has them), data in a temporary folder."""
+    from chalicelib import bootstrap
+
+    for key in bootstrap.stage_environment(STAGE):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("STAGE", "local")
+    monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "tasks.sqlite3"))
+    return tmp_path
+
+
 def _reset_caches():
     from chalicelib import auth, aws, config, signing, store, triggers
 

@@ -28,10 +28,8 @@ def test_explicit_queue_url_wins(aws, make_task, monkeypatch):
     assert len(boto3.client("sqs").receive_message(QueueUrl=url)["Messages"]) == 1
 
 
-def test_local_stage_writes_a_file(monkeypatch, tmp_path, make_task):
-    monkeypatch.setenv("STAGE", "local")
-    monkeypatch.delenv("TASKS_TABLE", raising=False)
-    monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "tasks.sqlite3"))
+def test_local_stage_writes_a_file(local_env, make_task):
+    tmp_path = local_env
     task = make_task()
     where = deadletters.dead_letter(task, _failed_run())
     assert where == str(tmp_path / "dead-letters.jsonl")

@@ -12,10 +12,7 @@ from chalicelib.triggers import local
 
 
 @pytest.fixture
-def local_stage(monkeypatch, tmp_path):
-    monkeypatch.setenv("STAGE", "local")
-    monkeypatch.delenv("TASKS_TABLE", raising=False)
-    monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "tasks.sqlite3"))
+def local_stage(local_env):
     yield
     local.stop_dispatcher(timeout=5)
 
