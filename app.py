@@ -3,9 +3,9 @@ import functools
 import json
 import logging
 
-from chalice import AuthResponse, Chalice, Response
+from chalice import AuthResponse, Chalice, IAMAuthorizer, Response
 
-from chalicelib import auth, local_server, service, sweeper
+from chalicelib import auth, config, local_server, openapi, service, sweeper
 from chalicelib.errors import SchedulerError, normalize_framework_error
 from chalicelib.executor import execute_task as run_task
 from chalicelib.validation import parse_json_body
@@ -23,7 +23,12 @@ def token_auth(auth_request):
     return AuthResponse(routes=[], principal_id="anonymous")
 
 
-def api_route(path, methods=("GET",), authorizer=token_auth):
+# Read at import on purpose: the authorizer is part of the API definition chalice builds
+# when it deploys or packages, with the stage's environment applied.
+DEFAULT_AUTHORIZER = IAMAuthorizer() if config.auth_mode() == "iam" else token_auth
+
+
+def api_route(path, methods=("GET",), authorizer=DEFAULT_AUTHORIZER):
     """app.route plus the single mapping of domain errors to HTTP answers."""
     def decorate(handler):
         @functools.wraps(handler)
@@ -77,6 +82,13 @@ def retry_task(task_id):
 @api_route("/health", authorizer=None)
 def health():
     return {"status": "ok"}
+
+
+@api_route("/openapi.json", authorizer=None)
+def openapi_document():
+    request = app.current_request
+    return openapi.document(openapi.server_url(request.headers.get("host"),
+                                               request.context.get("stage")))
 
 
 @app.lambda_function(name="execute_task")

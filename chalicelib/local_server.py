@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 
+from chalice.local import ChaliceRequestHandler, LocalDevServer
+
 from chalicelib import config
 from chalicelib.signing import new_secret
 
@@ -118,6 +120,16 @@ def _start_moto() -> None:
     print(bootstrap.ensure_table(), "(moto server at", config.endpoint_url() + ")")
 
 
+class _RequestHandler(ChaliceRequestHandler):
+    """http.server answers a method it has no do_X for with a 501 HTML page; API Gateway
+    answers it like any request it has no route for, and so does this handler."""
+
+    def __getattr__(self, name):
+        if name.startswith("do_"):
+            return self._generic_handle
+        raise AttributeError(name)
+
+
 def main(argv=None) -> int:
     """Serve the local stage until SIGINT / SIGTERM, then shut down cleanly."""
     parser = argparse.ArgumentParser(prog="python -m chalicelib.local_server",
@@ -141,7 +153,8 @@ def main(argv=None) -> int:
     factory = CLIFactory(str(config.PROJECT_DIR), environ=os.environ)
     stage_config = factory.create_config_obj(chalice_stage_name=config.LOCAL_STAGE)
     app = stage_config.chalice_app  # importing app.py starts the trigger
-    server = factory.create_local_server(app, stage_config, args.host, config.port())
+    server = LocalDevServer(app, stage_config, args.host, config.port(),
+                            handler_cls=_RequestHandler)
 
     def shut_down(signum, _frame):
         logger.info("received %s, shutting down", signal.Signals(signum).name)

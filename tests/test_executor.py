@@ -194,7 +194,7 @@ def test_stale_lease_is_taken_over_and_finished_once(aws, receiver, make_task):
 
 def test_recurring_task_goes_back_to_scheduled_with_next_firing(aws, receiver, make_task):
     task = make_task(payload=webhook(receiver.url), run_at="rate(5 minutes)",
-                     schedule_kind="rate")
+                     schedule_kind="rate", created_at=utcnow() - timedelta(seconds=30))
     result = execute_task(task.task_id)
     assert result.status == "scheduled"
     stored = get_store().get(task.task_id)
@@ -209,7 +209,7 @@ def test_recurring_task_goes_back_to_scheduled_with_next_firing(aws, receiver, m
 def test_failed_run_of_recurring_task_keeps_later_firings(aws, receiver, make_task):
     receiver.status = 404  # not retried: the run fails at once
     task = make_task(payload=webhook(receiver.url), run_at="rate(5 minutes)",
-                     schedule_kind="rate")
+                     schedule_kind="rate", created_at=utcnow() - timedelta(seconds=30))
     assert execute_task(task.task_id).status == "scheduled"
     stored = get_store().get(task.task_id)
     assert stored.runs[0].outcome == "failed" and stored.next_run_at > utcnow()

@@ -11,9 +11,8 @@ import pytest
 from tests.conftest import PROJECT_DIR
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    project = tmp_path_factory.mktemp("project")
+def package(project, config_change=None):
+    """Copy the project, optionally change the dev stage's settings, run chalice package."""
     shutil.copy(PROJECT_DIR / "app.py", project)
     shutil.copy(PROJECT_DIR / "requirements.txt", project)
     shutil.copytree(PROJECT_DIR / "chalicelib", project / "chalicelib",
@@ -21,6 +20,11 @@ def template(tmp_path_factory):
     (project / ".chalice").mkdir()
     for name in ("config.json", "policy-dev.json", "policy-prod.json"):
         shutil.copy(PROJECT_DIR / ".chalice" / name, project / ".chalice")
+    if config_change:
+        path = project / ".chalice" / "config.json"
+        document = json.loads(path.read_text())
+        document["stages"]["dev"]["environment_variables"].update(config_change)
+        path.write_text(json.dumps(document))
     chalice = Path(sys.executable).parent / "chalice"
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     env.pop("AWS_ENDPOINT_URL", None)
@@ -28,6 +32,11 @@ def template(tmp_path_factory):
                             cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads((project / "out" / "sam.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return package(tmp_path_factory.mktemp("project"))
 
 
 def _function(template, handler):
@@ -57,3 +66,28 @@ def test_roles_use_the_committed_policy(template):
     for role in roles:
         documents = [p["PolicyDocument"] for p in role["Properties"]["Policies"]]
         assert documents == [policy]
+
+
+def _security(template):
+    swagger = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    return swagger["securityDefinitions"], swagger["paths"]
+
+
+def test_token_mode_protects_every_route_but_health(template):
+    definitions, paths = _security(template)
+    assert definitions["token_auth"]["x-amazon-apigateway-authtype"] == "custom"
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            if method == "options":
+                continue
+            expected = [] if path == "/health" else [{"token_auth": []}]
+            assert operation.get("security", []) == expected, (path, method)
+
+
+def test_iam_mode_uses_sigv4(tmp_path):
+    iam = package(tmp_path, {"AUTH_MODE": "iam"})
+    definitions, paths = _security(iam)
+    assert definitions["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert "token_auth" not in definitions
+    assert paths["/schedule-task"]["post"]["security"] == [{"sigv4": []}]
+    assert "security" not in paths["/health"]["get"]

@@ -1,0 +1,167 @@
+"""The OpenAPI 3 document of the HTTP API, served at GET /openapi.json.
+
+Kept true to the code by tests: every route of the app is documented, and schemathesis
+runs the running local server against this document.
+"""
+from chalicelib import models, registry, validation
+from chalicelib.actions import MAX_DATA_BYTES
+
+STRING_OR_NULL = {"type": "string", "nullable": True}
+TIME = {"type": "string", "format": "date-time", "example": "2030-05-19T17:56:00Z"}
+TIME_OR_NULL = {**TIME, "nullable": True}
+
+ERROR = {
+    "type": "object",
+    "required": ["code", "message", "field"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "field": STRING_OR_NULL},
+}
+# API Gateway's own body for a missing or refused token (chalice local answers the same).
+GATEWAY_ERROR = {"type": "object", "properties": {"message": {"type": "string"},
+                                                   "Message": {"type": "string"}}}
+
+RUN = {
+    "type": "object",
+    "required": ["run_id", "attempt", "started_at", "outcome"],
+    "properties": {
+        "run_id": {"type": "string"}, "attempt": {"type": "integer"},
+        "started_at": {"type": "string"}, "ended_at": STRING_OR_NULL,
+        "outcome": {"type": "string", "nullable": True, "enum": ["succeeded", "failed", None]},
+        "http_status": {"type": "integer", "nullable": True},
+        "error": STRING_OR_NULL, "duration_ms": {"type": "integer", "nullable": True},
+    },
+}
+
+TASK_FIELDS = {
+    "action": {"type": "string", "enum": sorted(registry.REGISTRY),
+               "description": "registered action"},
+    "payload": {"type": "object", "description": (
+        "the action's input. webhook: url (required), data (any JSON, at most "
+        f"{MAX_DATA_BYTES // 1024} KiB), method, headers, timeout (1-60 s)")},
+    "run_at": {"type": "string", "description": (
+        "ISO 8601 date-time (future, within MAX_HORIZON_DAYS), cron(...), rate(...) or HH:MM"),
+        "example": "2030-05-19T17:56:00Z"},
+    "timezone": {"type": "string", "description": "IANA zone for cron and HH:MM",
+                 "example": "Europe/Berlin"},
+    "name": {"type": "string", "maxLength": validation.MAX_NAME_LENGTH},
+    "priority": {"type": "integer", "minimum": 0, "maximum": 9, "default": 5},
+    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
+    "notify": {"type": "string", "enum": list(validation.NOTIFY_CHOICES), "default": "failure"},
+}
+
+TASK_REQUEST = {"type": "object", "required": ["action", "payload", "run_at"],
+                "additionalProperties": False, "properties": TASK_FIELDS}
+
+CREATED = {
+    "type": "object",
+    "required": ["message", "task_id", "status", "run_at", "next_run_at"],
+    "properties": {"message": {"type": "string"}, "task_id": {"type": "string"},
+                   "status": {"type": "string", "enum": list(models.STATUSES)},
+                   "run_at": {"type": "string"}, "next_run_at": TIME_OR_NULL},
+}
+
+TASK = {
+    "type": "object",
+    "required": ["task_id", "action", "payload", "run_at", "status", "attempts", "next_run_at",
+                 "upcoming", "created_at", "updated_at", "runs"],
+    "properties": {
+        "task_id": {"type": "string"},
+        "action": {"type": "string"}, "payload": {"type": "object"},
+        "run_at": {"type": "string"}, "timezone": {"type": "string"},
+        "name": STRING_OR_NULL, "priority": {"type": "integer"},
+        "max_attempts": {"type": "integer"}, "notify": {"type": "string"},
+        "status": {"type": "string", "enum": list(models.STATUSES)},
+        "attempts": {"type": "integer"}, "next_run_at": TIME_OR_NULL,
+        "upcoming": {"type": "array", "items": TIME, "maxItems": 5},
+        "created_at": TIME, "updated_at": TIME,
+        "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
+    },
+}
+
+
+def _json(schema_name, description):
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
+
+
+def _errors(*statuses):
+    texts = {400: "invalid request", 404: "no such task", 409: "state does not allow it",
+             413: "request body over 256 KiB", 415: "not JSON"}
+    responses = {str(status): _json("Error", texts[status]) for status in statuses}
+    responses["401"] = _json("GatewayError", "missing or invalid token")
+    responses["403"] = _json("GatewayError", "token refused")
+    return responses
+
+
+TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def document(server_url: str = "/") -> dict:
+    """The whole OpenAPI 3.0 document."""
+    secured = [{"bearer": []}]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "task-scheduler", "version": "1.0.0",
+                 "description": "Call this URL at that time: schedule, inspect, cancel and "
+                                "replay tasks."},
+        "servers": [{"url": server_url}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR, "GatewayError": GATEWAY_ERROR, "Run": RUN,
+                        "TaskRequest": TASK_REQUEST, "TaskCreated": CREATED, "Task": TASK,
+                        "TaskPage": {"type": "object", "required": ["tasks", "next_token"],
+                                     "properties": {
+                                         "tasks": {"type": "array", "items": {
+                                             "$ref": "#/components/schemas/Task"}},
+                                         "next_token": STRING_OR_NULL}}},
+        },
+        "paths": {
+            "/schedule-task": {"post": {
+                "summary": "Schedule a task", "security": secured,
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 255}}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/TaskRequest"}}}},
+                "responses": {"201": _json("TaskCreated", "scheduled"),
+                              "200": _json("TaskCreated", "a repeat of an Idempotency-Key"),
+                              **_errors(400, 409, 413, 415)}}},
+            "/tasks": {"get": {
+                "summary": "List tasks", "security": secured,
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {
+                        "type": "string", "enum": list(models.STATUSES)}},
+                    {"name": "limit", "in": "query", "schema": {
+                        "type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
+                    {"name": "next_token", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _json("TaskPage", "one page"), **_errors(400)}}},
+            "/tasks/{task_id}": {
+                "parameters": [TASK_ID],
+                "get": {"summary": "Show a task", "security": secured,
+                        "responses": {"200": _json("Task", "the task"), **_errors(404)}},
+                "delete": {"summary": "Cancel a task", "security": secured,
+                           "responses": {"200": _json("Task", "cancelled"),
+                                         **_errors(404, 409)}}},
+            "/tasks/{task_id}/retry": {"post": {
+                "summary": "Replay a failed task", "security": secured,
+                "parameters": [TASK_ID],
+                "requestBody": {"required": False, "content": {"application/json": {
+                    "schema": {"type": "object", "additionalProperties": False,
+                               "properties": {"run_at": TIME}}}}},
+                "responses": {"200": _json("Task", "scheduled again"),
+                              **_errors(400, 404, 409, 413, 415)}}},
+            "/health": {"get": {"summary": "Liveness", "security": [], "responses": {
+                "200": {"description": "ok", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["status"],
+                    "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
+                "200": {"description": "OpenAPI 3", "content": {"application/json": {
+                    "schema": {"type": "object"}}}}}}},
+        },
+    }
+
+
+def server_url(host: str, stage: str) -> str:
+    """Where the API is served from: API Gateway puts its stage in the path."""
+    if stage and ".execute-api." in (host or ""):
+        return f"/{stage}"
+    return "/"
