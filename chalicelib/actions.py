@@ -6,7 +6,6 @@ with a 400 and never stored) and runs it when the task fires.
 import json
 import logging
 import re
-import socket
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
@@ -14,6 +13,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import LocationParseError
+from urllib3.util import Url, parse_url
 
 from chalicelib import config, retries, signing, ssrf
 from chalicelib.errors import ValidationError
@@ -23,6 +24,9 @@ logger = logging.getLogger("task_scheduler.actions")
 WEBHOOK_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
 MAX_DATA_BYTES = 64 * 1024
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 7230 token
+# RFC 9110 field-value, stricter than requests (which refuses only a leading space).
+HEADER_VALUE = re.compile(r"^(?:[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*"
+                          r"[^\x00-\x20\x7f])?)?$")
 RESPONSE_KEPT_BYTES = 1024
 MAX_HEADERS = 20
 MAX_HEADER_BYTES = 1024
@@ -114,12 +118,13 @@ def validate_webhook(payload: Any) -> Dict[str, Any]:
         if len(name.encode()) + len(value.encode("latin-1", "replace")) > MAX_HEADER_BYTES:
             raise payload_error(f"payload.headers: '{name}' is longer than "
                                  f"{MAX_HEADER_BYTES} bytes", "payload.headers")
-        if not HEADER_NAME.match(name):
+        if not HEADER_NAME.fullmatch(name):
             raise payload_error(f"payload.headers: '{name}' is not a valid header name",
                                  "payload.headers")
-        if any(c in value for c in "\r\n\0") or not _latin1(value):
+        if not HEADER_VALUE.fullmatch(value) or not _latin1(value):
             raise payload_error(f"payload.headers: the value of '{name}' must be one line "
-                                 "of Latin-1 text", "payload.headers")
+                                 "of Latin-1 text without control characters or spaces at "
+                                 "either end", "payload.headers")
     result["headers"] = headers
     timeout = payload.get("timeout", 10)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
@@ -136,21 +141,35 @@ def _validate_url(url: Any) -> str:
         raise payload_error("payload.url is required: the http(s) URL to call", field)
     if len(url) > MAX_URL_LENGTH:
         raise payload_error(f"payload.url is longer than {MAX_URL_LENGTH} characters", field)
+    scheme = urlsplit(url).scheme
+    if scheme.lower() not in ("http", "https"):
+        raise payload_error(f"payload.url must use http or https, not '{scheme or 'none'}'",
+                            field)
     try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # raises ValueError on a bad port
+        target = sendable_url(url)
     except ValueError:
         raise payload_error(f"payload.url '{url}' is not a valid URL", field) from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise payload_error(f"payload.url must use http or https, not "
-                             f"'{parts.scheme or 'none'}'", field)
-    if not host:
+    if target.auth:
+        raise payload_error("payload.url must not carry credentials (user:password@); "
+                            "send them in an Authorization header", field)
+    if not target.host:
         raise payload_error(f"payload.url '{url}' has no host", field)
-    if not config.allow_private_targets() and ssrf.is_private_host(host):
+    # Checked on the host as it will be sent (IDNA, full-width digits and odd dots mapped).
+    if not config.allow_private_targets() and ssrf.is_private_host(target.host):
         raise payload_error(f"payload.url points at a private or loopback address "
-                             f"('{host}'); set ALLOW_PRIVATE_TARGETS=true to allow it", field)
+                            f"('{target.host}'); set ALLOW_PRIVATE_TARGETS=true to allow it",
+                            field)
     return url
+
+
+def sendable_url(url: str) -> Url:
+    """The URL as requests will send it (host IDNA-encoded); ValueError when it cannot."""
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+        return parse_url(prepared.url)
+    except (requests.RequestException, LocationParseError) as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _latin1(value: str) -> bool:
@@ -172,6 +191,9 @@ def http_session() -> requests.Session:
         with _session_lock:
             if _session is None:
                 session = requests.Session()
+                # No proxies or .netrc from the environment: the pinned address is the
+                # one connected to, and no ambient credentials are sent.
+                session.trust_env = False
                 adapter = ssrf.PinnedAdapter(pool_connections=16, pool_maxsize=32,
                                              max_retries=0)
                 session.mount("http://", adapter)
@@ -187,29 +209,29 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
     if "data" in payload:
         headers.setdefault("Content-Type", "application/json")
         body = json.dumps(payload["data"], separators=(",", ":"), ensure_ascii=False).encode()
-    headers.update({
-        "User-Agent": USER_AGENT,
-        "Idempotency-Key": context.idempotency_key,
-        "X-Task-Id": context.task_id,
-        "X-Task-Attempt": str(context.attempt),
-        **signing.signature_headers(context.idempotency_key, body),
-    })
     timeout = payload.get("timeout", 10)
     session = http_session()
-    request = session.prepare_request(requests.Request(
-        payload.get("method", "POST"), payload["url"], data=body or None, headers=headers))
+    try:
+        headers.update({
+            "User-Agent": USER_AGENT,
+            "Idempotency-Key": context.idempotency_key,
+            "X-Task-Id": context.task_id,
+            "X-Task-Attempt": str(context.attempt),
+            **signing.signature_headers(context.idempotency_key, body),
+        })
+        request = session.prepare_request(requests.Request(
+            payload.get("method", "POST"), payload["url"], data=body or None,
+            headers=headers))
+    except signing.SigningUnavailable as exc:
+        return ActionResult(False, error=f"not signed: {exc}", retryable=True)
+    except (requests.RequestException, ValueError) as exc:
+        # Only the class: the message of an invalid header quotes its (secret) value.
+        return ActionResult(False, error=f"request could not be built: "
+                                         f"{exc.__class__.__name__}")
     if not config.allow_private_targets():
-        parts = urlsplit(payload["url"])
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        try:
-            request.pinned_address = ssrf.resolve_allowed(parts.hostname, port)
-        except ssrf.BlockedAddress as exc:
-            return ActionResult(False, error=f"refused: {exc}")
-        except (socket.gaierror, UnicodeError) as exc:
-            return ActionResult(False, error=f"DNS lookup of {parts.hostname} failed: {exc}",
-                                retryable=True)
-        request.pinned_host = parts.hostname
-        request.headers["Host"] = parts.netloc.rpartition("@")[2]
+        refused = _pin(request)
+        if refused:
+            return refused
     try:
         response = session.send(request, timeout=timeout, allow_redirects=False, stream=True)
     except requests.Timeout:
@@ -219,7 +241,7 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
         return ActionResult(False, error=f"connection failed: {_reason(exc)}",
                             retryable=True)
     except requests.RequestException as exc:
-        return ActionResult(False, error=f"request failed: {_reason(exc)}")
+        return ActionResult(False, error=f"request failed: {exc.__class__.__name__}")
     excerpt = _read_excerpt(response)
     if 200 <= response.status_code < 300:
         return ActionResult(True, http_status=response.status_code)
@@ -230,6 +252,23 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
                         retryable=retries.is_retryable_status(response.status_code),
                         retry_after=retries.parse_retry_after(
                             response.headers.get("Retry-After")))
+
+
+def _pin(request: requests.PreparedRequest) -> Optional[ActionResult]:
+    """Resolve the host once, refuse a private answer, and pin the connection to it."""
+    target = parse_url(request.url)  # the host as sent: IDNA-encoded, lower case
+    host = target.host.strip("[]")
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        request.pinned_address = ssrf.resolve_allowed(host, port)
+    except ssrf.BlockedAddress as exc:
+        return ActionResult(False, error=f"refused: {exc}")
+    except (OSError, UnicodeError) as exc:
+        return ActionResult(False, error=f"DNS lookup of {host} failed: "
+                                         f"{exc.__class__.__name__}: {exc}", retryable=True)
+    request.pinned_host = host
+    request.headers["Host"] = target.netloc
+    return None
 
 
 def _read_excerpt(response: requests.Response) -> str:

@@ -40,30 +40,55 @@ def _account_region():
     return config._own_account_and_region()
 
 
+_QUEUE_HOST = re.compile(r"(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue|queue)"
+                         r"\.amazonaws\.com(?:\.cn)?", re.ASCII)
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}(?:\.fifo)?", re.ASCII)
+_ACCOUNT = re.compile(r"\d{12}", re.ASCII)
+_FUNCTION = r"(?P<name>[A-Za-z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[A-Za-z0-9_-]{1,128}))?"
+_FUNCTION_NAME = re.compile(_FUNCTION, re.ASCII)
+_FUNCTION_ARN = re.compile(r"arn:(?P<partition>aws[a-z-]*):lambda:(?P<region>[a-z0-9-]+):"
+                           r"(?P<account>\d{12}):function:" + _FUNCTION, re.ASCII)
+
+
 def queue_arn(queue_url: str) -> str:
-    """The ARN of the queue an SQS URL names."""
+    """The ARN of the queue an SQS URL names; ValueError when it is not one."""
     parts = urlsplit(queue_url)
-    path = [p for p in parts.path.split("/") if p]
-    if parts.scheme not in ("http", "https") or len(path) != 2 or not path[0].isdigit():
+    path = parts.path.split("/")
+    if (parts.scheme not in ("http", "https") or len(path) != 3 or path[0]
+            or not _ACCOUNT.fullmatch(path[1]) or not _QUEUE_NAME.fullmatch(path[2])
+            or parts.query or parts.fragment or parts.username):
         raise ValueError("not a queue URL")
-    host = parts.hostname or ""
-    match = re.match(r"^(?:sqs\.)?([a-z0-9-]+)\.(?:queue\.)?amazonaws\.com", host)
-    region = match.group(1) if match and match.group(1) != "sqs" else config.region()
-    return f"arn:aws:sqs:{region}:{path[0]}:{path[1]}"
+    # Other hosts (VPC endpoints, a local endpoint) name a queue in the configured region.
+    host = _QUEUE_HOST.fullmatch(parts.hostname or "")
+    region = (host.group(1) or host.group(2)) if host else None
+    return f"arn:aws:sqs:{region or config.region()}:{path[1]}:{path[2]}"
 
 
 def function_arn(name: str) -> str:
-    """A Lambda function name, partial or full ARN, as a function ARN (no qualifier)."""
-    if name.startswith("arn:"):
+    """A function name (`name[:qualifier]`) or full function ARN as an ARN; ValueError
+    for anything else (a partial ARN would be resolved by Lambda, not by this check)."""
+    arn = _FUNCTION_ARN.fullmatch(name)
+    if arn:
         return name
+    if not _FUNCTION_NAME.fullmatch(name):
+        raise ValueError("not a function name or ARN")
     account, region = _account_region()
     return f"arn:aws:lambda:{region}:{account}:function:{name}"
 
 
+_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}"
+                        r"(?:\.fifo)?", re.ASCII)
+_BUS_NAME = re.compile(r"[A-Za-z0-9._/-]{1,256}", re.ASCII)
+_BUS_ARN = re.compile(r"arn:aws[a-z-]*:events:[a-z0-9-]+:\d{12}:event-bus/[A-Za-z0-9._/-]+",
+                      re.ASCII)
+
+
 def bus_arn(name: str) -> str:
-    """An event bus name or ARN as an ARN."""
-    if name.startswith("arn:"):
+    """An event bus name or ARN as an ARN; ValueError for anything else."""
+    if _BUS_ARN.fullmatch(name):
         return name
+    if not _BUS_NAME.fullmatch(name):
+        raise ValueError("not an event bus name or ARN")
     account, region = _account_region()
     return f"arn:aws:events:{region}:{account}:event-bus/{name}"
 
@@ -167,7 +192,7 @@ def validate_sns(payload: Any) -> Dict[str, Any]:
     result = _object(payload, {"topic_arn", "message", "subject", "attributes"},
                      {"topic_arn", "message"}, "sns")
     arn = _text(result, "topic_arn", 256)
-    if not arn.startswith("arn:aws:sns:"):
+    if not _TOPIC_ARN.fullmatch(arn):
         raise payload_error("payload.topic_arn must be an SNS topic ARN", "payload.topic_arn")
     check_allowed(arn, "payload.topic_arn")
     _message(result)
@@ -176,7 +201,7 @@ def validate_sns(payload: Any) -> Dict[str, Any]:
         raise payload_error("payload.subject must be one line", "payload.subject")
     attributes = result.get("attributes", {})
     if not isinstance(attributes, dict) or len(attributes) > 10 or not all(
-            isinstance(k, str) and _NAME.match(k) and isinstance(v, str) and v
+            isinstance(k, str) and _NAME.fullmatch(k) and isinstance(v, str) and v
             for k, v in attributes.items()):
         raise payload_error("payload.attributes must map at most 10 names to non-empty "
                             "strings", "payload.attributes")
@@ -204,10 +229,13 @@ def validate_lambda(payload: Any) -> Dict[str, Any]:
     """function_name (name or ARN), payload (any JSON, the event)."""
     result = _object(payload, {"function_name", "payload"}, {"function_name"}, "lambda")
     name = _text(result, "function_name", 256)
-    if not _NAME.match(name):
-        raise payload_error("payload.function_name must be a function name or ARN",
-                            "payload.function_name")
-    check_allowed(function_arn(name), "payload.function_name")
+    try:
+        arn = function_arn(name)
+    except ValueError:
+        raise payload_error("payload.function_name must be a function name "
+                            "(name or name:alias) or a function ARN",
+                            "payload.function_name") from None
+    check_allowed(arn, "payload.function_name")
     event = json.dumps(result.get("payload"), separators=(",", ":"), ensure_ascii=False)
     if len(event.encode()) > MAX_MESSAGE_BYTES:
         raise payload_error("payload.payload is larger than 256 KiB", "payload.payload")
@@ -233,7 +261,12 @@ def validate_eventbridge(payload: Any) -> Dict[str, Any]:
                      {"source", "detail_type"}, "eventbridge")
     bus = _text(result, "event_bus", 256) or "default"
     result["event_bus"] = bus
-    check_allowed(bus_arn(bus), "payload.event_bus")
+    try:
+        arn = bus_arn(bus)
+    except ValueError:
+        raise payload_error("payload.event_bus must be an event bus name or ARN",
+                            "payload.event_bus") from None
+    check_allowed(arn, "payload.event_bus")
     source = _text(result, "source", 256)
     if source.startswith("aws."):
         raise payload_error("payload.source may not start with 'aws.'", "payload.source")

@@ -27,9 +27,9 @@ DAY_NAMES = {name: i for i, name in enumerate(
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
     r"(Z|[+-]\d{2}:?\d{2})?$",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
-_HHMM = re.compile(r"^(\d{1,2}):(\d{2})$")
+_HHMM = re.compile(r"^(\d{1,2}):(\d{2})$", re.ASCII)
 _RATE = re.compile(r"^rate\((.*)\)$", re.IGNORECASE)
 _CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE)
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -258,13 +258,13 @@ def parse(text: str, tz: ZoneInfo, anchor: datetime) -> Schedule:
         raise invalid("run_at is required: an ISO 8601 date-time, cron(...), rate(...) "
                       "or HH:MM")
     text = text.strip()
-    cron = _CRON.match(text)
+    cron = _CRON.fullmatch(text)
     if cron:
         return parse_cron(cron.group(1), tz, text)
-    rate = _RATE.match(text)
+    rate = _RATE.fullmatch(text)
     if rate:
         return parse_rate(rate.group(1), anchor, text)
-    hhmm = _HHMM.match(text)
+    hhmm = _HHMM.fullmatch(text)
     if hhmm:
         return parse_daily(int(hhmm.group(1)), int(hhmm.group(2)), tz, text)
     return parse_iso(text)
@@ -272,7 +272,7 @@ def parse(text: str, tz: ZoneInfo, anchor: datetime) -> Schedule:
 
 def parse_iso(text: str) -> OneTime:
     """An ISO 8601 date-time; no offset means UTC; a fraction of a second rounds up."""
-    match = _ISO.match(text)
+    match = _ISO.fullmatch(text)
     if not match:
         raise invalid(f"run_at '{text}' is not an ISO 8601 date-time "
                       "(e.g. 2025-05-19T17:56:00Z), cron(...), rate(...) or HH:MM")

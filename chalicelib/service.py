@@ -125,7 +125,7 @@ def upcoming(task: Task, count: int = UPCOMING_COUNT):
 
 def _known_id(task_id: str) -> str:
     # Every id this API hands out is a uuid; anything else cannot name a task.
-    if not _UUID.match(task_id or ""):
+    if not _UUID.fullmatch(task_id or ""):
         raise TaskNotFound(f"no task with id {task_id[:80]}", field="task_id")
     return task_id
 

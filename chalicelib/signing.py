@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib import aws, config
 
 logger = logging.getLogger("task_scheduler.signing")
@@ -28,6 +30,10 @@ PARAM_CACHE_SECONDS = 300
 _cache: dict = {}
 _lock = threading.Lock()
 _warned = False
+
+
+class SigningUnavailable(Exception):
+    """The signing secret could not be read or parsed; a later attempt may succeed."""
 
 
 def new_secret() -> str:
@@ -61,8 +67,12 @@ def _configured() -> Optional[str]:
         cached = _cache.get(name)
         if cached and time.monotonic() - cached[0] < PARAM_CACHE_SECONDS:
             return cached[1]
-        value = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)[
-            "Parameter"]["Value"]
+        try:
+            value = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)[
+                "Parameter"]["Value"]
+        except (ClientError, BotoCoreError) as exc:
+            raise SigningUnavailable(f"reading the signing secret {name} failed: "
+                                     f"{exc.__class__.__name__}") from None
         _cache[name] = (time.monotonic(), value)
         return value
 
@@ -71,7 +81,10 @@ def signature_headers(message_id: str, body: bytes,
                       timestamp: Optional[int] = None) -> Dict[str, str]:
     """The three webhook-* headers for one request (none when no secret is configured)."""
     global _warned
-    keys = parse_secrets(_configured())
+    try:
+        keys = parse_secrets(_configured())
+    except ValueError as exc:
+        raise SigningUnavailable(str(exc)) from None
     if not keys:
         if not _warned:
             logger.warning("no WEBHOOK_SIGNING_SECRET(_PARAM): webhooks are sent unsigned")

@@ -38,13 +38,19 @@ def parse_json_body(raw: Optional[bytes]) -> Any:
     if not raw:
         raise ValidationError("the request body must be a JSON object", code="invalid_json")
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant)
+        # A lone surrogate ("\ud800") parses but cannot be stored or sent as UTF-8.
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValidationError("the request body has a lone UTF-16 surrogate escape, "
+                              "which is not text", code="invalid_json") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"the request body is not valid JSON: {exc}",
                               code="invalid_json") from None
     except RecursionError:
         raise ValidationError("the request body is nested too deeply",
                               code="invalid_json") from None
+    return body
 
 
 def _refuse_constant(name: str):

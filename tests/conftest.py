@@ -1,6 +1,7 @@
 """Shared fixtures: fake AWS credentials, moto resources, the Chalice client, a receiver."""
 import functools
 import json
+import socket
 import threading
 import time
 import uuid
@@ -54,6 +55,51 @@ def local_env(monkeypatch, tmp_path):
     monkeypatch.setenv("STAGE", "local")
     monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "tasks.sqlite3"))
     return tmp_path
+
+
+class FakeDNS:
+    """A resolver answering from a table (a list answers differently each time) and
+    counting lookups; other hosts go to the real resolver."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.lookups = []
+        self._real = socket.getaddrinfo
+
+    def __call__(self, host, port, family=0, kind=0, *rest):
+        if host not in self.answers:
+            return self._real(host, port, family, kind, *rest)
+        self.lookups.append(host)
+        address = self.answers[host]
+        if isinstance(address, list):
+            address = address.pop(0)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+
+@pytest.fixture
+def private_refused(monkeypatch):
+    """ALLOW_PRIVATE_TARGETS off, as deployed stages have it."""
+    monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "false")
+
+
+@pytest.fixture
+def public_receiver(monkeypatch, private_refused, receiver):
+    """The receiver reached through the SSRF guard's pinned path: `hooks.example.test`
+    resolves (everywhere, so an unpinned second lookup would see it) first to the receiver's
+    loopback, treated as public here, then to a private address."""
+    from chalicelib import ssrf
+
+    dns = FakeDNS({"hooks.example.test": ["127.0.0.1", "10.9.9.9"]})
+    monkeypatch.setattr(ssrf, "resolver", dns)
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    real_is_blocked = ssrf.is_blocked
+    monkeypatch.setattr(ssrf, "is_blocked", lambda address: False if str(address) == "127.0.0.1"
+                        else real_is_blocked(address))
+    port = receiver.url.split(":")[2].split("/")[0]
+    receiver.public_url = f"http://hooks.example.test:{port}/hook"
+    receiver.dns = dns
+    return receiver
 
 
 def _reset_caches():

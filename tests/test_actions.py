@@ -61,9 +61,13 @@ SECRETS = {"Authorization": "Bearer sk-live-123", "X-Api-Key": "key-456",
            "X-Client-Secret": "sec-222"}
 
 
-def test_sensitive_headers_are_sent_but_never_shown_or_logged(api, receiver, caplog):
+@pytest.mark.parametrize("path", ["direct", "pinned"])
+def test_sensitive_headers_are_sent_but_never_shown_or_logged(api, receiver, caplog, request,
+                                                              path):
     body = _hook(headers={**SECRETS, "X-Plain": "visible"}, data={"n": 1})
     body["payload"]["url"] = receiver.url
+    if path == "pinned":  # through the SSRF guard (ALLOW_PRIVATE_TARGETS off)
+        body["payload"]["url"] = request.getfixturevalue("public_receiver").public_url
     body["run_at"] = spec_example()["run_at"]
     with caplog.at_level(logging.INFO), caplog.at_level(logging.DEBUG, logger="task_scheduler"):
         task_id = api.post("/schedule-task", body).json["task_id"]
@@ -80,3 +84,30 @@ def test_sensitive_headers_are_sent_but_never_shown_or_logged(api, receiver, cap
         assert receiver.requests[0]["headers"][name.lower()] == value  # sent as given
         assert value not in caplog.text
     assert shown["payload"]["headers"]["X-Plain"] == "visible"
+
+
+@pytest.mark.parametrize("value", [" Bearer sk-1", "Bearer sk-1 ", "\tsk-1", "sk\x01", "sk\x7f",
+                                   "sk-1\n", "sk-1\r\nX-Evil: 1", "\u20ac"])
+def test_header_values_that_cannot_be_sent_are_refused(api, value):
+    response = api.post("/schedule-task", _hook(headers={"Authorization": value}))
+    assert response.status_code == 400 and response.json["field"] == "payload.headers"
+    assert value not in response.json["message"]  # the value may be a secret
+    assert task_count() == 0
+
+
+@pytest.mark.parametrize("name", ["X-Name\n", "X Name", "X:Name", ""])
+def test_header_names_must_be_tokens(api, name):
+    response = api.post("/schedule-task", _hook(headers={name: "v"}))
+    assert response.status_code == 400 and response.json["field"] == "payload.headers"
+
+
+def test_a_stored_header_that_cannot_be_sent_fails_without_leaking(aws, make_task, caplog):
+    # Stored directly, as by an older version with looser rules: the run must not crash
+    # or copy the value into the run's error or the logs.
+    task = make_task(payload={"url": "https://example.com/hook",
+                              "headers": {"Authorization": " Bearer sk-leak-999"}})
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.DEBUG, logger="task_scheduler"):
+        result = execute_task(task.task_id)
+    assert result.status == "failed"
+    assert result.run.error == "request could not be built: InvalidHeader"
+    assert "sk-leak-999" not in caplog.text

@@ -228,6 +228,12 @@ INVALID = [
     ("NaN in data", b'{"action": "webhook", "payload": {"url": "https://e.com", "data": NaN},'
                     b' "run_at": "2031-01-01T00:00:00Z"}', 400, None),
     ("deeply nested body", b"[" * 100_000 + b"]" * 100_000, 400, None),
+    ("lone surrogate in data", b'{"action": "webhook", "payload": {"url": "https://e.com", '
+                               b'"data": "\\ud800"}, "run_at": "2031-01-01T00:00:00Z"}', 400, None),
+    ("lone surrogate in a key", b'{"action": "log", "payload": {"message": "m", "data": '
+                                b'{"\\udfff": 1}}, "run_at": "2031-01-01T00:00:00Z"}', 400, None),
+    ("ISO with a trailing newline", _with(run_at="2031-01-01T00:00:00Z\n"), 400, "run_at"),
+    ("HH:MM in other digits", _with(run_at="\u0661\u0662:00"), 400, "run_at"),
     ("header name not a token", _payload(headers={"X Bad": "1"}), 400, "payload.headers"),
     ("header value not latin-1", _payload(headers={"X-Euro": "€"}), 400, "payload.headers"),
     ("header value two lines", _payload(headers={"X-A": "a\r\nB: b"}), 400,

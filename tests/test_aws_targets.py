@@ -150,6 +150,20 @@ INVALID = [
     ("sns", {"topic_arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:alerts", "message": "x",
              "attributes": {"a": 1}}, "payload.attributes"),
     ("lambda", {"function_name": "bad name!"}, "payload.function_name"),
+    ("lambda", {"function_name": f"{ACCOUNT}:function:worker"}, "payload.function_name"),
+    ("lambda", {"function_name": "arn:aws:lambda:us-east-1:worker"}, "payload.function_name"),
+    ("lambda", {"function_name": "worker:"}, "payload.function_name"),
+    ("lambda", {"function_name": "worker\n"}, "payload.function_name"),
+    ("sqs", {"queue_url": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/orders/x",
+             "message": "x"}, "payload.queue_url"),
+    ("sqs", {"queue_url": f"https://sqs.{REGION}.amazonaws.com/\u0661{ACCOUNT[1:]}/orders",
+             "message": "x"}, "payload.queue_url"),
+    ("sqs", {"queue_url": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/orders?x=1",
+             "message": "x"}, "payload.queue_url"),
+    ("sns", {"topic_arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:alerts:sub", "message": "x"},
+     "payload.topic_arn"),
+    ("eventbridge", {"event_bus": "arn:aws:events:x", "source": "app", "detail_type": "x"},
+     "payload.event_bus"),
     ("lambda", {"function_name": "worker", "extra": 1}, "payload.extra"),
     ("eventbridge", {"event_bus": "jobs", "source": "aws.ec2", "detail_type": "x"},
      "payload.source"),
@@ -164,6 +178,32 @@ def test_invalid_target_payloads(api, targets, action, payload, field):
     response = api.post("/schedule-task", {**spec_example(), "action": action,
                                            "payload": payload})
     assert response.status_code == 400 and response.json["field"] == field, response.json
+
+
+@pytest.mark.parametrize("url,region", [
+    (f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/q", "eu-west-1"),
+    (f"https://eu-west-1.queue.amazonaws.com/{ACCOUNT}/q", "eu-west-1"),
+    (f"https://queue.amazonaws.com/{ACCOUNT}/q", REGION),
+    # Not anchored before: the region of an unrelated host could be chosen by the caller.
+    (f"https://sqs.eu-west-1.amazonaws.com.attacker.example/{ACCOUNT}/q", REGION),
+    (f"http://localhost:4566/{ACCOUNT}/q", REGION),
+])
+def test_queue_arn_region_comes_only_from_an_aws_host(url, region):
+    from chalicelib.aws_targets import queue_arn
+
+    assert queue_arn(url) == f"arn:aws:sqs:{region}:{ACCOUNT}:q"
+
+
+@pytest.mark.parametrize("name,arn", [
+    ("worker", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:worker"),
+    ("worker:live", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:worker:live"),
+    ("worker:$LATEST", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:worker:$LATEST"),
+    (f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:w", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:w"),
+])
+def test_function_arn(aws, name, arn):
+    from chalicelib.aws_targets import function_arn
+
+    assert function_arn(name) == arn
 
 
 def test_nothing_allowed_by_default(api, aws):

@@ -72,3 +72,20 @@ def test_signed_empty_body(aws, receiver, make_task, monkeypatch):
 def test_bad_secret_is_an_error(raw):
     with pytest.raises(ValueError):
         signing.parse_secrets(raw)
+
+
+def test_unreadable_secret_is_a_retryable_failure(aws, receiver, make_task, monkeypatch):
+    monkeypatch.setenv("WEBHOOK_SIGNING_SECRET_PARAM", "/task-scheduler/dev/no-such-param")
+    task = make_task(payload={"url": receiver.url}, max_attempts=3)
+    assert execute_task(task.task_id).status == "retrying"
+    error = get_store().get(task.task_id).runs[0].error
+    assert error.startswith("not signed: reading the signing secret")
+    assert receiver.requests == []  # never sent unsigned
+
+
+def test_malformed_secret_is_a_retryable_failure(aws, receiver, make_task, monkeypatch):
+    monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", "whsec_!!!")
+    task = make_task(payload={"url": receiver.url}, max_attempts=3)
+    assert execute_task(task.task_id).status == "retrying"
+    assert "whsec_!!!" not in get_store().get(task.task_id).runs[0].error
+    assert receiver.requests == []

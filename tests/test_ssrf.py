@@ -7,6 +7,7 @@ import pytest
 from chalicelib import ssrf
 from chalicelib.executor import execute_task
 from chalicelib.store import get_store
+from tests.conftest import FakeDNS
 from tests.test_api import spec_example, task_count
 
 REFUSED_AT_CREATION = [
@@ -18,14 +19,13 @@ REFUSED_AT_CREATION = [
     "http://255.255.255.255/", "http://[::1]/", "http://[::]/", "http://[fe80::1]/",
     "http://[fd12:3456::1]/", "http://[fc00::1]/", "http://[::ffff:127.0.0.1]/",
     "http://[::ffff:169.254.169.254]/", "http://[ff02::1]/", "http://[2002:7f00:1::]/",
+    # Spellings the HTTP client would turn into a private address, or cannot send at all.
+    "http://\uff11\uff12\uff17.0.0.1/", "http://127\u30020\u30020\u30021/",
+    "http://\u24dbocalhost/", "http://LOCALHOST\uff0e/", "http://user:pw@example.com/",
+    "http://example.com@127.0.0.1/", "http://.example.com/",
 ]
 ACCEPTED = ["https://example.com/hook", "http://93.184.216.34/", "http://8.8.8.8:8080/x",
             "http://[2606:4700:4700::1111]/", "https://hooks.example.org:8443/a?b=c"]
-
-
-@pytest.fixture
-def private_refused(monkeypatch):
-    monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "false")
 
 
 @pytest.mark.parametrize("url", REFUSED_AT_CREATION)
@@ -46,22 +46,6 @@ def test_allow_private_targets_lets_loopback_through(api, monkeypatch):
     assert api.post("/schedule-task", spec_example(url="http://127.0.0.1:9/x")).status_code == 201
 
 
-class FakeDNS:
-    """An injectable resolver: answers from a table and counts the lookups."""
-
-    def __init__(self, answers):
-        self.answers = answers
-        self.lookups = []
-
-    def __call__(self, host, port, family=0, kind=0, *rest):
-        self.lookups.append(host)
-        address = self.answers[host]
-        if isinstance(address, list):
-            address = address.pop(0)
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
-
-
 def test_name_resolving_to_loopback_fails_at_run_time_without_retry(
         aws, private_refused, receiver, make_task, monkeypatch):
     dns = FakeDNS({"sneaky.example.test": "127.0.0.1"})
@@ -73,22 +57,27 @@ def test_name_resolving_to_loopback_fails_at_run_time_without_retry(
     assert "127.0.0.1" in result.run.error and receiver.requests == []
 
 
-def test_connection_goes_to_the_checked_address(aws, private_refused, receiver, make_task,
-                                                monkeypatch):
-    # The first answer is the checked one; a rebinding second answer is never asked for.
-    dns = FakeDNS({"hooks.example.test": ["127.0.0.1", "10.9.9.9"]})
-    monkeypatch.setattr(ssrf, "resolver", dns)
-    real_is_blocked = ssrf.is_blocked
-    monkeypatch.setattr(ssrf, "is_blocked",  # treat this receiver's loopback as public
-                        lambda address: False if str(address) == "127.0.0.1"
-                        else real_is_blocked(address))
-    port = receiver.url.split(":")[2].split("/")[0]
-    task = make_task(payload={"url": f"http://hooks.example.test:{port}/hook", "data": {"a": 1}})
+def test_connection_goes_to_the_checked_address(aws, public_receiver, make_task):
+    # The name is looked up once; an unpinned connect would look again and get 10.9.9.9.
+    task = make_task(payload={"url": public_receiver.public_url, "data": {"a": 1}})
     assert execute_task(task.task_id).status == "completed"
-    [request] = receiver.requests
+    [request] = public_receiver.requests
+    port = public_receiver.public_url.split(":")[2].split("/")[0]
     assert request["headers"]["host"] == f"hooks.example.test:{port}"
     assert json.loads(request["body"]) == {"a": 1}
-    assert dns.lookups == ["hooks.example.test"]
+    assert public_receiver.dns.lookups == ["hooks.example.test"]
+    assert public_receiver.dns.answers["hooks.example.test"] == ["10.9.9.9"]  # never asked
+
+
+def test_idn_host_is_resolved_and_sent_in_its_idna_form(aws, public_receiver, make_task,
+                                                        monkeypatch):
+    public_receiver.dns.answers["xn--bcher-kva.example.test"] = "127.0.0.1"
+    port = public_receiver.public_url.split(":")[2].split("/")[0]
+    task = make_task(payload={"url": f"http://bücher.example.test:{port}/hook"})
+    assert execute_task(task.task_id).status == "completed"
+    assert public_receiver.requests[0]["headers"]["host"] == \
+        f"xn--bcher-kva.example.test:{port}"
+    assert "xn--bcher-kva.example.test" in public_receiver.dns.lookups
 
 
 def test_dns_failure_is_retried(aws, private_refused, make_task, monkeypatch):
