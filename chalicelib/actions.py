@@ -40,6 +40,10 @@ REDACTED = "***"
 WEBHOOK_FIELDS = {"url", "data", "method", "headers", "timeout"}
 MAX_URL_LENGTH = 2048
 ERROR_EXCERPT = 200
+# `timeout` bounds each socket read; a receiver trickling bytes could hold a run far
+# longer. The whole exchange gets this much on top of it, which keeps a run (at most
+# 60 + 5 s) well inside the executor's lease.
+DEADLINE_MARGIN_SECONDS = 5.0
 USER_AGENT = "task-scheduler/1.0"
 
 
@@ -232,8 +236,12 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
         refused = _pin(request)
         if refused:
             return refused
+    deadline = timeout + DEADLINE_MARGIN_SECONDS
     try:
-        response = session.send(request, timeout=timeout, allow_redirects=False, stream=True)
+        response, excerpt = _within(deadline, _exchange, session, request, timeout)
+    except DeadlineExceeded:
+        return ActionResult(False, error=f"timeout: no complete response within "
+                                         f"{deadline:g} s", retryable=True)
     except requests.Timeout:
         return ActionResult(False, error=f"timeout: no response within {timeout} s",
                             retryable=True)
@@ -242,7 +250,6 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
                             retryable=True)
     except requests.RequestException as exc:
         return ActionResult(False, error=f"request failed: {exc.__class__.__name__}")
-    excerpt = _read_excerpt(response)
     if 200 <= response.status_code < 300:
         return ActionResult(True, http_status=response.status_code)
     reason = f"HTTP {response.status_code}"
@@ -269,6 +276,37 @@ def _pin(request: requests.PreparedRequest) -> Optional[ActionResult]:
     request.pinned_host = host
     request.headers["Host"] = target.netloc
     return None
+
+
+class DeadlineExceeded(Exception):
+    """The request and its response took longer than the run may."""
+
+
+def _exchange(session: requests.Session, request: requests.PreparedRequest, timeout: float):
+    response = session.send(request, timeout=timeout, allow_redirects=False, stream=True)
+    return response, _read_excerpt(response)
+
+
+def _within(seconds: float, function, *args):
+    """function(*args), or DeadlineExceeded after `seconds` (the call is left to end on
+    its own in a daemon thread, bounded by its per-read timeouts)."""
+    outcome: Dict[str, Any] = {}
+    finished = threading.Event()
+
+    def work():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, re-raised there
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=work, name="webhook-exchange", daemon=True).start()
+    if not finished.wait(seconds):
+        raise DeadlineExceeded()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _read_excerpt(response: requests.Response) -> str:

@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -17,8 +17,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib import actions, deadletters, registry, retries, schedules
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
-    COMPLETED, FAILED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, SCHEDULED, WAITING, Run, Task,
-    Transition, iso, utcnow,
+    COMPLETED, FAILED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, RUNNING, SCHEDULED, WAITING, Run,
+    Task, Transition, iso, utcnow,
 )
 from chalicelib.store import get_store
 from chalicelib.triggers import get_trigger
@@ -30,6 +30,9 @@ logger = logging.getLogger("task_scheduler.executor")
 EARLY_WAIT_LIMIT_SECONDS = 60
 # Waits before giving up on a task that keeps being slightly early (clock slew).
 MAX_EARLY_WAITS = 3
+
+# A recheck fires this long after the lease it waits for has expired.
+RECHECK_MARGIN = timedelta(seconds=1)
 
 # Outcomes of one invocation.
 RAN = "ran"
@@ -166,8 +169,17 @@ def _claim(store, task_id: str, run_id: str, clock: Clock):
         if current is None:
             logger.warning("task %s does not exist", task_id)
             return Execution(task_id, UNKNOWN)
+        if current.status == RUNNING:
+            # Running elsewhere: a duplicate delivery, or a retry of an invocation that
+            # died holding the lease. Look again when the lease expires, so a dead run
+            # is taken over then instead of at the next daily sweep.
+            if current.lease_until is not None and current.lease_until > now:
+                get_trigger().arm_recheck(current, current.lease_until + RECHECK_MARGIN)
+            return Execution(task_id, SKIPPED, status=current.status)
         if current.status not in WAITING:
-            # Running elsewhere, finished or cancelled: a duplicate delivery.
+            # Finished or cancelled, yet its trigger fired: remove a trigger that an
+            # earlier disarm failed to remove, so it does not keep firing.
+            get_trigger().disarm(current)
             return Execution(task_id, SKIPPED, status=current.status)
         early = (current.next_run_at - now).total_seconds()
         if early > EARLY_WAIT_LIMIT_SECONDS or waits >= MAX_EARLY_WAITS:

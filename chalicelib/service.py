@@ -24,12 +24,19 @@ def schedule_task(body: Any, idempotency_key: Optional[str] = None) -> Tuple[dic
     """Validate, store and arm a new task: (the SPEC's body, True when it was created).
 
     With an Idempotency-Key, the task id is derived from the key, so a repeat finds the
-    first task (and is answered with it) instead of making a second one."""
+    first task (and is answered with it) instead of making a second one, even once its
+    run_at has passed and the same body would no longer validate."""
     now = utcnow()
-    new = parse_new_task(body, now)
+    task_id = _task_id_for(idempotency_key)
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    if idempotency_key is not None:
+        try:
+            return _repeat(get_store().get(task_id), idempotency_key, request_hash), False
+        except TaskNotFound:
+            pass
+    new = parse_new_task(body, now)
     task = Task(
-        task_id=_task_id_for(idempotency_key),
+        task_id=task_id,
         action=new.action,
         payload=new.payload,
         run_at=new.run_at,
@@ -49,8 +56,8 @@ def schedule_task(body: Any, idempotency_key: Optional[str] = None) -> Tuple[dic
     store, trigger = get_store(), get_trigger()
     try:
         store.create(task)
-    except TaskExists:
-        return _repeat(task), False
+    except TaskExists:  # a repeat that arrived while the first was being stored
+        return _repeat(store.get(task.task_id), idempotency_key, request_hash), False
     # Stored first, then armed. If arming fails the request fails and nothing remains:
     # the trigger (a rule may be half-made) and the task are removed before the error
     # is raised again.
@@ -83,11 +90,10 @@ def _task_id_for(idempotency_key: Optional[str]) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
-def _repeat(task: Task) -> Dict[str, Any]:
-    first = get_store().get(task.task_id)
-    if first.idempotency_key != task.idempotency_key:
+def _repeat(first: Task, idempotency_key: Optional[str], request_hash: str) -> Dict[str, Any]:
+    if first.idempotency_key != idempotency_key:
         raise Conflict("a task with this id already exists", field="Idempotency-Key")
-    if first.request_hash != task.request_hash:
+    if first.request_hash != request_hash:
         raise Conflict("this Idempotency-Key was already used with a different request",
                        field="Idempotency-Key", code="idempotency_key_reused")
     return created_body(first)
@@ -101,6 +107,14 @@ def _undo(task: Task) -> None:
             # Whatever stays behind is found by the sweeper: a stored task is run, a
             # trigger without a task is skipped by the executor.
             logger.exception("undoing task %s: %s failed", task.task_id, step)
+
+
+def _undo_replay(task: Task, previous: Task) -> None:
+    try:
+        if not get_store().undo_replay(task, previous):
+            logger.warning("task %s moved on before its replay could be undone", task.task_id)
+    except Exception:  # noqa: BLE001 - the arming error is what the caller sees
+        logger.exception("undoing the replay of task %s failed", task.task_id)
 
 
 def describe(task: Task) -> Dict[str, Any]:
@@ -154,8 +168,17 @@ def retry_task(task_id: str, raw_body: Optional[bytes]) -> Dict[str, Any]:
     """POST /tasks/{task_id}/retry: run a failed task again, now or at `run_at`."""
     now = utcnow()
     run_at = parse_replay(raw_body, now)
-    task = get_store().replay(_known_id(task_id), run_at, now)
-    get_trigger().arm(task)
+    store = get_store()
+    previous = store.get(_known_id(task_id))
+    task = store.replay(task_id, run_at, now)
+    try:
+        get_trigger().arm(task)
+    except Exception:
+        # Without its trigger the replay would wait for the daily sweep: put the task
+        # back as it was, so the caller's error is the whole story and a retry works.
+        logger.exception("arming the replay of task %s failed; undoing it", task_id)
+        _undo_replay(task, previous)
+        raise
     logger.info(json.dumps({"event": "task_replayed", "task_id": task_id,
                             "next_run_at": iso(task.next_run_at)}))
     return describe(task)

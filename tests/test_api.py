@@ -6,6 +6,7 @@ import boto3
 import pytest
 
 from chalicelib import config
+from chalicelib.models import utcnow
 
 
 def future(seconds=3600):
@@ -407,6 +408,20 @@ def test_idempotency_key_returns_the_first_task(api):
     too_long = api.post("/schedule-task", body, headers={"Idempotency-Key": "k" * 300})
     assert too_long.status_code == 400 and too_long.json["field"] == "Idempotency-Key"
     assert task_count() == 2
+
+
+def test_idempotency_key_repeat_after_run_at_has_passed(api, monkeypatch):
+    # A client retrying late must get its task back, not "run_at is in the past".
+    from chalicelib import service
+
+    body = {**spec_example(), "run_at": (utcnow() + timedelta(minutes=5)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")}
+    first = api.post("/schedule-task", body, headers={"Idempotency-Key": "late-1"})
+    monkeypatch.setattr(service, "utcnow", lambda: utcnow() + timedelta(hours=1))
+    again = api.post("/schedule-task", body, headers={"Idempotency-Key": "late-1"})
+    assert again.status_code == 200 and again.json == first.json
+    fresh = api.post("/schedule-task", body, headers={"Idempotency-Key": "late-2"})
+    assert fresh.status_code == 400 and fresh.json["field"] == "run_at"
 
 
 def test_aws_throttling_is_retried(api):

@@ -3,12 +3,14 @@ import json
 import threading
 from datetime import timedelta
 
+import boto3
 import pytest
 
-from chalicelib import schedules
+from chalicelib import config, schedules
 from chalicelib.executor import Clock, execute_task
 from chalicelib.models import utcnow
 from chalicelib.store import get_store
+from tests.test_api import schedules_in_group
 
 
 def webhook(url, **extra):
@@ -78,6 +80,53 @@ def test_timeout_fails_with_the_reason(aws, receiver, make_task):
     assert 900 <= run.duration_ms < 2400
 
 
+@pytest.fixture
+def trickler():
+    """A server that answers one header line every 0.3 s, forever: each read succeeds
+    well within the timeout, the response never completes."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            with connection:
+                connection.recv(65536)
+                lines = [b"HTTP/1.1 200 OK\r\n"] + [b"X-Slow: %d\r\n" % i for i in range(100)]
+                for line in lines:
+                    if stop.wait(0.3):
+                        break
+                    try:
+                        connection.sendall(line)
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/slow"
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_a_trickling_response_is_cut_off_at_the_run_deadline(aws, trickler, make_task,
+                                                             monkeypatch):
+    from chalicelib import actions
+
+    monkeypatch.setattr(actions, "DEADLINE_MARGIN_SECONDS", 0.5)
+    task = make_task(payload=webhook(trickler, timeout=1), max_attempts=2)
+    assert execute_task(task.task_id).status == "retrying"
+    run = get_store().get(task.task_id).runs[0]
+    assert run.error == "timeout: no complete response within 1.5 s"
+    assert 1400 <= run.duration_ms < 2500
+
+
 def test_refused_connection_fails_with_the_reason(aws, refused_url, make_task):
     task = make_task(payload=webhook(refused_url), max_attempts=1)
     assert execute_task(task.task_id).status == "failed"
@@ -130,6 +179,33 @@ def test_cancelled_task_is_skipped(api, receiver):
     assert receiver.requests == []
 
 
+def test_stray_firing_of_a_cancelled_task_removes_its_schedule(api, receiver):
+    # The cancel was stored but its disarm failed: the cron schedule kept firing.
+    body = {"action": "webhook", "payload": {"url": receiver.url}, "run_at": "rate(5 minutes)"}
+    task_id = api.post("/schedule-task", body).json["task_id"]
+    get_store().cancel(task_id, utcnow())
+    assert f"task-{task_id}" in {s["Name"] for s in schedules_in_group()}
+    assert execute_task(task_id).outcome == "skipped"
+    assert f"task-{task_id}" not in {s["Name"] for s in schedules_in_group()}
+    assert receiver.requests == []
+
+
+def test_rules_recheck_is_undone_when_the_task_is_found_waiting(rules_mode, aws, receiver,
+                                                               make_task):
+    # A recheck moved the task's only rule; the early delivery puts it back on the task's
+    # next firing instead of leaving that firing unarmed.
+    from chalicelib.triggers import get_trigger
+
+    task = make_task(payload=webhook(receiver.url), due_in=3600)
+    trigger = get_trigger()
+    trigger.arm(task)
+    trigger.arm_recheck(task, utcnow() + timedelta(minutes=2))
+    assert execute_task(task.task_id).outcome == "early"
+    rule = boto3.client("events").describe_rule(Name=f"{config.rule_prefix()}{task.task_id}")
+    at = task.next_run_at
+    assert rule["ScheduleExpression"] == f"cron({at.minute} {at.hour} {at.day} {at.month} ? {at.year})"
+
+
 def test_unknown_task_is_reported_not_raised(aws):
     assert execute_task("00000000-0000-4000-8000-000000000000").outcome == "unknown"
 
@@ -168,7 +244,7 @@ def test_early_invocation_waits_for_real(aws, receiver, make_task):
 
 
 def test_far_too_early_invocation_never_runs_and_keeps_it_armed(aws, receiver, make_task):
-    from chalicelib import aws as aws_clients, config
+    from chalicelib import aws as aws_clients
 
     task = make_task(due_in=3600, payload=webhook(receiver.url))
     result = execute_task(task.task_id)
@@ -217,7 +293,7 @@ def test_failed_run_of_recurring_task_keeps_later_firings(aws, receiver, make_ta
 
 def test_recurring_task_with_no_further_firing_completes_and_loses_its_trigger(
         aws, receiver, make_task):
-    from chalicelib import aws as aws_clients, config
+    from chalicelib import aws as aws_clients
     from chalicelib.triggers import get_trigger
 
     last_year = utcnow().year  # its last firing is due now, none follows this year
@@ -238,7 +314,6 @@ def test_recurring_task_with_no_further_firing_completes_and_loses_its_trigger(
 # ---------------------------------------------------------------- retries and dead letters
 
 def dead_letters():
-    import boto3
 
     sqs = boto3.client("sqs")
     url = sqs.get_queue_url(QueueName="task-scheduler-dev-dlq")["QueueUrl"]
@@ -260,7 +335,7 @@ def run_until_settled(task_id, clock, limit=10):
 
 def test_two_503s_then_success_completes_after_three_attempts(aws, receiver, make_task,
                                                                monkeypatch):
-    from chalicelib import aws as aws_clients, config
+    from chalicelib import aws as aws_clients
 
     monkeypatch.setenv("RETRY_BASE_SECONDS", "4")
     receiver.script = [503, 503]
@@ -327,6 +402,43 @@ def test_replay_at_a_given_time_and_errors(api, receiver, make_task):
     bad = api.post(f"/tasks/{other.task_id}/retry", {"run_at": "2001-01-01T00:00:00Z"})
     assert bad.status_code == 400 and bad.json["field"] == "run_at"
     assert get_store().get(other.task_id).status == "failed"
+
+
+def test_replay_whose_trigger_cannot_be_armed_is_undone(api, receiver, make_task):
+    from botocore.exceptions import ClientError
+
+    from chalicelib import aws as aws_clients
+
+    receiver.status = 404
+    task = make_task(payload=webhook(receiver.url))
+    execute_task(task.task_id)
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}},
+                          "CreateSchedule")
+
+    events = aws_clients.client("scheduler").meta.events
+    events.register("before-call.scheduler.CreateSchedule", refuse)
+    assert api.post(f"/tasks/{task.task_id}/retry").status_code == 500
+    assert get_store().get(task.task_id).status == "failed"  # not left for the sweep
+    events.unregister("before-call.scheduler.CreateSchedule", refuse)
+    assert api.post(f"/tasks/{task.task_id}/retry").status_code == 200  # so a retry works
+
+
+def test_immediate_replay_is_armed_a_few_seconds_ahead(api, receiver, make_task):
+    from datetime import datetime
+
+    receiver.status = 404
+    task = make_task(payload=webhook(receiver.url))
+    execute_task(task.task_id)
+    before = utcnow()
+    replayed = api.post(f"/tasks/{task.task_id}/retry").json
+    [schedule] = [s for s in schedules_in_group() if s["Name"].startswith("retry-")]
+    expression = boto3.client("scheduler").get_schedule(
+        Name=schedule["Name"], GroupName=config.scheduler_group())["ScheduleExpression"]
+    at = datetime.strptime(expression, "at(%Y-%m-%dT%H:%M:%S)").replace(tzinfo=before.tzinfo)
+    assert at >= before + timedelta(seconds=5)
+    assert replayed["next_run_at"] <= at.strftime("%Y-%m-%dT%H:%M:%SZ")  # runs when fired
 
 
 def test_404_fails_at_once_without_retry(aws, receiver, make_task):
@@ -396,9 +508,22 @@ def test_executor_dying_after_claim_is_reclaimed_after_the_lease(aws, receiver, 
     with pytest.raises(SystemExit):
         execute_task(task.task_id)
     monkeypatch.setitem(registry.REGISTRY, "webhook", real)
-    assert get_store().get(task.task_id).status == "running"
+    held = get_store().get(task.task_id)
+    assert held.status == "running"
     assert execute_task(task.task_id).outcome == "skipped"  # the lease still holds
+    # ...and a recheck is armed at its expiry, so the run is not left to the daily sweep.
+    recheck = f"recheck-{task.task_id}-{(held.lease_until + timedelta(seconds=1)):%Y%m%d%H%M%S}"
+    assert recheck in {s["Name"] for s in schedules_in_group()}
+    at_expiry = Clock(now=lambda: held.lease_until + timedelta(seconds=1))
+    assert execute_task(task.task_id, at_expiry).status == "completed"
+    assert len(receiver.requests) == 1
+
+
+def test_dead_executor_is_swept_too(aws, receiver, make_task, monkeypatch):
     from chalicelib import sweeper
+
+    task = make_task(payload=webhook(receiver.url))
+    get_store().claim(task.task_id, "dead-run", utcnow())
 
     summary = sweeper.sweep(Clock(now=lambda: utcnow() + timedelta(minutes=3)))
     assert summary.get("completed") == 1
@@ -451,7 +576,6 @@ def test_twenty_concurrent_duplicates_send_one_request(aws, receiver, make_task)
 
 def test_notifications_on_final_failure_and_on_success_when_asked(aws, receiver, make_task,
                                                                   monkeypatch):
-    import boto3
 
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topic = sns.create_topic(Name="task-scheduler-dev-notifications")["TopicArn"]

@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from chalicelib import openapi
 from tests.test_local_server import DevServer, TOKEN
 

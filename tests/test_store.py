@@ -88,13 +88,31 @@ def test_finish_needs_the_claim(store, make_task):
 
 
 def test_cancel_only_while_waiting(store, make_task):
-    store = store
     task = make_task(due_in=60)
     assert store.cancel(task.task_id, utcnow()).status == "cancelled"
     with pytest.raises(Conflict):
         store.cancel(task.task_id, utcnow())
     with pytest.raises(TaskNotFound):
         store.cancel("missing", utcnow())
+
+
+def test_undo_replay_restores_the_failed_task_only_while_the_replay_waits(store, make_task):
+    task = make_task()
+    claimed = store.claim(task.task_id, "r1", utcnow())
+    run = Run(run_id="r1", attempt=1, started_at=utcnow(), ended_at=utcnow(),
+              outcome="failed", error="HTTP 500")
+    failed = store.finish(claimed, run, Transition("failed"), utcnow())
+    replayed = store.replay(task.task_id, utcnow() + timedelta(minutes=5), utcnow())
+    assert store.undo_replay(replayed, failed) is True
+    back = store.get(task.task_id)
+    assert back.status == "failed" and back.attempts == failed.attempts
+    assert back.next_run_at == failed.next_run_at and back.runs[0].run_id == "r1"
+    assert [t.task_id for t in store.due(utcnow() + timedelta(hours=1), 10)] == []
+    # Once the replay has run (or been replayed again), undoing it changes nothing.
+    replayed = store.replay(task.task_id, utcnow() - timedelta(seconds=1), utcnow())
+    store.claim(task.task_id, "r2", utcnow())
+    assert store.undo_replay(replayed, failed) is False
+    assert store.get(task.task_id).status == "running"
 
 
 def test_running_task_is_due_again_only_after_its_lease(store, make_task):

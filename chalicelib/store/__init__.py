@@ -49,6 +49,12 @@ class TaskStore(abc.ABC):
         Conflict otherwise)."""
 
     @abc.abstractmethod
+    def undo_replay(self, replayed: Task, previous: Task) -> bool:
+        """Put a task back as `previous` (failed) while it still waits for the replay that
+        made it `replayed` (used when the replay's trigger could not be armed). False
+        when it has moved on since."""
+
+    @abc.abstractmethod
     def cancel(self, task_id: str, now: datetime) -> Task:
         """Mark a waiting task cancelled (TaskNotFound / Conflict otherwise)."""
 

@@ -170,6 +170,24 @@ class DynamoDBTaskStore(TaskStore):
                                "only a failed task can be retried")
         return from_item(_deserialize(response["Attributes"]))
 
+    def undo_replay(self, replayed: Task, previous: Task) -> bool:
+        try:
+            self._client.put_item(
+                TableName=self.table_name,
+                Item=_serialize(to_item(previous)),
+                ConditionExpression="#status = :scheduled AND FiringAt = :firing "
+                                    "AND Attempts = :zero",
+                ExpressionAttributeNames={"#status": "Status"},
+                ExpressionAttributeValues=_serialize({
+                    ":scheduled": SCHEDULED, ":firing": iso_ms(replayed.firing_at),
+                    ":zero": 0}),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
     def cancel(self, task_id: str, now: datetime) -> Task:
         try:
             response = self._client.update_item(

@@ -147,6 +147,16 @@ class SQLiteTaskStore(TaskStore):
         return _changed_or_raise(task_id, row, updated, "retried",
                                  "only a failed task can be retried")
 
+    def undo_replay(self, replayed: Task, previous: Task) -> bool:
+        row = to_row(previous)
+        assignments = ", ".join(f"{column} = ?" for column in row)
+        with self._connection() as db:
+            return db.execute(
+                f"UPDATE tasks SET {assignments} WHERE task_id = ? AND status = ? "
+                "AND firing_at = ? AND attempts = 0",
+                [*row.values(), previous.task_id, SCHEDULED,
+                 iso_ms(replayed.firing_at)]).rowcount == 1
+
     def cancel(self, task_id: str, now: datetime) -> Task:
         with self._connection() as db:
             updated = db.execute(

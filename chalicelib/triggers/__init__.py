@@ -1,6 +1,7 @@
 """The trigger port: what makes the executor run a task at its time, and the factory."""
 import abc
 import json
+from datetime import datetime
 
 from chalicelib import config
 from chalicelib.models import Task
@@ -21,6 +22,12 @@ class Trigger(abc.ABC):
     def ensure_armed(self, task: Task) -> bool:
         """Re-arm the task if its trigger has vanished; True when it had to."""
         return False
+
+    def arm_recheck(self, task: Task, at: datetime) -> None:
+        """Invoke the executor for the task once more at `at` (a lease held by a run that
+        may have died expires then). Adapters whose dispatcher reads due times from the
+        store need nothing."""
+        return None
 
     def after_run(self, task: Task) -> None:
         """Called with the task as stored after a run: drop what no longer fires."""

@@ -9,7 +9,8 @@ permission per rule (a function policy is capped at 20 KB).
 """
 import json
 import threading
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from botocore.exceptions import ClientError
 
@@ -61,6 +62,16 @@ def _has_statement(lambda_client, executor_arn: str) -> bool:
     return any(s.get("Sid") == PERMISSION_ID for s in policy.get("Statement", []))
 
 
+def _expression(task: Task) -> str:
+    """The one-shot cron of the task's next firing, in UTC."""
+    at = task.next_run_at
+    if at.replace(second=0, microsecond=0) <= utcnow():
+        # A rule fires at the start of its minute; that minute has begun, so the
+        # earliest it can fire is the next one (the executor never runs it early).
+        at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return f"cron({at.minute} {at.hour} {at.day} {at.month} ? {at.year})"
+
+
 class RulesTrigger(Trigger):
     """One one-shot EventBridge rule per waiting task."""
 
@@ -78,15 +89,10 @@ class RulesTrigger(Trigger):
     def arm(self, task: Task) -> None:
         executor_arn = config.executor_arn()
         self._ensure_permission(executor_arn)
-        at = task.next_run_at
-        if at.replace(second=0, microsecond=0) <= utcnow():
-            # A rule fires at the start of its minute; that minute has begun, so the
-            # earliest it can fire is the next one (the executor never runs it early).
-            at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
         events = aws.client("events")
         events.put_rule(
             Name=rule_name(task.task_id),
-            ScheduleExpression=f"cron({at.minute} {at.hour} {at.day} {at.month} ? {at.year})",
+            ScheduleExpression=_expression(task),
             State="ENABLED",
             Description=f"task-scheduler task {task.task_id}",
         )
@@ -95,11 +101,19 @@ class RulesTrigger(Trigger):
             Targets=[{"Id": TARGET_ID, "Arn": executor_arn, "Input": executor_input(task)}],
         )
 
+    def arm_recheck(self, task: Task, at: datetime) -> None:
+        # One rule per task: moving it to the lease's expiry is the recheck.
+        self.arm(replace(task, next_run_at=at))
+
     def ensure_armed(self, task: Task) -> bool:
+        # The rule must exist, have its target, and fire at the task's next time (a
+        # recheck may have moved it).
         events = aws.client("events")
+        name = rule_name(task.task_id)
         try:
-            targets = events.list_targets_by_rule(Rule=rule_name(task.task_id))["Targets"]
-            if targets:
+            rule = events.describe_rule(Name=name)
+            targets = events.list_targets_by_rule(Rule=name)["Targets"]
+            if targets and rule.get("ScheduleExpression") == _expression(task):
                 return False
         except ClientError as error:
             if error.response["Error"]["Code"] != "ResourceNotFoundException":

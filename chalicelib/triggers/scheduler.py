@@ -3,16 +3,22 @@
 A task's own schedule is `task-<id>`: at() for a one-time task (ActionAfterCompletion
 DELETE, so a fired schedule removes itself), or its cron()/rate() for a recurring one.
 A retry, or a replay of a task that already ran, is its own one-time schedule
-`retry-<id>-<time>`, so it never collides with a schedule that is still being deleted.
+`retry-<id>-<time>`, so it never collides with a schedule that is still being deleted;
+so is a recheck at the expiry of a lease that a crashed run may have left,
+`recheck-<id>-<time>`. Every one-time schedule deletes itself after firing.
 """
-import time
+from datetime import datetime, timedelta
 
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
-from chalicelib.models import RETRYING, Task
+from chalicelib.models import RETRYING, Task, utcnow
 from chalicelib.schedules import OneTime, from_task
 from chalicelib.triggers import Trigger, executor_input
+
+
+# How far ahead of now a one-time schedule is set at the least.
+MIN_LEAD = timedelta(seconds=5)
 
 
 def schedule_name(task_id: str) -> str:
@@ -23,6 +29,11 @@ def schedule_name(task_id: str) -> str:
 def retry_schedule_name(task: Task) -> str:
     """Name of the one-time schedule of a retry or replay at task.next_run_at."""
     return f"retry-{task.task_id}-{task.next_run_at.strftime('%Y%m%d%H%M%S')}"
+
+
+def recheck_schedule_name(task: Task, at: datetime) -> str:
+    """Name of the one-time schedule that looks at a task again at `at`."""
+    return f"recheck-{task.task_id}-{at.strftime('%Y%m%d%H%M%S')}"
 
 
 def _is_own_schedule(task: Task) -> bool:
@@ -38,11 +49,23 @@ def _not_found(error: ClientError) -> bool:
 class SchedulerTrigger(Trigger):
     """Arms tasks as EventBridge Scheduler schedules."""
 
-    def arm(self, task: Task, attempt_id: str = "") -> None:
+    def arm(self, task: Task) -> None:
         if _is_own_schedule(task):
-            name, schedule = schedule_name(task.task_id), from_task(task)
+            self._create(task, schedule_name(task.task_id), from_task(task))
         else:
-            name, schedule = retry_schedule_name(task), OneTime(at=task.next_run_at)
+            self._create(task, retry_schedule_name(task), OneTime(at=task.next_run_at))
+
+    def arm_recheck(self, task: Task, at: datetime) -> None:
+        self._create(task, recheck_schedule_name(task, at), OneTime(at=at))
+
+    @staticmethod
+    def _create(task: Task, name: str, schedule) -> None:
+        if not schedule.recurring:
+            # A time that has passed (an immediate replay, an overdue re-arm) is set a
+            # few seconds ahead, so it is still in the future when the scheduler gets it.
+            earliest = (utcnow() + MIN_LEAD).replace(microsecond=0) + timedelta(seconds=1)
+            if schedule.at < earliest:
+                schedule = OneTime(at=earliest)
         expression, timezone = schedule.aws_expression()
         request = {
             "Name": name,
@@ -58,10 +81,9 @@ class SchedulerTrigger(Trigger):
                 "RetryPolicy": {"MaximumRetryAttempts": 185,
                                 "MaximumEventAgeInSeconds": 86400},
             },
-            # A retried create (SDK retry, or a repeated request) makes one schedule; a
-            # deliberate re-creation (attempt_id) must not be taken for a repeat.
-            "ClientToken": f"{name}-{attempt_id}{expression}"[:64],
         }
+        # No ClientToken of our own: the SDK's generated one already makes its retries
+        # idempotent, and a repeated create of the same name is a ConflictException.
         if not schedule.recurring:
             request["ActionAfterCompletion"] = "DELETE"
         try:
@@ -80,7 +102,7 @@ class SchedulerTrigger(Trigger):
         except ClientError as error:
             if not _not_found(error):
                 raise
-        self.arm(task, attempt_id=f"re{int(time.time())}-")
+        self.arm(task)
         return True
 
     def disarm(self, task: Task) -> None:
