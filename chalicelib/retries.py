@@ -14,7 +14,7 @@ _random = random.Random()
 
 
 def is_retryable_status(status: int) -> bool:
-    """408, 429 and 5xx are retried; other statuses (4xx, 3xx) are final."""
+    """408, 425, 429 and 5xx except 501 are retried; other statuses (4xx, 3xx) are final."""
     return status in RETRYABLE_STATUSES
 
 
