@@ -5,7 +5,7 @@ import logging
 
 from chalice import AuthResponse, Chalice, IAMAuthorizer, Response
 
-from chalicelib import auth, config, local_server, openapi, service, sweeper
+from chalicelib import auth, config, local_server, observability, openapi, service, sweeper
 from chalicelib.errors import SchedulerError, normalize_framework_error
 from chalicelib.executor import execute_task as run_task
 from chalicelib.validation import parse_json_body
@@ -13,6 +13,7 @@ from chalicelib.validation import parse_json_body
 app = Chalice(app_name="task-scheduler")
 app.log.setLevel(logging.INFO)
 logging.getLogger("task_scheduler").setLevel(logging.INFO)
+observability.configure_for_lambda()
 
 
 @app.authorizer()
@@ -94,6 +95,7 @@ def openapi_document():
 @app.lambda_function(name="execute_task")
 def execute_task(event, context):
     """Invoked by the task's trigger with {"task_id": ...}."""
+    observability.request_id.set(getattr(context, "aws_request_id", None))
     if isinstance(event, str):
         event = json.loads(event)
     return run_task(event["task_id"]).to_dict()
@@ -103,6 +105,7 @@ def execute_task(event, context):
 def daily_sweeper(event):
     """Run what the triggers missed, highest priority first; re-arm what is missing."""
     context = event.context
+    observability.request_id.set(getattr(context, "aws_request_id", None))
     return sweeper.run_daily(getattr(context, "get_remaining_time_in_millis", None),
                              getattr(context, "invoked_function_arn", None))
 

@@ -16,7 +16,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import LocationParseError
 from urllib3.util import Url, parse_url
 
-from chalicelib import config, retries, signing, ssrf
+from chalicelib import config, observability, retries, signing, ssrf
 from chalicelib.errors import ValidationError
 
 logger = logging.getLogger("task_scheduler.actions")
@@ -366,11 +366,9 @@ def validate_log(payload: Any) -> Dict[str, Any]:
 
 def run_log(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
     """Write one structured log line; always succeeds."""
-    logger.info(json.dumps({
-        "event": "task_log", "task_id": context.task_id, "run_id": context.run_id,
-        "attempt": context.attempt, "message": payload["message"],
-        "data": payload.get("data"),
-    }, default=str))
+    observability.event("task_log", task_id=context.task_id, run_id=context.run_id,
+                        attempt=context.attempt, message=payload["message"],
+                        data=payload.get("data"))
     return ActionResult(True)
 
 

@@ -35,6 +35,9 @@ WEBHOOK_SIGNING_SECRET = "WEBHOOK_SIGNING_SECRET"
 WEBHOOK_SIGNING_SECRET_PARAM = "WEBHOOK_SIGNING_SECRET_PARAM"
 ALLOWED_TARGETS = "ALLOWED_TARGETS"
 AUTH_MODE = "AUTH_MODE"
+METRICS = "METRICS"
+PRECISION = "PRECISION"
+LAMBDA_FUNCTION_NAME = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime
 
 LOCAL_STAGE = "local"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -71,6 +74,23 @@ def resource_prefix() -> str:
 def tasks_table() -> str:
     """DynamoDB table holding the tasks."""
     return _get(TASKS_TABLE, DEFAULT_TABLE)
+
+
+def metrics_enabled() -> bool:
+    """Whether to write EMF metric lines: METRICS=emf|off, by default only in Lambda."""
+    value = (_get(METRICS) or ("emf" if in_lambda() else "off")).lower()
+    if value not in ("emf", "off"):
+        raise ValueError(f"METRICS={value!r} is not supported (emf, off)")
+    return value == "emf"
+
+
+def precision() -> str:
+    """`minute` (EventBridge Scheduler's own, the default) or `second` (armed a minute
+    early, the executor waits for the second)."""
+    value = (_get(PRECISION) or "minute").lower()
+    if value not in ("minute", "second"):
+        raise ValueError(f"PRECISION={value!r} is not supported (minute, second)")
+    return value
 
 
 def is_local() -> bool:
@@ -223,7 +243,7 @@ def endpoint_url() -> Optional[str]:
 
 def in_lambda() -> bool:
     """Whether this process is an AWS Lambda function."""
-    return _get("AWS_LAMBDA_FUNCTION_NAME") is not None
+    return _get(LAMBDA_FUNCTION_NAME) is not None
 
 
 def region() -> str:

@@ -4,7 +4,6 @@ then retry, dead-letter or notify as the outcome asks.
 This is the code path of the execute_task Lambda, the daily sweeper and the local trigger
 alike.
 """
-import json
 import logging
 import time
 import uuid
@@ -14,7 +13,9 @@ from typing import Callable, Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import actions, deadletters, registry, retries, schedules
+from chalicelib import (
+    actions, config, deadletters, observability, registry, retries, schedules,
+)
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
     COMPLETED, FAILED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, RUNNING, SCHEDULED, WAITING, Run,
@@ -33,6 +34,8 @@ MAX_EARLY_WAITS = 3
 
 # A recheck fires this long after the lease it waits for has expired.
 RECHECK_MARGIN = timedelta(seconds=1)
+
+METRIC_UNITS = {"Lateness": observability.MILLISECONDS, "Duration": observability.MILLISECONDS}
 
 # Outcomes of one invocation.
 RAN = "ran"
@@ -76,6 +79,9 @@ def execute_task(task_id: str, clock: Optional[Clock] = None, run_prefix: str = 
     if isinstance(task, Execution):
         return task
     started = clock.now()
+    lateness_ms = int((started - task.next_run_at).total_seconds() * 1000)
+    observability.event("run_started", task_id=task_id, run_id=run_id, attempt=task.attempts,
+                        action=task.action, lateness_ms=lateness_ms)
     result = _perform(task, run_id)
     ended = clock.now()
     run = Run(
@@ -93,14 +99,17 @@ def execute_task(task_id: str, clock: Optional[Clock] = None, run_prefix: str = 
                        task_id, run_id)
         return Execution(task_id, SKIPPED, run=run)
     get_trigger().after_run(finished)
+    observability.event(
+        "run_finished", task_id=task_id, run_id=run_id, attempt=run.attempt,
+        action=task.action, outcome=run.outcome, http_status=run.http_status,
+        error=run.error, lateness_ms=lateness_ms, duration_ms=run.duration_ms,
+        status=finished.status,
+        next_run_at=iso(finished.next_run_at) if finished.waiting else None)
+    if finished.status == RETRYING:
+        observability.event("retry_armed", task_id=task_id, run_id=run_id,
+                            attempt=run.attempt, retry_at=iso(finished.next_run_at))
     _report(finished, run, final_failure)
-    logger.info(json.dumps({
-        "event": "run_finished", "task_id": task_id, "run_id": run_id,
-        "attempt": run.attempt, "outcome": run.outcome, "http_status": run.http_status,
-        "duration_ms": run.duration_ms, "status": finished.status,
-        "next_run_at": iso(finished.next_run_at) if finished.waiting else None,
-        "lateness_ms": int((started - task.next_run_at).total_seconds() * 1000),
-    }))
+    _metrics(task, run, finished, final_failure, lateness_ms)
     return Execution(task_id, RAN, status=finished.status, run=run)
 
 
@@ -148,13 +157,28 @@ def _report(task: Task, run: Run, final_failure: bool) -> None:
     try:
         if final_failure:
             where = deadletters.dead_letter(task, run)
-            logger.info(json.dumps({"event": "dead_lettered", "task_id": task.task_id,
-                                    "run_id": run.run_id, "to": where}))
+            observability.event("dead_lettered", task_id=task.task_id, run_id=run.run_id,
+                                attempt=run.attempt, http_status=run.http_status, to=where)
             deadletters.notify(task, run, succeeded=False)
         elif run.outcome == RUN_SUCCEEDED and task.notify == "always":
             deadletters.notify(task, run, succeeded=True)
     except (ClientError, BotoCoreError, OSError):
         logger.exception("task %s: dead letter could not be sent", task.task_id)
+
+
+def _metrics(task: Task, run: Run, finished: Task, final_failure: bool,
+             lateness_ms: int) -> None:
+    succeeded = run.outcome == RUN_SUCCEEDED
+    observability.emit_metrics(
+        {"RunsSucceeded": int(succeeded), "RunsFailed": int(not succeeded),
+         "RunsRetried": int(finished.status == RETRYING),
+         "RunsDeadLettered": int(final_failure),
+         "Lateness": lateness_ms, "Duration": run.duration_ms},
+        units=METRIC_UNITS,
+        dimensions={"Stage": config.stage(), "Action": task.action},
+        dimension_sets=[["Stage"], ["Stage", "Action"]],
+        properties={"task_id": task.task_id, "run_id": run.run_id, "attempt": run.attempt,
+                    "outcome": run.outcome, "http_status": run.http_status})
 
 
 def _claim(store, task_id: str, run_id: str, clock: Clock):

@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Any, Dict, Optional, Tuple
 
-from chalicelib import registry, schedules
+from chalicelib import observability, registry, schedules
 from chalicelib.errors import Conflict, TaskExists, TaskNotFound, ValidationError
 from chalicelib.models import SCHEDULED, Task, iso, utcnow
 from chalicelib.store import get_store
@@ -67,9 +67,9 @@ def schedule_task(body: Any, idempotency_key: Optional[str] = None) -> Tuple[dic
         logger.exception("arming task %s failed; removing it", task.task_id)
         _undo(task)
         raise
-    logger.info(json.dumps({"event": "task_scheduled", "task_id": task.task_id,
-                            "run_at": task.run_at, "next_run_at": iso(task.next_run_at),
-                            "priority": task.priority}))
+    observability.event("task_scheduled", task_id=task.task_id, action=task.action,
+                        run_at=task.run_at, next_run_at=iso(task.next_run_at),
+                        priority=task.priority)
     return created_body(task), True
 
 
@@ -160,7 +160,7 @@ def cancel_task(task_id: str) -> Dict[str, Any]:
     """DELETE /tasks/{task_id}: cancel a waiting task and remove its trigger."""
     task = get_store().cancel(_known_id(task_id), utcnow())
     get_trigger().disarm(task)
-    logger.info(json.dumps({"event": "task_cancelled", "task_id": task_id}))
+    observability.event("task_cancelled", task_id=task_id)
     return describe(task)
 
 
@@ -179,6 +179,5 @@ def retry_task(task_id: str, raw_body: Optional[bytes]) -> Dict[str, Any]:
         logger.exception("arming the replay of task %s failed; undoing it", task_id)
         _undo_replay(task, previous)
         raise
-    logger.info(json.dumps({"event": "task_replayed", "task_id": task_id,
-                            "next_run_at": iso(task.next_run_at)}))
+    observability.event("task_replayed", task_id=task_id, next_run_at=iso(task.next_run_at))
     return describe(task)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import aws, config, schedules
+from chalicelib import aws, config, observability, schedules
 from chalicelib.executor import RAN, Clock, execute_task
 from chalicelib.models import iso, utcnow
 from chalicelib.store import get_store
@@ -19,6 +19,13 @@ from chalicelib.triggers import get_trigger
 logger = logging.getLogger("task_scheduler.sweeper")
 
 SWEEP_EXPRESSION = "cron(0 9 * * ? *)"
+# Summary count -> metric name (EMF, namespace TaskScheduler, dimension Stage).
+SWEEP_METRICS = {
+    "completed": "SweptCompleted", "failed": "SweptFailed", "retrying": "SweptRetried",
+    "scheduled": "SweptRecurring", "skipped": "SweptSkipped", "early": "SweptEarly",
+    "error": "SweepErrors", "checked": "SweepChecked", "rearmed": "SweepRearmed",
+    "deferred": "SweepDeferred",
+}
 # Time one more run may need: the longest webhook timeout (60 s) plus writes and margin.
 RESERVE_MS = 75_000
 
@@ -68,9 +75,12 @@ def sweep(clock: Optional[Clock] = None,
             counts["checked"] += 1
             if trigger.ensure_armed(task):
                 counts["rearmed"] += 1
-    summary = {"event": "sweep_finished", **dict(sorted(counts.items()))}
-    logger.info(json.dumps(summary))
-    return summary
+    summary = dict(sorted(counts.items()))
+    observability.event("swept", **summary)
+    observability.emit_metrics(
+        {SWEEP_METRICS[name]: summary.get(name, 0) for name in SWEEP_METRICS},
+        units={}, dimensions={"Stage": config.stage()}, dimension_sets=[["Stage"]])
+    return {"event": "swept", **summary}
 
 
 def continuation_event(function_arn: str) -> dict:
@@ -93,5 +103,5 @@ def run_daily(time_left_ms: Optional[Callable[[], int]] = None,
         aws.client("lambda").invoke(FunctionName=function_arn, InvocationType="Event",
                                     Payload=json.dumps(continuation_event(function_arn)).encode())
         summary["continued"] = True
-        logger.info(json.dumps({"event": "sweep_continued", "function": function_arn}))
+        observability.event("sweep_continued", function=function_arn)
     return summary

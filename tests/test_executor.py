@@ -135,10 +135,12 @@ def test_refused_connection_fails_with_the_reason(aws, refused_url, make_task):
 
 def test_log_action_succeeds_and_logs(aws, make_task, caplog):
     task = make_task(action="log", payload={"message": "tick", "data": {"k": 1}})
-    with caplog.at_level("INFO", logger="task_scheduler.actions"):
+    with caplog.at_level("INFO", logger="task_scheduler"):
         assert execute_task(task.task_id).status == "completed"
-    line = json.loads([r.message for r in caplog.records if "task_log" in r.message][0])
+    [line] = [r.msg for r in caplog.records
+              if isinstance(r.msg, dict) and r.msg["event"] == "task_log"]
     assert line["message"] == "tick" and line["task_id"] == task.task_id
+    assert line["data"] == {"k": 1}
 
 
 def test_five_concurrent_invocations_run_it_once(aws, receiver, make_task):

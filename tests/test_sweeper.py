@@ -134,7 +134,7 @@ def test_continuation_event_is_accepted_by_the_sweeper_handler(client, make_task
     make_task(due_in=-60, action="log", payload={"message": "x"})
     arn = "arn:aws:lambda:us-east-1:123456789012:function:task-scheduler-dev-daily_sweeper"
     summary = client.lambda_.invoke("daily_sweeper", sweeper.continuation_event(arn)).payload
-    assert summary["event"] == "sweep_finished"
+    assert summary["event"] == "swept"
 
 
 def test_one_task_failing_to_run_does_not_stop_the_sweep(aws, make_task, monkeypatch):

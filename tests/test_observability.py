@@ -1,0 +1,132 @@
+"""JSON log lines of a full run, and the EMF metric blobs of the executor and sweeper."""
+import io
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+
+from chalicelib import observability, sweeper
+from chalicelib.executor import Clock, execute_task
+from chalicelib.models import utcnow
+from chalicelib.store import get_store
+from tests.test_api import spec_example
+
+RUN_FIELDS = {"task_id", "run_id", "attempt", "lateness_ms", "duration_ms", "outcome",
+              "http_status"}
+SECRET = "Bearer sk-observed-123"
+
+
+@pytest.fixture
+def json_lines():
+    """The scheduler's log lines as Lambda would write them (JsonFormatter on stdout)."""
+    stream = io.StringIO()
+    logger = logging.getLogger("task_scheduler")
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    observability.configure_logging(stream)
+    observability.request_id.set("req-1")
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    observability.request_id.set(None)
+    logger.handlers, logger.propagate, logger.level = saved
+
+
+@pytest.fixture
+def emf(monkeypatch, capsys):
+    """The EMF blobs printed to stdout (metrics on, as in Lambda)."""
+    monkeypatch.setenv("METRICS", "emf")
+
+    def blobs():
+        lines = capsys.readouterr().out.splitlines()
+        return [json.loads(line) for line in lines if line.startswith('{"_aws"')]
+    return blobs
+
+
+def _events(lines, name):
+    return [line for line in lines if line.get("event") == name]
+
+
+def test_every_line_of_a_full_run_is_json_with_the_run_fields(aws, receiver, make_task,
+                                                              json_lines, monkeypatch):
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
+    receiver.script = [503, 500]
+    task = make_task(payload={"url": receiver.url, "headers": {"Authorization": SECRET}},
+                     max_attempts=2)
+    execute_task(task.task_id)                                        # 503: retry armed
+    retry_at = get_store().get(task.task_id).next_run_at
+    execute_task(task.task_id, Clock(now=lambda: retry_at))           # 500: dead-lettered
+    sweeper.sweep()
+    lines = json_lines()
+    assert all({"timestamp", "level", "logger", "request_id"} <= set(line) for line in lines)
+    started, finished = _events(lines, "run_started"), _events(lines, "run_finished")
+    assert len(started) == 2 and len(finished) == 2
+    for line in finished:
+        assert RUN_FIELDS <= set(line), line
+        assert line["outcome"] == "failed" and line["lateness_ms"] >= 0
+    assert [line["http_status"] for line in finished] == [503, 500]
+    assert [line["status"] for line in finished] == ["retrying", "failed"]
+    [retry] = _events(lines, "retry_armed")
+    assert retry["task_id"] == task.task_id and retry["attempt"] == 1
+    [dead] = _events(lines, "dead_lettered")
+    assert dead["run_id"] == finished[1]["run_id"] and dead["attempt"] == 2
+    [swept] = _events(lines, "swept")
+    assert swept["request_id"] == "req-1"
+    assert SECRET not in json.dumps(lines)
+
+
+def test_scheduling_logs_a_line_without_the_payload(api, json_lines):
+    body = spec_example()
+    body["payload"]["headers"] = {"X-Api-Key": SECRET}
+    task_id = api.post("/schedule-task", body).json["task_id"]
+    [line] = _events(json_lines(), "task_scheduled")
+    assert line["task_id"] == task_id and line["action"] == "webhook"
+    assert "payload" not in line and SECRET not in json.dumps(line)
+
+
+def test_executor_metrics_carry_names_units_and_dimensions(aws, receiver, make_task, emf):
+    task = make_task(payload={"url": receiver.url})
+    execute_task(task.task_id)
+    [blob] = emf()
+    [directive] = blob["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "TaskScheduler"
+    assert directive["Dimensions"] == [["Stage"], ["Stage", "Action"]]
+    units = {metric["Name"]: metric["Unit"] for metric in directive["Metrics"]}
+    assert units == {"RunsSucceeded": "Count", "RunsFailed": "Count", "RunsRetried": "Count",
+                     "RunsDeadLettered": "Count", "Lateness": "Milliseconds",
+                     "Duration": "Milliseconds"}
+    assert blob["Stage"] == "dev" and blob["Action"] == "webhook"
+    assert (blob["RunsSucceeded"], blob["RunsFailed"], blob["RunsDeadLettered"]) == (1, 0, 0)
+    assert blob["Lateness"] >= 0 and blob["Duration"] >= 0
+    assert blob["task_id"] == task.task_id
+    assert isinstance(blob["_aws"]["Timestamp"], int)
+
+
+def test_failed_run_counts_as_failed_and_dead_lettered(aws, receiver, make_task, emf):
+    receiver.status = 404
+    execute_task(make_task(payload={"url": receiver.url}).task_id)
+    [blob] = emf()
+    assert (blob["RunsSucceeded"], blob["RunsFailed"], blob["RunsRetried"],
+            blob["RunsDeadLettered"]) == (0, 1, 0, 1)
+    assert blob["http_status"] == 404
+
+
+def test_sweeper_metrics(aws, receiver, make_task, emf):
+    for _ in range(2):
+        make_task(payload={"url": receiver.url}, due_in=-3600)
+    make_task(payload={"url": receiver.url}, due_in=3600)  # due before the next sweep
+    sweeper.sweep(Clock(now=lambda: utcnow() + timedelta(seconds=1)))
+    blob = emf()[-1]
+    [directive] = blob["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["Stage"]]
+    assert {m["Name"] for m in directive["Metrics"]} == set(sweeper.SWEEP_METRICS.values())
+    assert blob["SweptCompleted"] == 2 and blob["SweepChecked"] == 1
+
+
+def test_metrics_are_off_outside_lambda_by_default(aws, receiver, make_task, capsys,
+                                                   monkeypatch):
+    monkeypatch.delenv("METRICS", raising=False)
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    execute_task(make_task(payload={"url": receiver.url}).task_id)
+    assert '"_aws"' not in capsys.readouterr().out
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "task-scheduler-dev-execute_task")
+    execute_task(make_task(payload={"url": receiver.url}).task_id)
+    assert '"_aws"' in capsys.readouterr().out
