@@ -248,6 +248,9 @@ def deploy_policy(stage: str) -> dict:
          "Resource": f"arn:aws:sns:*:*:{prefix}-notifications"},
         {"Sid": "SweeperContinues", "Effect": "Allow", "Action": "lambda:InvokeFunction",
          "Resource": f"arn:aws:lambda:*:*:function:{prefix}-daily_sweeper"},
+        # PRECISION=second invokes the executor at once for a task due within two minutes.
+        {"Sid": "InvokeExecutorNow", "Effect": "Allow", "Action": "lambda:InvokeFunction",
+         "Resource": f"arn:aws:lambda:*:*:function:{prefix}-{config.EXECUTOR_FUNCTION}"},
         {"Sid": "Identity", "Effect": "Allow", "Action": "sts:GetCallerIdentity",
          "Resource": "*"},
     ]

@@ -27,8 +27,10 @@ from chalicelib.triggers import get_trigger
 logger = logging.getLogger("task_scheduler.executor")
 
 # An invocation this close to the task's time waits for it; further off, it leaves the
-# task armed for its own trigger.
-EARLY_WAIT_LIMIT_SECONDS = 60
+# task armed for its own trigger. EventBridge fires within the minute it is given (up to
+# 60 s early for a time with seconds); PRECISION=second arms a minute earlier still or
+# invokes at once for a task due within two minutes.
+EARLY_WAIT_LIMIT_SECONDS = {"minute": 60, "second": 125}
 # Waits before giving up on a task that keeps being slightly early (clock slew).
 MAX_EARLY_WAITS = 3
 
@@ -206,7 +208,7 @@ def _claim(store, task_id: str, run_id: str, clock: Clock):
             get_trigger().disarm(current)
             return Execution(task_id, SKIPPED, status=current.status)
         early = (current.next_run_at - now).total_seconds()
-        if early > EARLY_WAIT_LIMIT_SECONDS or waits >= MAX_EARLY_WAITS:
+        if early > EARLY_WAIT_LIMIT_SECONDS[config.precision()] or waits >= MAX_EARLY_WAITS:
             # Never run it now; make sure its own trigger is still there.
             get_trigger().ensure_armed(current)
             return Execution(task_id, EARLY, status=current.status)

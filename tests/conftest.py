@@ -142,11 +142,11 @@ def aws(monkeypatch):
 
 
 @pytest.fixture
-def rules_mode(aws, monkeypatch):
-    """TRIGGER_BACKEND=rules with an executor function to grant EventBridge on."""
-    from chalicelib import config
+def executor_function(aws):
+    """The execute_task function in moto (to grant on and invoke; moto does not run it).
+    Returns the payloads of its invocations, in order."""
+    from chalicelib import aws as clients, config
 
-    monkeypatch.setenv("TRIGGER_BACKEND", "rules")
     iam = boto3.client("iam")
     role = iam.create_role(RoleName="executor-role", AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
@@ -155,6 +155,17 @@ def rules_mode(aws, monkeypatch):
     boto3.client("lambda").create_function(
         FunctionName=config.executor_function_name(), Runtime="python3.11", Role=role,
         Handler="app.execute_task", Code={"ZipFile": b"not run by moto"})
+    invocations = []
+    clients.client("lambda").meta.events.register(
+        "before-call.lambda.Invoke",
+        lambda params, **_: invocations.append(json.loads(params["body"])) and None)
+    return invocations
+
+
+@pytest.fixture
+def rules_mode(executor_function, monkeypatch):
+    """TRIGGER_BACKEND=rules with an executor function to grant EventBridge on."""
+    monkeypatch.setenv("TRIGGER_BACKEND", "rules")
     yield
 
 

@@ -1,10 +1,14 @@
 """The trigger port: what makes the executor run a task at its time, and the factory."""
 import abc
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from chalicelib import config
+from chalicelib import aws, config
 from chalicelib.models import Task
+
+# PRECISION=second: a task due sooner than this is not scheduled; the executor is invoked
+# at once and waits for its second (EventBridge could not fire it a minute early).
+DIRECT_WINDOW = timedelta(minutes=2)
 
 
 class Trigger(abc.ABC):
@@ -38,6 +42,19 @@ class Trigger(abc.ABC):
 def executor_input(task: Task) -> str:
     """The event the executor receives: {"task_id": ...}."""
     return json.dumps({"task_id": task.task_id})
+
+
+def minute_before(at: datetime) -> datetime:
+    """The start of the minute before `at`'s minute: a trigger that fires anywhere in
+    that minute fires before `at` (PRECISION=second)."""
+    return at.replace(second=0, microsecond=0) - timedelta(minutes=1)
+
+
+def invoke_now(task: Task) -> None:
+    """Invoke the executor for the task asynchronously, now (it waits for the task's
+    time, as for any early delivery)."""
+    aws.client("lambda").invoke(FunctionName=config.executor_arn(), InvocationType="Event",
+                                Payload=executor_input(task).encode())
 
 
 _triggers: dict = {}

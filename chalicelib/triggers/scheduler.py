@@ -6,6 +6,13 @@ A retry, or a replay of a task that already ran, is its own one-time schedule
 `retry-<id>-<time>`, so it never collides with a schedule that is still being deleted;
 so is a recheck at the expiry of a lease that a crashed run may have left,
 `recheck-<id>-<time>`. Every one-time schedule deletes itself after firing.
+
+PRECISION=second: EventBridge Scheduler fires anywhere in the minute of the time it is
+given, so every one-time schedule is set to the minute before its task's minute and the
+executor waits in the Lambda for the task's second. A recurring task is then armed one
+firing at a time (`fire-<id>-<time>`, one-time schedules), since a cron expression cannot
+be moved a minute earlier in general. A time less than two minutes away is not scheduled
+at all: the executor is invoked at once and waits.
 """
 from datetime import datetime, timedelta
 
@@ -14,7 +21,9 @@ from botocore.exceptions import ClientError
 from chalicelib import aws, config
 from chalicelib.models import RETRYING, Task, utcnow
 from chalicelib.schedules import OneTime, from_task
-from chalicelib.triggers import Trigger, executor_input
+from chalicelib.triggers import (
+    DIRECT_WINDOW, Trigger, executor_input, invoke_now, minute_before,
+)
 
 
 # How far ahead of now a one-time schedule is set at the least.
@@ -31,15 +40,23 @@ def retry_schedule_name(task: Task) -> str:
     return f"retry-{task.task_id}-{task.next_run_at.strftime('%Y%m%d%H%M%S')}"
 
 
+def firing_schedule_name(task: Task) -> str:
+    """Name of the one-time schedule of a recurring task's next firing (second mode)."""
+    return f"fire-{task.task_id}-{task.next_run_at.strftime('%Y%m%d%H%M%S')}"
+
+
 def recheck_schedule_name(task: Task, at: datetime) -> str:
     """Name of the one-time schedule that looks at a task again at `at`."""
     return f"recheck-{task.task_id}-{at.strftime('%Y%m%d%H%M%S')}"
 
 
-def _is_own_schedule(task: Task) -> bool:
-    if task.status == RETRYING:
-        return False
-    return task.recurring or not task.runs
+def _plan(task: Task):
+    """(name, schedule) of the trigger that fires the task's next run."""
+    if task.status == RETRYING or (not task.recurring and task.runs):
+        return retry_schedule_name(task), OneTime(at=task.next_run_at)
+    if task.recurring and config.precision() == "second":
+        return firing_schedule_name(task), OneTime(at=task.next_run_at)
+    return schedule_name(task.task_id), from_task(task)
 
 
 def _not_found(error: ClientError) -> bool:
@@ -50,16 +67,18 @@ class SchedulerTrigger(Trigger):
     """Arms tasks as EventBridge Scheduler schedules."""
 
     def arm(self, task: Task) -> None:
-        if _is_own_schedule(task):
-            self._create(task, schedule_name(task.task_id), from_task(task))
-        else:
-            self._create(task, retry_schedule_name(task), OneTime(at=task.next_run_at))
+        self._create(task, *_plan(task))
 
     def arm_recheck(self, task: Task, at: datetime) -> None:
         self._create(task, recheck_schedule_name(task, at), OneTime(at=at))
 
     @staticmethod
     def _create(task: Task, name: str, schedule) -> None:
+        if not schedule.recurring and config.precision() == "second":
+            if schedule.at - utcnow() < DIRECT_WINDOW:
+                invoke_now(task)
+                return
+            schedule = OneTime(at=minute_before(schedule.at))
         if not schedule.recurring:
             # A time that has passed (an immediate replay, an overdue re-arm) is set a
             # few seconds ahead, so it is still in the future when the scheduler gets it.
@@ -94,8 +113,7 @@ class SchedulerTrigger(Trigger):
             # Already armed (same name in the group): nothing to do.
 
     def ensure_armed(self, task: Task) -> bool:
-        name = schedule_name(task.task_id) if _is_own_schedule(task) else \
-            retry_schedule_name(task)
+        name, _ = _plan(task)
         try:
             aws.client("scheduler").get_schedule(Name=name, GroupName=config.scheduler_group())
             return False
@@ -106,10 +124,12 @@ class SchedulerTrigger(Trigger):
         return True
 
     def disarm(self, task: Task) -> None:
-        names = [schedule_name(task.task_id)]
-        if task.next_run_at is not None and task.runs:
-            names.append(retry_schedule_name(task))
-        for name in names:
+        names = {schedule_name(task.task_id)}
+        if task.next_run_at is not None:
+            names.add(_plan(task)[0])
+            if task.runs:  # a retry of a recurring task may be armed
+                names.add(retry_schedule_name(task))
+        for name in sorted(names):
             try:
                 aws.client("scheduler").delete_schedule(
                     Name=name, GroupName=config.scheduler_group())
@@ -120,6 +140,8 @@ class SchedulerTrigger(Trigger):
     def after_run(self, task: Task) -> None:
         if task.status == RETRYING:
             self.arm(task)  # the retry's own one-time schedule
+        elif task.recurring and task.waiting and config.precision() == "second":
+            self.arm(task)  # the next firing's own one-time schedule
         elif task.recurring and not task.waiting:
             # A fired one-time schedule deletes itself; a recurring task that has no
             # further firing still holds one.
