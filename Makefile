@@ -39,8 +39,14 @@ bootstrap: $(VENV)/.dev-installed
 policy: $(VENV)/.dev-installed
 	$(BIN)/python -m chalicelib.bootstrap --stage $(STAGE) --write-policy
 
+# The CloudFormation (SAM) template with this stack's own table, queue, topic, role and
+# alarms merged in (infra/resources.json), checked by cfn-lint.
 package: $(VENV)/.dev-installed
-	$(BIN)/chalice package --stage $(STAGE) build/$(STAGE)
+	$(BIN)/chalice package --stage $(STAGE) --merge-template infra/resources.json build/$(STAGE)
+	$(BIN)/cfn-lint build/$(STAGE)/sam.json
+	@echo "wrote build/$(STAGE)/sam.json; deploy it with:"
+	@echo "  sam deploy --template-file build/$(STAGE)/sam.json --stack-name task-scheduler-$(STAGE) \\"
+	@echo "    --capabilities CAPABILITY_IAM --resolve-s3 --parameter-overrides Stage=$(STAGE)"
 
 deploy: bootstrap
 	$(BIN)/chalice deploy --stage $(STAGE)

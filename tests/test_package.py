@@ -11,8 +11,9 @@ import pytest
 from tests.conftest import PROJECT_DIR
 
 
-def package(project, config_change=None):
-    """Copy the project, optionally change the dev stage's settings, run chalice package."""
+def package(project, config_change=None, merge=False):
+    """Copy the project, optionally change the dev stage's settings, run chalice package
+    (with `--merge-template infra/resources.json` when `merge`)."""
     shutil.copy(PROJECT_DIR / "app.py", project)
     shutil.copy(PROJECT_DIR / "requirements.txt", project)
     shutil.copytree(PROJECT_DIR / "chalicelib", project / "chalicelib",
@@ -28,8 +29,12 @@ def package(project, config_change=None):
     chalice = Path(sys.executable).parent / "chalice"
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     env.pop("AWS_ENDPOINT_URL", None)
-    result = subprocess.run([str(chalice), "package", "--stage", "dev", str(project / "out")],
-                            cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    command = [str(chalice), "package", "--stage", "dev"]
+    if merge:
+        shutil.copytree(PROJECT_DIR / "infra", project / "infra")
+        command += ["--merge-template", "infra/resources.json"]
+    result = subprocess.run(command + [str(project / "out")], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads((project / "out" / "sam.json").read_text())
 

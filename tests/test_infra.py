@@ -1,0 +1,133 @@
+"""infra/resources.json merged by `chalice package`: lint-clean, every function wired to
+this stack's resources, each role granting only what its function does."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chalicelib import config, infra
+from tests.conftest import PROJECT_DIR
+from tests.test_package import package
+
+FUNCTIONS = {"app.app": "APIHandler", "app.execute_task": "ExecuteTask",
+             "app.daily_sweeper": "DailySweeper"}
+PSEUDO = {"AWS::Partition", "AWS::Region", "AWS::AccountId", "AWS::StackName",
+          "AWS::URLSuffix", "AWS::NoValue"}
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory):
+    project = tmp_path_factory.mktemp("merged")
+    return project / "out" / "sam.json", package(project, merge=True)
+
+
+def test_committed_file_is_the_generators_output():
+    committed = json.loads((PROJECT_DIR / "infra" / "resources.json").read_text())
+    assert committed == json.loads(json.dumps(infra.merge_template())), \
+        "run: python -m chalicelib.infra > infra/resources.json"
+
+
+def test_cfn_lint_finds_no_error(merged):
+    path, _ = merged
+    lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run([str(lint), "--format", "parseable", str(path)],
+                            capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stdout.splitlines() if ":E" in line or line.startswith("E")]
+    print(f"\ncfn-lint: exit {result.returncode}, {len(errors)} errors")
+    assert result.returncode in (0, 4, 8) and not errors, result.stdout + result.stderr
+
+
+def _references(value):
+    """Every resource or parameter name an intrinsic value refers to."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            yield value["Ref"]
+        elif "Fn::GetAtt" in value:
+            yield value["Fn::GetAtt"][0]
+        elif "Fn::Sub" in value:
+            for name in re.findall(r"\$\{([^}!]+)\}", value["Fn::Sub"]):
+                yield name.split(".")[0]
+        else:
+            for inner in value.values():
+                yield from _references(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _references(inner)
+
+
+def test_every_environment_variable_resolves_to_this_stack(merged):
+    _, template = merged
+    known = set(template["Resources"]) | set(template["Parameters"]) | PSEUDO
+    for handler, logical in FUNCTIONS.items():
+        variables = template["Resources"][logical]["Properties"]["Environment"]["Variables"]
+        for name in (config.TASKS_TABLE, config.SCHEDULER_GROUP, config.SCHEDULER_ROLE_ARN,
+                     config.EXECUTOR_ARN, config.DLQ_URL, config.NOTIFY_TOPIC_ARN,
+                     config.API_TOKENS_PARAM, config.WEBHOOK_SIGNING_SECRET_PARAM,
+                     config.ALLOWED_TARGETS, config.PRECISION, config.STAGE):
+            value = variables[name]
+            assert isinstance(value, dict), f"{logical} {name} is a copied literal: {value}"
+            refs = set(_references(value))
+            assert refs and refs <= known, (logical, name, refs - known)
+            assert "arn:aws:" not in json.dumps(value)
+
+
+def test_the_executor_names_its_own_arn_without_a_cycle(merged):
+    _, template = merged
+    executor = template["Resources"]["ExecuteTask"]["Properties"]
+    own = executor["Environment"]["Variables"][config.EXECUTOR_ARN]["Fn::Sub"]
+    assert own.endswith(":function:" + executor["FunctionName"]["Fn::Sub"])
+    api = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert api[config.EXECUTOR_ARN] == {"Fn::GetAtt": ["ExecuteTask", "Arn"]}
+
+
+def test_merged_resources_are_configured(merged):
+    _, template = merged
+    resources = template["Resources"]
+    table = resources["TasksTable"]["Properties"]
+    assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {
+        config.DUE_INDEX, config.STATUS_INDEX}
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+    assert table["SSESpecification"]["SSEEnabled"]
+    queue = resources["DeadLetterQueue"]["Properties"]
+    assert queue["MessageRetentionPeriod"] == 14 * 86400 and queue["SqsManagedSseEnabled"]
+    assert resources["NotificationTopic"]["Condition"] == "WithNotifications"
+    alarms = {name: r["Properties"] for name, r in resources.items()
+              if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert {a["MetricName"] for a in alarms.values()} == {
+        "ApproximateNumberOfMessagesVisible", "Errors"}
+    assert {json.dumps(a["Dimensions"][0]["Value"]) for a in alarms.values()} == {
+        '{"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}', '{"Ref": "ExecuteTask"}',
+        '{"Ref": "DailySweeper"}'}
+    invoke = resources["SchedulerInvokesExecutor"]["Properties"]["PolicyDocument"]
+    [statement] = invoke["Statement"]
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Resource"][0] == {"Fn::GetAtt": ["ExecuteTask", "Arn"]}
+
+
+def _actions(template, role):
+    statements = template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"]
+    found = set()
+    for statement in statements:
+        if "Fn::If" in statement:
+            statement = statement["Fn::If"][1]
+        actions = statement["Action"]
+        found |= set([actions] if isinstance(actions, str) else actions)
+    return found
+
+
+def test_each_function_is_granted_only_what_it_does(merged):
+    _, template = merged
+    api, executor = _actions(template, "ApiHandlerRole"), _actions(template, "ExecuteTaskRole")
+    sweeper, authorizer = _actions(template, "DailySweeperRole"), _actions(template,
+                                                                           "TokenAuthRole")
+    assert "dynamodb:PutItem" in api and "dynamodb:PutItem" not in executor | sweeper
+    assert "dynamodb:DeleteItem" not in executor | sweeper  # only the API undoes a creation
+    assert "sqs:SendMessage" not in api and "ssm:GetParameter" not in api
+    assert "sqs:SendMessage" in executor and "sqs:SendMessage" in sweeper
+    assert authorizer == {"ssm:GetParameter", "logs:CreateLogGroup", "logs:CreateLogStream",
+                          "logs:PutLogEvents"}
+    assert "dynamodb:Scan" not in api | executor | sweeper
