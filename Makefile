@@ -50,6 +50,11 @@ package: $(VENV)/.dev-installed
 
 deploy: bootstrap
 	$(BIN)/chalice deploy --stage $(STAGE)
+	@URL=$$($(BIN)/chalice url --stage $(STAGE)); \
+	echo "API: $$URL"; \
+	echo "next: store an API token (once), then try it:"; \
+	echo "  aws ssm put-parameter --name /task-scheduler/$(STAGE)/api-tokens --type SecureString --overwrite --value \"\$$TOKEN\""; \
+	echo "  curl -H \"Authorization: Bearer \$$TOKEN\" $${URL}tasks"
 
 # Forget every local task, the local token and data (the embedded store's folder).
 reset-local:

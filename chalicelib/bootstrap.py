@@ -1,7 +1,7 @@
 """Create, idempotently, the AWS resources a stage needs that `chalice deploy` does not.
 
     python -m chalicelib.bootstrap --stage dev
-    python -m chalicelib.bootstrap --stage dev --write-policy   # .chalice/policy-dev.json
+    python -m chalicelib.bootstrap --stage dev --write-policy   # .chalice/policy-dev-<function>.json
 
 Works against AWS or any AWS_ENDPOINT_URL (moto server, LocalStack). Running it twice
 changes nothing: each resource is looked up first and made only when missing.
@@ -211,8 +211,42 @@ def bootstrap(stage: str) -> List[str]:
 
 # ---------------------------------------------------------------- deploy policy
 
+# The statements (by Sid) each function needs; Targets* are the ALLOWED_TARGETS grants.
+FUNCTION_STATEMENTS = {
+    "api": {"Logs", "Identity", "TasksTable", "Schedules", "PassSchedulerRole", "Rules",
+            "RulesInvokePermission", "InvokeExecutorNow"},
+    "executor": {"Logs", "Identity", "TasksTable", "Schedules", "PassSchedulerRole", "Rules",
+                 "RulesInvokePermission", "InvokeExecutorNow", "DeadLetters",
+                 "Notifications", "SigningSecret", "Targets*"},
+    "sweeper": {"Logs", "Identity", "TasksTable", "Schedules", "PassSchedulerRole", "Rules",
+                "RulesInvokePermission", "InvokeExecutorNow", "DeadLetters", "Notifications",
+                "SigningSecret", "Targets*", "SweeperContinues"},
+    "authorizer": {"Logs", "ApiTokens"},
+}
+
+
+def deploy_policies(stage: str) -> Dict[str, dict]:
+    """Each function's least-privilege policy (`.chalice/policy-<stage>-<function>.json`):
+    the stage's statements, only those the function needs."""
+    from chalicelib.infra import TABLE_ACTIONS
+
+    every = deploy_policy(stage)["Statement"]
+    policies = {}
+    for function, sids in FUNCTION_STATEMENTS.items():
+        statements = []
+        for statement in every:
+            sid = statement["Sid"]
+            if sid in sids or (sid.startswith("Targets") and "Targets*" in sids):
+                if sid == "TasksTable":
+                    statement = {**statement, "Action": [
+                        f"dynamodb:{action}" for action in TABLE_ACTIONS[function]]}
+                statements.append(statement)
+        policies[function] = {"Version": "2012-10-17", "Statement": statements}
+    return policies
+
+
 def deploy_policy(stage: str) -> dict:
-    """Least-privilege policy of the stage's Lambdas (`.chalice/policy-<stage>.json`)."""
+    """Every statement any of the stage's Lambdas needs (split by deploy_policies)."""
     env = stage_environment(stage)
     table = env.get(config.TASKS_TABLE, config.DEFAULT_TABLE)
     prefix = f"{config.APP_NAME}-{stage}"
@@ -255,12 +289,12 @@ def deploy_policy(stage: str) -> dict:
          "Resource": "*"},
     ]
     statements += target_statements(env.get(config.ALLOWED_TARGETS, ""))
-    params = [env[name] for name in (config.API_TOKENS_PARAM,
-                                     config.WEBHOOK_SIGNING_SECRET_PARAM) if env.get(name)]
-    if params:
-        statements.append({
-            "Sid": "Parameters", "Effect": "Allow", "Action": "ssm:GetParameter",
-            "Resource": [f"arn:aws:ssm:*:*:parameter/{param.lstrip('/')}" for param in params]})
+    for sid, name in (("ApiTokens", config.API_TOKENS_PARAM),
+                      ("SigningSecret", config.WEBHOOK_SIGNING_SECRET_PARAM)):
+        if env.get(name):
+            statements.append({
+                "Sid": sid, "Effect": "Allow", "Action": "ssm:GetParameter",
+                "Resource": f"arn:aws:ssm:*:*:parameter/{env[name].lstrip('/')}"})
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -282,9 +316,9 @@ def target_statements(allowed: str) -> List[dict]:
             for service, patterns in sorted(by_service.items())]
 
 
-def policy_path(stage: str) -> Path:
-    """Where chalice reads the stage's policy."""
-    return PROJECT_DIR / ".chalice" / f"policy-{stage}.json"
+def policy_path(stage: str, function: str) -> Path:
+    """Where chalice reads one function's policy for the stage."""
+    return PROJECT_DIR / ".chalice" / f"policy-{stage}-{function}.json"
 
 
 def main(argv=None) -> int:
@@ -293,12 +327,14 @@ def main(argv=None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--stage", required=True, help="chalice stage (dev, prod, ...)")
     parser.add_argument("--write-policy", action="store_true",
-                        help="write .chalice/policy-<stage>.json instead of bootstrapping")
+                        help="write .chalice/policy-<stage>-<function>.json instead of "
+                             "bootstrapping")
     args = parser.parse_args(argv)
     if args.write_policy:
-        path = policy_path(args.stage)
-        path.write_text(json.dumps(deploy_policy(args.stage), indent=2) + "\n")
-        print(f"wrote {path.relative_to(PROJECT_DIR)}")
+        for function, policy in deploy_policies(args.stage).items():
+            path = policy_path(args.stage, function)
+            path.write_text(json.dumps(policy, indent=2) + "\n")
+            print(f"wrote {path.relative_to(PROJECT_DIR)}")
         return 0
     for line in bootstrap(args.stage):
         print(line)

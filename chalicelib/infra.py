@@ -14,6 +14,12 @@ from typing import Any, Dict, List
 from chalicelib import config
 from chalicelib.store.dynamodb import table_definition
 
+# What each function does to the tasks table (the API lists all tasks with a Scan).
+TABLE_ACTIONS = {
+    "api": ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"],
+    "executor": ["GetItem", "UpdateItem"],
+    "sweeper": ["GetItem", "UpdateItem", "Query"],
+}
 FUNCTIONS = {"api": "APIHandler", "executor": "ExecuteTask", "sweeper": "DailySweeper",
              "authorizer": "TokenAuth"}
 NO_VALUE = {"Ref": "AWS::NoValue"}
@@ -110,11 +116,10 @@ def _running_statements() -> List[dict]:
 def policies() -> Dict[str, List[dict]]:
     """Each function's statements: only what that function does."""
     return {
-        "api": [LOGS, IDENTITY, _table_statement(["GetItem", "PutItem", "UpdateItem", "DeleteItem",
-                                        "Query"]), *_schedules_statement()],
-        "executor": [LOGS, IDENTITY, _table_statement(["GetItem", "UpdateItem"]),
+        "api": [LOGS, IDENTITY, _table_statement(TABLE_ACTIONS["api"]), *_schedules_statement()],
+        "executor": [LOGS, IDENTITY, _table_statement(TABLE_ACTIONS["executor"]),
                      *_schedules_statement(), *_running_statements()],
-        "sweeper": [LOGS, IDENTITY, _table_statement(["GetItem", "UpdateItem", "Query"]),
+        "sweeper": [LOGS, IDENTITY, _table_statement(TABLE_ACTIONS["sweeper"]),
                     *_schedules_statement(), *_running_statements(),
                     {"Sid": "SweeperContinues", "Effect": "Allow",
                      "Action": "lambda:InvokeFunction", "Resource": SWEEPER_ARN}],

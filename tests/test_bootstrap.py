@@ -81,8 +81,37 @@ def test_command_line_against_an_endpoint(moto_server, tmp_path):
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_committed_policy_files_match_the_generator(stage):
-    committed = json.loads(bootstrap.policy_path(stage).read_text())
-    assert committed == bootstrap.deploy_policy(stage)
+    for function, policy in bootstrap.deploy_policies(stage).items():
+        committed = json.loads(bootstrap.policy_path(stage, function).read_text())
+        assert committed == policy, f"run: make policy STAGE={stage}"
+
+
+def test_config_names_each_functions_policy():
+    stages = json.loads((bootstrap.PROJECT_DIR / ".chalice" / "config.json").read_text())[
+        "stages"]
+    for stage in ("dev", "prod"):
+        functions = stages[stage]["lambda_functions"]
+        assert stages[stage]["iam_policy_file"] == f"policy-{stage}-api.json"
+        assert {name: f["iam_policy_file"] for name, f in functions.items()} == {
+            "execute_task": f"policy-{stage}-executor.json",
+            "daily_sweeper": f"policy-{stage}-sweeper.json",
+            "token_auth": f"policy-{stage}-authorizer.json"}
+
+
+def _sids(policy):
+    return {statement["Sid"] for statement in policy["Statement"]}
+
+
+def test_each_function_gets_only_its_statements(monkeypatch):
+    policies = bootstrap.deploy_policies("prod")
+    assert _sids(policies["authorizer"]) == {"Logs", "ApiTokens"}
+    assert "DeadLetters" not in _sids(policies["api"])
+    assert "SigningSecret" not in _sids(policies["api"])
+    assert "SweeperContinues" in _sids(policies["sweeper"]) - _sids(policies["executor"])
+    table = {f: next(s for s in p["Statement"] if s["Sid"] == "TasksTable")["Action"]
+             for f, p in policies.items() if f != "authorizer"}
+    assert "dynamodb:PutItem" in table["api"] and "dynamodb:PutItem" not in table["executor"]
+    assert "dynamodb:Scan" not in table["executor"] + table["sweeper"]
 
 
 def test_policy_is_scoped_to_the_stage_resources():
@@ -94,8 +123,9 @@ def test_policy_is_scoped_to_the_stage_resources():
         "arn:aws:scheduler:*:*:schedule/task-scheduler-prod/*"
     assert statements["PassSchedulerRole"]["Resource"] == \
         "arn:aws:iam::*:role/task-scheduler-prod-scheduler"
-    assert statements["Parameters"]["Resource"] == [
-        "arn:aws:ssm:*:*:parameter/task-scheduler/prod/api-tokens",
-        "arn:aws:ssm:*:*:parameter/task-scheduler/prod/webhook-secret"]
+    assert statements["ApiTokens"]["Resource"] == \
+        "arn:aws:ssm:*:*:parameter/task-scheduler/prod/api-tokens"
+    assert statements["SigningSecret"]["Resource"] == \
+        "arn:aws:ssm:*:*:parameter/task-scheduler/prod/webhook-secret"
     for statement in statements.values():
         assert "*" not in statement["Action"]

@@ -19,8 +19,9 @@ def package(project, config_change=None, merge=False):
     shutil.copytree(PROJECT_DIR / "chalicelib", project / "chalicelib",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (project / ".chalice").mkdir()
-    for name in ("config.json", "policy-dev.json", "policy-prod.json"):
-        shutil.copy(PROJECT_DIR / ".chalice" / name, project / ".chalice")
+    for path in [PROJECT_DIR / ".chalice" / "config.json",
+                 *(PROJECT_DIR / ".chalice").glob("policy-*.json")]:
+        shutil.copy(path, project / ".chalice")
     if config_change:
         path = project / ".chalice" / "config.json"
         document = json.loads(path.read_text())
@@ -82,12 +83,16 @@ def test_template_holds_the_three_lambdas(template):
         assert function["Environment"]["Variables"]["TASKS_TABLE"] == "ScheduledTasks-dev"
 
 
-def test_roles_use_the_committed_policy(template):
-    policy = json.loads((PROJECT_DIR / ".chalice" / "policy-dev.json").read_text())
-    roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
-    assert roles
-    for role in roles:
-        documents = [p["PolicyDocument"] for p in role["Properties"]["Policies"]]
+def test_each_role_uses_its_functions_committed_policy(template):
+    roles = {"ApiHandlerRole": "api", "ExecuteTaskRole": "executor",
+             "DailySweeperRole": "sweeper", "TokenAuthRole": "authorizer"}
+    assert {name for name, r in template["Resources"].items()
+            if r["Type"] == "AWS::IAM::Role"} == set(roles)
+    for role, function in roles.items():
+        policy = json.loads(
+            (PROJECT_DIR / ".chalice" / f"policy-dev-{function}.json").read_text())
+        documents = [p["PolicyDocument"]
+                     for p in template["Resources"][role]["Properties"]["Policies"]]
         assert documents == [policy]
 
 
