@@ -16,7 +16,7 @@ from typing import Dict, List
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
-from chalicelib.store.dynamodb import table_definition
+from chalicelib.store.dynamodb import TTL_ATTRIBUTE, table_definition
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIG_FILE = PROJECT_DIR / ".chalice" / "config.json"
@@ -55,13 +55,25 @@ def ensure_table() -> str:
             raise
         client.create_table(**table_definition(name))
         client.get_waiter("table_exists").wait(TableName=name)
+        _ensure_ttl(client, name)
         return f"table {name}: created"
     indexes = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
     missing = {config.DUE_INDEX, config.STATUS_INDEX} - indexes
     if missing:
         raise SystemExit(f"table {name} exists without the indexes {sorted(missing)}; "
                          "it was not made by this bootstrap")
-    return f"table {name}: exists"
+    return f"table {name}: exists" + (", time to live turned on"
+                                      if _ensure_ttl(client, name) else "")
+
+
+def _ensure_ttl(client, name: str) -> bool:
+    """Turn on the table's TTL on ExpiresAt (finished tasks expire); True if it was off."""
+    state = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    if state.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+        return False
+    client.update_time_to_live(TableName=name, TimeToLiveSpecification={
+        "AttributeName": TTL_ATTRIBUTE, "Enabled": True})
+    return True
 
 
 def ensure_schedule_group() -> str:

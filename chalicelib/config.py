@@ -36,6 +36,7 @@ WEBHOOK_SIGNING_SECRET_PARAM = "WEBHOOK_SIGNING_SECRET_PARAM"
 ALLOWED_TARGETS = "ALLOWED_TARGETS"
 AUTH_MODE = "AUTH_MODE"
 METRICS = "METRICS"
+TASK_RETENTION_DAYS = "TASK_RETENTION_DAYS"
 PRECISION = "PRECISION"
 LAMBDA_FUNCTION_NAME = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime
 
@@ -82,6 +83,11 @@ def metrics_enabled() -> bool:
     if value not in ("emf", "off"):
         raise ValueError(f"METRICS={value!r} is not supported (emf, off)")
     return value == "emf"
+
+
+def task_retention_days() -> int:
+    """How long a finished task is kept before the table's TTL deletes it (DynamoDB)."""
+    return int(_get(TASK_RETENTION_DAYS, "90"))
 
 
 def precision() -> str:

@@ -12,7 +12,7 @@ import sys
 from typing import Any, Dict, List
 
 from chalicelib import config
-from chalicelib.store.dynamodb import table_definition
+from chalicelib.store.dynamodb import TTL_ATTRIBUTE, table_definition
 
 # What each function does to the tasks table (the API lists all tasks with a Scan).
 TABLE_ACTIONS = {
@@ -148,6 +148,7 @@ def merge_template() -> Dict[str, Any]:
             # The same definition bootstrap creates (one source, the store adapter's).
             **{key: value for key, value in table_definition("").items()
                if key != "TableName"},
+            "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True},
         }},

@@ -1,6 +1,8 @@
 """DynamoDB adapter specifics: the due query reads due items only (ScannedCount)."""
-from chalicelib import aws as aws_clients
-from chalicelib.models import utcnow
+from datetime import timedelta
+
+from chalicelib import aws as aws_clients, config
+from chalicelib.models import Run, Transition, utcnow
 from chalicelib.store import get_store
 
 
@@ -42,3 +44,36 @@ def test_due_follows_pages(aws, make_task):
     found = list(get_store().due(utcnow(), 3))
     assert sorted(t.task_id for t in found) == sorted(t.task_id for t in tasks)
     assert counter.scanned == 7
+
+
+def _expires(task_id):
+    item = aws_clients.client("dynamodb").get_item(
+        TableName=config.tasks_table(), Key={"TaskID": {"S": task_id}})["Item"]
+    return int(item["ExpiresAt"]["N"]) if "ExpiresAt" in item else None
+
+
+def test_finished_tasks_expire_after_the_retention_and_replay_keeps_them(aws, make_task,
+                                                                         monkeypatch):
+    monkeypatch.setenv("TASK_RETENTION_DAYS", "30")
+    store = get_store()
+    waiting, done, cancelled = make_task(), make_task(), make_task(due_in=600)
+    claimed = store.claim(done.task_id, "r1", utcnow())
+    run = Run(run_id="r1", attempt=1, started_at=utcnow(), ended_at=utcnow(),
+              outcome="failed", error="HTTP 500")
+    failed = store.finish(claimed, run, Transition("failed"), utcnow())
+    store.cancel(cancelled.task_id, utcnow())
+    in_30_days = (utcnow() + timedelta(days=30)).timestamp()
+    assert _expires(waiting.task_id) is None
+    assert abs(_expires(done.task_id) - in_30_days) < 60
+    assert abs(_expires(cancelled.task_id) - in_30_days) < 60
+    replayed = store.replay(done.task_id, utcnow() + timedelta(minutes=5), utcnow())
+    assert _expires(done.task_id) is None  # waiting again: never deleted under it
+    store.undo_replay(replayed, failed)
+    assert _expires(done.task_id) is not None
+
+
+def test_bootstrap_turns_on_time_to_live(aws):
+    described = aws_clients.client("dynamodb").describe_time_to_live(
+        TableName=config.tasks_table())["TimeToLiveDescription"]
+    assert described["TimeToLiveStatus"] == "ENABLED"
+    assert described["AttributeName"] == "ExpiresAt"

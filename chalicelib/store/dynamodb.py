@@ -17,10 +17,14 @@ from botocore.exceptions import ClientError
 from chalicelib import aws, config
 from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
 from chalicelib.models import (
-    CANCELLED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
+    CANCELLED, COMPLETED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
     Page, Run, Task, Transition, iso, iso_ms, parse_iso,
 )
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
+
+# DynamoDB deletes a finished task this long after it finished (the table's TTL attribute).
+TTL_ATTRIBUTE = "ExpiresAt"
+FINISHED = (COMPLETED, FAILED, CANCELLED)
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -130,6 +134,8 @@ class DynamoDBTaskStore(TaskStore):
             sets += ["DueAt = :due_at", "DueBucket = :bucket"]
         else:
             removes += ["DueAt", "DueBucket"]
+            values[":expires"] = expires_at(now)
+            sets.append(f"{TTL_ATTRIBUTE} = :expires")
         try:
             response = self._client.update_item(
                 TableName=self.table_name,
@@ -154,7 +160,8 @@ class DynamoDBTaskStore(TaskStore):
                 Key={"TaskID": {"S": task_id}},
                 UpdateExpression=(
                     "SET #status = :scheduled, Attempts = :zero, NextRunAt = :at, "
-                    "FiringAt = :at, DueAt = :at, DueBucket = :bucket, UpdatedAt = :now"),
+                    "FiringAt = :at, DueAt = :at, DueBucket = :bucket, UpdatedAt = :now "
+                    f"REMOVE {TTL_ATTRIBUTE}"),
                 ConditionExpression="#status = :failed",
                 ExpressionAttributeNames={"#status": "Status"},
                 ExpressionAttributeValues=_serialize({
@@ -193,13 +200,13 @@ class DynamoDBTaskStore(TaskStore):
             response = self._client.update_item(
                 TableName=self.table_name,
                 Key={"TaskID": {"S": task_id}},
-                UpdateExpression="SET #status = :cancelled, UpdatedAt = :now "
-                                 "REMOVE DueAt, DueBucket",
+                UpdateExpression=f"SET #status = :cancelled, UpdatedAt = :now, "
+                                 f"{TTL_ATTRIBUTE} = :expires REMOVE DueAt, DueBucket",
                 ConditionExpression="#status IN (:scheduled, :retrying)",
                 ExpressionAttributeNames={"#status": "Status"},
                 ExpressionAttributeValues=_serialize({
                     ":cancelled": CANCELLED, ":scheduled": SCHEDULED,
-                    ":retrying": RETRYING, ":now": iso(now),
+                    ":retrying": RETRYING, ":now": iso(now), ":expires": expires_at(now),
                 }),
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -355,7 +362,14 @@ def to_item(task: Task) -> Dict[str, Any]:
     if task.status in WAITING and task.next_run_at is not None:
         item["DueBucket"] = due_bucket(task.priority)
         item["DueAt"] = iso_ms(task.next_run_at)
+    if task.status in FINISHED and task.updated_at is not None:
+        item[TTL_ATTRIBUTE] = expires_at(task.updated_at)
     return item
+
+
+def expires_at(finished: datetime) -> int:
+    """When DynamoDB's TTL may delete a task that finished at `finished` (epoch seconds)."""
+    return int((finished + timedelta(days=config.task_retention_days())).timestamp())
 
 
 def from_item(item: Dict[str, Any]) -> Task:
