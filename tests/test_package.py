@@ -79,6 +79,7 @@ def test_template_holds_the_three_lambdas(template):
     # the webhook's whole exchange (65 s) + PRECISION=second's early wait (125 s)
     assert executor["Timeout"] >= 200
     assert sweeper["Timeout"] == 900
+    assert (executor["MemorySize"], sweeper["MemorySize"]) == (256, 512)
     for function in (api, executor, sweeper):
         assert function["Environment"]["Variables"]["TASKS_TABLE"] == "ScheduledTasks-dev"
 
