@@ -327,8 +327,22 @@ def _read_excerpt(response: requests.Response) -> str:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc)
-    return text[:300] if text else exc.__class__.__name__
+    """The innermost cause's class and OS message: never the URL (its path or query may
+    hold a token), which requests and urllib3 put in their own messages."""
+    cause: BaseException = exc
+    seen = set()
+    while id(cause) not in seen:
+        seen.add(id(cause))
+        inner = getattr(cause, "reason", None) or (cause.args[0] if cause.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        cause = inner
+    detail, underlying = "", cause
+    while underlying is not None and not detail:
+        if isinstance(underlying, OSError) and underlying.strerror:
+            detail = underlying.strerror
+        underlying = underlying.__cause__ or underlying.__context__
+    return f"{cause.__class__.__name__}{': ' + detail if detail else ''}"
 
 
 def is_sensitive_header(name: str) -> bool:

@@ -10,7 +10,10 @@ from botocore.config import Config
 
 from chalicelib import config
 
-_RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"})
+# Bounded calls: a run must end well inside its 120 s lease (botocore's defaults are 60 s
+# per connect and per read, five times over).
+_RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5,
+                  read_timeout=15)
 _clients: dict = {}
 _lock = threading.Lock()
 

@@ -280,13 +280,6 @@ def deploy_policy(stage: str) -> dict:
         {"Sid": "PassSchedulerRole", "Effect": "Allow", "Action": "iam:PassRole",
          "Resource": f"arn:aws:iam::*:role/{prefix}-scheduler",
          "Condition": {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}},
-        {"Sid": "Rules", "Effect": "Allow",
-         "Action": ["events:PutRule", "events:PutTargets", "events:RemoveTargets",
-                    "events:DeleteRule", "events:ListTargetsByRule"],
-         "Resource": f"arn:aws:events:*:*:rule/{rule_prefix}*"},
-        {"Sid": "RulesInvokePermission", "Effect": "Allow",
-         "Action": ["lambda:AddPermission", "lambda:GetPolicy"],
-         "Resource": f"arn:aws:lambda:*:*:function:{prefix}-execute_task"},
         {"Sid": "DeadLetters", "Effect": "Allow",
          "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
          "Resource": f"arn:aws:sqs:*:*:{prefix}-dlq"},
@@ -300,6 +293,17 @@ def deploy_policy(stage: str) -> dict:
         {"Sid": "Identity", "Effect": "Allow", "Action": "sts:GetCallerIdentity",
          "Resource": "*"},
     ]
+    if env.get(config.TRIGGER_BACKEND) == "rules":  # the older design only
+        statements += [
+            {"Sid": "Rules", "Effect": "Allow",
+             "Action": ["events:PutRule", "events:PutTargets", "events:RemoveTargets",
+                        "events:DeleteRule", "events:ListTargetsByRule",
+                        "events:DescribeRule"],
+             "Resource": f"arn:aws:events:*:*:rule/{rule_prefix}*"},
+            {"Sid": "RulesInvokePermission", "Effect": "Allow",
+             "Action": ["lambda:AddPermission", "lambda:GetPolicy"],
+             "Resource": f"arn:aws:lambda:*:*:function:{prefix}-execute_task"},
+        ]
     statements += target_statements(env.get(config.ALLOWED_TARGETS, ""))
     for sid, name in (("ApiTokens", config.API_TOKENS_PARAM),
                       ("SigningSecret", config.WEBHOOK_SIGNING_SECRET_PARAM)):

@@ -30,7 +30,8 @@ logger = logging.getLogger("task_scheduler.executor")
 # task armed for its own trigger. EventBridge fires within the minute it is given (up to
 # 60 s early for a time with seconds); PRECISION=second arms a minute earlier still or
 # invokes at once for a task due within two minutes.
-EARLY_WAIT_LIMIT_SECONDS = {"minute": 60, "second": 125}
+# (A direct invocation comes at most 60 + 60 + 6 s early: see triggers.scheduler.)
+EARLY_WAIT_LIMIT_SECONDS = {"minute": 60, "second": 130}
 # Waits before giving up on a task that keeps being slightly early (clock slew).
 MAX_EARLY_WAITS = 3
 
@@ -193,7 +194,8 @@ def _claim(store, task_id: str, run_id: str, clock: Clock):
         except ClaimLost as lost:
             current: Optional[Task] = lost.current
         if current is None:
-            logger.warning("task %s does not exist", task_id)
+            observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
+                                reason="unknown task")
             return Execution(task_id, UNKNOWN)
         if current.status == RUNNING:
             # Running elsewhere: a duplicate delivery, or a retry of an invocation that
@@ -201,16 +203,22 @@ def _claim(store, task_id: str, run_id: str, clock: Clock):
             # is taken over then instead of at the next daily sweep.
             if current.lease_until is not None and current.lease_until > now:
                 get_trigger().arm_recheck(current, current.lease_until + RECHECK_MARGIN)
+            observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
+                                reason="running elsewhere", status=current.status)
             return Execution(task_id, SKIPPED, status=current.status)
         if current.status not in WAITING:
             # Finished or cancelled, yet its trigger fired: remove a trigger that an
             # earlier disarm failed to remove, so it does not keep firing.
             get_trigger().disarm(current)
+            observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
+                                reason="finished", status=current.status)
             return Execution(task_id, SKIPPED, status=current.status)
         early = (current.next_run_at - now).total_seconds()
         if early > EARLY_WAIT_LIMIT_SECONDS[config.precision()] or waits >= MAX_EARLY_WAITS:
             # Never run it now; make sure its own trigger is still there.
             get_trigger().ensure_armed(current)
+            observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
+                                reason="early", early_ms=int(early * 1000))
             return Execution(task_id, EARLY, status=current.status)
         clock.sleep(max(early, 0) + 0.01 * waits)
         waits += 1

@@ -68,9 +68,14 @@ def environment(function: str) -> Dict[str, Any]:
         config.PRECISION: {"Ref": "Precision"},
     }
     if function == "authorizer":
-        return {config.STAGE: shared[config.STAGE],
-                config.API_TOKENS_PARAM: shared[config.API_TOKENS_PARAM]}
+        # The merge is deep: names copied from config.json are removed, not left behind.
+        return {name: (value if name in (config.STAGE, config.API_TOKENS_PARAM) else NO_VALUE)
+                for name, value in {**shared, **_STAGE_LITERALS}.items()}
     return shared
+
+
+# What config.json's stages set for every function (merged in by chalice package).
+_STAGE_LITERALS = {config.TASKS_TABLE: None, config.WEBHOOK_SIGNING_SECRET_PARAM: None}
 
 
 def _table_statement(actions: List[str]) -> dict:
@@ -167,8 +172,9 @@ def merge_template() -> Dict[str, Any]:
                 "Resource": [_get("ExecuteTask"), _sub("${ExecuteTask.Arn}:*")]}]}}},
         "DeadLetterQueue": {"Type": "AWS::SQS::Queue", "Properties": {
             "MessageRetentionPeriod": 14 * 86400, "SqsManagedSseEnabled": True}},
+        # Not encrypted with the aws/sns key: CloudWatch alarms could not publish to it.
         "NotificationTopic": {"Type": "AWS::SNS::Topic", "Condition": "WithNotifications",
-                              "Properties": {"KmsMasterKeyId": "alias/aws/sns"}},
+                              "Properties": {"DisplayName": _sub("task-scheduler ${Stage}")}},
         "DeadLettersAlarm": _alarm("A task was dead-lettered", "AWS/SQS",
                                    "ApproximateNumberOfMessagesVisible",
                                    {"Name": "QueueName",

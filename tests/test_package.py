@@ -76,7 +76,7 @@ def test_template_holds_the_three_lambdas(template):
     sweeper = _function(template, "app.daily_sweeper")
     assert [e["Properties"]["Schedule"] for e in sweeper["Events"].values()] == [
         "cron(0 9 * * ? *)"]
-    # the webhook's whole exchange (65 s) + PRECISION=second's early wait (125 s)
+    # the webhook's whole exchange (65 s) + PRECISION=second's early wait (130 s)
     assert executor["Timeout"] >= 200
     assert sweeper["Timeout"] == 900
     assert (executor["MemorySize"], sweeper["MemorySize"]) == (256, 512)

@@ -58,7 +58,7 @@ def test_task_due_within_two_minutes_invokes_the_executor_at_once(api, second_mo
     assert not [s for s in schedules_in_group() if task_id in s["Name"]]
 
 
-def test_the_executor_waits_up_to_125_s_in_second_mode_only(aws, make_task, monkeypatch):
+def test_the_executor_waits_up_to_130_s_in_second_mode_only(aws, make_task, monkeypatch):
     task = make_task(action="log", due_in=119.5)
     slept = []
     clock = Clock(now=lambda: utcnow() + timedelta(seconds=sum(slept)), sleep=slept.append)
@@ -111,3 +111,25 @@ def test_simulation_never_early_and_second_mode_p99_under_a_second(monkeypatch):
     assert minute["early"] == 0 and second["early"] == 0
     assert second["p99_s"] < 1.0 and second["direct_invocations"] > 0
     assert minute["max_s"] > 5  # the firing window really was applied
+
+
+def test_a_recheck_is_never_invoked_at_once_or_armed_early(aws, second_mode, make_task):
+    # Otherwise a delivery finding the lease held would invoke one that finds it held...
+    from chalicelib.triggers import get_trigger
+
+    task = make_task(action="log", due_in=-1)
+    lease_end = utcnow() + timedelta(seconds=100)
+    get_trigger().arm_recheck(task, lease_end)
+    assert second_mode == []
+    name, at = _at(f"recheck-{task.task_id}")
+    assert at == lease_end.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def test_too_close_for_a_minute_early_is_invoked_at_once(api, second_mode):
+    # 125 s away: the minute before its minute may already be under way.
+    task_id = _post(api, (utcnow() + timedelta(seconds=125)).replace(microsecond=0))
+    armed = [s for s in schedules_in_group() if task_id in s["Name"]]
+    assert (second_mode == [{"task_id": task_id}]) != bool(armed)
+    if armed:
+        _, at = _at(task_id)
+        assert at >= utcnow() + timedelta(seconds=5)

@@ -11,9 +11,9 @@ from chalicelib.errors import ValidationError
 from chalicelib.models import Page, Run, Task, Transition
 
 # How long a claimed run may take before another invocation may take it over. The claim
-# is taken after any early wait, so a run needs at most the longest webhook timeout (60 s)
-# plus its writes. Kept under the executor's Lambda timeout (150 s) so that Lambda's own
-# retries of a crashed invocation (about 1 and 3 minutes later) find the lease expired.
+# is taken after any early wait, so a run needs at most the webhook's overall deadline
+# (65 s) plus its AWS calls (bounded in chalicelib.aws). Lambda's own retries of a crashed
+# invocation (about 1 and 3 minutes later) and the recheck armed at its expiry take over.
 LEASE_SECONDS = 120
 
 

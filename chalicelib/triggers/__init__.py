@@ -6,10 +6,6 @@ from datetime import datetime, timedelta
 from chalicelib import aws, config
 from chalicelib.models import Task
 
-# PRECISION=second: a task due sooner than this is not scheduled; the executor is invoked
-# at once and waits for its second (EventBridge could not fire it a minute early).
-DIRECT_WINDOW = timedelta(minutes=2)
-
 
 class Trigger(abc.ABC):
     """Arms and disarms the thing that invokes execute_task for a task."""

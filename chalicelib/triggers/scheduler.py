@@ -11,8 +11,8 @@ PRECISION=second: EventBridge Scheduler fires anywhere in the minute of the time
 given, so every one-time schedule is set to the minute before its task's minute and the
 executor waits in the Lambda for the task's second. A recurring task is then armed one
 firing at a time (`fire-<id>-<time>`, one-time schedules), since a cron expression cannot
-be moved a minute earlier in general. A time less than two minutes away is not scheduled
-at all: the executor is invoked at once and waits.
+be moved a minute earlier in general. A time too close for that (about two minutes) is not
+scheduled at all: the executor is invoked at once and waits.
 """
 from datetime import datetime, timedelta
 
@@ -21,9 +21,7 @@ from botocore.exceptions import ClientError
 from chalicelib import aws, config
 from chalicelib.models import RETRYING, Task, utcnow
 from chalicelib.schedules import OneTime, from_task
-from chalicelib.triggers import (
-    DIRECT_WINDOW, Trigger, executor_input, invoke_now, minute_before,
-)
+from chalicelib.triggers import Trigger, executor_input, invoke_now, minute_before
 
 
 # How far ahead of now a one-time schedule is set at the least.
@@ -70,21 +68,25 @@ class SchedulerTrigger(Trigger):
         self._create(task, *_plan(task))
 
     def arm_recheck(self, task: Task, at: datetime) -> None:
-        self._create(task, recheck_schedule_name(task, at), OneTime(at=at))
+        # The scheduler fires anywhere in the minute it is given: the minute after `at`
+        # is entirely past the lease. Never early-armed or invoked at once: that would
+        # find the lease still held and arm again, in a loop.
+        start = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        self._create(task, recheck_schedule_name(task, start), OneTime(at=start), exact=True)
 
     @staticmethod
-    def _create(task: Task, name: str, schedule) -> None:
-        if not schedule.recurring and config.precision() == "second":
-            if schedule.at - utcnow() < DIRECT_WINDOW:
+    def _create(task: Task, name: str, schedule, exact: bool = False) -> None:
+        # A time that has passed (an immediate replay, an overdue re-arm) is set a few
+        # seconds ahead, so it is still in the future when the scheduler gets it.
+        earliest = (utcnow() + MIN_LEAD).replace(microsecond=0) + timedelta(seconds=1)
+        if not schedule.recurring and not exact and config.precision() == "second":
+            early = minute_before(schedule.at)
+            if early < earliest:  # too close to be armed a minute early: wait in Lambda
                 invoke_now(task)
                 return
-            schedule = OneTime(at=minute_before(schedule.at))
-        if not schedule.recurring:
-            # A time that has passed (an immediate replay, an overdue re-arm) is set a
-            # few seconds ahead, so it is still in the future when the scheduler gets it.
-            earliest = (utcnow() + MIN_LEAD).replace(microsecond=0) + timedelta(seconds=1)
-            if schedule.at < earliest:
-                schedule = OneTime(at=earliest)
+            schedule = OneTime(at=early)
+        if not schedule.recurring and schedule.at < earliest:
+            schedule = OneTime(at=earliest)
         expression, timezone = schedule.aws_expression()
         request = {
             "Name": name,
