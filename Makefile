@@ -29,7 +29,9 @@ dev-aws: $(VENV)/.dev-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q tests
 
-bench: $(VENV)/.local-installed
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/aws_calls.py
+	$(BIN)/python bench/precision_sim.py
 	$(BIN)/python bench/local_burst.py
 	$(BIN)/python bench/load_restart.py
 

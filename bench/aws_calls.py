@@ -1,0 +1,171 @@
+"""AWS calls per task, counted with botocore event hooks over moto: this design against a
+replica of the older HTTP design (PutItem, PutRule, PutTargets, AddPermission at creation;
+GetItem and UpdateItem at run time; the rule never deleted).
+
+    python bench/aws_calls.py            (prints a Markdown table)
+"""
+import json
+import os
+import sys
+import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+STAGE = "dev"
+
+
+class CallCounter:
+    """Counts every AWS operation made through boto3 clients (ours and any others)."""
+
+    def __init__(self):
+        self.calls: Counter = Counter()
+
+    def __call__(self, model, **_):
+        self.calls[f"{model.service_model.service_name}:{model.name}"] += 1
+
+    def take(self) -> Counter:
+        """The calls since the last take."""
+        taken, self.calls = self.calls, Counter()
+        return taken
+
+
+def _environment() -> None:
+    from chalicelib import bootstrap
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "API_TOKENS_PARAM", "TRIGGER_BACKEND",
+                "TASK_STORE", "METRICS", "PRECISION"):
+        os.environ.pop(key, None)
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                       **bootstrap.stage_environment(STAGE),
+                       # A deployed stage names these (infra wires them): no STS lookup.
+                       "EXECUTOR_ARN": "arn:aws:lambda:us-east-1:123456789012:function:"
+                                       "task-scheduler-dev-execute_task",
+                       "SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/"
+                                             "task-scheduler-dev-scheduler",
+                       "WEBHOOK_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+
+
+def count_ours() -> dict:
+    """Calls of one one-time task, one recurring run, one retry and one cancel."""
+    from chalicelib import aws, config, service, store as stores, triggers
+    from chalicelib.executor import Clock, execute_task
+    from chalicelib.models import utcnow
+    from chalicelib.store import get_store
+
+    aws.reset()
+    stores._stores.clear()
+    triggers._triggers.clear()
+    counter = CallCounter()
+    for name in ("dynamodb", "scheduler", "sqs", "sns", "lambda", "ssm", "sts", "events"):
+        aws.client(name).meta.events.register("before-call", counter)
+    in_an_hour = (utcnow() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def run_at_its_time(task_id):
+        due = get_store().get(task_id).next_run_at
+        counter.take()  # the lookup above is the benchmark's, not the task's
+        return execute_task(task_id, Clock(now=lambda: due))
+
+    rows = {}
+    task_id = service.schedule_task({"action": "log", "payload": {"message": "m"},
+                                     "run_at": in_an_hour})[0]["task_id"]
+    created = counter.take()
+    run_at_its_time(task_id)
+    rows["one-time task: POST to completed"] = created + counter.take()
+
+    task_id = service.schedule_task({"action": "log", "payload": {"message": "m"},
+                                     "run_at": "rate(5 minutes)"})[0]["task_id"]
+    counter.take()
+    run_at_its_time(task_id)
+    rows["one recurring run"] = counter.take()
+
+    from chalicelib import registry
+    from chalicelib.actions import Action, ActionResult
+
+    real = registry.REGISTRY["log"]
+    attempts = iter([ActionResult(False, error="HTTP 503", retryable=True),
+                     ActionResult(True)])
+    registry.REGISTRY["log"] = Action(real.validate, lambda payload, context: next(attempts))
+    try:
+        task_id = service.schedule_task({"action": "log", "payload": {"message": "m"},
+                                         "run_at": in_an_hour})[0]["task_id"]
+        counter.take()
+        run_at_its_time(task_id)
+        rows["a failed run that arms its retry"] = counter.take()
+        run_at_its_time(task_id)
+        rows["the retried run"] = counter.take()
+    finally:
+        registry.REGISTRY["log"] = real
+
+    task_id = service.schedule_task({"action": "log", "payload": {"message": "m"},
+                                     "run_at": in_an_hour})[0]["task_id"]
+    counter.take()
+    service.cancel_task(task_id)
+    rows["one cancel"] = counter.take()
+    return rows
+
+
+def count_older_design() -> dict:
+    """The older design's one-time task, replayed call for call with plain boto3."""
+    import boto3
+
+    counter = CallCounter()
+    clients = {name: boto3.client(name) for name in ("dynamodb", "events", "lambda")}
+    for client in clients.values():
+        client.meta.events.register("before-call", counter)
+    table = os.environ["TASKS_TABLE"]
+    task_id = str(uuid.uuid4())
+    function = os.environ["EXECUTOR_ARN"]
+    counter.take()
+    clients["dynamodb"].put_item(TableName=table, Item={
+        "TaskID": {"S": task_id}, "Status": {"S": "scheduled"}})
+    rule = f"task-{task_id}"
+    clients["events"].put_rule(Name=rule, ScheduleExpression="cron(0 12 1 1 ? 2031)")
+    clients["events"].put_targets(Rule=rule, Targets=[{"Id": "1", "Arn": function}])
+    clients["lambda"].add_permission(FunctionName=function, StatementId=rule,
+                                     Action="lambda:InvokeFunction",
+                                     Principal="events.amazonaws.com")
+    # At run time: read the task, run it, write the result; the rule stays behind.
+    clients["dynamodb"].get_item(TableName=table, Key={"TaskID": {"S": task_id}})
+    clients["dynamodb"].update_item(
+        TableName=table, Key={"TaskID": {"S": task_id}},
+        UpdateExpression="SET #s = :done", ExpressionAttributeNames={"#s": "Status"},
+        ExpressionAttributeValues={":done": {"S": "completed"}})
+    return {"older design: one-time task, POST to completed (rule left behind)":
+            counter.take()}
+
+
+def measure() -> dict:
+    """Both designs, in one moto account."""
+    import boto3
+    from moto import mock_aws
+
+    _environment()
+    from chalicelib import bootstrap
+
+    with mock_aws(config={"lambda": {"use_docker": False}}):
+        bootstrap.bootstrap(STAGE)
+        role = boto3.client("iam").create_role(RoleName="bench-executor",
+                                               AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        boto3.client("lambda").create_function(
+            FunctionName="task-scheduler-dev-execute_task", Runtime="python3.11", Role=role,
+            Handler="app.execute_task", Code={"ZipFile": b"not run"})
+        return {**count_ours(), **count_older_design()}
+
+
+def table(rows: dict) -> str:
+    """A Markdown table: calls and which."""
+    lines = ["| workload | AWS calls | which |", "|---|---|---|"]
+    for name, calls in rows.items():
+        which = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(calls.items()))
+        lines.append(f"| {name} | {sum(calls.values())} | {which} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    result = measure()
+    print(table(result))
+    print(json.dumps({name: sum(calls.values()) for name, calls in result.items()}))
