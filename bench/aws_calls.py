@@ -51,7 +51,7 @@ def _environment() -> None:
 
 def count_ours() -> dict:
     """Calls of one one-time task, one recurring run, one retry and one cancel."""
-    from chalicelib import aws, config, service, store as stores, triggers
+    from chalicelib import aws, service, store as stores, triggers
     from chalicelib.executor import Clock, execute_task
     from chalicelib.models import utcnow
     from chalicelib.store import get_store
