@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-STAGE = "dev"
+from bench.common import MOTO_STAGE, create_executor_function, use_moto_stage  # noqa: E402
 
 
 class CallCounter:
@@ -32,33 +32,12 @@ class CallCounter:
         return taken
 
 
-def _environment() -> None:
-    from chalicelib import bootstrap
-
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "API_TOKENS_PARAM", "TRIGGER_BACKEND",
-                "TASK_STORE", "METRICS", "PRECISION"):
-        os.environ.pop(key, None)
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-                       **bootstrap.stage_environment(STAGE),
-                       # A deployed stage names these (infra wires them): no STS lookup.
-                       "EXECUTOR_ARN": "arn:aws:lambda:us-east-1:123456789012:function:"
-                                       "task-scheduler-dev-execute_task",
-                       "SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/"
-                                             "task-scheduler-dev-scheduler",
-                       "WEBHOOK_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
-
-
 def count_ours() -> dict:
     """Calls of one one-time task, one recurring run, one retry and one cancel."""
-    from chalicelib import aws, service, store as stores, triggers
+    from chalicelib import aws, service
     from chalicelib.executor import Clock, execute_task
     from chalicelib.models import utcnow
     from chalicelib.store import get_store
-
-    aws.reset()
-    stores._stores.clear()
-    triggers._triggers.clear()
     counter = CallCounter()
     for name in ("dynamodb", "scheduler", "sqs", "sns", "lambda", "ssm", "sts", "events"):
         aws.client(name).meta.events.register("before-call", counter)
@@ -140,19 +119,19 @@ def count_older_design() -> dict:
 
 def measure() -> dict:
     """Both designs, in one moto account."""
-    import boto3
     from moto import mock_aws
 
-    _environment()
+    # A deployed stage names the executor and the role (infra wires them): no STS lookup.
+    use_moto_stage(
+        EXECUTOR_ARN="arn:aws:lambda:us-east-1:123456789012:function:"
+                     "task-scheduler-dev-execute_task",
+        SCHEDULER_ROLE_ARN="arn:aws:iam::123456789012:role/task-scheduler-dev-scheduler",
+        WEBHOOK_SIGNING_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     from chalicelib import bootstrap
 
     with mock_aws(config={"lambda": {"use_docker": False}}):
-        bootstrap.bootstrap(STAGE)
-        role = boto3.client("iam").create_role(RoleName="bench-executor",
-                                               AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        boto3.client("lambda").create_function(
-            FunctionName="task-scheduler-dev-execute_task", Runtime="python3.11", Role=role,
-            Handler="app.execute_task", Code={"ZipFile": b"not run"})
+        bootstrap.bootstrap(MOTO_STAGE)
+        create_executor_function()
         return {**count_ours(), **count_older_design()}
 
 

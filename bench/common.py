@@ -97,3 +97,39 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
+
+
+# ---------------------------------------------------------------- moto-based benchmarks
+
+MOTO_STAGE = "dev"
+
+
+def use_moto_stage(**settings) -> None:
+    """This process as the dev stage against in-process moto: fake credentials, no
+    endpoint override, the stage's settings plus `settings`, and fresh clients, store and
+    trigger (call it before mock_aws starts a new account)."""
+    from chalicelib import aws, bootstrap, config, store, triggers
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "API_TOKENS_PARAM", "EXECUTOR_ARN",
+                "SCHEDULER_ROLE_ARN", "TRIGGER_BACKEND", "TASK_STORE", "METRICS", "PRECISION"):
+        os.environ.pop(key, None)
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                       **bootstrap.stage_environment(MOTO_STAGE), **settings})
+    aws.reset()
+    config._account_cache.clear()
+    store._stores.clear()
+    triggers._triggers.clear()
+
+
+def create_executor_function() -> None:
+    """The execute_task function in moto, to invoke and grant on (moto does not run it)."""
+    import boto3
+
+    from chalicelib import config
+
+    role = boto3.client("iam").create_role(RoleName="bench-executor",
+                                           AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    boto3.client("lambda").create_function(
+        FunctionName=config.executor_function_name(), Runtime="python3.11", Role=role,
+        Handler="app.execute_task", Code={"ZipFile": b"not run"})

@@ -12,7 +12,6 @@ the run started minus the task's time; a negative one would be an early run.
 """
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -21,9 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import percentile  # noqa: E402
+from bench.common import (  # noqa: E402
+    MOTO_STAGE, create_executor_function, percentile, use_moto_stage,
+)
 
-STAGE = "dev"
 # Lambda's asynchronous invocation delay, from the trigger firing to the handler starting.
 INVOKE_DELAY = (0.02, 0.25)
 
@@ -41,17 +41,6 @@ class SimulatedClock:
         self.slept += max(seconds, 0.0)
 
 
-def _environment(mode: str) -> None:
-    from chalicelib import bootstrap
-
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "API_TOKENS_PARAM", "EXECUTOR_ARN",
-                "SCHEDULER_ROLE_ARN", "TRIGGER_BACKEND", "TASK_STORE", "METRICS"):
-        os.environ.pop(key, None)
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-                       **bootstrap.stage_environment(STAGE), "PRECISION": mode})
-
-
 def _schedules(group: str):
     import boto3
 
@@ -66,28 +55,17 @@ def _schedules(group: str):
 
 def simulate(mode: str, tasks: int, seed: int) -> dict:
     """Lateness figures (seconds) of `tasks` one-time tasks under PRECISION=`mode`."""
-    import boto3
     from moto import mock_aws
 
-    _environment(mode)
-    from chalicelib import aws, bootstrap, config, service, store as stores, triggers
+    use_moto_stage(PRECISION=mode)
+    from chalicelib import aws, bootstrap, config, service
     from chalicelib.executor import execute_task
     from chalicelib.models import utcnow
     from chalicelib.store import get_store
-
-    # Fresh clients, store and trigger for this mode's moto account.
-    aws.reset()
-    config._account_cache.clear()
-    stores._stores.clear()
-    triggers._triggers.clear()
     rng = random.Random(seed)
     with mock_aws(config={"lambda": {"use_docker": False}}):
-        bootstrap.bootstrap(STAGE)
-        role = boto3.client("iam").create_role(RoleName="sim-executor",
-                                               AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        boto3.client("lambda").create_function(
-            FunctionName=config.executor_function_name(), Runtime="python3.11", Role=role,
-            Handler="app.execute_task", Code={"ZipFile": b"not run"})
+        bootstrap.bootstrap(MOTO_STAGE)
+        create_executor_function()
         invoked = {}
 
         def note_invocation(params, **_):

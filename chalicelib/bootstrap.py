@@ -16,6 +16,7 @@ from typing import Dict, List
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
+from chalicelib.infra import TABLE_ACTIONS
 from chalicelib.store.dynamodb import TTL_ATTRIBUTE, table_definition
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -240,8 +241,6 @@ FUNCTION_STATEMENTS = {
 def deploy_policies(stage: str) -> Dict[str, dict]:
     """Each function's least-privilege policy (`.chalice/policy-<stage>-<function>.json`):
     the stage's statements, only those the function needs."""
-    from chalicelib.infra import TABLE_ACTIONS
-
     every = deploy_policy(stage)["Statement"]
     policies = {}
     for function, sids in FUNCTION_STATEMENTS.items():

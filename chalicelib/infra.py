@@ -185,6 +185,7 @@ def merge_template() -> Dict[str, Any]:
                                      {"Name": "FunctionName", "Value": {"Ref": "DailySweeper"}}),
     }
     names = {"executor": "execute-task", "sweeper": "daily-sweeper"}
+    statements = policies()
     for function, logical in FUNCTIONS.items():
         properties: Dict[str, Any] = {"Environment": {"Variables": environment(function)}}
         if function in names:
@@ -193,7 +194,7 @@ def merge_template() -> Dict[str, Any]:
         role = "ApiHandlerRole" if function == "api" else f"{logical}Role"
         resources[role] = {"Properties": {"Policies": [{
             "PolicyName": f"{function}-policy",
-            "PolicyDocument": {"Version": "2012-10-17", "Statement": policies()[function]}}]}}
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": statements[function]}}]}}
     return {
         "Parameters": {
             "Stage": {"Type": "String", "Default": "dev", "AllowedPattern": "[a-z0-9-]+"},
