@@ -64,6 +64,10 @@ class SQLiteTaskStore(TaskStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        # Writers of this process queue here: SQLite's own busy handler makes a waiting
+        # writer sleep in growing steps (up to 100 ms), which under a burst cost more time
+        # than the writes (bench/dispatch.py). Other processes still meet busy_timeout.
+        self._write_lock = threading.Lock()
         self._raw().executescript(SCHEMA)
         self._add_missing_columns()
 
@@ -76,7 +80,11 @@ class SQLiteTaskStore(TaskStore):
                 connection.execute(f"ALTER TABLE tasks ADD COLUMN {name} TEXT")
 
     def _connection(self) -> "_Transaction":
-        return _Transaction(self._raw())
+        return _Transaction(self._raw(), self._write_lock)
+
+    def _reading(self) -> "_Reading":
+        # WAL: a lone SELECT reads a consistent snapshot without taking the write lock.
+        return _Reading(self._raw())
 
     def _raw(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -182,7 +190,7 @@ class SQLiteTaskStore(TaskStore):
     # ------------------------------------------------------------ reads
 
     def get(self, task_id: str) -> Task:
-        with self._connection() as db:
+        with self._reading() as db:
             row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         if row is None:
             raise TaskNotFound(f"no task with id {task_id}", field="task_id")
@@ -199,7 +207,7 @@ class SQLiteTaskStore(TaskStore):
             clauses.append("(created_at, task_id) < (?, ?)")
             params += [after["created_at"], after["task_id"]]
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._connection() as db:
+        with self._reading() as db:
             rows = db.execute(
                 f"SELECT * FROM tasks {where} ORDER BY created_at DESC, task_id DESC LIMIT ?",
                 params + [limit + 1]).fetchall()
@@ -216,7 +224,7 @@ class SQLiteTaskStore(TaskStore):
         for priority in PRIORITIES:
             after = ("", "")
             while True:
-                with self._connection() as db:
+                with self._reading() as db:
                     rows = db.execute(
                         "SELECT * FROM tasks WHERE priority = ? AND due_at IS NOT NULL "
                         "AND due_at <= ? AND (due_at, task_id) > (?, ?) "
@@ -229,7 +237,7 @@ class SQLiteTaskStore(TaskStore):
                 after = (rows[-1]["due_at"], rows[-1]["task_id"])
 
     def next_due_after(self, now: datetime) -> Optional[datetime]:
-        with self._connection() as db:
+        with self._reading() as db:
             row = db.execute("SELECT MIN(due_at) AS due FROM tasks "
                              "WHERE due_at IS NOT NULL AND due_at > ?",
                              (iso_ms(now),)).fetchone()
@@ -237,7 +245,7 @@ class SQLiteTaskStore(TaskStore):
 
     def explain_due(self, now: datetime) -> List[str]:
         """SQLite's plan for the due query (tests check it uses the partial index)."""
-        with self._connection() as db:
+        with self._reading() as db:
             rows = db.execute(
                 "EXPLAIN QUERY PLAN SELECT * FROM tasks WHERE priority = ? AND due_at IS NOT "
                 "NULL AND due_at <= ? AND (due_at, task_id) > (?, ?) ORDER BY due_at, task_id "
@@ -263,15 +271,37 @@ def _changed_or_raise(task_id: str, row, updated: int, verb: str, reason: str) -
 class _Transaction:
     """`with` block = one IMMEDIATE transaction (writers queue up instead of failing)."""
 
+    def __init__(self, connection: sqlite3.Connection, lock: threading.Lock):
+        self.connection = connection
+        self.lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.connection.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.connection
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            self.connection.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.lock.release()
+
+
+class _Reading:
+    """`with` block = the thread's connection in autocommit: each SELECT is its own read."""
+
     def __init__(self, connection: sqlite3.Connection):
         self.connection = connection
 
     def __enter__(self) -> sqlite3.Connection:
-        self.connection.execute("BEGIN IMMEDIATE")
         return self.connection
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        self.connection.execute("ROLLBACK" if exc_type else "COMMIT")
+        return None
 
 
 # ---------------------------------------------------------------- row mapping
