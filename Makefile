@@ -29,11 +29,14 @@ dev-aws: $(VENV)/.dev-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q tests
 
-bench: $(VENV)/.dev-installed
-	$(BIN)/python bench/aws_calls.py
-	$(BIN)/python bench/precision_sim.py
-	$(BIN)/python bench/local_burst.py
-	$(BIN)/python bench/load_restart.py
+$(VENV)/.bench-installed: $(VENV)/.dev-installed requirements-bench.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+# Every benchmark in one run (~20 min on 2 cores): docs/bench/results.md, its charts, and
+# README's Performance section. `BENCH_ARGS=--quick` checks that it runs in ~2 min.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python bench/report.py $(BENCH_ARGS)
 
 bootstrap: $(VENV)/.dev-installed
 	$(BIN)/python -m chalicelib.bootstrap --stage $(STAGE)

@@ -37,6 +37,17 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
+            def do_GET(self):
+                # The arrivals so far, for a benchmark running this receiver in a process
+                # of its own (ReceiverProcess).
+                with lock:
+                    body = json.dumps([(task_id, moment.timestamp(), key)
+                                       for task_id, moment, key in arrivals]).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def log_message(self, *args):
                 pass
 
@@ -44,6 +55,37 @@ class Receiver:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class ReceiverProcess:
+    """The Receiver in a process of its own, so that it takes no CPU time from whichever
+    scheduler the benchmark runs in its own process."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time; sys.path.insert(0, 'bench'); "
+             "from common import Receiver; r = Receiver(); print(r.url, flush=True); "
+             "time.sleep(86400)"], cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
+        self.url = self.process.stdout.readline().strip()
+        self.count_url = self.url.rsplit("/", 1)[0] + "/arrivals"
+
+    def arrivals(self) -> list:
+        """(task id, arrival time, Idempotency-Key) of every request so far."""
+        with urllib.request.urlopen(self.count_url, timeout=30) as response:
+            return [(task_id, datetime.fromtimestamp(moment, timezone.utc), key)
+                    for task_id, moment, key in json.loads(response.read())]
+
+    def wait_for(self, count: int, deadline: float) -> list:
+        """The arrivals once there are `count` (or at the monotonic `deadline`)."""
+        while True:
+            arrived = self.arrivals()
+            if len(arrived) >= count or time.monotonic() > deadline:
+                return arrived
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 def free_port():

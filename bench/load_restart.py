@@ -18,27 +18,28 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from common import Receiver, free_port, percentile, schedule, start_server, stop_server
+from common import ReceiverProcess, free_port, percentile, schedule, start_server, stop_server
 
 WINDOW_SECONDS = 10
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--restart-after", type=float, default=4.0,
-                        help="seconds into the due window at which the server restarts")
-    args = parser.parse_args()
+def measure(tasks: int = 5000, workers: int = 16, restart_after: float = 4.0) -> dict:
+    """Lost, duplicated and early deliveries of `tasks` with a restart in the window."""
+    receiver = ReceiverProcess()
+    try:
+        return _measure(receiver, tasks, workers, restart_after)
+    finally:
+        receiver.stop()
 
-    receiver = Receiver()
+
+def _measure(receiver, tasks: int, workers: int, restart_after: float) -> dict:
     wall_started = time.monotonic()
     with tempfile.TemporaryDirectory() as data:
         port = free_port()
-        process, url = start_server(Path(data), args.workers, port)
+        process, url = start_server(Path(data), workers, port)
         # Posting runs at a few hundred requests/s here; the window opens after it.
         window = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(
-            seconds=5 + args.tasks // 250)
+            seconds=5 + tasks // 250)
         due = {}
 
         def post(n):
@@ -47,25 +48,24 @@ def main() -> int:
             due[task_id] = run_at
 
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(post, range(args.tasks)))
+            list(pool.map(post, range(tasks)))
         posted_at = datetime.now(timezone.utc)
         if posted_at >= window:
             raise SystemExit(f"posting ended {posted_at - window} after the window opened")
-        time.sleep((window - datetime.now(timezone.utc)).total_seconds() + args.restart_after)
-        before_restart = len(receiver.arrivals)
+        time.sleep((window - datetime.now(timezone.utc)).total_seconds() + restart_after)
+        before_restart = len(receiver.arrivals())
         shutdown_seconds = stop_server(process)
-        process, url = start_server(Path(data), args.workers, port)
-        deadline = time.monotonic() + 120
-        while len(receiver.arrivals) < args.tasks and time.monotonic() < deadline:
-            time.sleep(0.05)
+        process, url = start_server(Path(data), workers, port)
+        receiver.wait_for(tasks, time.monotonic() + 120)
         time.sleep(2.0)  # a duplicate would arrive here
         stop_server(process)
-    keys = Counter(key for _, _, key in receiver.arrivals)
-    delivered = {task_id for task_id, _, _ in receiver.arrivals}
+    arrivals = receiver.arrivals()
+    keys = Counter(key for _, _, key in arrivals)
+    delivered = {task_id for task_id, _, _ in arrivals}
     lateness = [(moment - due[task_id]).total_seconds() * 1000
-                for task_id, moment, _ in receiver.arrivals if task_id in due]
+                for task_id, moment, _ in arrivals if task_id in due]
     result = {
-        "tasks": args.tasks, "window_s": WINDOW_SECONDS,
+        "tasks": tasks, "window_s": WINDOW_SECONDS,
         "delivered_before_restart": before_restart,
         "shutdown_s": round(shutdown_seconds, 2),
         "lost": len(set(due) - delivered),
@@ -76,6 +76,29 @@ def main() -> int:
         "lateness_max_ms": round(max(lateness), 1),
         "wall_s": round(time.monotonic() - wall_started, 1),
     }
+    return result
+
+
+def table(result: dict) -> str:
+    """A Markdown table of one result."""
+    return "\n".join([
+        "| tasks | window | restart | lost | duplicated | early | lateness p50 | p99 | max |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {result['tasks']:,} | {result['window_s']} s | SIGTERM + start, shutdown "
+        f"{result['shutdown_s']} s | {result['lost']} | {result['duplicates']} | "
+        f"{result['early']} | {result['lateness_p50_ms']:.0f} ms | "
+        f"{result['lateness_p99_ms']:.0f} ms | {result['lateness_max_ms']:.0f} ms |"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--restart-after", type=float, default=4.0,
+                        help="seconds into the due window at which the server restarts")
+    args = parser.parse_args()
+    result = measure(args.tasks, args.workers, args.restart_after)
+    print(table(result))
     print(json.dumps(result))
     return 0 if result["lost"] == result["duplicates"] == result["early"] == 0 else 1
 

@@ -1,0 +1,75 @@
+"""Footprint: the deployment zip `chalice package` builds, and the time `import app` takes in
+a fresh interpreter (what a Lambda cold start pays before the first handler runs).
+
+    python bench/footprint.py [--imports 15]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+IMPORT_PROBE = ("import time; started = time.perf_counter(); import app; "
+                "print((time.perf_counter() - started) * 1000)")
+
+
+def deployment_zip_bytes() -> int:
+    """Size of deployment.zip from `chalice package --stage dev` on a copy of the project."""
+    with tempfile.TemporaryDirectory() as folder:
+        project = Path(folder)
+        shutil.copy(PROJECT_DIR / "app.py", project)
+        shutil.copy(PROJECT_DIR / "requirements.txt", project)
+        shutil.copytree(PROJECT_DIR / "chalicelib", project / "chalicelib",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(PROJECT_DIR / ".chalice", project / ".chalice",
+                        ignore=shutil.ignore_patterns("local-data", "deployments", "*.sqlite3"))
+        env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+        env.pop("AWS_ENDPOINT_URL", None)
+        subprocess.run([str(Path(sys.executable).parent / "chalice"), "package", "--stage",
+                        "dev", str(project / "out")], cwd=project, env=env, check=True,
+                       capture_output=True, timeout=600)
+        return (project / "out" / "deployment.zip").stat().st_size
+
+
+def import_app_ms(times: int) -> list:
+    """`import app` in `times` fresh interpreters, as a deployed stage (not the local one)."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("STAGE", "TRIGGER_BACKEND", "TASK_STORE", "AWS_ENDPOINT_URL")}
+    env.update(AWS_DEFAULT_REGION="us-east-1", PYTHONDONTWRITEBYTECODE="")
+    subprocess.run([sys.executable, "-c", "import app"], cwd=PROJECT_DIR, env=env, check=True)
+    return [float(subprocess.run([sys.executable, "-c", IMPORT_PROBE], cwd=PROJECT_DIR,
+                                 env=env, check=True, capture_output=True,
+                                 text=True).stdout) for _ in range(times)]
+
+
+def measure(imports: int = 15) -> dict:
+    """Zip size and import time (median, min, max)."""
+    times = import_app_ms(imports)
+    return {"zip_bytes": deployment_zip_bytes(), "import_ms_median": round(
+        statistics.median(times), 1), "import_ms_min": round(min(times), 1),
+        "import_ms_max": round(max(times), 1), "imports": imports}
+
+
+def table(result: dict) -> str:
+    """A Markdown table of one result."""
+    return "\n".join([
+        "| measure | value |", "|---|---|",
+        f"| deployment.zip (`chalice package`) | {result['zip_bytes'] / 1024 / 1024:.2f} MB |",
+        f"| `import app`, fresh interpreter, bytecode cached (median of "
+        f"{result['imports']}) | {result['import_ms_median']:.0f} ms (min "
+        f"{result['import_ms_min']:.0f}, max {result['import_ms_max']:.0f}) |"])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--imports", type=int, default=15)
+    args = parser.parse_args()
+    result = measure(args.imports)
+    print(table(result))
+    print(json.dumps(result))
