@@ -80,6 +80,11 @@ def retry_task(task_id):
     return service.retry_task(task_id, app.current_request.raw_body)
 
 
+@api_route("/preview")
+def preview():
+    return service.preview(app.current_request.query_params)
+
+
 @api_route("/health", authorizer=None)
 def health():
     return {"status": "ok"}

@@ -79,6 +79,15 @@ TASK = {
 }
 
 
+PREVIEW = {
+    "type": "object", "required": ["run_at", "timezone", "recurring", "next"],
+    "properties": {"run_at": {"type": "string"}, "timezone": {"type": "string"},
+                   "recurring": {"type": "boolean"},
+                   "next": {"type": "array", "items": TIME, "minItems": 0,
+                            "maxItems": validation.PREVIEW_COUNT_MAX}},
+}
+
+
 def _json(schema_name, description):
     return {"description": description, "content": {"application/json": {
         "schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}
@@ -108,7 +117,7 @@ def document(server_url: str = "/") -> dict:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Error": ERROR, "GatewayError": GATEWAY_ERROR, "Run": RUN,
-                        "TaskRequest": TASK_REQUEST, "TaskCreated": CREATED, "Task": TASK,
+                        "Preview": PREVIEW, "TaskRequest": TASK_REQUEST, "TaskCreated": CREATED, "Task": TASK,
                         "TaskPage": {"type": "object", "required": ["tasks", "next_token"],
                                      "properties": {
                                          "tasks": {"type": "array", "items": {
@@ -130,6 +139,9 @@ def document(server_url: str = "/") -> dict:
                 "parameters": [
                     {"name": "status", "in": "query", "schema": {
                         "type": "string", "enum": list(models.STATUSES)}},
+                    {"name": "name", "in": "query", "description": (
+                        "a part of the task's name, any case"), "schema": {
+                        "type": "string", "maxLength": validation.MAX_NAME_LENGTH}},
                     {"name": "limit", "in": "query", "schema": {
                         "type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
                     {"name": "next_token", "in": "query", "schema": {"type": "string"}}],
@@ -149,6 +161,18 @@ def document(server_url: str = "/") -> dict:
                                "properties": {"run_at": TIME}}}}},
                 "responses": {"200": _json("Task", "scheduled again"),
                               **_errors(400, 404, 409, 413, 415)}}},
+            "/preview": {"get": {
+                "summary": "The next firings of a run_at, validated as POST /schedule-task "
+                           "validates it; stores nothing", "security": secured,
+                "parameters": [
+                    {"name": "run_at", "in": "query", "required": True,
+                     "schema": {"type": "string"}, "example": "cron(0 9 ? * MON-FRI *)"},
+                    {"name": "timezone", "in": "query", "schema": {"type": "string"},
+                     "example": "Europe/Berlin"},
+                    {"name": "count", "in": "query", "schema": {
+                        "type": "integer", "minimum": 1,
+                        "maximum": validation.PREVIEW_COUNT_MAX, "default": 5}}],
+                "responses": {"200": _json("Preview", "the next firings"), **_errors(400)}}},
             "/health": {"get": {"summary": "Liveness", "security": [], "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["status"],

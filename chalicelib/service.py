@@ -11,7 +11,9 @@ from chalicelib.errors import Conflict, TaskExists, TaskNotFound, ValidationErro
 from chalicelib.models import SCHEDULED, Task, iso, utcnow
 from chalicelib.store import get_store
 from chalicelib.triggers import get_trigger
-from chalicelib.validation import parse_list_query, parse_new_task, parse_replay
+from chalicelib.validation import (
+    parse_list_query, parse_new_task, parse_preview, parse_replay,
+)
 
 logger = logging.getLogger("task_scheduler.service")
 
@@ -150,10 +152,16 @@ def get_task(task_id: str) -> Dict[str, Any]:
 
 
 def list_tasks(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
-    """GET /tasks: one page, optionally filtered by status."""
+    """GET /tasks: one page, optionally filtered by status and name."""
     query = parse_list_query(params)
-    page = get_store().list(query["status"], query["limit"], query["next_token"])
+    page = get_store().list(query["status"], query["limit"], query["next_token"],
+                            query["name"])
     return {"tasks": [describe(task) for task in page.tasks], "next_token": page.next_token}
+
+
+def preview(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
+    """GET /preview: a run_at's next firings, validated as POST validates it; stores nothing."""
+    return parse_preview(params, utcnow())
 
 
 def cancel_task(task_id: str) -> Dict[str, Any]:

@@ -88,17 +88,7 @@ def parse_new_task(body: Any, now: datetime) -> NewTask:
         raise ValidationError("payload is required: the action's input", field="payload")
     payload = action.validate(body["payload"])
 
-    timezone_name = body.get("timezone")
-    tz = schedules.parse_timezone(timezone_name)
-    run_at = body.get("run_at")
-    if run_at is not None and not isinstance(run_at, str):
-        raise schedules.invalid("run_at must be a string: an ISO 8601 date-time, "
-                                "cron(...), rate(...) or HH:MM")
-    schedule = schedules.parse(run_at, tz, anchor=schedules.ceil_second(now))
-    if schedule.kind == schedules.ONCE and timezone_name is not None:
-        raise ValidationError("timezone applies to cron and HH:MM only; give the offset in "
-                              "run_at instead", field="timezone")
-    next_run_at = schedules.validate_new(schedule, now, config.max_horizon_days())
+    schedule, tz, next_run_at = parse_when(body.get("run_at"), body.get("timezone"), now)
 
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_LENGTH):
@@ -121,6 +111,40 @@ def parse_new_task(body: Any, now: datetime) -> NewTask:
     )
 
 
+def parse_when(run_at: Any, timezone_name: Any, now: datetime):
+    """(schedule, zone, first firing) of a run_at and optional timezone, validated as a
+    new task's are."""
+    tz = schedules.parse_timezone(timezone_name)
+    if run_at is not None and not isinstance(run_at, str):
+        raise schedules.invalid("run_at must be a string: an ISO 8601 date-time, "
+                                "cron(...), rate(...) or HH:MM")
+    schedule = schedules.parse(run_at, tz, anchor=schedules.ceil_second(now))
+    if schedule.kind == schedules.ONCE and timezone_name is not None:
+        raise ValidationError("timezone applies to cron and HH:MM only; give the offset in "
+                              "run_at instead", field="timezone")
+    return schedule, tz, schedules.validate_new(schedule, now, config.max_horizon_days())
+
+
+PREVIEW_COUNT_MAX = 50
+
+
+def parse_preview(params: Optional[Dict[str, str]], now: datetime) -> Dict[str, Any]:
+    """GET /preview: run_at (required), timezone and count (1-50, default 5), checked as
+    POST /schedule-task checks them; the next `count` firings."""
+    params = params or {}
+    count_text = params.get("count", "5")
+    if not schedules.is_number(count_text) or not 1 <= int(count_text) <= PREVIEW_COUNT_MAX:
+        raise ValidationError(f"count must be a whole number from 1 to {PREVIEW_COUNT_MAX}",
+                              field="count")
+    schedule, tz, first = parse_when(params.get("run_at"), params.get("timezone"), now)
+    firings = [first]
+    if schedule.kind != schedules.ONCE:
+        firings += schedule.upcoming(first, int(count_text) - 1)
+    return {"run_at": _echo(schedule), "timezone": tz.key,
+            "recurring": schedule.kind != schedules.ONCE,
+            "next": [moment.strftime("%Y-%m-%dT%H:%M:%SZ") for moment in firings]}
+
+
 def _echo(schedule: schedules.Schedule) -> str:
     # An ISO time is echoed normalised to UTC; expressions as given.
     if isinstance(schedule, schedules.OneTime):
@@ -129,7 +153,8 @@ def _echo(schedule: schedules.Schedule) -> str:
 
 
 def parse_list_query(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
-    """status, limit (1-100, default 50) and next_token of GET /tasks."""
+    """status, name (a part of the task's name, any case), limit (1-100, default 50) and
+    next_token of GET /tasks."""
     params = params or {}
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
@@ -137,8 +162,12 @@ def parse_list_query(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
     limit_text = params.get("limit", "50")
     if not schedules.is_number(limit_text) or not 1 <= int(limit_text) <= 100:
         raise ValidationError("limit must be a whole number from 1 to 100", field="limit")
+    name = params.get("name") or None
+    if name is not None and len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(f"name must be at most {MAX_NAME_LENGTH} characters",
+                              field="name")
     return {"status": status, "limit": int(limit_text),
-            "next_token": params.get("next_token") or None}
+            "next_token": params.get("next_token") or None, "name": name}
 
 
 def parse_replay(raw: Optional[bytes], now: datetime) -> datetime:

@@ -362,6 +362,7 @@ def test_health_needs_no_token(client):
     ("POST", "/schedule-task"), ("GET", "/tasks"),
     ("GET", "/tasks/00000000-0000-4000-8000-000000000000"),
     ("DELETE", "/tasks/00000000-0000-4000-8000-000000000000"),
+    ("GET", "/preview?run_at=rate(5%20minutes)"),
 ])
 def test_routes_require_a_token(client, method, path):
     body = json.dumps(spec_example()).encode()
@@ -479,3 +480,60 @@ def test_rules_mode_rearms_a_recurring_task_for_its_next_firing(rules_mode, api,
         f"{following.year})")
     api.delete(f"/tasks/{task.task_id}")
     assert rule_names() == []
+
+
+def test_list_searches_names_in_any_case(api):
+    named = [api.post("/schedule-task", {**spec_example(), "name": name}).json["task_id"]
+             for name in ("Invoice run", "nightly INVOICES", "cleanup")]
+    found = api.get("/tasks?name=invoice").json
+    assert sorted(task["task_id"] for task in found["tasks"]) == sorted(named[:2])
+    assert api.get("/tasks?name=invoice&status=cancelled").json["tasks"] == []
+    assert api.get("/tasks?name=" + "x" * 201).json["field"] == "name"
+
+
+def _preview(api, **query):
+    from urllib.parse import urlencode
+
+    return api.get("/preview?" + urlencode(query))
+
+
+def test_preview_lists_the_next_firings_and_stores_nothing(api):
+    body = _preview(api, run_at="cron(0 9 ? * MON-FRI *)", timezone="Europe/Berlin",
+                    count=7).json
+    assert body["run_at"] == "cron(0 9 ? * MON-FRI *)" and body["recurring"] is True
+    assert body["timezone"] == "Europe/Berlin" and len(body["next"]) == 7
+    for text in body["next"]:
+        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        from zoneinfo import ZoneInfo
+        local = moment.astimezone(ZoneInfo("Europe/Berlin"))
+        assert (local.hour, local.minute) == (9, 0) and local.weekday() < 5
+    assert body["next"] == sorted(body["next"])
+    assert task_count() == 0 and schedules_in_group() == []
+
+
+def test_preview_of_a_rate_and_of_a_date_time(api):
+    rate = _preview(api, run_at="rate(5 minutes)", count=3).json["next"]
+    times = [datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ") for t in rate]
+    assert [b - a for a, b in zip(times, times[1:])] == [timedelta(minutes=5)] * 2
+    once = _preview(api, run_at="2999-01-01T10:00:00+02:00")
+    assert once.status_code == 400 and once.json["field"] == "run_at"  # past the horizon
+    soon = future(120)
+    body = _preview(api, run_at=soon, count=5).json
+    assert body == {"run_at": soon, "timezone": "UTC", "recurring": False, "next": [soon]}
+    assert _preview(api, run_at="07:30").json["next"][0].endswith("T07:30:00Z")
+
+
+@pytest.mark.parametrize("query,field", [
+    ({}, "run_at"), ({"run_at": ""}, "run_at"), ({"run_at": "tomorrow"}, "run_at"),
+    ({"run_at": "2001-01-01T00:00:00Z"}, "run_at"), ({"run_at": "cron(0 9 * * * *)"}, "run_at"),
+    ({"run_at": "rate(0 minutes)"}, "run_at"),
+    ({"run_at": "rate(5 minutes)", "count": "0"}, "count"),
+    ({"run_at": "rate(5 minutes)", "count": "51"}, "count"),
+    ({"run_at": "rate(5 minutes)", "count": "five"}, "count"),
+    ({"run_at": "09:00", "timezone": "Mars/Olympus"}, "timezone"),
+    ({"run_at": "2999-01-01T00:00:00Z", "timezone": "Europe/Berlin"}, "timezone"),
+])
+def test_preview_refuses_what_post_refuses(api, query, field):
+    response = _preview(api, **query)
+    assert response.status_code == 400, response.json
+    assert response.json["field"] == field

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
+from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound, ValidationError
 from chalicelib.models import Run, Transition, utcnow
 from chalicelib.store import get_store
 
@@ -203,3 +203,34 @@ def test_list_by_status_is_newest_first_and_pages(store, make_task):
     assert rest.next_token is None
     created = [t.created_at for t in page.tasks + rest.tasks]
     assert created == sorted(created, reverse=True)
+
+
+def test_list_finds_a_name_part_in_any_case_and_pages(store, make_task):
+    wanted = {make_task(due_in=60 + i, name=f"Nightly Ünïcode report {i}").task_id
+              for i in range(7)}
+    for i in range(60):  # more than a page of moto between the matches
+        make_task(due_in=60, name=f"other {i}")
+    make_task(due_in=60)  # no name at all
+    seen, token = [], None
+    while True:
+        page = store.list(None, 3, token, name="ünÏCODE")
+        assert len(page.tasks) <= 3
+        seen += [t.task_id for t in page.tasks]
+        token = page.next_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(wanted)
+    by_status = store.list("scheduled", 50, None, name="REPORT 3")
+    assert [t.name for t in by_status.tasks] == ["Nightly Ünïcode report 3"]
+    assert store.list(None, 50, None, name="absent").tasks == []
+
+
+def test_a_token_is_refused_under_another_name_filter(store, make_task):
+    for i in range(3):
+        make_task(due_in=60, name=f"job {i}")
+    page = store.list(None, 1, None, name="job")
+    assert page.next_token
+    with pytest.raises(ValidationError):
+        store.list(None, 1, page.next_token, name="other")
+    with pytest.raises(ValidationError):
+        store.list(None, 1, page.next_token)

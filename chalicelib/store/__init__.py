@@ -29,8 +29,10 @@ class TaskStore(abc.ABC):
         """The task, or TaskNotFound."""
 
     @abc.abstractmethod
-    def list(self, status: Optional[str], limit: int, next_token: Optional[str]) -> Page:
-        """One page of tasks, optionally of one status."""
+    def list(self, status: Optional[str], limit: int, next_token: Optional[str],
+             name: Optional[str] = None) -> Page:
+        """One page of tasks, optionally of one status and with `name` in their name
+        (case-insensitive). A page may hold fewer than `limit` while next_token is set."""
 
     @abc.abstractmethod
     def claim(self, task_id: str, run_id: str, now: datetime) -> Task:
@@ -78,28 +80,32 @@ class TaskStore(abc.ABC):
         """Remove a task entirely (used to undo a creation whose trigger failed)."""
 
 
-def encode_token(key: Optional[Dict[str, Any]], status: Optional[str]) -> Optional[str]:
-    """An opaque next_token: a page's last key and the filter it belongs to."""
+def encode_token(key: Optional[Dict[str, Any]], status: Optional[str],
+                 name: Optional[str] = None) -> Optional[str]:
+    """An opaque next_token: a page's last key and the filters it belongs to."""
     if not key:
         return None
-    raw = json.dumps({"k": key, "s": status}, separators=(",", ":"), sort_keys=True).encode()
+    data = {"k": key, "s": status, **({"n": name} if name else {})}
+    raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_token(token: Optional[str], status: Optional[str],
-                 valid_key: Callable[[Any], bool]) -> Optional[Dict[str, Any]]:
-    """The key inside a next_token made for the same filter, or a 400 on next_token."""
+                 valid_key: Callable[[Any], bool],
+                 name: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The key inside a next_token made for the same filters, or a 400 on next_token."""
     if not token:
         return None
     try:
         data = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode()))
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         data = None
-    if not isinstance(data, dict) or set(data) != {"k", "s"} or not valid_key(data["k"]):
+    if (not isinstance(data, dict) or not {"k", "s"} <= set(data) <= {"k", "s", "n"}
+            or not valid_key(data["k"])):
         raise ValidationError("next_token is not a token this API returned",
                               field="next_token", code="invalid_next_token")
-    if data["s"] != status:
-        raise ValidationError("next_token belongs to a listing with another status filter",
+    if data["s"] != status or data.get("n") != (name or None):
+        raise ValidationError("next_token belongs to a listing with other filters",
                               field="next_token", code="invalid_next_token")
     return data["k"]
 

@@ -7,9 +7,10 @@ One item per task, hash key TaskID. Two global secondary indexes:
   due items only, one Query per priority from 9 down to 0, and never the whole table.
 - StatusIndex: Status, CreatedAt, for listing by status newest first.
 """
+import functools
 import json
 from datetime import datetime, timedelta
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -30,11 +31,20 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 PRIORITIES = range(9, -1, -1)
+# A name search reads at most SEARCH_READS pages of SEARCH_PAGE items per request.
+SEARCH_READS = 10
+SEARCH_PAGE = 200
 
 
 def due_bucket(priority: int) -> str:
     """DueIndex partition of a priority."""
     return f"P{priority}"
+
+
+def _page_key(item: Dict[str, Any], status: Optional[str]) -> Dict[str, Any]:
+    # The ExclusiveStartKey that continues right after `item` (table, or StatusIndex).
+    names = ("TaskID", "Status", "CreatedAt") if status else ("TaskID",)
+    return {name: item[name] for name in names}
 
 
 def _is_condition_failure(error: ClientError) -> bool:
@@ -230,25 +240,52 @@ class DynamoDBTaskStore(TaskStore):
             raise TaskNotFound(f"no task with id {task_id}", field="task_id")
         return from_item(_deserialize(response["Item"]))
 
-    def list(self, status: Optional[str], limit: int, next_token: Optional[str]) -> Page:
-        kwargs: Dict[str, Any] = {"TableName": self.table_name, "Limit": limit}
-        start_key = decode_token(next_token, status, _is_table_key)
-        if start_key:
-            kwargs["ExclusiveStartKey"] = start_key
+    def list(self, status: Optional[str], limit: int, next_token: Optional[str],
+             name: Optional[str] = None) -> Page:
+        start_key = decode_token(next_token, status, _is_table_key, name)
         if status:
-            response = self._client.query(
-                IndexName=config.STATUS_INDEX,
-                KeyConditionExpression="#status = :status",
+            read = functools.partial(
+                self._client.query, TableName=self.table_name, IndexName=config.STATUS_INDEX,
+                KeyConditionExpression="#status = :status", ScanIndexForward=False,
                 ExpressionAttributeNames={"#status": "Status"},
-                ExpressionAttributeValues={":status": {"S": status}},
-                ScanIndexForward=False,
-                **kwargs,
-            )
+                ExpressionAttributeValues={":status": {"S": status}})
         else:
-            response = self._client.scan(**kwargs)
-        tasks = [from_item(_deserialize(item)) for item in response.get("Items", [])]
-        return Page(tasks=tasks,
-                    next_token=encode_token(response.get("LastEvaluatedKey"), status))
+            read = functools.partial(self._client.scan, TableName=self.table_name)
+        if not name:
+            response = read(Limit=limit, **({"ExclusiveStartKey": start_key}
+                                            if start_key else {}))
+            tasks = [from_item(_deserialize(item)) for item in response.get("Items", [])]
+            return Page(tasks=tasks,
+                        next_token=encode_token(response.get("LastEvaluatedKey"), status))
+        return self._search(read, status, name, limit, start_key)
+
+    def _search(self, read, status: Optional[str], name: str, limit: int,
+                start_key: Optional[Dict[str, Any]]) -> Page:
+        # A filter applies after the read: follow pages until `limit` matches, but read at
+        # most SEARCH_READS pages per call (the page may then be short, with a token).
+        found: List[Dict[str, Any]] = []
+        search = {"FilterExpression": "contains(NameSearch, :name)"}
+        for _ in range(SEARCH_READS):
+            values = read.keywords.get("ExpressionAttributeValues", {})
+            response = read(Limit=SEARCH_PAGE, **search, ExpressionAttributeValues={
+                **values, ":name": {"S": name.casefold()}},
+                **({"ExclusiveStartKey": start_key} if start_key else {}))
+            items = response.get("Items", [])
+            for index, item in enumerate(items):
+                found.append(item)
+                if len(found) == limit:
+                    more = index < len(items) - 1 or "LastEvaluatedKey" in response
+                    key = _page_key(item, status) if more else None
+                    return self._page(found, key, status, name)
+            start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                break
+        return self._page(found, start_key, status, name)
+
+    @staticmethod
+    def _page(items, key, status, name) -> Page:
+        return Page(tasks=[from_item(_deserialize(item)) for item in items],
+                    next_token=encode_token(key, status, name))
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
         for priority in PRIORITIES:
@@ -359,6 +396,8 @@ def to_item(task: Task) -> Dict[str, Any]:
         "RequestHash": task.request_hash,
     }
     item.update({key: value for key, value in optional.items() if value is not None})
+    if task.name:
+        item["NameSearch"] = task.name.casefold()  # DynamoDB's contains() is case-sensitive
     if task.status in WAITING and task.next_run_at is not None:
         item["DueBucket"] = due_bucket(task.priority)
         item["DueAt"] = iso_ms(task.next_run_at)

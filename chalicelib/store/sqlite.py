@@ -92,6 +92,8 @@ class SQLiteTaskStore(TaskStore):
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                          check_same_thread=False)
             connection.row_factory = sqlite3.Row
+            # Name search matches as Python does (Unicode), not SQLite's ASCII-only lower().
+            connection.create_function("casefold", 1, _casefold, deterministic=True)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute("PRAGMA busy_timeout=30000")
@@ -196,13 +198,17 @@ class SQLiteTaskStore(TaskStore):
             raise TaskNotFound(f"no task with id {task_id}", field="task_id")
         return from_row(row)
 
-    def list(self, status: Optional[str], limit: int, next_token: Optional[str]) -> Page:
-        after = decode_token(next_token, status, _is_page_key)
+    def list(self, status: Optional[str], limit: int, next_token: Optional[str],
+             name: Optional[str] = None) -> Page:
+        after = decode_token(next_token, status, _is_page_key, name)
         clauses: List[str] = []
         params: List[Any] = []
         if status:
             clauses.append("status = ?")
             params.append(status)
+        if name:
+            clauses.append("instr(casefold(name), ?) > 0")
+            params.append(name.casefold())
         if after:
             clauses.append("(created_at, task_id) < (?, ?)")
             params += [after["created_at"], after["task_id"]]
@@ -216,7 +222,7 @@ class SQLiteTaskStore(TaskStore):
         if len(rows) > limit:
             last = rows[limit - 1]
             token = encode_token({"created_at": last["created_at"], "task_id": last["task_id"]},
-                                 status)
+                                 status, name)
         return Page(tasks=tasks, next_token=token)
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
@@ -251,6 +257,10 @@ class SQLiteTaskStore(TaskStore):
                 "NULL AND due_at <= ? AND (due_at, task_id) > (?, ?) ORDER BY due_at, task_id "
                 "LIMIT ?", (9, iso_ms(now), "", "", 10)).fetchall()
         return [row["detail"] for row in rows]
+
+
+def _casefold(text: Optional[str]) -> Optional[str]:
+    return text.casefold() if text is not None else None
 
 
 def _is_page_key(key) -> bool:
