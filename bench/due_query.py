@@ -17,7 +17,6 @@ two queries run alternately, several rounds, and the medians are reported.
 """
 import argparse
 import json
-import sqlite3
 import statistics
 import sys
 import tempfile

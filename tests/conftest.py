@@ -1,9 +1,15 @@
 """Shared fixtures: fake AWS credentials, moto resources, the Chalice client, a receiver."""
 import functools
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -308,3 +314,98 @@ def make_task():
         return task
 
     return make
+
+
+# ---------------------------------------------------------------- live dev servers
+
+LOCAL_TOKEN = "local-test-token"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DevServer:
+    """`make dev`'s server: one process on a free port over a data folder that outlives restarts."""
+
+    def __init__(self, data_dir: Path, command=None, extra_env=None):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = command or [sys.executable, "-m", "chalicelib.local_server"]
+        self.extra_env = extra_env or {}
+        self.process = None
+        self.log = data_dir / "server.log"
+
+    def start(self, timeout=30):
+        # A user's shell, not the test process's fixtures: no stage or AWS settings.
+        env = {k: v for k, v in os.environ.items()
+               if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONDONTWRITEBYTECODE")}
+        env.update({"PORT": str(self.port), "API_TOKENS": LOCAL_TOKEN,
+                    "SQLITE_PATH": str(self.data_dir / "tasks.sqlite3"), **self.extra_env})
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [part.replace("{port}", str(self.port)) for part in self.command],
+            cwd=PROJECT_DIR, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        raise AssertionError("server did not start:\n" + self.log.read_text())
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            started = time.monotonic()
+            code = self.process.wait(timeout)
+            return code, time.monotonic() - started
+        return None, 0.0
+
+    def request(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {LOCAL_TOKEN}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def schedule(self, url, run_at, **extra):
+        status, body = self.request("POST", "/schedule-task", {
+            "action": "webhook", "payload": {"url": url, "data": {"msg": "Hello from Lambda"}},
+            "run_at": run_at.strftime("%Y-%m-%dT%H:%M:%SZ"), **extra})
+        assert status == 201, body
+        return body["task_id"]
+
+    def wait_status(self, task_id, status, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, body = self.request("GET", f"/tasks/{task_id}")
+            if body["status"] == status:
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_id} is {body['status']}, not {status}")
+
+
+@pytest.fixture
+def servers(tmp_path):
+    """make(**kwargs) -> a DevServer (`make dev`'s server process) over tmp_path/data; every
+    one started is killed at the end."""
+    started = []
+
+    def make(**kwargs):
+        server = DevServer(tmp_path / "data", **kwargs)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop(signal.SIGKILL)

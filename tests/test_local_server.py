@@ -1,9 +1,6 @@
 """The local stage as a user runs it: real server processes, real sockets, restarts."""
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -13,107 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_DIR
-
-TOKEN = "local-test-token"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class DevServer:
-    """One server process on a free port over a data folder that outlives restarts."""
-
-    def __init__(self, data_dir: Path, command=None, extra_env=None):
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.command = command or [sys.executable, "-m", "chalicelib.local_server"]
-        self.extra_env = extra_env or {}
-        self.process = None
-        self.log = data_dir / "server.log"
-
-    def start(self, timeout=30):
-        # A user's shell, not the test process's fixtures: no stage or AWS settings.
-        env = {k: v for k, v in os.environ.items()
-               if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONDONTWRITEBYTECODE")}
-        env.update({"PORT": str(self.port), "API_TOKENS": TOKEN,
-                    "SQLITE_PATH": str(self.data_dir / "tasks.sqlite3"), **self.extra_env})
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [part.replace("{port}", str(self.port)) for part in self.command],
-            cwd=PROJECT_DIR, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
-        raise AssertionError("server did not start:\n" + self.log.read_text())
-
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            started = time.monotonic()
-            code = self.process.wait(timeout)
-            return code, time.monotonic() - started
-        return None, 0.0
-
-    def request(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
-
-    def schedule(self, url, run_at, **extra):
-        status, body = self.request("POST", "/schedule-task", {
-            "action": "webhook", "payload": {"url": url, "data": {"msg": "Hello from Lambda"}},
-            "run_at": run_at.strftime("%Y-%m-%dT%H:%M:%SZ"), **extra})
-        assert status == 201, body
-        return body["task_id"]
-
-    def wait_status(self, task_id, status, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _, body = self.request("GET", f"/tasks/{task_id}")
-            if body["status"] == status:
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"task {task_id} is {body['status']}, not {status}")
-
-
-@pytest.fixture
-def servers(tmp_path):
-    started = []
-
-    def make(**kwargs):
-        server = DevServer(tmp_path / "data", **kwargs)
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop(signal.SIGKILL)
-
-
 def whole_seconds_from_now(seconds):
     now = datetime.now(timezone.utc)
     return now.replace(microsecond=0) + timedelta(seconds=seconds + 1)
 
-
 def arrival(receiver, index=0):
     return receiver.requests[index]["received_at"]
-
 
 def test_webhook_due_in_two_seconds_arrives_on_time(servers, receiver):
     server = servers().start()
@@ -127,7 +29,6 @@ def test_webhook_due_in_two_seconds_arrives_on_time(servers, receiver):
     [run] = task["runs"]
     assert run["outcome"] == "succeeded" and run["http_status"] == 200
 
-
 def test_restart_keeps_waiting_tasks_and_fires_them_once(servers, receiver):
     server = servers().start()
     run_at = whole_seconds_from_now(5)
@@ -138,7 +39,6 @@ def test_restart_keeps_waiting_tasks_and_fires_them_once(servers, receiver):
     server.wait_status(task_id, "completed", timeout=15)
     time.sleep(1.5)  # nothing fires a second time
     assert len(receiver.requests) == 1
-
 
 def test_task_due_while_down_fires_right_after_start(servers, receiver):
     server = servers().start()
@@ -153,7 +53,6 @@ def test_task_due_while_down_fires_right_after_start(servers, receiver):
     server.wait_status(task_id, "completed", timeout=10)
     assert len(receiver.requests) == 1
     assert arrival(receiver) - ready < timedelta(seconds=2)
-
 
 def test_run_cut_off_by_a_kill_is_recovered_at_start(servers, receiver):
     receiver.delay = 3.0
@@ -172,7 +71,6 @@ def test_run_cut_off_by_a_kill_is_recovered_at_start(servers, receiver):
     assert len(keys) == 1 and keys.pop().startswith(task_id)  # the receiver sees one run
     assert task["attempts"] == 2
 
-
 def test_shutdown_lets_a_run_in_flight_finish(servers, receiver):
     receiver.delay = 1.5
     server = servers().start()
@@ -185,7 +83,6 @@ def test_shutdown_lets_a_run_in_flight_finish(servers, receiver):
     server.start()
     assert server.request("GET", f"/tasks/{task_id}")[1]["status"] == "completed"
     assert len(receiver.requests) == 1
-
 
 def test_token_is_required_and_the_banner_shows_it(servers):
     server = servers(extra_env={"API_TOKENS": ""}).start()
@@ -202,7 +99,6 @@ def test_token_is_required_and_the_banner_shows_it(servers):
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 200
 
-
 def test_chalice_local_gives_the_same_service(servers, receiver):
     chalice = str(Path(sys.executable).parent / "chalice")
     server = servers(command=[chalice, "local", "--stage", "local", "--port", "{port}",
@@ -210,7 +106,6 @@ def test_chalice_local_gives_the_same_service(servers, receiver):
     task_id = server.schedule(receiver.url, whole_seconds_from_now(1))
     server.wait_status(task_id, "completed", timeout=10)
     assert len(receiver.requests) == 1
-
 
 def test_dynamodb_path_against_moto_server(servers, receiver):
     server = servers(command=[sys.executable, "-m", "chalicelib.local_server",
