@@ -219,6 +219,13 @@ def api(client, auth_headers):
 
 # ---------------------------------------------------------------- a real receiver
 
+class _ReceiverServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog of 5 drops SYNs when many workers connect at once (a delivery
+    # then arrives 1 s or 3 s late, after the kernel's retransmit).
+    request_queue_size = 128
+
+
 class Receiver:
     """An HTTP server on 127.0.0.1 that records requests and answers as told."""
 
@@ -263,8 +270,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _ReceiverServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -40,7 +40,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path, ca
                    "--max-examples", "25", "--seed", "20261123", "--workers", "2",
                    "--header", f"Authorization: Bearer {TOKEN}", "--request-timeout", "10",
                    "--suppress-health-check", "all"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        # cwd: schemathesis keeps a cache folder where it runs, not in the checkout.
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                                cwd=tmp_path)
     finally:
         server.stop()
     output = result.stdout + result.stderr
