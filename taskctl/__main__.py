@@ -1,0 +1,4 @@
+"""python -m taskctl."""
+from taskctl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""A thin client of the task scheduler's HTTP API: one method per route, JSON in and out."""
+import http.client
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Dict, Optional
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ApiError(Exception):
+    """The API answered with an error status (its body's code, message and field)."""
+
+    def __init__(self, status: int, code: Optional[str], message: str,
+                 field: Optional[str] = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class Unreachable(Exception):
+    """No answer from the API: refused, timed out, or a name that does not resolve."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"could not reach {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class Client:
+    """The API at `base_url`, authenticated with a bearer token."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, token: Optional[str] = None,
+                 timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def schedule(self, body: Dict[str, Any], idempotency_key: Optional[str] = None) -> dict:
+        """POST /schedule-task."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/schedule-task", body, headers=headers)
+
+    def list_tasks(self, status: Optional[str] = None, name: Optional[str] = None,
+                   limit: Optional[int] = None, next_token: Optional[str] = None) -> dict:
+        """GET /tasks: one page."""
+        return self._call("GET", "/tasks", query={
+            "status": status, "name": name, "limit": limit, "next_token": next_token})
+
+    def get_task(self, task_id: str) -> dict:
+        """GET /tasks/{task_id}."""
+        return self._call("GET", f"/tasks/{_segment(task_id)}")
+
+    def cancel(self, task_id: str) -> dict:
+        """DELETE /tasks/{task_id}."""
+        return self._call("DELETE", f"/tasks/{_segment(task_id)}")
+
+    def retry(self, task_id: str, run_at: Optional[str] = None) -> dict:
+        """POST /tasks/{task_id}/retry, now or at `run_at`."""
+        body = {"run_at": run_at} if run_at else None
+        return self._call("POST", f"/tasks/{_segment(task_id)}/retry", body)
+
+    def preview(self, run_at: str, timezone: Optional[str] = None,
+                count: Optional[int] = None) -> dict:
+        """GET /preview: the next firings of a run_at, nothing stored."""
+        return self._call("GET", "/preview", query={
+            "run_at": run_at, "timezone": timezone, "count": count})
+
+    def _call(self, method: str, path: str, body: Any = None,
+              query: Optional[Dict[str, Any]] = None,
+              headers: Optional[Dict[str, str]] = None) -> dict:
+        url = self.base_url + path
+        query = {key: value for key, value in (query or {}).items() if value is not None}
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        request = urllib.request.Request(
+            url, method=method, headers={"Accept": "application/json", **(headers or {})},
+            data=json.dumps(body).encode() if body is not None else None)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        except urllib.error.URLError as error:
+            raise Unreachable(self.base_url, str(error.reason)) from None
+        except (OSError, http.client.HTTPException) as error:
+            # Timeouts, resets and garbled answers: nothing usable came back.
+            raise Unreachable(self.base_url, str(error) or type(error).__name__) from None
+        return _answer(status, raw, self.base_url)
+
+
+def _segment(task_id: str) -> str:
+    # An id is one path segment: a "/" or "?" in it must not reach another route.
+    return urllib.parse.quote(task_id, safe="")
+
+
+def _answer(status: int, raw: bytes, base_url: str) -> dict:
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        # Not this API (a proxy's page, another server on the port): say so plainly.
+        raise ApiError(status if status >= 400 else 502, "not_json",
+                       f"{base_url} answered HTTP {status} with something other than "
+                       "the task scheduler's JSON")
+    if status >= 400:
+        # API Gateway's own 401/403 bodies carry only "message" (or "Message").
+        message = body.get("message") or body.get("Message") or f"HTTP {status}"
+        raise ApiError(status, body.get("code"), message, body.get("field"))
+    return body
