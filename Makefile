@@ -10,9 +10,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Each stamp re-installs only when its requirement files change. `make dev` installs
-# only what the server needs; tests add moto and pytest.
-$(VENV)/.local-installed: requirements.txt requirements-local.txt | $(BIN)/python
+# only what the server needs, and taskctl (pyproject.toml); tests add moto and pytest.
+$(VENV)/.local-installed: requirements.txt requirements-local.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-local.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.local-installed requirements-dev.txt
