@@ -1,0 +1,354 @@
+"""taskctl, run as a user runs it (a subprocess), against one live `make dev` server."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, DevServer, free_port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One dev server for the module: starting one costs more than most of these tests."""
+    dev = DevServer(tmp_path_factory.mktemp("taskctl") / "data")
+    dev.start()
+    yield dev
+    dev.stop(signal.SIGKILL)
+
+
+def user_env(url, token):
+    # A user's shell: no proxy or AWS settings leak in from the test process.
+    env = {key: value for key, value in os.environ.items()
+           if key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")}
+    if url is not None:
+        env["TASKCTL_URL"] = url
+    if token is not None:
+        env["TASKCTL_TOKEN"] = token
+    return env
+
+
+@pytest.fixture
+def taskctl(server):
+    """taskctl(*args) -> CompletedProcess, with TASKCTL_URL and TASKCTL_TOKEN set."""
+    def run(*args, url=server.url, token=LOCAL_TOKEN, timeout=60):
+        return subprocess.run([sys.executable, "-m", "taskctl", *args], cwd=PROJECT_DIR,
+                              env=user_env(url, token), capture_output=True, text=True,
+                              timeout=timeout)
+    return run
+
+
+def in_seconds(seconds):
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
+def far_future_task(server, name=None):
+    status, body = server.request("POST", "/schedule-task", {
+        "action": "log", "payload": {"message": "later"}, "run_at": in_seconds(86400),
+        **({"name": name} if name else {})})
+    assert status == 201, body
+    return body["task_id"]
+
+
+def test_schedule_a_webhook_and_tail_it_until_delivered(taskctl, receiver, tmp_path):
+    data = tmp_path / "data.json"
+    data.write_text('{"msg": "Hello from taskctl"}')
+    scheduled = taskctl("schedule", "--url", receiver.url, "--data", f"@{data}",
+                        "--header", "X-Trace: abc:1", "--at", in_seconds(2),
+                        "--name", "cli webhook")
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert "Task scheduled successfully" in scheduled.stdout
+    task_id = next(line.split()[1] for line in scheduled.stdout.splitlines()
+                   if line.startswith("id "))
+
+    tail = taskctl("tail", task_id, "--interval", "0.2", "--timeout", "20")
+
+    assert tail.returncode == 0, tail.stdout + tail.stderr
+    lines = tail.stdout.splitlines()
+    assert "run attempt 1: succeeded  HTTP 200" in lines[-2]
+    assert lines[-1].endswith("status completed")
+    assert len(receiver.requests) == 1
+    assert json.loads(receiver.requests[0]["body"]) == {"msg": "Hello from taskctl"}
+    assert receiver.requests[0]["headers"]["x-trace"] == "abc:1"
+
+
+def test_list_prints_an_aligned_table_and_json(taskctl, server):
+    marker = uuid.uuid4().hex[:8]
+    ids = [far_future_task(server, f"list-{marker}-{n}") for n in range(3)]
+
+    table = taskctl("list", "--name", marker)
+
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "STATUS", "ACTION", "NEXT", "RUN", "ATTEMPTS"]
+    assert [row.split()[:4] for row in rows] == [
+        [task_id, f"list-{marker}-{n}", "scheduled", "log"] for n, task_id in
+        reversed(list(enumerate(ids)))]
+    assert {row.index("scheduled") for row in rows} == {header.index("STATUS")}
+    assert all(row.split()[-1] == "0/3" for row in rows)
+
+    for args in (["--json", "list", "--name", marker], ["list", "--name", marker, "--json"]):
+        listed = taskctl(*args)
+        assert listed.returncode == 0, listed.stderr
+        assert [task["task_id"] for task in json.loads(listed.stdout)["tasks"]] == ids[::-1]
+
+
+def test_list_pages(taskctl, server):
+    marker = uuid.uuid4().hex[:8]
+    ids = [far_future_task(server, f"page-{marker}") for _ in range(3)]
+
+    one_page = taskctl("list", "--name", marker, "--limit", "2")
+    every_page = taskctl("--json", "list", "--name", marker, "--limit", "2", "--all")
+
+    assert one_page.returncode == every_page.returncode == 0
+    assert len(one_page.stdout.splitlines()) == 1 + 2
+    assert "--all" in one_page.stderr
+    body = json.loads(every_page.stdout)
+    assert [task["task_id"] for task in body["tasks"]] == ids[::-1]
+    assert body["next_token"] is None
+
+
+def test_name_search_is_server_side_and_ignores_case(taskctl, server):
+    marker = uuid.uuid4().hex[:8]
+    wanted = far_future_task(server, f"Nightly-Report-{marker}")
+    far_future_task(server, f"weekly-digest-{marker}")
+
+    found = taskctl("--json", "list", "--name", f"nightly-REPORT-{marker}")
+
+    assert found.returncode == 0, found.stderr
+    assert [task["task_id"] for task in json.loads(found.stdout)["tasks"]] == [wanted]
+
+
+def test_show_a_task_with_its_runs(taskctl, server, receiver):
+    receiver.script = [503]
+    status, body = server.request("POST", "/schedule-task", {
+        "action": "webhook", "payload": {"url": receiver.url}, "run_at": in_seconds(2),
+        "max_attempts": 1, "name": "shown"})
+    assert status == 201, body
+    server.wait_status(body["task_id"], "failed", timeout=15)
+
+    shown = taskctl("show", body["task_id"])
+
+    assert shown.returncode == 0, shown.stderr
+    fields = dict(line.split(None, 1) for line in shown.stdout.split("\n\n")[0].splitlines())
+    assert fields["id"] == body["task_id"]
+    assert fields["name"] == "shown"
+    assert fields["status"] == "failed"
+    assert fields["attempts"] == "1/1"
+    assert json.loads(fields["payload"])["url"] == receiver.url
+    runs = shown.stdout.split("runs (1)\n")[1].splitlines()
+    assert runs[0].split() == ["ATTEMPT", "STARTED", "OUTCOME", "HTTP", "DURATION", "ERROR"]
+    attempt, _, outcome, http_status, duration, unit, *error = runs[1].split()
+    assert (attempt, outcome, http_status, unit) == ("1", "failed", "503", "ms")
+    assert int(duration) >= 0 and "503" in " ".join(error)
+
+
+def test_show_lists_the_upcoming_firings_of_a_recurring_task(taskctl):
+    scheduled = taskctl("--json", "schedule", "--action", "log", "--payload",
+                        '{"message": "tick"}', "--at", "rate(5 minutes)")
+    assert scheduled.returncode == 0, scheduled.stderr
+
+    shown = taskctl("show", json.loads(scheduled.stdout)["task_id"])
+
+    upcoming = shown.stdout.split("upcoming\n")[1].split("\n\n")[0].split()
+    assert len(upcoming) == 5
+    moments = [datetime.fromisoformat(moment.replace("Z", "+00:00")) for moment in upcoming]
+    assert {b - a for a, b in zip(moments, moments[1:])} == {timedelta(minutes=5)}
+    assert "no runs yet" in shown.stdout
+
+
+def test_idempotency_key_returns_the_first_task(taskctl):
+    key = uuid.uuid4().hex
+    args = ["--json", "schedule", "--action", "log", "--payload", '{"message": "once"}',
+            "--at", "09:30", "--timezone", "Asia/Tokyo", "--idempotency-key", key]
+
+    first, repeat = taskctl(*args), taskctl(*args)
+
+    assert first.returncode == repeat.returncode == 0, first.stderr + repeat.stderr
+    assert json.loads(first.stdout)["task_id"] == json.loads(repeat.stdout)["task_id"]
+
+
+def test_cancel_then_cancel_again_is_a_user_error(taskctl, server):
+    task_id = far_future_task(server)
+
+    cancelled = taskctl("cancel", task_id)
+    again = taskctl("cancel", task_id)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == f"task {task_id} cancelled"
+    assert server.request("GET", f"/tasks/{task_id}")[1]["status"] == "cancelled"
+    assert again.returncode == 2
+    assert again.stdout == ""
+    assert f"task {task_id} is cancelled: it can no longer be cancelled" in again.stderr
+    assert "field task_id" in again.stderr and "HTTP 409" in again.stderr
+
+
+def test_retry_a_failed_task_then_tail_it_to_completion(taskctl, server, receiver):
+    receiver.status = 500
+    task_id = server.schedule(receiver.url, datetime.now(timezone.utc) + timedelta(seconds=2),
+                              max_attempts=1)
+    server.wait_status(task_id, "failed", timeout=15)
+    failed_tail = taskctl("tail", task_id)
+    assert failed_tail.returncode == 1
+    assert failed_tail.stdout.splitlines()[-1].endswith("status failed")
+
+    receiver.status = 200
+    when = in_seconds(2)
+    retried = taskctl("retry", task_id, "--at", when)
+    tail = taskctl("tail", task_id, "--interval", "0.2", "--timeout", "20")
+
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.strip() == f"task {task_id} scheduled, next run {when}"
+    assert tail.returncode == 0, tail.stdout + tail.stderr
+    runs = [line for line in tail.stdout.splitlines() if " run attempt " in line]
+    assert ["HTTP 500" in runs[0], "succeeded  HTTP 200" in runs[1]] == [True, True]
+    assert tail.stdout.splitlines()[-1].endswith("status completed")
+    assert len(receiver.requests) == 2
+
+
+def test_preview_of_a_weekday_cron_in_berlin(taskctl):
+    expression = "cron(0 9 ? * MON-FRI *)"
+
+    table = taskctl("preview", expression, "--timezone", "Europe/Berlin", "--count", "3")
+    body = json.loads(taskctl("--json", "preview", expression, "--timezone",
+                              "Europe/Berlin", "--count", "3").stdout)
+
+    assert table.returncode == 0, table.stderr
+    title, header, *rows = table.stdout.splitlines()
+    assert title == f"{expression} in Europe/Berlin (recurring)"
+    assert header.split() == ["UTC", "Europe/Berlin"]
+    assert [row.split()[0] for row in rows] == body["next"]
+    for row in rows:
+        utc, weekday, _, local, zone = row.split()
+        assert weekday in ("Mon", "Tue", "Wed", "Thu", "Fri")
+        assert local == "09:00" and zone in ("CET", "CEST")
+        assert utc[11:] in ("07:00:00Z", "08:00:00Z")
+    assert (body["run_at"], body["timezone"], body["recurring"]) == (
+        expression, "Europe/Berlin", True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "next tuesday"],
+     "run_at 'next tuesday' is not an ISO 8601 date-time"),
+    (["schedule", "--at", "10:00"], "--url is required for a webhook"),
+    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--data", "{oops"],
+     "--data is not valid JSON"),
+    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--header", "oops"],
+     "--header must look like Name:value"),
+    (["schedule", "--action", "log", "--at", "10:00"], "--payload is required"),
+    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--priority", "12"],
+     "priority must be a whole number from 0 to 9 (field priority, HTTP 400)"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["list", "--limit", "0"], "limit must be a whole number from 1 to 100"),
+    (["show", "3f0c0000-0000-4000-8000-000000000000"],
+     "no task with id 3f0c0000-0000-4000-8000-000000000000 (field task_id, HTTP 404)"),
+    (["retry", "3f0c0000-0000-4000-8000-000000000000"], "HTTP 404"),
+    (["preview", "cron(0 9 * * * *)"], "(field run_at, HTTP 400)"),
+    (["preview", "rate(5 minutes)", "--count", "99"], "count must be a whole number"),
+    (["--url", "localhost:8000", "list"], "must start with http:// or https://"),
+])
+def test_user_errors_exit_2_with_the_message(taskctl, args, message):
+    result = taskctl(*args)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_retry_of_a_waiting_task_is_a_conflict(taskctl, server):
+    result = taskctl("retry", far_future_task(server))
+
+    assert result.returncode == 2
+    assert "HTTP 409" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["list"], ["show", "3f0c0000-0000-4000-8000-000000000000"],
+                                  ["tail", "3f0c0000-0000-4000-8000-000000000000"]])
+def test_an_unreachable_server_exits_1_naming_the_url(taskctl, args):
+    nowhere = f"http://127.0.0.1:{free_port()}"
+
+    result = taskctl(*args, url=nowhere)
+
+    assert result.returncode == 1
+    assert f"could not reach {nowhere}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_url_flag_beats_the_environment(taskctl, server):
+    result = taskctl("--url", server.url, "list", url=f"http://127.0.0.1:{free_port()}")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_token_flag_beats_the_environment(taskctl):
+    good_flag = taskctl("--token", LOCAL_TOKEN, "list", token="wrong-env-token")
+    bad_flag = taskctl("--token", "wrong-flag-token", "list", token=LOCAL_TOKEN)
+
+    assert good_flag.returncode == 0, good_flag.stderr
+    assert bad_flag.returncode == 2
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-4711"])
+def test_a_missing_or_wrong_token_exits_2_and_is_never_printed(taskctl, token):
+    result = taskctl("list", token=token)
+
+    assert result.returncode == 2
+    assert "check the token (--token or TASKCTL_TOKEN)" in result.stderr
+    assert "HTTP 401" in result.stderr or "HTTP 403" in result.stderr
+    assert "4711" not in result.stdout + result.stderr
+
+
+def test_tail_gives_up_after_its_timeout(taskctl, server):
+    task_id = far_future_task(server)
+
+    result = taskctl("tail", task_id, "--interval", "0.1", "--timeout", "0.5")
+
+    assert result.returncode == 1
+    assert "status scheduled, next run" in result.stdout
+    assert f"gave up after 0.5 s: task {task_id} is scheduled" in result.stderr
+
+
+def test_tail_ends_quietly_with_130_on_ctrl_c(server):
+    task_id = far_future_task(server)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskctl", "tail", task_id], cwd=PROJECT_DIR,
+        env=user_env(server.url, LOCAL_TOKEN), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        first_line = process.stdout.readline()  # tail is polling now
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+
+    assert "status scheduled" in first_line
+    assert process.returncode == 130
+    assert stderr == ""
+
+
+def test_help_documents_the_exit_codes():
+    result = subprocess.run([sys.executable, "-m", "taskctl", "--help"], cwd=PROJECT_DIR,
+                            capture_output=True, text=True)
+
+    assert result.returncode == 0
+    epilog = result.stdout.split("exit codes:")[1]
+    for code in ("0 ", "1 ", "2 ", "130 "):
+        assert f"\n  {code}" in epilog
+    assert "TASKCTL_URL" in epilog and "TASKCTL_TOKEN" in epilog
+
+
+def test_the_console_script_is_installed_in_the_venv():
+    # `make dev` and `make test` install the project (pyproject.toml) into .venv.
+    script = Path(sys.executable).parent / "taskctl"
+    assert script.exists(), f"{script} missing: run make dev or make test"
+
+    result = subprocess.run([str(script), "preview", "--help"], capture_output=True, text=True)
+
+    assert result.returncode == 0
+    assert "RUN_AT" in result.stdout
