@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from chalicelib import openapi
-from tests.test_local_server import DevServer, TOKEN
+from tests.conftest import LOCAL_TOKEN as TOKEN, DevServer
 
 
 def test_every_route_is_documented():
