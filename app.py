@@ -5,7 +5,9 @@ import logging
 
 from chalice import AuthResponse, Chalice, IAMAuthorizer, Response
 
-from chalicelib import auth, config, local_server, observability, openapi, service, sweeper
+from chalicelib import (
+    auth, config, dashboard, local_server, observability, openapi, service, sweeper,
+)
 from chalicelib.errors import SchedulerError, normalize_framework_error
 from chalicelib.executor import execute_task as run_task
 from chalicelib.validation import parse_json_body
@@ -83,6 +85,11 @@ def retry_task(task_id):
 @api_route("/preview")
 def preview():
     return service.preview(app.current_request.query_params)
+
+
+@api_route("/", authorizer=None)
+def dashboard_page():
+    return Response(body=dashboard.page(), headers=dashboard.headers(), status_code=200)
 
 
 @api_route("/health", authorizer=None)

@@ -173,6 +173,10 @@ def document(server_url: str = "/") -> dict:
                         "type": "integer", "minimum": 1,
                         "maximum": validation.PREVIEW_COUNT_MAX, "default": 5}}],
                 "responses": {"200": _json("Preview", "the next firings"), **_errors(400)}}},
+            "/": {"get": {"summary": "The dashboard: a web page over this API (it asks for "
+                                     "the token itself)", "security": [], "responses": {
+                "200": {"description": "the page, script and style inlined", "content": {
+                    "text/html": {"schema": {"type": "string"}}}}}}},
             "/health": {"get": {"summary": "Liveness", "security": [], "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["status"],

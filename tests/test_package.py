@@ -109,7 +109,7 @@ def test_token_mode_protects_every_route_but_health(template):
         for method, operation in methods.items():
             if method == "options":
                 continue
-            expected = [] if path in ("/health", "/openapi.json") else [{"token_auth": []}]
+            expected = [] if path in ("/health", "/openapi.json", "/") else [{"token_auth": []}]
             assert operation.get("security", []) == expected, (path, method)
 
 

@@ -1,0 +1,510 @@
+'use strict';
+// The dashboard over this API. Plain DOM: server text goes in through textContent only.
+(() => {
+  const KEY = 'task-scheduler.token';
+  const PAGE = 25;
+  const MAX_PAGES = 20;
+  // Served at / locally and at /<stage>/ (or /<stage>) behind API Gateway.
+  const BASE = location.pathname.replace(/\/?$/, '/');
+  const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+  const TEMPLATES = {
+    log: {message: 'hello'},
+    sqs: {queue_url: '', message: {}},
+    sns: {topic_arn: '', message: {}, subject: ''},
+    lambda: {function_name: '', payload: {}},
+    eventbridge: {event_bus: 'default', source: 'my.app', detail_type: 'Scheduled', detail: {}},
+  };
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, text, cls) => {
+    const node = document.createElement(tag);
+    if (text != null) node.textContent = String(text);
+    if (cls) node.className = cls;
+    return node;
+  };
+  const state = {token: sessionStorage.getItem(KEY), tasks: [], next: null, pages: 1,
+    seq: 0, open: null, openJson: '', busy: false};
+  let rows = new Map();
+
+  class ApiError extends Error {
+    constructor(status, body, auth) {
+      super((body && (body.message || body.Message)) || `the API answered HTTP ${status}`);
+      this.status = status;
+      this.field = body && body.field;
+      this.auth = auth;
+    }
+  }
+
+  const say = (text) => { $('status').textContent = text; };
+
+  async function api(method, path, body) {
+    const headers = {Authorization: `Bearer ${state.token}`};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let res;
+    try {
+      res = await fetch(BASE + path, {method, headers, cache: 'no-store', credentials: 'omit',
+        body: body === undefined ? undefined : JSON.stringify(body)});
+    } catch (e) {
+      throw new ApiError(0, {message: `the API cannot be reached (${e.message})`});
+    }
+    let data = null;
+    try { data = await res.json(); } catch (e) { /* not JSON */ }
+    if (res.status === 401 || res.status === 403) {
+      signOut(`The token was refused (HTTP ${res.status}). Enter a valid token.`);
+      throw new ApiError(res.status, data, true);
+    }
+    if (!res.ok) throw new ApiError(res.status, data);
+    return data;
+  }
+
+  // ---------------------------------------------------------------- token
+  function showApp(on) {
+    $('login').hidden = on;
+    $('app').hidden = !on;
+    $('forget').hidden = !on;
+    if (on) previewSoon();
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(KEY);
+    state.token = null;
+    state.open = null;
+    state.next = null;
+    state.pages = 1;
+    render([]);
+    $('detail').hidden = true;
+    ['d-fields', 'd-payload', 'd-runs', 'd-upcoming'].forEach((id) => $(id).replaceChildren());
+    showApp(false);
+    $('token-err').textContent = message || '';
+    say('');
+    $('token').focus();
+  }
+
+  $('token-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const token = $('token').value.trim();
+    if (!token) return;
+    state.token = token;
+    $('token').value = '';
+    try {
+      await api('GET', 'tasks?limit=1');
+    } catch (e) {
+      if (!e.auth) { state.token = null; $('token-err').textContent = e.message; }
+      return;
+    }
+    sessionStorage.setItem(KEY, token);
+    $('token-err').textContent = '';
+    showApp(true);
+    say('Signed in.');
+    refreshList(1).catch(report);
+  });
+
+  $('forget').addEventListener('click', () => { signOut(); say('Token forgotten.'); });
+
+  // ---------------------------------------------------------------- times
+  const utc = (iso) => (iso ? iso.replace('T', ' ').replace(/(\.\d+)?Z$/, ' UTC') : '—');
+  function rel(iso) {
+    if (!iso) return '';
+    const s = Math.round((Date.parse(iso) - Date.now()) / 1000);
+    const a = Math.abs(s);
+    if (a < 2) return 'now';
+    const text = a < 60 ? `${a} s` : a < 3600 ? `${Math.round(a / 60)} min`
+      : a < 172800 ? `${Math.round(a / 3600)} h` : `${Math.round(a / 86400)} days`;
+    return s >= 0 ? `in ${text}` : `${text} ago`;
+  }
+  function inZone(iso, zone) {
+    try {
+      return new Intl.DateTimeFormat(undefined, {timeZone: zone, weekday: 'short',
+        year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit',
+        second: '2-digit'}).format(new Date(iso)) + ` (${zone})`;
+    } catch (e) {
+      return '';
+    }
+  }
+
+  // ---------------------------------------------------------------- list
+  const filters = () => ({status: $('f-status').value, name: $('f-name').value.trim()});
+  function listPath(token) {
+    const q = new URLSearchParams({limit: PAGE});
+    const f = filters();
+    if (f.status) q.set('status', f.status);
+    if (f.name) q.set('name', f.name);
+    if (token) q.set('next_token', token);
+    return `tasks?${q}`;
+  }
+
+  // Reloads as many pages as are wanted (state.pages), from the first, so the rows stay
+  // current; a newer call wins over one still in flight.
+  async function refreshList(pages) {
+    if (pages) state.pages = pages;
+    const seq = ++state.seq;
+    let tasks = [];
+    let token = null;
+    let count = 0;
+    do {
+      const page = await api('GET', listPath(token));
+      if (seq !== state.seq) return;
+      tasks = tasks.concat(page.tasks);
+      token = page.next_token;
+      count += 1;
+    } while (token && count < Math.min(state.pages, MAX_PAGES));
+    state.pages = count;
+    state.next = token;
+    render(tasks);
+  }
+
+  async function loadMore() {
+    await refreshList(state.pages + 1);
+    say(`${state.tasks.length} tasks shown.`);
+  }
+
+  function render(tasks) {
+    const seen = new Set();
+    state.tasks = tasks.filter((t) => !seen.has(t.task_id) && seen.add(t.task_id));
+    const body = $('rows');
+    const kept = new Map();
+    state.tasks.forEach((task, i) => {
+      const tr = rows.get(task.task_id) || newRow(task.task_id);
+      fillRow(tr, task);
+      // Moved only when out of place, so a focused row keeps its focus.
+      if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+      kept.set(task.task_id, tr);
+    });
+    rows.forEach((tr, id) => { if (!kept.has(id)) tr.remove(); });
+    rows = kept;
+    $('empty').hidden = state.tasks.length > 0;
+    $('more').hidden = !state.next;
+  }
+
+  function newRow(id) {
+    const tr = document.createElement('tr');
+    tr.dataset.id = id;
+    const open = el('button', null, 'link');
+    open.type = 'button';
+    const first = el('td');
+    first.append(open, el('span', id.slice(0, 8), 'sub'));
+    tr.append(first);
+    for (let i = 0; i < 6; i += 1) tr.append(el('td'));
+    return tr;
+  }
+
+  // A finished task keeps its last next_run_at; it is no longer "next".
+  const live = (t) => ['scheduled', 'retrying', 'running'].includes(t.status);
+
+  function fillRow(tr, t) {
+    const c = tr.children;
+    c[0].firstChild.textContent = t.name || `task ${t.task_id.slice(0, 8)}`;
+    c[0].firstChild.setAttribute('aria-label', `Open ${t.name || 'task'} ${t.task_id}`);
+    c[1].replaceChildren(el('span', t.status, `st st-${t.status}`));
+    c[2].textContent = t.action;
+    const next = live(t) && t.next_run_at;
+    c[3].replaceChildren(el('span', next ? rel(next) : '—'), el('span', next ? utc(next) : '', 'sub'));
+    c[4].textContent = `${t.attempts}/${t.max_attempts}`;
+    c[5].textContent = t.priority;
+    c[6].textContent = rel(t.updated_at);
+    c[6].title = utc(t.updated_at);
+    tr.classList.toggle('sel', t.task_id === state.open);
+  }
+
+  $('rows').addEventListener('click', (ev) => {
+    const tr = ev.target.closest('tr');
+    if (tr) openTask(tr.dataset.id, ev.target.tagName === 'BUTTON');
+  });
+  $('more').addEventListener('click', () => loadMore().catch(report));
+  $('filters').addEventListener('submit', (ev) => ev.preventDefault());
+  $('f-status').addEventListener('change', () => refreshList(1).catch(report));
+  let nameTimer;
+  $('f-name').addEventListener('input', () => {
+    clearTimeout(nameTimer);
+    nameTimer = setTimeout(() => refreshList(1).catch(report), 300);
+  });
+
+  function report(e) {
+    if (!e.auth) say(`Error: ${e.message}`);
+  }
+
+  // ---------------------------------------------------------------- detail
+  async function openTask(id, focus) {
+    state.open = id;
+    state.openJson = '';
+    $('d-err').textContent = '';
+    rows.forEach((tr, rowId) => tr.classList.toggle('sel', rowId === id));
+    await refreshDetail().catch(report);
+    $('detail').hidden = false;
+    if (focus) $('d-title').focus();
+  }
+
+  async function refreshDetail() {
+    const id = state.open;
+    if (!id) return;
+    let task;
+    try {
+      task = await api('GET', `tasks/${encodeURIComponent(id)}`);
+    } catch (e) {
+      if (id === state.open && !e.auth) $('d-err').textContent = e.message;
+      return;
+    }
+    const json = JSON.stringify(task);
+    if (id !== state.open || json === state.openJson) return;
+    state.openJson = json;
+    showTask(task);
+  }
+
+  function showTask(t) {
+    $('d-title').textContent = t.name || `Task ${t.task_id.slice(0, 8)}`;
+    $('d-cancel').hidden = !['scheduled', 'retrying'].includes(t.status);
+    $('d-replay').hidden = t.status !== 'failed';
+    const dl = $('d-fields');
+    dl.replaceChildren();
+    const add = (name, value) => {
+      const dd = el('dd');
+      if (value instanceof Node) dd.append(value); else dd.textContent = value == null ? '—' : value;
+      dl.append(el('dt', name), dd);
+    };
+    add('Status', el('span', t.status, `st st-${t.status}`));
+    add('ID', t.task_id);
+    add('Action', t.action);
+    add('Schedule', t.run_at + (t.timezone && t.timezone !== 'UTC' ? ` (${t.timezone})` : ''));
+    add('Next run', live(t) && t.next_run_at ? `${utc(t.next_run_at)} (${rel(t.next_run_at)})` : '—');
+    add('Attempts', `${t.attempts} of ${t.max_attempts}`);
+    add('Priority', t.priority);
+    add('Notify', t.notify);
+    add('Created', utc(t.created_at));
+    add('Updated', utc(t.updated_at));
+    const up = $('d-upcoming');
+    up.replaceChildren(...t.upcoming.map((iso) => el('li',
+      `${utc(iso)}${t.timezone && t.timezone !== 'UTC' ? ` · ${inZone(iso, t.timezone)}` : ''}`)));
+    if (!t.upcoming.length) up.append(el('li', 'nothing: the task no longer waits'));
+    $('d-payload').textContent = JSON.stringify(t.payload, null, 2);
+    const runs = $('d-runs');
+    runs.replaceChildren(...t.runs.map((r) => {
+      const tr = el('tr');
+      tr.append(el('td', r.attempt), el('td', utc(r.started_at)),
+        el('td', r.outcome || 'running'), el('td', r.http_status == null ? '—' : r.http_status),
+        el('td', r.duration_ms == null ? '—' : `${r.duration_ms} ms`), el('td', r.error || ''));
+      return tr;
+    }));
+    if (!t.runs.length) {
+      const tr = el('tr');
+      const td = el('td', 'no runs yet');
+      td.colSpan = 6;
+      tr.append(td);
+      runs.append(tr);
+    }
+  }
+
+  async function act(button, method, suffix, done) {
+    const id = state.open;
+    button.disabled = true;
+    $('d-err').textContent = '';
+    try {
+      await api(method, `tasks/${encodeURIComponent(id)}${suffix}`);
+      say(`${done} task ${id}.`);
+      state.openJson = '';
+      await Promise.all([refreshDetail(), refreshList()]);
+    } catch (e) {
+      if (!e.auth) $('d-err').textContent = e.message;
+    } finally {
+      button.disabled = false;
+    }
+  }
+  $('d-cancel').addEventListener('click', (ev) => act(ev.target, 'DELETE', '', 'Cancelled'));
+  $('d-replay').addEventListener('click', (ev) => act(ev.target, 'POST', '/retry', 'Replayed'));
+  $('d-close').addEventListener('click', () => {
+    const id = state.open;
+    state.open = null;
+    $('detail').hidden = true;
+    rows.forEach((tr) => tr.classList.remove('sel'));
+    const back = rows.get(id);
+    if (back) back.querySelector('button').focus();
+  });
+
+  // ---------------------------------------------------------------- new task
+  const form = $('new-form');
+  const mode = () => form.querySelector('input[name=when]:checked').value;
+  const errs = () => form.querySelectorAll('.err');
+
+  function clearErrors(fields) {
+    errs().forEach((span) => {
+      if (!fields || fields.includes(span.dataset.field)) span.textContent = '';
+    });
+    if (!fields) $('n-err').textContent = '';
+  }
+
+  function showError(field, message) {
+    const spans = [...errs()].filter((s) => s.dataset.field === field && !s.closest('[hidden]'));
+    (spans[0] || $('n-err')).textContent = message;
+  }
+
+  class FormError extends Error {
+    constructor(field, message) { super(message); this.field = field; }
+  }
+
+  function when() {
+    if (mode() === 'at') {
+      const value = $('n-at').value;
+      if (!value) return null;
+      const moment = new Date(value); // datetime-local: read in the browser's zone
+      if (Number.isNaN(moment.getTime())) throw new FormError('run_at', 'not a date and time');
+      return {run_at: moment.toISOString().replace(/\.\d{3}Z$/, 'Z'), zone: ZONE};
+    }
+    const expr = $('n-expr').value.trim();
+    if (!expr) return null;
+    const timezone = $('n-tz').value.trim();
+    return {run_at: expr, timezone: timezone || undefined, zone: timezone || 'UTC'};
+  }
+
+  function json(id, field, label) {
+    const text = $(id).value.trim();
+    if (!text) return undefined;
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      throw new FormError(field, `${label} is not valid JSON: ${e.message}`);
+    }
+  }
+
+  function payload() {
+    if ($('n-action').value !== 'webhook') return json('n-payload', 'payload', 'Payload') || {};
+    const out = {url: $('n-url').value.trim(), method: $('n-method').value};
+    const data = json('n-data', 'payload.data', 'Data');
+    if (data !== undefined) out.data = data;
+    const headers = {};
+    $('n-headers').value.split(/\r?\n/).forEach((line, i) => {
+      if (!line.trim()) return;
+      const at = line.indexOf(':');
+      if (at < 1) throw new FormError('payload.headers', `line ${i + 1}: write Name: value`);
+      headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    });
+    if (Object.keys(headers).length) out.headers = headers;
+    return out;
+  }
+
+  function taskBody() {
+    const w = when();
+    if (!w) throw new FormError('run_at', 'Choose a date and time, or type an expression.');
+    const body = {action: $('n-action').value, payload: payload(), run_at: w.run_at};
+    if (w.timezone) body.timezone = w.timezone;
+    const name = $('n-name').value.trim();
+    if (name) body.name = name;
+    [['n-prio', 'priority'], ['n-max', 'max_attempts']].forEach(([id, key]) => {
+      if ($(id).value !== '') body[key] = Number($(id).value);
+    });
+    return body;
+  }
+
+  let previewTimer;
+  let previewSeq = 0;
+  function previewSoon() {
+    clearTimeout(previewTimer);
+    previewTimer = setTimeout(preview, 300);
+  }
+
+  async function preview() {
+    const seq = ++previewSeq;
+    const box = $('preview');
+    let w;
+    try {
+      w = when();
+    } catch (e) {
+      box.replaceChildren();
+      clearErrors(['run_at', 'timezone']);
+      showError(e.field, e.message);
+      return;
+    }
+    if (!w) { box.replaceChildren(); clearErrors(['run_at', 'timezone']); return; }
+    const q = new URLSearchParams({run_at: w.run_at, count: 5});
+    if (w.timezone) q.set('timezone', w.timezone);
+    try {
+      const p = await api('GET', `preview?${q}`);
+      if (seq !== previewSeq) return;
+      clearErrors(['run_at', 'timezone']);
+      const list = el('ol');
+      p.next.forEach((iso) => {
+        const li = el('li', utc(iso));
+        li.append(el('span', inZone(iso, w.zone), 'sub'));
+        list.append(li);
+      });
+      box.replaceChildren(el('p', p.recurring ? 'Next firings:' : 'Fires once:', 'hint'), list);
+    } catch (e) {
+      if (seq !== previewSeq || e.auth) return;
+      box.replaceChildren();
+      clearErrors(['run_at', 'timezone']);
+      showError(e.field || 'run_at', e.message);
+    }
+  }
+
+  function showMode() {
+    $('w-at').hidden = mode() !== 'at';
+    $('w-expr').hidden = mode() === 'at';
+    previewSoon();
+  }
+  form.querySelectorAll('input[name=when]').forEach((r) => r.addEventListener('change', showMode));
+  ['n-at', 'n-expr', 'n-tz'].forEach((id) => $(id).addEventListener('input', previewSoon));
+
+  $('n-action').addEventListener('change', () => {
+    const action = $('n-action').value;
+    $('webhook').hidden = action !== 'webhook';
+    $('other').hidden = action === 'webhook';
+    const area = $('n-payload');
+    const known = Object.values(TEMPLATES).map((t) => JSON.stringify(t, null, 2));
+    if (TEMPLATES[action] && (!area.value.trim() || known.includes(area.value))) {
+      area.value = JSON.stringify(TEMPLATES[action], null, 2);
+    }
+  });
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearErrors();
+    let body;
+    try {
+      body = taskBody();
+    } catch (e) {
+      showError(e.field, e.message);
+      return;
+    }
+    const button = form.querySelector('button[type=submit]');
+    button.disabled = true;
+    try {
+      const made = await api('POST', 'schedule-task', body);
+      say(`Scheduled task ${made.task_id}; next run ${utc(made.next_run_at)}.`);
+      await refreshList();
+      openTask(made.task_id);
+    } catch (e) {
+      if (!e.auth) showError(e.field, e.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // ---------------------------------------------------------------- start
+  const soon = new Date(Date.now() + 600000);
+  const pad = (n) => String(n).padStart(2, '0');
+  $('n-at').value = `${soon.getFullYear()}-${pad(soon.getMonth() + 1)}-${pad(soon.getDate())}` +
+    `T${pad(soon.getHours())}:${pad(soon.getMinutes())}`;
+  $('n-zone').textContent = `your browser's time, ${ZONE}`;
+  $('n-tz').value = ZONE;
+  const zones = (Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []);
+  $('zones').append(...['UTC', ...zones].map((z) => { const o = el('option'); o.value = z; return o; }));
+
+  // Live refresh while the tab is visible.
+  async function tick() {
+    if (!state.token || document.hidden || state.busy) return;
+    state.busy = true;
+    try {
+      await Promise.all([refreshList(), refreshDetail()]);
+    } catch (e) {
+      report(e);
+    } finally {
+      state.busy = false;
+    }
+  }
+  setInterval(tick, 2000);
+  document.addEventListener('visibilitychange', tick);
+
+  if (state.token) {
+    showApp(true);
+    refreshList().catch(report);
+  } else {
+    showApp(false);
+  }
+})();

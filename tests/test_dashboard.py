@@ -1,0 +1,64 @@
+"""GET /: the dashboard page, through the Chalice test client (the browser tests drive it)."""
+import base64
+import hashlib
+import re
+
+from chalicelib import dashboard
+from tests.conftest import TOKEN
+
+
+def _hashes(policy, directive):
+    found = re.search(rf"(?:^|; ){directive} ([^;]+)", policy)
+    return found.group(1).split() if found else []
+
+
+def _sha256(text):
+    return f"'sha256-{base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()}'"
+
+
+def test_served_without_a_token_as_one_self_contained_html_page(client):
+    response = client.http.get("/")
+    assert response.status_code == 200
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["cache-control"] == "no-store"
+    html = response.body.decode()
+    assert html.startswith("<!doctype html>")
+    assert '<form id="token-form"' in html and 'type="password"' in html
+    assert TOKEN not in html and "Bearer " + TOKEN not in html
+    # Everything inline: no asset URL to break under a stage path, nothing from elsewhere.
+    assert not re.search(r"<(script|link)[^>]+(src|href)=", html)
+    assert "http://" not in html and "https://" not in html.replace(
+        'placeholder="https://example.com/hook"', "")
+    assert len(response.body) < 40_000
+
+
+def test_csp_allows_exactly_the_inlined_script_and_style(client):
+    response = client.http.get("/")
+    policy = response.headers["Content-Security-Policy"]
+    html = response.body.decode()
+    scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
+    styles = re.findall(r"<style>(.*?)</style>", html, re.S)
+    assert len(scripts) == 1 and len(styles) == 1
+    assert _hashes(policy, "script-src") == [_sha256(scripts[0])]
+    assert _hashes(policy, "style-src") == [_sha256(styles[0])]
+    for directive in ("default-src 'self'", "connect-src 'self'", "frame-ancestors 'none'",
+                      "form-action 'none'", "base-uri 'none'", "object-src 'none'"):
+        assert directive in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
+def test_the_api_still_wants_a_token_and_the_page_does_not_leak_into_it(client):
+    assert client.http.get("/tasks").status_code == 401
+    assert client.http.get("/health").status_code == 200
+
+
+def test_page_is_built_once_and_server_strings_only_go_in_as_text():
+    assert dashboard.page() is dashboard.page()
+    script = (dashboard.HERE / "app.js").read_text()
+    # Data reaches the DOM through textContent; no HTML parsing of anything.
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script
+    assert "localStorage" not in script and "sessionStorage" in script
