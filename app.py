@@ -3,7 +3,7 @@ import functools
 import json
 import logging
 
-from chalice import AuthResponse, Chalice, IAMAuthorizer, Response
+from chalice import AuthResponse, IAMAuthorizer, Response
 
 from chalicelib import (
     auth, config, dashboard, local_server, observability, openapi, service, sweeper,
@@ -12,7 +12,7 @@ from chalicelib.errors import SchedulerError, normalize_framework_error
 from chalicelib.executor import execute_task as run_task
 from chalicelib.validation import parse_json_body
 
-app = Chalice(app_name="task-scheduler")
+app = local_server.ConcurrentChalice(app_name="task-scheduler")
 app.log.setLevel(logging.INFO)
 logging.getLogger("task_scheduler").setLevel(logging.INFO)
 observability.configure_for_lambda()

@@ -71,6 +71,7 @@ def _measure(receiver, tasks: int, workers: int, restart_after: float) -> dict:
         "lost": len(set(due) - delivered),
         "duplicates": sum(count - 1 for count in keys.values()),
         "early": sum(1 for value in lateness if value < 0),
+        "lateness_min_ms": round(min(lateness), 1),
         "lateness_p50_ms": round(percentile(lateness, 0.50), 1),
         "lateness_p99_ms": round(percentile(lateness, 0.99), 1),
         "lateness_max_ms": round(max(lateness), 1),

@@ -2,9 +2,11 @@
 import json
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -114,3 +116,39 @@ def test_dynamodb_path_against_moto_server(servers, receiver):
     task = server.wait_status(task_id, "completed", timeout=10)
     assert len(receiver.requests) == 1 and task["runs"][0]["http_status"] == 200
     assert "store : dynamodb" in server.log.read_text()
+
+
+def test_each_thread_of_the_server_sees_its_own_request():
+    from app import app
+
+    seen, both_set = {}, threading.Barrier(2)
+
+    def handle(name):
+        app.current_request = name
+        both_set.wait()  # the other thread has set its own request meanwhile
+        seen[name] = app.current_request
+
+    threads = [threading.Thread(target=handle, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {"a": "a", "b": "b"}
+
+
+def test_concurrent_posts_each_store_their_own_body(servers):
+    server = servers().start()
+    names = [f"task {n}" for n in range(240)]
+
+    def post(name):
+        status, body = server.request("POST", "/schedule-task", {
+            "action": "log", "payload": {"message": name}, "name": name,
+            "run_at": "rate(1 day)"})
+        assert status == 201, body
+        return name, body["task_id"]
+
+    with ThreadPoolExecutor(12) as pool:
+        created = list(pool.map(post, names))
+    for name, task_id in created:
+        _, task = server.request("GET", f"/tasks/{task_id}")
+        assert (task["name"], task["payload"]["message"]) == (name, name)
