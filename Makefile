@@ -27,7 +27,15 @@ dev: $(VENV)/.local-installed
 dev-aws: $(VENV)/.dev-installed
 	$(BIN)/python -m chalicelib.local_server --with-moto
 
-test: $(VENV)/.dev-installed
+# Debian's Chromium for the dashboard's browser tests (Playwright drives /usr/bin/chromium;
+# its own browser downloads are not used). `make dev` does not install it.
+$(VENV)/.browser-installed: | $(BIN)/python
+	[ -x /usr/bin/chromium ] || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	touch $@
+
+test: $(VENV)/.dev-installed $(VENV)/.browser-installed
 	$(BIN)/python -m pytest -q tests
 
 $(VENV)/.bench-installed: $(VENV)/.dev-installed requirements-bench.txt

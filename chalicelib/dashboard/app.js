@@ -330,9 +330,11 @@
     if (!fields) $('n-err').textContent = '';
   }
 
+  // Next to the field the API names (payload.url), else its group (payload), else the form.
   function showError(field, message) {
-    const spans = [...errs()].filter((s) => s.dataset.field === field && !s.closest('[hidden]'));
-    (spans[0] || $('n-err')).textContent = message;
+    const shown = [...errs()].filter((s) => !s.closest('[hidden]'));
+    const at = (name) => shown.find((s) => s.dataset.field === name);
+    (at(field) || at(String(field).split('.')[0]) || $('n-err')).textContent = message;
   }
 
   class FormError extends Error {

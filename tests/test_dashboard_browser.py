@@ -1,0 +1,362 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright, against
+`make dev`'s server process and a real webhook receiver on 127.0.0.1.
+
+Each state is kept as a screenshot in build/test-output/dashboard/ (NN-<state>.png).
+"""
+import http.client
+import threading
+import urllib.parse
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, DevServer, Receiver
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium dials out at start, which this
+# machine's closed network refuses.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SHOTS = PROJECT_DIR / "build" / "test-output" / "dashboard"
+ZONE = "Europe/Berlin"  # the browser's zone: datetime-local is read in it
+WAIT = 20_000  # ms; live refresh runs every 2 s
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    dev = DevServer(tmp_path_factory.mktemp("dashboard") / "data").start()
+    yield dev
+    dev.stop()
+
+
+@pytest.fixture(scope="module")
+def hooks():
+    """A module-wide receiver; each test that changes its answer puts it back."""
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "no /usr/bin/chromium: `make test` installs it"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh tab (own session storage) in Berlin time; fails the test on any console
+    error, CSP violation or uncaught exception."""
+    context = browser.new_context(timezone_id=ZONE, locale="en-GB",
+                                  viewport={"width": 1280, "height": 1000})
+    tab = context.new_page()
+    problems = []
+    tab.on("console", lambda m: m.type == "error" and problems.append(m.text))
+    tab.on("pageerror", lambda e: problems.append(str(e)))
+    yield tab
+    context.close()
+    # The API's 4xx answers are logged as failed loads; nothing else may appear.
+    expected = "Failed to load resource: the server responded with a status of 4"
+    assert [p for p in problems if not p.startswith(expected)] == []
+
+
+def shot(tab, name):
+    tab.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(tab, base, token=LOCAL_TOKEN):
+    tab.goto(base)
+    expect(tab.locator("#login")).to_be_visible()
+    tab.get_by_label("API token").fill(token)
+    tab.get_by_role("button", name="Use token").click()
+
+
+def row(tab, text):
+    return tab.locator("#rows tr", has_text=text)
+
+
+def status_cell(tab, text):
+    return row(tab, text).locator("td").nth(1)
+
+
+def utc_text(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_token_is_asked_once_kept_in_session_storage_only_and_forgotten(page, server):
+    sign_in(page, server.url + "/", token="not-the-token")
+    expect(page.locator("#token-err")).to_contain_text("The token was refused (HTTP 403)")
+    expect(page.locator("#app")).to_be_hidden()
+    shot(page, "01-token-refused")
+
+    page.get_by_label("API token").fill(LOCAL_TOKEN)
+    page.get_by_label("API token").press("Enter")
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#status")).to_have_text("Signed in.")
+    assert LOCAL_TOKEN not in page.url and "token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('task-scheduler.token')") == LOCAL_TOKEN
+    assert page.evaluate("localStorage.length") == 0
+    assert page.context.cookies() == []
+    assert LOCAL_TOKEN not in page.content()  # not even the input keeps it
+    shot(page, "02-signed-in")
+
+    page.reload()  # same tab: the session keeps the token, no second prompt
+    expect(page.locator("#app")).to_be_visible()
+    page.get_by_role("button", name="Forget token").click()
+    expect(page.locator("#login")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_a_refused_token_mid_session_returns_to_the_token_form(page, server):
+    page.add_init_script("sessionStorage.setItem('task-scheduler.token', 'revoked-token')")
+    page.goto(server.url + "/")
+    expect(page.locator("#login")).to_be_visible(timeout=WAIT)
+    expect(page.locator("#token-err")).to_contain_text("The token was refused")
+    assert page.evaluate("sessionStorage.getItem('task-scheduler.token')") is None
+
+
+def test_schedule_a_webhook_through_the_form_with_preview_and_live_refresh(page, server, hooks):
+    sign_in(page, server.url)
+    expect(page.locator("#app")).to_be_visible()
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads or navigates
+
+    # Recurring: the next five firings, in UTC and in the chosen zone.
+    page.get_by_label("cron, rate or HH:MM").check()
+    expect(page.get_by_label("Time zone")).to_have_value(ZONE)  # the browser's zone
+    page.get_by_label("Expression").fill("cron(0 9 ? * MON-FRI *)")
+    preview = page.locator("#preview li")
+    expect(preview).to_have_count(5)
+    expect(page.locator("#preview")).to_contain_text("Next firings")
+    expect(preview.first).to_contain_text("UTC")
+    expect(preview.first).to_contain_text(f"({ZONE})")
+    shot(page, "03-preview-cron")
+
+    # A bad expression: the API's validation message next to the field, no preview.
+    page.get_by_label("Expression").fill("cron(61 9 * * ? *)")
+    error = page.locator('.err[data-field="run_at"]')
+    expect(error).to_be_visible()
+    expect(error).not_to_be_empty()
+    expect(preview).to_have_count(0)
+    shot(page, "04-preview-invalid")
+    page.get_by_label("Time zone").fill("Mars/Olympus")
+    page.get_by_label("Expression").fill("09:30")
+    expect(page.locator('.err[data-field="timezone"]')).to_contain_text("Mars/Olympus")
+
+    # Once, a few seconds ahead, typed in the browser's (Berlin) time.
+    page.get_by_label("once, at").check()
+    page.get_by_label("URL").fill(hooks.url)
+    page.get_by_label("Data (JSON body)").fill('{"msg": "from the dashboard"}')
+    page.get_by_label("Headers").fill("Authorization: Bearer s3cret-value\nX-Trace: abc")
+    page.get_by_label("Name", exact=True).fill("browser-hook")
+    at = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
+    page.get_by_label("Date and time").fill(
+        at.astimezone(ZoneInfo(ZONE)).strftime("%Y-%m-%dT%H:%M:%S"))
+    expect(preview).to_have_count(1)  # read in Berlin time, shown in UTC
+    expect(preview.first).to_contain_text(at.strftime("%Y-%m-%d %H:%M:%S UTC"))
+    page.get_by_role("button", name="Schedule", exact=True).click()
+    expect(page.locator("#status")).to_contain_text("Scheduled task")
+    expect(page.locator("#detail")).to_be_visible()
+    expect(page.locator("#d-fields")).to_contain_text(utc_text(at))  # its run_at
+    shot(page, "05-scheduled")
+
+    # Live refresh turns the row completed: no reload, the receiver got the webhook.
+    expect(status_cell(page, "browser-hook")).to_have_text("completed", timeout=WAIT)
+    assert page.evaluate("window.sameDocument") is True
+    delivered = [r for r in hooks.requests if b"from the dashboard" in r["body"]]
+    assert len(delivered) == 1
+    assert delivered[0]["headers"]["authorization"] == "Bearer s3cret-value"
+    assert delivered[0]["headers"]["x-trace"] == "abc"
+
+    # Its detail: payload with the secret header redacted, the run with status and time.
+    expect(page.locator("#d-fields")).to_contain_text("completed", timeout=WAIT)
+    payload = page.locator("#d-payload")
+    expect(payload).to_contain_text('"Authorization": "***"')
+    expect(payload).to_contain_text('"X-Trace": "abc"')
+    expect(payload).not_to_contain_text("s3cret")
+    run = page.locator("#d-runs tr").first
+    expect(run).to_contain_text("succeeded")
+    expect(run.locator("td").nth(3)).to_have_text("200")
+    expect(run.locator("td").nth(4)).to_contain_text(" ms")
+    shot(page, "06-completed-detail")
+
+
+def test_cancel_with_the_button_and_the_apis_refusal_shown(page, server):
+    far = datetime.now(timezone.utc) + timedelta(days=2)
+    task_id = server.schedule("http://127.0.0.1:9/nowhere", far, name="far-away")
+    sign_in(page, server.url)
+    page.get_by_label("Name contains").fill("FAR-away")  # any case
+    expect(page.locator("#rows tr")).to_have_count(1)
+    opener = row(page, "far-away").get_by_role("button")
+    opener.focus()
+    opener.press("Enter")  # rows open from the keyboard
+    expect(page.locator("#d-title")).to_be_focused()
+    expect(page.locator("#d-upcoming")).to_contain_text(utc_text(far).replace("T", " ")[:-1])
+    expect(page.get_by_role("button", name="Replay")).to_be_hidden()
+
+    page.get_by_role("button", name="Cancel task").click()
+    expect(status_cell(page, "far-away")).to_have_text("cancelled")
+    expect(page.locator("#d-fields")).to_contain_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel task")).to_be_hidden()
+    assert server.request("GET", f"/tasks/{task_id}")[1]["status"] == "cancelled"
+    shot(page, "07-cancelled")
+
+    # A click that meets a task already finished (the page's copy is up to 2 s old)
+    # shows the API's own message.
+    page.locator("#d-cancel").dispatch_event("click")
+    expect(page.locator("#d-err")).to_contain_text("cancel")
+    expect(page.locator("#d-err")).to_be_visible()
+    shot(page, "08-cancel-refused")
+
+
+def test_replay_a_failed_task(page, server, hooks):
+    hooks.status = 500
+    try:
+        task_id = server.schedule(hooks.url, datetime.now(timezone.utc) + timedelta(seconds=2),
+                                  name="flaky-hook", max_attempts=1)
+        sign_in(page, server.url)
+        page.get_by_label("Status").select_option("failed")
+        expect(status_cell(page, "flaky-hook")).to_have_text("failed", timeout=WAIT)
+        row(page, "flaky-hook").click()
+        first_run = page.locator("#d-runs tr").first
+        expect(first_run).to_contain_text("failed")
+        expect(first_run.locator("td").nth(3)).to_have_text("500")
+        expect(page.get_by_role("button", name="Cancel task")).to_be_hidden()
+        shot(page, "09-failed")
+
+        hooks.status = 200
+        page.get_by_label("Status").select_option("")
+        page.get_by_role("button", name="Replay").click()
+        expect(status_cell(page, "flaky-hook")).to_have_text("completed", timeout=WAIT)
+        expect(page.locator("#d-runs tr").first).to_contain_text("succeeded", timeout=WAIT)
+        expect(page.locator("#d-runs tr")).to_have_count(2)
+        assert server.request("GET", f"/tasks/{task_id}")[1]["status"] == "completed"
+        shot(page, "10-replayed")
+    finally:
+        hooks.status = 200
+
+
+def test_name_search_status_filter_and_paging(page, server):
+    far = datetime.now(timezone.utc) + timedelta(days=3)
+    for number in range(27):
+        server.schedule("http://127.0.0.1:9/nowhere", far, name=f"Bulk-{number:02d}")
+    server.schedule("http://127.0.0.1:9/nowhere", far, name="newest-other")
+    sign_in(page, server.url)
+    expect(row(page, "newest-other")).to_have_count(1)
+    page.get_by_label("Name contains").fill("bulk-")
+    expect(row(page, "newest-other")).to_have_count(0)
+    expect(page.locator("#rows tr")).to_have_count(25)  # one page
+    more = page.get_by_role("button", name="Load more")
+    expect(more).to_be_visible()
+    more.click()
+    expect(page.locator("#rows tr")).to_have_count(27)
+    expect(more).to_be_hidden()
+    page.wait_for_timeout(2500)  # a live refresh keeps both pages
+    expect(page.locator("#rows tr")).to_have_count(27)
+    shot(page, "11-search-paged")
+
+    page.get_by_label("Status").select_option("cancelled")
+    expect(page.locator("#empty")).to_be_visible()
+    page.get_by_label("Name contains").fill("nothing-like-this")
+    page.get_by_label("Status").select_option("")
+    expect(page.locator("#empty")).to_be_visible()
+    expect(page.locator("#rows tr")).to_have_count(0)
+
+
+def test_other_actions_take_a_json_payload(page, server):
+    sign_in(page, server.url)
+    page.get_by_label("Action").select_option("log")
+    expect(page.get_by_label("URL")).to_be_hidden()
+    expect(page.get_by_label("Payload (JSON)")).to_have_value('{\n  "message": "hello"\n}')
+    page.get_by_label("Payload (JSON)").fill('{"message": ')
+    page.get_by_role("button", name="Schedule", exact=True).click()
+    expect(page.locator('.err[data-field="payload"]')).to_contain_text("not valid JSON")
+    page.get_by_label("Payload (JSON)").fill('{"message": "log me"}')
+    page.get_by_label("Name", exact=True).fill("log-task")
+    page.get_by_role("button", name="Schedule", exact=True).click()
+    expect(page.locator("#d-payload")).to_contain_text('"message": "log me"')
+    expect(status_cell(page, "log-task")).to_have_text("scheduled")
+
+    page.get_by_label("Action").select_option("sqs")  # not allowed here: the API says why
+    page.get_by_label("Payload (JSON)").fill(
+        '{"queue_url": "https://sqs.us-east-1.amazonaws.com/123456789012/q", "message": "x"}')
+    page.get_by_role("button", name="Schedule", exact=True).click()
+    expect(page.locator('.err[data-field="payload"]')).to_contain_text(
+        "payload.queue_url")
+    shot(page, "12-action-refused")
+
+
+# ---------------------------------------------------------------- under a stage path
+
+class StagePath:
+    """API Gateway's shape of a deployed API: the app under /api (the stage), nothing at /."""
+
+    def __init__(self, upstream):
+        target = urllib.parse.urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self):
+                if self.path != "/api" and not self.path.startswith(("/api/", "/api?")):
+                    self.send_error(403)
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                connection = http.client.HTTPConnection(target.hostname, target.port,
+                                                        timeout=10)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("authorization", "content-type")}
+                connection.request(self.command, self.path[4:] or "/", body or None, headers)
+                answer = connection.getresponse()
+                data = answer.read()
+                proxy.paths.append(self.path)
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("content-length", "connection", "transfer-encoding",
+                                            "server", "date"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args):
+                pass
+
+        self.paths = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("path, name", [("/api/", "staged-slash"), ("/api", "staged-bare")])
+def test_works_under_an_api_gateway_stage_path(page, server, path, name):
+    stage = StagePath(server.url)
+    try:
+        server.schedule("http://127.0.0.1:9/nowhere",
+                        datetime.now(timezone.utc) + timedelta(days=1), name=name)
+        sign_in(page, stage.url + path)
+        expect(row(page, name)).to_have_count(1)
+        row(page, name).click()
+        expect(page.locator("#d-payload")).to_contain_text("nowhere")
+        page.get_by_label("cron, rate or HH:MM").check()
+        page.get_by_label("Expression").fill("rate(5 minutes)")
+        expect(page.locator("#preview li")).to_have_count(5)
+        assert stage.paths and all(p.startswith("/api") for p in stage.paths)
+        assert any(p.startswith("/api/tasks/") for p in stage.paths)
+        assert any(p.startswith("/api/preview?") for p in stage.paths)
+    finally:
+        stage.close()
