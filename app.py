@@ -8,11 +8,12 @@ from chalice import AuthResponse, IAMAuthorizer, Response
 from chalicelib import (
     auth, config, dashboard, local_server, observability, openapi, service, sweeper,
 )
+from chalicelib.application import ConcurrentChalice
 from chalicelib.errors import SchedulerError, normalize_framework_error
 from chalicelib.executor import execute_task as run_task
 from chalicelib.validation import parse_json_body
 
-app = local_server.ConcurrentChalice(app_name="task-scheduler")
+app = ConcurrentChalice(app_name="task-scheduler")
 app.log.setLevel(logging.INFO)
 logging.getLogger("task_scheduler").setLevel(logging.INFO)
 observability.configure_for_lambda()

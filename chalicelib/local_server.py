@@ -12,9 +12,6 @@ import signal
 import sys
 import threading
 
-from chalice import Chalice
-from chalice.local import ChaliceRequestHandler, LocalDevServer
-
 from chalicelib import config
 from chalicelib.signing import new_secret
 
@@ -34,36 +31,6 @@ def _kept(name: str, make) -> str:
     path.write_text(value + "\n")
     path.chmod(0o600)
     return value
-
-
-class ConcurrentChalice(Chalice):
-    """Chalice with `current_request` and `lambda_context` kept per thread.
-
-    Chalice keeps the request being handled on the app object. Lambda runs one request per
-    process at a time, but `chalice local` serves each request on its own thread, so a
-    handler could read the body of a request that arrived on another thread meanwhile: under
-    concurrent POSTs tasks were stored with another request's run_at (bench/load_restart.py
-    saw deliveries 'early' by up to 8 s)."""
-
-    @property
-    def _per_thread(self) -> threading.local:
-        return self.__dict__.setdefault("_per_thread_state", threading.local())
-
-    @property
-    def current_request(self):
-        return getattr(self._per_thread, "current_request", None)
-
-    @current_request.setter
-    def current_request(self, request) -> None:
-        self._per_thread.current_request = request
-
-    @property
-    def lambda_context(self):
-        return getattr(self._per_thread, "lambda_context", None)
-
-    @lambda_context.setter
-    def lambda_context(self, context) -> None:
-        self._per_thread.lambda_context = context
 
 
 def local_token() -> tuple:
@@ -151,18 +118,25 @@ def _start_moto() -> None:
     print(bootstrap.ensure_table(), "(moto server at", config.endpoint_url() + ")")
 
 
-class _RequestHandler(ChaliceRequestHandler):
-    """http.server answers a method it has no do_X for with a 501 HTML page; API Gateway
-    answers it like any request it has no route for, and so does this handler."""
+def _request_handler():
+    # Imported here: chalice.local is not in the Lambda package (only chalice/app.py is),
+    # and app.py imports this module.
+    from chalice.local import ChaliceRequestHandler
 
-    # Headers and body go out in two writes: with Nagle on, a keep-alive client's
-    # delayed ACK held every response ~40 ms (bench/api_load.py: 44 ms p50 with one client).
-    disable_nagle_algorithm = True
+    class _RequestHandler(ChaliceRequestHandler):
+        """http.server answers a method it has no do_X for with a 501 HTML page; API Gateway
+        answers it like any request it has no route for, and so does this handler."""
 
-    def __getattr__(self, name):
-        if name.startswith("do_"):
-            return self._generic_handle
-        raise AttributeError(name)
+        # Headers and body go out in two writes: with Nagle on, a keep-alive client's
+        # delayed ACK held every response ~40 ms (bench/api_load.py: 44 ms p50, one client).
+        disable_nagle_algorithm = True
+
+        def __getattr__(self, name):
+            if name.startswith("do_"):
+                return self._generic_handle
+            raise AttributeError(name)
+
+    return _RequestHandler
 
 
 def main(argv=None) -> int:
@@ -182,6 +156,7 @@ def main(argv=None) -> int:
         _start_moto()
 
     from chalice.cli.factory import CLIFactory
+    from chalice.local import LocalDevServer
 
     from chalicelib.triggers.local import stop_dispatcher
 
@@ -189,7 +164,7 @@ def main(argv=None) -> int:
     stage_config = factory.create_config_obj(chalice_stage_name=config.LOCAL_STAGE)
     app = stage_config.chalice_app  # importing app.py starts the trigger
     server = LocalDevServer(app, stage_config, args.host, config.port(),
-                            handler_cls=_RequestHandler)
+                            handler_cls=_request_handler())
 
     def shut_down(signum, _frame):
         logger.info("received %s, shutting down", signal.Signals(signum).name)

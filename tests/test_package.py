@@ -62,6 +62,24 @@ def test_deployment_zip_stays_under_budget(packaged):
     assert size < ZIP_BUDGET_BYTES
 
 
+def test_the_packaged_app_imports_as_lambda_imports_it(packaged, tmp_path):
+    # Only what the zip holds (chalice's runtime part, requests, tzdata, our code), with
+    # boto3 from this environment as the Lambda runtime provides it; the zip's own `chalice`
+    # shadows the full one installed here.
+    import zipfile
+
+    with zipfile.ZipFile(packaged[0] / "out" / "deployment.zip") as archive:
+        archive.extractall(tmp_path / "task")
+    env = {"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_LAMBDA_FUNCTION_NAME": "task-scheduler-dev"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import app, chalice; print(app.app.app_name, chalice.__file__)"],
+        cwd=tmp_path / "task", env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    name, chalice_file = result.stdout.split()
+    assert name == "task-scheduler" and chalice_file.startswith(str(tmp_path / "task"))
+
+
 def _function(template, handler):
     matches = [r for r in template["Resources"].values()
                if r["Type"] == "AWS::Serverless::Function"
