@@ -37,8 +37,9 @@ MAX_RATE_SECONDS = 3650 * 86400  # ten years: anything longer is a typo, not a s
 
 
 def is_number(text: str) -> bool:
-    """ASCII digits only (str.isdigit also accepts '²' and other digits int() refuses)."""
-    return text.isascii() and text.isdigit()
+    """At most 18 ASCII digits (str.isdigit also accepts '²' and other digits int() refuses,
+    and int() refuses more than 4,300 digits; no field here needs more than 18)."""
+    return len(text) <= 18 and text.isascii() and text.isdigit()
 
 
 def invalid(message: str) -> ValidationError:

@@ -2,7 +2,8 @@
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
+from zoneinfo import ZoneInfo
 
 from chalicelib import config, registry, schedules
 from chalicelib.errors import PayloadTooLarge, ValidationError
@@ -111,7 +112,8 @@ def parse_new_task(body: Any, now: datetime) -> NewTask:
     )
 
 
-def parse_when(run_at: Any, timezone_name: Any, now: datetime):
+def parse_when(run_at: Any, timezone_name: Any,
+               now: datetime) -> Tuple[schedules.Schedule, ZoneInfo, datetime]:
     """(schedule, zone, first firing) of a run_at and optional timezone, validated as a
     new task's are."""
     tz = schedules.parse_timezone(timezone_name)

@@ -339,7 +339,7 @@ def _token(data):
 
 @pytest.mark.parametrize("query,field", [
     ("status=sleeping", "status"), ("limit=0", "limit"), ("limit=101", "limit"),
-    ("limit=ten", "limit"), ("limit=%C2%B2", "limit"), ("next_token=%21%21garbage", "next_token"),
+    ("limit=ten", "limit"), ("limit=%C2%B2", "limit"), ("limit=" + "9" * 5000, "limit"), ("next_token=%21%21garbage", "next_token"),
     (f"next_token={_token({'k': {'TaskID': 1}, 's': None})}", "next_token"),
     (f"next_token={_token({'k': {'TaskID': {'N': '1'}}, 's': None})}", "next_token"),
     (f"next_token={_token({'TaskID': {'S': 'x'}})}", "next_token"),
@@ -530,6 +530,8 @@ def test_preview_of_a_rate_and_of_a_date_time(api):
     ({"run_at": "rate(5 minutes)", "count": "0"}, "count"),
     ({"run_at": "rate(5 minutes)", "count": "51"}, "count"),
     ({"run_at": "rate(5 minutes)", "count": "five"}, "count"),
+    ({"run_at": "rate(5 minutes)", "count": "9" * 5000}, "count"),
+    ({"run_at": "rate(" + "9" * 5000 + " minutes)"}, "run_at"),
     ({"run_at": "09:00", "timezone": "Mars/Olympus"}, "timezone"),
     ({"run_at": "2999-01-01T00:00:00Z", "timezone": "Europe/Berlin"}, "timezone"),
 ])

@@ -77,3 +77,19 @@ def test_bootstrap_turns_on_time_to_live(aws):
         TableName=config.tasks_table())["TimeToLiveDescription"]
     assert described["TimeToLiveStatus"] == "ENABLED"
     assert described["AttributeName"] == "ExpiresAt"
+
+
+def test_name_search_finds_tasks_stored_before_the_search_attribute(aws, make_task):
+    import boto3
+
+    older = make_task(due_in=60, name="Legacy Export")
+    boto3.client("dynamodb").update_item(  # as an item written by the previous version
+        TableName=config.tasks_table(), Key={"TaskID": {"S": older.task_id}},
+        UpdateExpression="REMOVE NameSearch")
+    newer = make_task(due_in=60, name="legacy export, new")
+    store = get_store()
+    assert {t.task_id for t in store.list(None, 10, None, name="Export").tasks} == {
+        older.task_id, newer.task_id}
+    # The older item matches only as written: "EXPORT" finds the newer one alone.
+    assert {t.task_id for t in store.list(None, 10, None, name="EXPORT").tasks} == {
+        newer.task_id}

@@ -31,9 +31,11 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 PRIORITIES = range(9, -1, -1)
-# A name search reads at most SEARCH_READS pages of SEARCH_PAGE items per request.
+# A name search reads at most SEARCH_READS pages per request, each of SEARCH_PAGE_PER_MATCH
+# items per match wanted, at most SEARCH_PAGE.
 SEARCH_READS = 10
 SEARCH_PAGE = 200
+SEARCH_PAGE_PER_MATCH = 4
 
 
 def due_bucket(priority: int) -> str:
@@ -261,14 +263,20 @@ class DynamoDBTaskStore(TaskStore):
 
     def _search(self, read, status: Optional[str], name: str, limit: int,
                 start_key: Optional[Dict[str, Any]]) -> Page:
-        # A filter applies after the read: follow pages until `limit` matches, but read at
-        # most SEARCH_READS pages per call (the page may then be short, with a token).
+        # A filter applies after the read: follow pages until `limit` matches, reading at
+        # most SEARCH_READS pages of a few times `limit` items per call (the page may then
+        # be short, with a token). Items stored before NameSearch existed match on Name
+        # as written (case-sensitive).
         found: List[Dict[str, Any]] = []
-        search = {"FilterExpression": "contains(NameSearch, :name)"}
+        names = {**read.keywords.get("ExpressionAttributeNames", {}), "#name": "Name"}
+        values = {**read.keywords.get("ExpressionAttributeValues", {}),
+                  ":folded": {"S": name.casefold()}, ":name": {"S": name}}
         for _ in range(SEARCH_READS):
-            values = read.keywords.get("ExpressionAttributeValues", {})
-            response = read(Limit=SEARCH_PAGE, **search, ExpressionAttributeValues={
-                **values, ":name": {"S": name.casefold()}},
+            response = read(
+                Limit=min(SEARCH_PAGE, SEARCH_PAGE_PER_MATCH * limit),
+                FilterExpression="contains(NameSearch, :folded) OR "
+                                 "(attribute_not_exists(NameSearch) AND contains(#name, :name))",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
                 **({"ExclusiveStartKey": start_key} if start_key else {}))
             items = response.get("Items", [])
             for index, item in enumerate(items):

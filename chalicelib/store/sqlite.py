@@ -4,7 +4,8 @@ Same semantics as the DynamoDB adapter: a claim is one conditional UPDATE; due_a
 only while a task waits (next_run_at) or holds a lease (lease expiry), and partial indexes
 cover just those rows, so the due query reads due rows only, one query per priority. WAL
 journal with synchronous=FULL: a committed write survives a crash. One connection per
-thread; writers wait on each other through busy_timeout.
+thread; the writers of one process queue on a lock, other processes through busy_timeout;
+lone SELECTs read without taking the write lock.
 """
 import json
 import sqlite3
