@@ -38,8 +38,12 @@ $(VENV)/.browser-installed: | $(BIN)/python
 test: $(VENV)/.dev-installed $(VENV)/.browser-installed
 	$(BIN)/python -m pytest -q tests
 
+# The bench adds APScheduler and matplotlib, and Debian's wrk as the API's load tool.
 $(VENV)/.bench-installed: $(VENV)/.dev-installed requirements-bench.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	command -v wrk >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	touch $@
 
 # Every benchmark in one run (~20 min on 2 cores): docs/bench/results.md, its charts, and
