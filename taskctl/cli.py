@@ -1,21 +1,24 @@
 """taskctl: schedule, inspect and follow tasks of the task scheduler from a terminal."""
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from taskctl.client import DEFAULT_URL, ApiError, Client, Unreachable
 
 EPILOG = f"""\
 exit codes:
   0    success (tail: the task completed or was cancelled)
-  1    server error: a 5xx answer, or the API could not be reached;
-       tail: the task failed, or --timeout passed first
+  1    server error: a 5xx answer, a redirect (not followed), or the API could not
+       be reached; tail: --timeout passed first
   2    user error: bad flags or arguments, or any 4xx answer (401/403 wrong token,
        404 unknown task, 409 not possible in the task's state)
+  3    tail: the task finished failed (every attempt used up)
   130  interrupted (Ctrl-C)
 
 environment:
@@ -30,7 +33,9 @@ examples:
 """
 
 # Statuses after which a task never runs again, and tail's exit code for each.
-FINISHED = {"completed": 0, "cancelled": 0, "failed": 1}
+FINISHED = {"completed": 0, "cancelled": 0, "failed": 3}
+# The longest pause between tail's polls: time.sleep overflows on much larger ones.
+MAX_INTERVAL = 86400.0
 
 
 class UsageError(Exception):
@@ -88,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--timezone", help="IANA zone for cron and HH:MM (default UTC)")
     schedule.add_argument("--name", help="a label for the task")
     schedule.add_argument("--priority", type=int, help="0-9, higher runs first (default 5)")
-    schedule.add_argument("--max-attempts", type=int, help="1-10 (default 3)")
+    schedule.add_argument("--max-attempts", type=positive_int, help="1-10 (default 3)")
     schedule.add_argument("--notify", choices=["failure", "always"],
                           help="when to notify (default failure)")
     schedule.add_argument("--idempotency-key", metavar="KEY",
@@ -103,13 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     webhook.add_argument("--method", help="POST (default), PUT, PATCH, DELETE or GET")
     webhook.add_argument("--header", action="append", metavar="K:V",
                          help="a header to send (repeatable)")
-    webhook.add_argument("--timeout", type=int, metavar="SECONDS",
+    webhook.add_argument("--timeout", type=positive_int, metavar="SECONDS",
                          help="how long to wait for the receiver, 1-60 (default 10)")
 
     listing = command("list", list_command, "list tasks, newest first")
     listing.add_argument("--status", help="only tasks in this status")
     listing.add_argument("--name", help="only tasks whose name contains this (any case)")
-    listing.add_argument("--limit", type=int, help="tasks per request, 1-100 (default 50)")
+    listing.add_argument("--limit", type=positive_int,
+                         help="tasks per request, 1-100 (default 50)")
     listing.add_argument("--all", action="store_true", help="follow every page")
 
     show = command("show", show_command, "a task, its upcoming firings and its runs")
@@ -127,17 +133,44 @@ def build_parser() -> argparse.ArgumentParser:
                       "the next firings of a run_at, nothing scheduled")
     preview.add_argument("run_at", metavar="RUN_AT")
     preview.add_argument("--timezone", help="IANA zone for cron and HH:MM (default UTC)")
-    preview.add_argument("--count", type=int, help="how many firings, 1-50 (default 5)")
+    preview.add_argument("--count", type=positive_int, help="how many firings, 1-50 (default 5)")
 
     tail = command("tail", tail_command,
                    "follow a task's runs until it finishes (exit 0 completed or "
-                   "cancelled, 1 failed)")
+                   "cancelled, 3 failed)")
     tail.add_argument("task_id", metavar="ID")
-    tail.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
-                      help="time between polls (default 1)")
-    tail.add_argument("--timeout", type=float, metavar="SECONDS",
+    tail.add_argument("--interval", type=positive_seconds(MAX_INTERVAL), default=1.0,
+                      metavar="SECONDS", help="time between polls (default 1, at most "
+                      f"{MAX_INTERVAL:g})")
+    tail.add_argument("--timeout", type=positive_seconds(), metavar="SECONDS",
                       help="give up (exit 1) after this long")
     return parser
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above 0 (argparse makes a ValueError exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number greater than 0, not {text!r}")
+    return value
+
+
+def positive_seconds(maximum: float = math.inf) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds above 0, at most `maximum`."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (0 < value <= maximum) or not math.isfinite(value):
+            limit = f" and at most {maximum:g}" if math.isfinite(maximum) else ""
+            raise argparse.ArgumentTypeError(
+                f"must be a number of seconds greater than 0{limit}, not {text!r}")
+        return value
+    return parse
 
 
 def api_url(args: argparse.Namespace) -> str:
@@ -402,9 +435,8 @@ def run_details(run: Dict[str, Any]) -> str:
 def local_time(moment: str, zone: str) -> str:
     """A UTC time as the wall clock in `zone` shows it (blank without the zone database)."""
     try:
-        from zoneinfo import ZoneInfo
-
-        utc = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-        return utc.astimezone(ZoneInfo(zone)).strftime("%a %Y-%m-%d %H:%M %Z")
-    except Exception:  # no tzdata on this machine: the UTC column still stands
+        where = ZoneInfo(zone)
+    except ZoneInfoNotFoundError:  # no tzdata on this machine: the UTC column still stands
         return ""
+    utc = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return utc.astimezone(where).strftime("%a %Y-%m-%d %H:%M %Z")

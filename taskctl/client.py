@@ -30,6 +30,17 @@ class Unreachable(Exception):
         self.reason = reason
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer is not followed: it reaches _call as an HTTPError with its status."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+# Without a redirect handler that follows, the bearer token never leaves for another URL.
+_OPENER = urllib.request.build_opener(_RefuseRedirects)
+
+
 class Client:
     """The API at `base_url`, authenticated with a bearer token."""
 
@@ -82,12 +93,19 @@ class Client:
         if body is not None:
             request.add_header("Content-Type", "application/json")
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            # Unredirected as well: should a redirect ever be followed, it goes without it.
+            request.add_unredirected_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as error:
             status, raw = error.code, error.read()
+            if 300 <= status < 400:
+                where = error.headers.get("Location") if error.headers else None
+                raise ApiError(status, "redirect", f"{self.base_url} redirects"
+                               f"{f' to {where}' if where else ''}, and redirects are not "
+                               "followed (the token would go along): give the API's own "
+                               "URL with --url or TASKCTL_URL") from None
         except urllib.error.URLError as error:
             raise Unreachable(self.base_url, str(error.reason)) from None
         except (OSError, http.client.HTTPException) as error:

@@ -1,15 +1,19 @@
 """taskctl, run as a user runs it (a subprocess), against one live `make dev` server."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from taskctl import cli
 from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, DevServer, free_port
 
 
@@ -41,6 +45,13 @@ def taskctl(server):
                               env=user_env(url, token), capture_output=True, text=True,
                               timeout=timeout)
     return run
+
+
+def run_taskctl(*args, url, token=LOCAL_TOKEN, timeout=60):
+    """taskctl without the dev server, for tests that bring their own."""
+    return subprocess.run([sys.executable, "-m", "taskctl", *args], cwd=PROJECT_DIR,
+                          env=user_env(url, token), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def in_seconds(seconds):
@@ -87,16 +98,17 @@ def test_list_prints_an_aligned_table_and_json(taskctl, server):
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
     assert header.split() == ["ID", "NAME", "STATUS", "ACTION", "NEXT", "RUN", "ATTEMPTS"]
-    assert [row.split()[:4] for row in rows] == [
-        [task_id, f"list-{marker}-{n}", "scheduled", "log"] for n, task_id in
-        reversed(list(enumerate(ids)))]
+    # Tasks made in the same millisecond come in task_id order, so the order is not checked.
+    assert sorted(row.split()[:4] for row in rows) == sorted(
+        [task_id, f"list-{marker}-{n}", "scheduled", "log"] for n, task_id in enumerate(ids))
     assert {row.index("scheduled") for row in rows} == {header.index("STATUS")}
     assert all(row.split()[-1] == "0/3" for row in rows)
 
     for args in (["--json", "list", "--name", marker], ["list", "--name", marker, "--json"]):
         listed = taskctl(*args)
         assert listed.returncode == 0, listed.stderr
-        assert [task["task_id"] for task in json.loads(listed.stdout)["tasks"]] == ids[::-1]
+        listed_ids = [task["task_id"] for task in json.loads(listed.stdout)["tasks"]]
+        assert sorted(listed_ids) == sorted(ids)
 
 
 def test_list_pages(taskctl, server):
@@ -105,12 +117,17 @@ def test_list_pages(taskctl, server):
 
     one_page = taskctl("list", "--name", marker, "--limit", "2")
     every_page = taskctl("--json", "list", "--name", marker, "--limit", "2", "--all")
+    single = taskctl("--json", "list", "--name", marker, "--limit", "100")
 
-    assert one_page.returncode == every_page.returncode == 0
+    assert one_page.returncode == every_page.returncode == single.returncode == 0
     assert len(one_page.stdout.splitlines()) == 1 + 2
     assert "--all" in one_page.stderr
     body = json.loads(every_page.stdout)
-    assert [task["task_id"] for task in body["tasks"]] == ids[::-1]
+    listed = [task["task_id"] for task in body["tasks"]]
+    assert sorted(listed) == sorted(ids)
+    # Pages are joined in the API's own order (tasks made in the same millisecond are
+    # ordered by task_id, so creation order is not it).
+    assert listed == [task["task_id"] for task in json.loads(single.stdout)["tasks"]]
     assert body["next_token"] is None
 
 
@@ -195,7 +212,8 @@ def test_retry_a_failed_task_then_tail_it_to_completion(taskctl, server, receive
                               max_attempts=1)
     server.wait_status(task_id, "failed", timeout=15)
     failed_tail = taskctl("tail", task_id)
-    assert failed_tail.returncode == 1
+    assert failed_tail.returncode == 3, failed_tail.stdout + failed_tail.stderr
+    assert failed_tail.stderr == ""
     assert failed_tail.stdout.splitlines()[-1].endswith("status failed")
 
     receiver.status = 200
@@ -245,7 +263,7 @@ def test_preview_of_a_weekday_cron_in_berlin(taskctl):
     (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--priority", "12"],
      "priority must be a whole number from 0 to 9 (field priority, HTTP 400)"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["list", "--limit", "0"], "limit must be a whole number from 1 to 100"),
+    (["list", "--limit", "101"], "limit must be a whole number from 1 to 100"),
     (["show", "3f0c0000-0000-4000-8000-000000000000"],
      "no task with id 3f0c0000-0000-4000-8000-000000000000 (field task_id, HTTP 404)"),
     (["retry", "3f0c0000-0000-4000-8000-000000000000"], "HTTP 404"),
@@ -259,6 +277,39 @@ def test_user_errors_exit_2_with_the_message(taskctl, args, message):
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--interval", "0"], "--interval"), (["--interval", "-1"], "--interval"),
+    (["--interval", "nan"], "--interval"), (["--interval", "inf"], "--interval"),
+    (["--interval", "1e300"], "--interval"), (["--interval", "soon"], "--interval"),
+    (["--timeout", "0"], "--timeout"), (["--timeout", "-5"], "--timeout"),
+])
+def test_tail_numbers_that_are_not_positive_are_usage_errors(taskctl, server, args, flag):
+    result = taskctl("tail", far_future_task(server), *args)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"taskctl tail: error: argument {flag}: " in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["list", "--limit", "0"], "--limit"), (["list", "--limit", "-3"], "--limit"),
+    (["preview", "rate(5 minutes)", "--count", "0"], "--count"),
+    (["schedule", "--action", "log", "--payload", "{}", "--at", "10:00",
+      "--max-attempts", "0"], "--max-attempts"),
+    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--timeout", "-1"],
+     "--timeout"),
+    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--timeout", "1.5"],
+     "--timeout"),
+])
+def test_counts_that_are_not_positive_are_usage_errors(taskctl, args, flag):
+    result = taskctl(*args)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"error: argument {flag}: " in result.stderr
+    assert "must be a whole number greater than 0" in result.stderr
+    assert "HTTP" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_retry_of_a_waiting_task_is_a_conflict(taskctl, server):
@@ -278,6 +329,76 @@ def test_an_unreachable_server_exits_1_naming_the_url(taskctl, args):
     assert result.returncode == 1
     assert f"could not reach {nowhere}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class Recorder(ThreadingHTTPServer):
+    """A local HTTP server that records each request's headers and answers with `respond`."""
+
+    def __init__(self, respond):
+        self.requests, self.respond = [], respond
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def handle_one(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                recorder.requests.append({"method": self.command, "path": self.path,
+                                          "headers": dict(self.headers)})
+                status, headers, body = recorder.respond(self)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = handle_one
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.fixture
+def redirected():
+    """(first, second): `first` answers every request with a redirect to `second`."""
+    second = Recorder(lambda request: (200, {"Content-Type": "application/json"},
+                                       b'{"tasks": [], "task_id": "x", "next": []}'))
+    first = Recorder(lambda request: (first.status, {"Location": second.url + request.path},
+                                      b""))
+    first.status = 302
+    yield first, second
+    first.close()
+    second.close()
+
+
+@pytest.mark.parametrize("status, args", [
+    (302, ["list"]), (301, ["show", "3f0c0000-0000-4000-8000-000000000000"]),
+    (307, ["list"]), (308, ["preview", "rate(5 minutes)"]),
+    (303, ["schedule", "--action", "log", "--payload", "{}", "--at", "10:00"]),
+])
+def test_a_redirect_is_not_followed_and_the_token_stays_home(redirected, status, args):
+    first, second = redirected
+    first.status = status
+    token = "secret-token-0815"
+
+    result = run_taskctl(*args, url=first.url, token=token)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [request["headers"].get("Authorization") for request in first.requests] == [
+        f"Bearer {token}"]
+    assert token not in json.dumps(second.requests)
+    assert second.requests == []
+    assert f"HTTP {status}" in result.stderr and "redirects are not followed" in result.stderr
+    assert second.url in result.stderr  # where it pointed, so the user can fix --url
+    assert token not in result.stdout + result.stderr and "Traceback" not in result.stderr
 
 
 def test_the_url_flag_beats_the_environment(taskctl, server):
@@ -338,9 +459,41 @@ def test_help_documents_the_exit_codes():
 
     assert result.returncode == 0
     epilog = result.stdout.split("exit codes:")[1]
-    for code in ("0 ", "1 ", "2 ", "130 "):
+    for code in ("0 ", "1 ", "2 ", "3 ", "130 "):
         assert f"\n  {code}" in epilog
+    assert re.search(r"\n  3 +tail: the task finished failed", epilog)
     assert "TASKCTL_URL" in epilog and "TASKCTL_TOKEN" in epilog
+
+
+def test_the_readme_lists_the_same_exit_codes_as_the_help():
+    readme = (Path(PROJECT_DIR) / "README.md").read_text()
+    section = readme.split("## Command line: taskctl")[1].split("\n## ")[0]
+    in_readme = re.findall(r"^\| (\d+) \|", section, re.MULTILINE)
+    in_help = re.findall(r"^  (\d+) ", cli.EPILOG.split("exit codes:")[1].split("\n\n")[0],
+                         re.MULTILINE)
+
+    assert in_readme == in_help == ["0", "1", "2", "3", "130"]
+    assert "| 3 | `tail`: the task finished `failed`" in section
+
+
+def test_local_time_shows_the_wall_clock_of_the_zone():
+    assert cli.local_time("2030-01-07T08:00:00Z", "Europe/Berlin") == "Mon 2030-01-07 09:00 CET"
+
+
+def test_local_time_is_blank_only_when_the_zone_is_unknown(monkeypatch):
+    assert cli.local_time("2030-01-07T08:00:00Z", "Nowhere/Atlantis") == ""
+
+    def no_tzdata(zone):
+        raise cli.ZoneInfoNotFoundError(zone)
+
+    monkeypatch.setattr(cli, "ZoneInfo", no_tzdata)
+    assert cli.local_time("2030-01-07T08:00:00Z", "Europe/Berlin") == ""
+
+
+def test_local_time_does_not_hide_a_bug():
+    # A programming error must surface, not turn into a blank column.
+    with pytest.raises(AttributeError):
+        cli.local_time(None, "Europe/Berlin")
 
 
 def test_the_console_script_is_installed_in_the_venv():
