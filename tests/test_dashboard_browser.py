@@ -25,6 +25,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SHOTS = PROJECT_DIR / "build" / "test-output" / "dashboard"
 ZONE = "Europe/Berlin"  # the browser's zone: datetime-local is read in it
 WAIT = 20_000  # ms; live refresh runs every 2 s
+NOWHERE = "http://127.0.0.1:9/nowhere"
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +262,7 @@ def test_name_search_status_filter_and_paging(page, server):
     expect(more).to_be_hidden()
     page.wait_for_timeout(2500)  # a live refresh keeps both pages
     expect(page.locator("#rows tr")).to_have_count(27)
+    expect(page.locator("#asof")).to_contain_text("Past row 25, only pending tasks on screen")
     shot(page, "11-search-paged")
 
     page.get_by_label("Status").select_option("cancelled")
@@ -269,6 +271,94 @@ def test_name_search_status_filter_and_paging(page, server):
     page.get_by_label("Status").select_option("")
     expect(page.locator("#empty")).to_be_visible()
     expect(page.locator("#rows tr")).to_have_count(0)
+
+
+def test_a_refresh_reads_the_first_page_and_at_most_ten_tasks(page, server):
+    """Behind API Gateway each GET is a DynamoDB read (a name search reads up to 2,000 items),
+    so a refresh never reads "Load more" pages again: one list request for the first page,
+    plus at most 10 task GETs, the open task's and those of rows past the first page that are
+    pending and on screen (least recently checked first)."""
+    far = datetime.now(timezone.utc) + timedelta(days=3)
+    ids = [server.schedule(NOWHERE, far, name=f"Tick-{number:02d}") for number in range(60)]
+    sign_in(page, server.url)
+    with page.expect_response(lambda r: "name=tick-" in r.url):
+        page.get_by_label("Name contains").fill("tick-")
+    rows = page.locator("#rows tr")
+    expect(rows).to_have_count(25)
+    more = page.get_by_role("button", name="Load more")
+    more.click()
+    expect(rows).to_have_count(50)
+    more.click()
+    expect(rows).to_have_count(60)
+    expect(more).to_be_hidden()
+    row(page, "Tick-30").click()  # on the second page
+    expect(page.locator("#d-title")).to_have_text("Tick-30")
+    row(page, "Tick-00").scroll_into_view_if_needed()  # the last row, with ~20 others
+
+    seen = []
+    page.on("request", lambda r: "/tasks" in r.url and seen.append(urllib.parse.urlsplit(r.url)))
+    assert server.request("DELETE", f"/tasks/{ids[0]}")[0] == 200
+    expect(status_cell(page, "Tick-00")).to_have_text("cancelled", timeout=WAIT)
+    page.wait_for_timeout(4500)
+    shot(page, "12-refresh-past-the-first-page")
+
+    # Each tick's requests go out together, the list request first.
+    ticks = []
+    for url in seen:
+        if url.path == "/tasks":
+            ticks.append([])
+        if ticks:
+            ticks[-1].append(url)
+    ticks = ticks[:-1]  # the last may be under way
+    first_page = set(rows.evaluate_all("rs => rs.slice(0, 25).map((r) => r.dataset.id)"))
+    assert len(ticks) >= 3
+    for tick in ticks:
+        lists = [url for url in tick if url.path == "/tasks"]
+        gets = {url.path.rsplit("/", 1)[1] for url in tick if url.path.startswith("/tasks/")}
+        assert len(lists) == 1 and "next_token" not in lists[0].query
+        assert len(tick) == 1 + len(gets) <= 11  # no task twice, nothing else
+        assert ids[30] in gets and not gets & first_page
+    print(f"requests per refresh: {[len(tick) for tick in ticks]}")
+    assert max(len(tick) for tick in ticks) == 11  # 9 of the ~20 pending rows on screen
+
+
+def test_refresh_slows_down_when_quiet_and_stops_while_hidden(page, server):
+    server.schedule(NOWHERE, datetime.now(timezone.utc) + timedelta(days=3), name="quiet-one")
+    page.clock.install()  # time flows, and fast_forward jumps it (firing due timers once)
+    sign_in(page, server.url)
+    page.get_by_label("Name contains").fill("quiet-one")
+    expect(page.locator("#rows tr")).to_have_count(1)
+    lists = []
+    page.on("request", lambda r: urllib.parse.urlsplit(r.url).path == "/tasks" and
+            lists.append(r.url))
+
+    def refreshes_in(ms):
+        before = len(lists)
+        page.clock.fast_forward(ms)
+        page.wait_for_timeout(500)  # for the requests, and the next tick's timer to be set
+        return len(lists) - before
+
+    def hide(hidden):
+        page.evaluate("(hidden) => { Object.defineProperty(document, 'hidden', {value: hidden, "
+                      "configurable: true}); document.dispatchEvent(new Event('visibilitychange'))"
+                      " }", hidden)
+
+    assert refreshes_in(2_100) >= 1  # every 2 s while someone is at it
+    assert refreshes_in(31_000) == 1  # 30 s untouched and unchanged: every 10 s from now
+    assert refreshes_in(6_000) == 0
+    assert refreshes_in(4_500) == 1
+    page.keyboard.press("Shift")  # someone is back: 2 s again
+    assert refreshes_in(2_100) == 1
+    assert refreshes_in(2_100) == 1
+
+    hide(True)
+    assert refreshes_in(60_000) == 0
+    assert refreshes_in(60_000) == 0
+    before = len(lists)
+    hide(False)  # back at once
+    page.wait_for_timeout(500)
+    assert len(lists) == before + 1
+    assert refreshes_in(2_100) == 1
 
 
 def test_other_actions_take_a_json_payload(page, server):
@@ -291,7 +381,7 @@ def test_other_actions_take_a_json_payload(page, server):
     page.get_by_role("button", name="Schedule", exact=True).click()
     expect(page.locator('.err[data-field="payload"]')).to_contain_text(
         "payload.queue_url")
-    shot(page, "12-action-refused")
+    shot(page, "13-action-refused")
 
 
 # ---------------------------------------------------------------- under a stage path

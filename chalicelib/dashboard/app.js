@@ -3,7 +3,11 @@
 (() => {
   const KEY = 'task-scheduler.token';
   const PAGE = 25;
-  const MAX_PAGES = 20;
+  // A refresh costs at most one list request and ROW_GETS + 1 task GETs (the open task's).
+  const ROW_GETS = 9;
+  const FAST = 2000;
+  const SLOW = 10000;
+  const QUIET = 30000;
   // Served at / locally and at /<stage>/ (or /<stage>) behind API Gateway.
   const BASE = location.pathname.replace(/\/?$/, '/');
   const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
@@ -21,8 +25,8 @@
     if (cls) node.className = cls;
     return node;
   };
-  const state = {token: sessionStorage.getItem(KEY), tasks: [], next: null, pages: 1,
-    seq: 0, open: null, openJson: '', busy: false};
+  const state = {token: sessionStorage.getItem(KEY), tasks: [], first: [], extra: [], gen: 0,
+    seq: 0, open: null, openJson: '', busy: false, stirred: Date.now(), changed: Date.now()};
   let rows = new Map();
 
   class ApiError extends Error {
@@ -68,9 +72,9 @@
     sessionStorage.removeItem(KEY);
     state.token = null;
     state.open = null;
-    state.next = null;
-    state.pages = 1;
-    render([]);
+    state.openTask = null;
+    clearList();
+    render();
     $('detail').hidden = true;
     ['d-fields', 'd-payload', 'd-runs', 'd-upcoming'].forEach((id) => $(id).replaceChildren());
     showApp(false);
@@ -95,7 +99,7 @@
     $('token-err').textContent = '';
     showApp(true);
     say('Signed in.');
-    refreshList(1).catch(report);
+    resetList().catch(report);
   });
 
   $('forget').addEventListener('click', () => { signOut(); say('Token forgotten.'); });
@@ -132,34 +136,97 @@
     return `tasks?${q}`;
   }
 
-  // Reloads as many pages as are wanted (state.pages), from the first, so the rows stay
-  // current; a newer call wins over one still in flight.
-  async function refreshList(pages) {
-    if (pages) state.pages = pages;
+  // A refresh reloads the first page only: "Load more" pages are not read again (a name
+  // search reads up to 2,000 items a request). Of their rows, those still pending and on
+  // screen are fetched one by one, at most ROW_GETS a refresh, least recently checked first.
+  function clearList() {
+    state.gen += 1;
+    state.first = [];
+    state.extra = [];
+    state.next = null;
+    state.asOf = null;
+    checked.clear();
+  }
+
+  function resetList() {
+    clearList();
+    return refreshFirst();
+  }
+
+  async function refreshFirst() {
+    const gen = state.gen;
     const seq = ++state.seq;
-    let tasks = [];
-    let token = null;
-    let count = 0;
-    do {
-      const page = await api('GET', listPath(token));
-      if (seq !== state.seq) return;
-      tasks = tasks.concat(page.tasks);
-      token = page.next_token;
-      count += 1;
-    } while (token && count < Math.min(state.pages, MAX_PAGES));
-    state.pages = count;
-    state.next = token;
-    render(tasks);
+    const page = await api('GET', listPath());
+    if (gen !== state.gen || seq !== state.seq) return;
+    const ids = new Set(page.tasks.map((t) => t.task_id));
+    if (state.extra.length || state.loading) {
+      // Rows pushed off the first page stay, now as loaded rows; the cursor goes on after them.
+      const dropped = state.first.filter((t) => !ids.has(t.task_id));
+      state.extra = dropped.concat(state.extra).filter((t) => !ids.has(t.task_id));
+    } else {
+      state.next = page.next_token;
+    }
+    if (JSON.stringify(page.tasks) !== JSON.stringify(state.first)) state.changed = Date.now();
+    state.first = page.tasks;
+    render();
   }
 
   async function loadMore() {
-    await refreshList(state.pages + 1);
-    say(`${state.tasks.length} tasks shown.`);
+    if (state.loading || !state.next) return;
+    const gen = state.gen;
+    state.loading = true;
+    try {
+      const page = await api('GET', listPath(state.next));
+      if (gen !== state.gen) return;
+      state.extra = state.extra.concat(page.tasks);
+      state.next = page.next_token;
+      state.asOf = state.asOf || new Date();
+      render();
+      say(`${state.tasks.length} tasks shown.`);
+    } finally {
+      state.loading = false;
+    }
   }
 
-  function render(tasks) {
+  const checked = new Map();
+  const onScreen = (tr) => {
+    const box = tr ? tr.getBoundingClientRect() : null;
+    return !!box && box.bottom > 0 && box.top < innerHeight;
+  };
+
+  async function refreshRows() {
+    const gen = state.gen;
+    const now = Date.now();
+    const ids = state.extra.filter((t) => live(t) && t.task_id !== state.open &&
+      onScreen(rows.get(t.task_id))).map((t) => t.task_id)
+      .sort((a, b) => (checked.get(a) || 0) - (checked.get(b) || 0)).slice(0, ROW_GETS);
+    if (!ids.length) return;
+    ids.forEach((id) => checked.set(id, now));
+    const got = await Promise.all(ids.map((id) => api('GET', `tasks/${encodeURIComponent(id)}`)
+      .catch((e) => (e.status === 404 ? null : undefined))));
+    if (gen !== state.gen) return;
+    ids.forEach((id, i) => { if (got[i] !== undefined) putRow(id, got[i]); });
+    render();
+  }
+
+  // A task fetched alone updates its loaded row; gone or out of the status filter, drops it.
+  function putRow(id, task) {
+    const i = state.extra.findIndex((t) => t.task_id === id);
+    if (i < 0) return;
+    const old = state.extra[i];
+    if (!task || (filters().status && task.status !== filters().status)) {
+      state.extra.splice(i, 1);
+    } else {
+      state.extra[i] = task;
+      if (task.updated_at === old.updated_at && task.status === old.status) return;
+    }
+    state.changed = Date.now();
+  }
+
+  function render() {
     const seen = new Set();
-    state.tasks = tasks.filter((t) => !seen.has(t.task_id) && seen.add(t.task_id));
+    state.tasks = state.first.concat(state.extra)
+      .filter((t) => !seen.has(t.task_id) && seen.add(t.task_id));
     const body = $('rows');
     const kept = new Map();
     state.tasks.forEach((task, i) => {
@@ -173,6 +240,11 @@
     rows = kept;
     $('empty').hidden = state.tasks.length > 0;
     $('more').hidden = !state.next;
+    $('asof').hidden = !(state.extra.length && state.asOf);
+    if (state.asOf) {
+      $('asof').textContent = `Past row ${PAGE}, only pending tasks on screen refresh; ` +
+        `the rest are as of ${state.asOf.toLocaleTimeString()}.`;
+    }
   }
 
   function newRow(id) {
@@ -211,11 +283,11 @@
   });
   $('more').addEventListener('click', () => loadMore().catch(report));
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
-  $('f-status').addEventListener('change', () => refreshList(1).catch(report));
+  $('f-status').addEventListener('change', () => resetList().catch(report));
   let nameTimer;
   $('f-name').addEventListener('input', () => {
     clearTimeout(nameTimer);
-    nameTimer = setTimeout(() => refreshList(1).catch(report), 300);
+    nameTimer = setTimeout(() => resetList().catch(report), 300);
   });
 
   function report(e) {
@@ -246,7 +318,11 @@
     const json = JSON.stringify(task);
     if (id !== state.open || json === state.openJson) return;
     state.openJson = json;
+    state.openTask = task;
+    state.changed = Date.now();
     showTask(task);
+    putRow(id, task);
+    render();
   }
 
   function showTask(t) {
@@ -300,7 +376,7 @@
       await api(method, `tasks/${encodeURIComponent(id)}${suffix}`);
       say(`${done} task ${id}.`);
       state.openJson = '';
-      await Promise.all([refreshDetail(), refreshList()]);
+      await Promise.all([refreshDetail(), refreshFirst()]);
     } catch (e) {
       if (!e.auth) $('d-err').textContent = e.message;
     } finally {
@@ -312,6 +388,7 @@
   $('d-close').addEventListener('click', () => {
     const id = state.open;
     state.open = null;
+    state.openTask = null;
     $('detail').hidden = true;
     rows.forEach((tr) => tr.classList.remove('sel'));
     const back = rows.get(id);
@@ -469,7 +546,7 @@
     try {
       const made = await api('POST', 'schedule-task', body);
       say(`Scheduled task ${made.task_id}; next run ${utc(made.next_run_at)}.`);
-      await refreshList();
+      await refreshFirst();
       openTask(made.task_id);
     } catch (e) {
       if (!e.auth) showError(e.field, e.message);
@@ -488,24 +565,53 @@
   const zones = (Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []);
   $('zones').append(...['UTC', ...zones].map((z) => { const o = el('option'); o.value = z; return o; }));
 
-  // Live refresh while the tab is visible.
+  // Live refresh: every 2 s; every 10 s once no one has touched the page and nothing has
+  // changed for 30 s, unless a task shown up top or open is running or due within 15 s;
+  // not at all while the tab is hidden.
+  let timer = 0;
+  let due = 0;
+  function later(ms) {
+    clearTimeout(timer);
+    due = Date.now() + ms;
+    timer = setTimeout(tick, ms);
+  }
+
+  function pace() {
+    const now = Date.now();
+    if (now - Math.max(state.stirred, state.changed) < QUIET) return FAST;
+    const soon = (t) => t.status === 'running' ||
+      (live(t) && Date.parse(t.next_run_at) - now < 15000);
+    return state.first.concat(state.openTask || []).some(soon) ? FAST : SLOW;
+  }
+
   async function tick() {
-    if (!state.token || document.hidden || state.busy) return;
-    state.busy = true;
-    try {
-      await Promise.all([refreshList(), refreshDetail()]);
-    } catch (e) {
-      report(e);
-    } finally {
+    clearTimeout(timer);
+    if (document.hidden) return;
+    if (state.token && !state.busy) {
+      state.busy = true;
+      const jobs = [refreshFirst(), refreshDetail(), refreshRows()];
+      await Promise.all(jobs.map((job) => job.catch(report)));
       state.busy = false;
     }
+    later(pace());
   }
-  setInterval(tick, 2000);
-  document.addEventListener('visibilitychange', tick);
+
+  const stir = () => {
+    state.stirred = Date.now();
+    if (due - Date.now() > FAST) later(FAST);
+  };
+  ['pointerdown', 'keydown', 'wheel', 'scroll'].forEach((type) =>
+    addEventListener(type, stir, {passive: true, capture: true}));
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) return;
+    state.stirred = Date.now();
+    tick();
+  });
+  later(FAST);
 
   if (state.token) {
     showApp(true);
-    refreshList().catch(report);
+    resetList().catch(report);
   } else {
     showApp(false);
   }
