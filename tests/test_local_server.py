@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
+
 def whole_seconds_from_now(seconds):
     now = datetime.now(timezone.utc)
     return now.replace(microsecond=0) + timedelta(seconds=seconds + 1)
 
+
 def arrival(receiver, index=0):
     return receiver.requests[index]["received_at"]
+
 
 def test_webhook_due_in_two_seconds_arrives_on_time(servers, receiver):
     server = servers().start()
@@ -31,6 +34,7 @@ def test_webhook_due_in_two_seconds_arrives_on_time(servers, receiver):
     [run] = task["runs"]
     assert run["outcome"] == "succeeded" and run["http_status"] == 200
 
+
 def test_restart_keeps_waiting_tasks_and_fires_them_once(servers, receiver):
     server = servers().start()
     run_at = whole_seconds_from_now(5)
@@ -41,6 +45,7 @@ def test_restart_keeps_waiting_tasks_and_fires_them_once(servers, receiver):
     server.wait_status(task_id, "completed", timeout=15)
     time.sleep(1.5)  # nothing fires a second time
     assert len(receiver.requests) == 1
+
 
 def test_task_due_while_down_fires_right_after_start(servers, receiver):
     server = servers().start()
@@ -55,6 +60,7 @@ def test_task_due_while_down_fires_right_after_start(servers, receiver):
     server.wait_status(task_id, "completed", timeout=10)
     assert len(receiver.requests) == 1
     assert arrival(receiver) - ready < timedelta(seconds=2)
+
 
 def test_run_cut_off_by_a_kill_is_recovered_at_start(servers, receiver):
     receiver.delay = 3.0
@@ -73,6 +79,7 @@ def test_run_cut_off_by_a_kill_is_recovered_at_start(servers, receiver):
     assert len(keys) == 1 and keys.pop().startswith(task_id)  # the receiver sees one run
     assert task["attempts"] == 2
 
+
 def test_shutdown_lets_a_run_in_flight_finish(servers, receiver):
     receiver.delay = 1.5
     server = servers().start()
@@ -85,6 +92,7 @@ def test_shutdown_lets_a_run_in_flight_finish(servers, receiver):
     server.start()
     assert server.request("GET", f"/tasks/{task_id}")[1]["status"] == "completed"
     assert len(receiver.requests) == 1
+
 
 def test_token_is_required_and_the_banner_shows_it(servers):
     server = servers(extra_env={"API_TOKENS": ""}).start()
@@ -101,6 +109,7 @@ def test_token_is_required_and_the_banner_shows_it(servers):
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 200
 
+
 def test_chalice_local_gives_the_same_service(servers, receiver):
     chalice = str(Path(sys.executable).parent / "chalice")
     server = servers(command=[chalice, "local", "--stage", "local", "--port", "{port}",
@@ -108,6 +117,7 @@ def test_chalice_local_gives_the_same_service(servers, receiver):
     task_id = server.schedule(receiver.url, whole_seconds_from_now(1))
     server.wait_status(task_id, "completed", timeout=10)
     assert len(receiver.requests) == 1
+
 
 def test_dynamodb_path_against_moto_server(servers, receiver):
     server = servers(command=[sys.executable, "-m", "chalicelib.local_server",
