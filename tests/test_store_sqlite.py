@@ -1,4 +1,5 @@
 """SQLite adapter specifics: index use, durability across reopen, many writer threads."""
+import sqlite3
 import threading
 
 import pytest
@@ -51,3 +52,27 @@ def test_claims_from_many_threads_each_win_once(sqlite_store, make_task):
     for thread in threads:
         thread.join()
     assert sorted(wins) == sorted(t.task_id for t in tasks)
+
+
+class _FailingCommit:
+    """A connection whose COMMIT fails (as on a full disk), recording what it was sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def execute(self, sql, *args):
+        self.sent.append(sql)
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_a_failed_commit_rolls_back_and_frees_the_writer_lock():
+    from chalicelib.store.sqlite import _Transaction
+
+    connection, lock = _FailingCommit(), threading.Lock()
+    with pytest.raises(sqlite3.OperationalError):
+        with _Transaction(connection, lock):
+            connection.execute("UPDATE tasks SET status = 'x'")
+    assert connection.sent == ["BEGIN IMMEDIATE", "UPDATE tasks SET status = 'x'", "COMMIT",
+                               "ROLLBACK"]
+    assert not lock.locked()

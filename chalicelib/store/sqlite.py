@@ -297,7 +297,16 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
-            self.connection.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type:
+                self.connection.execute("ROLLBACK")
+                return
+            try:
+                self.connection.execute("COMMIT")
+            except sqlite3.Error:
+                # A failed COMMIT (disk full, I/O error) leaves the transaction open on this
+                # thread's connection: end it, or every later write here would fail.
+                self.connection.execute("ROLLBACK")
+                raise
         finally:
             self.lock.release()
 
