@@ -1,6 +1,8 @@
 """Webhook payload limits (each just under and just over) and redaction of secrets."""
 import json
 import logging
+import threading
+import time
 
 import pytest
 
@@ -111,3 +113,30 @@ def test_a_stored_header_that_cannot_be_sent_fails_without_leaking(aws, make_tas
     assert result.status == "failed"
     assert result.run.error == "request could not be built: InvalidHeader"
     assert "sk-leak-999" not in caplog.text
+
+
+def test_webhook_exchanges_reuse_their_threads():
+    from chalicelib import actions
+
+    # Thread objects, kept alive here, so a new thread with a reused ident still counts.
+    threads = [actions._within(5, threading.current_thread) for _ in range(30)]
+    assert len(set(threads)) <= 2  # one, unless a call's thread was still on its way back
+
+
+def test_an_exchange_never_waits_for_a_thread_and_few_stay_idle():
+    from chalicelib.actions import _ExchangeThreads
+
+    pool, together, done = _ExchangeThreads(keep_idle=1), threading.Barrier(5), []
+
+    def job():
+        together.wait(timeout=5)  # only passes when all five run at the same time
+        done.append(threading.get_ident())
+
+    for _ in range(5):
+        pool.run(job)
+    deadline = time.monotonic() + 5
+    while len(done) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(set(done)) == 5
+    time.sleep(0.1)
+    assert pool._idle == 1  # the other four threads ended
