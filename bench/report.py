@@ -116,7 +116,7 @@ def behind(results: dict) -> list:
 WHY_BEHIND = """Why we are behind where we are. Burst: every delivery of ours is a durable
 state change, not a function call. The run is claimed in the store (a conditional UPDATE,
 fsync'd), the webhook goes through the SSRF guard's adapter, is signed (Standard Webhooks) and
-bounded by an overall deadline (one short-lived thread), and the outcome is written back (a
+bounded by an overall deadline (on a reused thread), and the outcome is written back (a
 second fsync'd UPDATE, with the run record) and logged. That is about 1-1.5 ms of Python per
 delivery, and the server process sits at 100% of one core (the GIL) during a burst; 4, 8
 or 16 workers made no difference. APScheduler keeps its jobs in memory and a bare loop keeps
