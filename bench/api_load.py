@@ -22,9 +22,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import TOKEN, percentile, start_server, stop_server  # noqa: E402
+from bench.common import (  # noqa: E402
+    TOKEN, markdown_table, percentile, start_server, stop_server,
+)
 
 
 def _request() -> tuple:
@@ -130,13 +132,12 @@ def measure(clients: int = 8, seconds: float = 10, rounds: int = 3) -> dict:
 
 def table(result: dict) -> str:
     """A Markdown table of one result."""
-    return "\n".join([
-        "| endpoint | client | requests/s | p50 | p99 | max | errors |",
-        "|---|---|---|---|---|---|---|",
-        f"| POST /schedule-task (local server) | {result['tool']}, "
-        f"{result['seconds']} s x {result['rounds']} | {result['requests_per_s']:.0f} | "
-        f"{result['p50_ms']:.1f} ms | {result['p99_ms']:.1f} ms | {result['max_ms']:.1f} ms | "
-        f"{result['errors']} |"])
+    return markdown_table(
+        ["endpoint", "client", "requests/s", "p50", "p99", "max", "errors"],
+        [["POST /schedule-task (local server)",
+          f"{result['tool']}, {result['seconds']} s x {result['rounds']}",
+          f"{result['requests_per_s']:.0f}", f"{result['p50_ms']:.1f} ms",
+          f"{result['p99_ms']:.1f} ms", f"{result['max_ms']:.1f} ms", result["errors"]]])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MOTO_STAGE, create_executor_function, use_moto_stage  # noqa: E402
+from bench.common import (  # noqa: E402
+    MOTO_STAGE, create_executor_function, markdown_table, use_moto_stage,
+)
 
 
 class CallCounter:
@@ -137,11 +139,10 @@ def measure() -> dict:
 
 def table(rows: dict) -> str:
     """A Markdown table: calls and which."""
-    lines = ["| workload | AWS calls | which |", "|---|---|---|"]
-    for name, calls in rows.items():
-        which = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(calls.items()))
-        lines.append(f"| {name} | {sum(calls.values())} | {which} |")
-    return "\n".join(lines)
+    return markdown_table(["workload", "AWS calls", "which"], [
+        [name, sum(calls.values()),
+         ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(calls.items()))]
+        for name, calls in rows.items()])
 
 
 if __name__ == "__main__":

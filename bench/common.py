@@ -140,6 +140,13 @@ def schedule(url, receiver_url, run_at, timeout=10):
         return json.loads(response.read())["task_id"]
 
 
+def markdown_table(columns, rows) -> str:
+    """A Markdown table: a header of `columns`, then one line per row of cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]

@@ -29,9 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import ReceiverProcess, percentile, schedule, start_server, stop_server  # noqa
+from bench.common import (  # noqa: E402
+    ReceiverProcess, markdown_table, percentile, schedule, start_server, stop_server,
+)
 
 WORKERS = 16
 SPARSE_WINDOW_SECONDS = 40
@@ -188,8 +190,7 @@ def measure(burst: int = 1000, sparse: int = 200, rounds: int = 3) -> dict:
 
 def table(report: dict) -> str:
     """A Markdown table: medians per workload and system, with our throughput ratios."""
-    lines = ["| workload | system | throughput/s | ours ÷ it | lateness p50 | p99 | max (all "
-             "rounds) | lost / dup / early |", "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for workload, systems in report.items():
         ours = systems["ours"]["throughput_per_s"]
         for system, r in systems.items():
@@ -198,12 +199,12 @@ def table(report: dict) -> str:
             rate = f"{r['throughput_per_s']:.0f}"
             if workload == "sparse":  # paced by the due times, not by the scheduler
                 ratio = rate = "n/a"
-            lines.append(
-                f"| {workload} ({r['tasks'] // r['rounds']} tasks) | {system} | "
-                f"{rate} | {ratio} | {r['p50_ms']:.0f} ms | "
-                f"{r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | "
-                f"{r['missing']} / {r['duplicates']} / {r['early']} |")
-    return "\n".join(lines)
+            rows.append([f"{workload} ({r['tasks'] // r['rounds']} tasks)", system, rate, ratio,
+                         f"{r['p50_ms']:.0f} ms", f"{r['p99_ms']:.0f} ms",
+                         f"{r['max_ms']:.0f} ms",
+                         f"{r['missing']} / {r['duplicates']} / {r['early']}"])
+    return markdown_table(["workload", "system", "throughput/s", "ours ÷ it", "lateness p50",
+                           "p99", "max (all rounds)", "lost / dup / early"], rows)
 
 
 if __name__ == "__main__":

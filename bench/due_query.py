@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import use_moto_stage  # noqa: E402
+from bench.common import markdown_table, use_moto_stage  # noqa: E402
 
 DUE = 20
 MOTO_ROUNDS_UP_TO = 10000
@@ -216,14 +216,13 @@ def measure(sizes=(1000, 10000, 100000), rounds: int = 3) -> list:
 
 def table(results: list) -> str:
     """A Markdown table of the results."""
-    lines = ["| store | tasks stored | query | due found | examined | requests | "
-             "median ms (rounds) |", "|---|---|---|---|---|---|---|"]
-    for r in results:
-        query = "ours (due index)" if r["query"] == "ours" else "full scan (older design)"
-        lines.append(f"| {r['store']} | {r['tasks']:,} | {query} | {r['found']} | "
-                     f"{r['examined']:,} {r['examined_unit']} | {r['requests']} | "
-                     f"{r['ms_median']} ({r['rounds']}) |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["store", "tasks stored", "query", "due found", "examined", "requests",
+         "median ms (rounds)"],
+        [[r["store"], f"{r['tasks']:,}",
+          "ours (due index)" if r["query"] == "ours" else "full scan (older design)",
+          r["found"], f"{r['examined']:,} {r['examined_unit']}", r["requests"],
+          f"{r['ms_median']} ({r['rounds']})"] for r in results])
 
 
 if __name__ == "__main__":

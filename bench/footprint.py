@@ -15,6 +15,9 @@ import zipfile
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
+
+from bench.common import markdown_table  # noqa: E402
 
 IMPORT_PROBE = ("import time; started = time.perf_counter(); import app; "
                 "print((time.perf_counter() - started) * 1000)")
@@ -63,13 +66,12 @@ def measure(imports: int = 15) -> dict:
 
 def table(result: dict) -> str:
     """A Markdown table of one result."""
-    return "\n".join([
-        "| measure | value |", "|---|---|",
-        f"| deployment.zip (`chalice package`) | {result['zip_bytes'] / 1024 / 1024:.2f} MB |",
-        f"| `import app` from the unzipped package, fresh interpreter, no bytecode cache for "
-        f"the package (as on Lambda), median of {result['imports']} | "
-        f"{result['import_ms_median']:.0f} ms (min {result['import_ms_min']:.0f}, max "
-        f"{result['import_ms_max']:.0f}) |"])
+    return markdown_table(["measure", "value"], [
+        ["deployment.zip (`chalice package`)", f"{result['zip_bytes'] / 1024 / 1024:.2f} MB"],
+        [f"`import app` from the unzipped package, fresh interpreter, no bytecode cache for "
+         f"the package (as on Lambda), median of {result['imports']}",
+         f"{result['import_ms_median']:.0f} ms (min {result['import_ms_min']:.0f}, max "
+         f"{result['import_ms_max']:.0f})"]])
 
 
 if __name__ == "__main__":

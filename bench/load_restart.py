@@ -18,7 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from common import ReceiverProcess, free_port, percentile, schedule, start_server, stop_server
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    ReceiverProcess, free_port, markdown_table, percentile, schedule, start_server, stop_server,
+)
 
 WINDOW_SECONDS = 10
 
@@ -82,13 +86,13 @@ def _measure(receiver, tasks: int, workers: int, restart_after: float) -> dict:
 
 def table(result: dict) -> str:
     """A Markdown table of one result."""
-    return "\n".join([
-        "| tasks | window | restart | lost | duplicated | early | lateness p50 | p99 | max |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| {result['tasks']:,} | {result['window_s']} s | SIGTERM + start, shutdown "
-        f"{result['shutdown_s']} s | {result['lost']} | {result['duplicates']} | "
-        f"{result['early']} | {result['lateness_p50_ms']:.0f} ms | "
-        f"{result['lateness_p99_ms']:.0f} ms | {result['lateness_max_ms']:.0f} ms |"])
+    return markdown_table(
+        ["tasks", "window", "restart", "lost", "duplicated", "early", "lateness p50", "p99",
+         "max"],
+        [[f"{result['tasks']:,}", f"{result['window_s']} s",
+          f"SIGTERM + start, shutdown {result['shutdown_s']} s", result["lost"],
+          result["duplicates"], result["early"], f"{result['lateness_p50_ms']:.0f} ms",
+          f"{result['lateness_p99_ms']:.0f} ms", f"{result['lateness_max_ms']:.0f} ms"]])
 
 
 def main() -> int:

@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import (  # noqa: E402
     api_load, aws_calls, dispatch, due_query, footprint, load_restart, precision_sim,
 )
+from bench.common import markdown_table  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 OUT = PROJECT_DIR / "docs" / "bench"
@@ -78,11 +78,9 @@ def run(settings: dict) -> dict:
 
 def precision_table(precision: dict) -> str:
     """A Markdown table of the simulated lateness per precision mode."""
-    lines = ["| PRECISION | tasks | early | p50 | p99 | max |", "|---|---|---|---|---|---|"]
-    for mode, r in precision.items():
-        lines.append(f"| {mode} | {r['tasks']} | {r['early']} | {r['p50_s']:.3f} s | "
-                     f"{r['p99_s']:.3f} s | {r['max_s']:.3f} s |")
-    return "\n".join(lines)
+    return markdown_table(["PRECISION", "tasks", "early", "p50", "p99", "max"], [
+        [mode, r["tasks"], r["early"], f"{r['p50_s']:.3f} s", f"{r['p99_s']:.3f} s",
+         f"{r['max_s']:.3f} s"] for mode, r in precision.items()])
 
 
 def behind(results: dict) -> list:

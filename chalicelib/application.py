@@ -14,9 +14,10 @@ class ConcurrentChalice(Chalice):
     meanwhile: under concurrent POSTs tasks were stored with another request's run_at
     (bench/load_restart.py saw deliveries 'early' by up to 8 s)."""
 
-    @property
-    def _per_thread(self) -> threading.local:
-        return self.__dict__.setdefault("_per_thread_state", threading.local())
+    def __init__(self, *args, **kwargs):
+        # Before Chalice's own __init__, which already sets current_request.
+        self._per_thread = threading.local()
+        super().__init__(*args, **kwargs)
 
     @property
     def current_request(self):

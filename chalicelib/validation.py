@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from chalicelib import config, registry, schedules
 from chalicelib.errors import PayloadTooLarge, ValidationError
-from chalicelib.models import STATUSES
+from chalicelib.models import STATUSES, iso
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_NAME_LENGTH = 200
@@ -144,7 +144,7 @@ def parse_preview(params: Optional[Dict[str, str]], now: datetime) -> Dict[str, 
         firings += schedule.upcoming(first, int(count_text) - 1)
     return {"run_at": _echo(schedule), "timezone": tz.key,
             "recurring": schedule.kind != schedules.ONCE,
-            "next": [moment.strftime("%Y-%m-%dT%H:%M:%SZ") for moment in firings]}
+            "next": [iso(moment) for moment in firings]}
 
 
 def _echo(schedule: schedules.Schedule) -> str:
