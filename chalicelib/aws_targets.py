@@ -7,13 +7,14 @@ cannot make the scheduler publish anywhere else in the account.
 """
 import json
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws, config
 from chalicelib.actions import Action, ActionContext, ActionResult, payload_error
+from chalicelib.errors import ValidationError
 
 MAX_MESSAGE_BYTES = 256 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,256}$")
@@ -94,6 +95,30 @@ def bus_arn(name: str) -> str:
 
 
 # ---------------------------------------------------------------- validation helpers
+
+NO_AWS_LOCALLY = ("{action} tasks deliver to AWS, and the local stage (make dev) has no AWS "
+                  "account: use make dev-aws, or a webhook or log task")
+
+
+def _aws_action(action: str, validate: Callable[[Any], Dict[str, Any]],
+                run: Callable[[Dict[str, Any], ActionContext], ActionResult]) -> Action:
+    """An Action that the local stage without AWS (`make dev`) refuses to store or run."""
+    # Resolving a bare name would ask STS for the account, and a run would call whatever
+    # AWS account the shell has: neither belongs to `make dev`.
+    def checked_validate(payload: Any) -> Dict[str, Any]:
+        if config.local_without_aws():
+            raise ValidationError(NO_AWS_LOCALLY.format(action=action), field="action",
+                                  code="unavailable_action")
+        return validate(payload)
+
+    def checked_run(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
+        if config.local_without_aws():  # a task stored before this check existed
+            return ActionResult(False, error="refused: " + NO_AWS_LOCALLY.format(
+                action=action))
+        return run(payload, context)
+
+    return Action(validate=checked_validate, run=checked_run)
+
 
 def _object(payload: Any, fields: set, required: set, action: str) -> Dict[str, Any]:
     if not isinstance(payload, dict):
@@ -296,8 +321,8 @@ def run_eventbridge(payload: Dict[str, Any], context: ActionContext) -> ActionRe
 
 
 ACTIONS: Dict[str, Action] = {
-    "sqs": Action(validate=validate_sqs, run=run_sqs),
-    "sns": Action(validate=validate_sns, run=run_sns),
-    "lambda": Action(validate=validate_lambda, run=run_lambda),
-    "eventbridge": Action(validate=validate_eventbridge, run=run_eventbridge),
+    "sqs": _aws_action("sqs", validate_sqs, run_sqs),
+    "sns": _aws_action("sns", validate_sns, run_sns),
+    "lambda": _aws_action("lambda", validate_lambda, run_lambda),
+    "eventbridge": _aws_action("eventbridge", validate_eventbridge, run_eventbridge),
 }

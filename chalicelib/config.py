@@ -104,6 +104,11 @@ def is_local() -> bool:
     return stage() == LOCAL_STAGE
 
 
+def local_without_aws() -> bool:
+    """The local stage with no AWS endpoint (`make dev`): nothing may call AWS."""
+    return is_local() and not endpoint_url()
+
+
 def task_store() -> str:
     """Which store adapter to use: dynamodb, or sqlite (the local stage's default)."""
     return _get(TASK_STORE, "sqlite" if is_local() else "dynamodb").lower()

@@ -224,3 +224,55 @@ def test_policy_grants_exactly_the_allowlist():
     assert bootstrap.target_statements("") == []
     with pytest.raises(SystemExit):
         bootstrap.target_statements("arn:aws:s3:::bucket")
+
+
+LOCAL_AWS_TASKS = [
+    ("eventbridge", {"source": "app", "detail_type": "ping"}),
+    ("lambda", {"function_name": "worker"}),
+    ("sqs", {"queue_url": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/orders", "message": "x"}),
+    ("sns", {"topic_arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:alerts", "message": "x"}),
+]
+
+
+@pytest.fixture
+def no_aws_calls(monkeypatch):
+    """Any AWS client made is an error (make dev has no account, and must not need one)."""
+    from chalicelib import aws
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the local stage called AWS")
+
+    monkeypatch.setattr(aws, "client", refuse)
+
+
+@pytest.mark.parametrize("action,payload", LOCAL_AWS_TASKS, ids=[c[0] for c in LOCAL_AWS_TASKS])
+def test_local_stage_refuses_aws_targets_without_calling_aws(local_env, no_aws_calls,
+                                                             monkeypatch, action, payload):
+    from chalicelib import service
+    from chalicelib.errors import ValidationError
+
+    monkeypatch.setenv("ALLOWED_TARGETS", "*")
+    with pytest.raises(ValidationError) as refused:
+        service.schedule_task({**spec_example(), "action": action, "payload": payload})
+    assert refused.value.status == 400 and refused.value.field == "action"
+    assert "make dev-aws" in refused.value.message
+
+
+def test_local_stage_never_runs_a_stored_aws_task(local_env, no_aws_calls, make_task):
+    from chalicelib import aws_targets
+    from chalicelib.actions import ActionContext
+
+    result = aws_targets.ACTIONS["lambda"].run({"function_name": "worker"},
+                                               ActionContext("t", "r", 1, "t:1"))
+    assert not result.success and not result.retryable and "make dev-aws" in result.error
+
+
+def test_dev_aws_accepts_aws_targets(local_env, aws, monkeypatch):
+    from chalicelib import config, service
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # make dev-aws sets one
+    monkeypatch.setenv("ALLOWED_TARGETS", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default")
+    monkeypatch.setattr(config, "_own_account_and_region", lambda: (ACCOUNT, REGION))
+    body, created = service.schedule_task({**spec_example(), "action": "eventbridge",
+                                           "payload": {"source": "app", "detail_type": "x"}})
+    assert created and body["status"] == "scheduled"
