@@ -120,7 +120,8 @@ def daily_sweeper(event):
     context = event.context
     observability.request_id.set(getattr(context, "aws_request_id", None))
     return sweeper.run_daily(getattr(context, "get_remaining_time_in_millis", None),
-                             getattr(context, "invoked_function_arn", None))
+                             getattr(context, "invoked_function_arn", None),
+                             sweeper.continuation_depth(event.to_dict().get("detail")))
 
 
 # The local stage (make dev / chalice local) runs the in-process trigger; elsewhere a no-op.

@@ -76,6 +76,8 @@ class Action:
     validate: Callable[[Any], Dict[str, Any]]
     run: Callable[[Dict[str, Any], ActionContext], ActionResult]
     redact: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda payload: payload
+    # The longest one run of this payload may take, for callers with a time budget.
+    max_seconds: Callable[[Dict[str, Any]], float] = lambda payload: 0.0
 
 
 def payload_error(message: str, field: str = "payload") -> ValidationError:
@@ -431,6 +433,8 @@ def run_log(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
 
 
 ACTIONS: Dict[str, Action] = {
-    "webhook": Action(validate=validate_webhook, run=run_webhook, redact=redact_webhook),
+    "webhook": Action(validate=validate_webhook, run=run_webhook, redact=redact_webhook,
+                      max_seconds=lambda payload: payload.get("timeout", 10)
+                      + DEADLINE_MARGIN_SECONDS),
     "log": Action(validate=validate_log, run=run_log),
 }

@@ -12,8 +12,9 @@ from chalicelib import config
 
 # Bounded calls: a run must end well inside its 120 s lease (botocore's defaults are 60 s
 # per connect and per read, five times over).
-_RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5,
-                  read_timeout=15)
+CONNECT_TIMEOUT, READ_TIMEOUT = 5, 15
+_RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"},
+                  connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
 _clients: dict = {}
 _lock = threading.Lock()
 

@@ -117,7 +117,8 @@ def _aws_action(action: str, validate: Callable[[Any], Dict[str, Any]],
                 action=action))
         return run(payload, context)
 
-    return Action(validate=checked_validate, run=checked_run)
+    return Action(validate=checked_validate, run=checked_run,
+                  max_seconds=lambda payload: aws.CONNECT_TIMEOUT + aws.READ_TIMEOUT)
 
 
 def _object(payload: Any, fields: set, required: set, action: str) -> Dict[str, Any]:

@@ -67,9 +67,9 @@ def configure_for_lambda() -> None:
         configure_logging()
 
 
-def event(name: str, **fields: Any) -> None:
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event line; callers pass ids, counts and outcomes, never payloads."""
-    logger.info({"event": name, **fields})
+    logger.log(level, {"event": name, **fields})
 
 
 def emit_metrics(values: Dict[str, float], units: Dict[str, str],

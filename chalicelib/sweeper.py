@@ -5,16 +5,16 @@ import logging
 import uuid
 from collections import Counter
 from datetime import datetime
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import aws, config, observability, schedules
+from chalicelib import aws, config, observability, registry, schedules
 from chalicelib.executor import RAN, Clock, execute_task
-from chalicelib.models import iso, utcnow
+from chalicelib.models import Task, iso, utcnow
 from chalicelib.store import get_store
-from chalicelib.triggers import get_trigger
+from chalicelib.triggers import get_trigger, invoke_now
 
 logger = logging.getLogger("task_scheduler.sweeper")
 
@@ -24,10 +24,16 @@ SWEEP_METRICS = {
     "completed": "SweptCompleted", "failed": "SweptFailed", "retrying": "SweptRetried",
     "scheduled": "SweptRecurring", "skipped": "SweptSkipped", "early": "SweptEarly",
     "error": "SweepErrors", "checked": "SweepChecked", "rearmed": "SweepRearmed",
-    "deferred": "SweepDeferred",
+    "deferred": "SweepDeferred", "handed_off": "SweepHandedOff",
 }
-# Time one more run may need: the longest webhook timeout (60 s) plus writes and margin.
-RESERVE_MS = 75_000
+# What a run needs beyond its action: the claim, the result, a dead letter or a
+# notification (each a bounded AWS call), and the margin to return before the timeout.
+RUN_OVERHEAD_MS = 2_000
+# What handing one task to the executor (one asynchronous Invoke) may take.
+HANDOFF_MS = 1_000
+# A chain of continuations ends here even if each one made progress: tasks it keeps
+# handing off without their being claimed point at a broken executor, not at more work.
+MAX_CONTINUATIONS = 50
 
 
 def next_sweep_after(moment: datetime) -> datetime:
@@ -35,26 +41,52 @@ def next_sweep_after(moment: datetime) -> datetime:
     return schedules.parse(SWEEP_EXPRESSION, ZoneInfo("UTC"), anchor=moment).next_after(moment)
 
 
+def run_budget_ms(task) -> int:
+    """The longest one run of the task may take here: its action's limit (a webhook's own
+    timeout plus its deadline margin) and the run's own writes."""
+    action = registry.REGISTRY.get(task.action)
+    action_ms = int(action.max_seconds(task.payload) * 1000) if action else 0
+    return action_ms + RUN_OVERHEAD_MS
+
+
 def sweep(clock: Optional[Clock] = None,
-          time_left_ms: Optional[Callable[[], int]] = None) -> dict:
+          time_left_ms: Optional[Callable[[], int]] = None,
+          hand_off: Optional[Callable[[Task], None]] = None) -> dict:
     """Run every due task (waiting past its time, or running past its lease) through the
     executor, priority 9 first, earliest first within a priority; then make sure every
     task due before the next sweep still has its trigger. Reads grow with that work, not
-    with the table. Stops taking work when less than RESERVE_MS of the invocation is left
-    and says so (`deferred`), so the caller can continue in a new invocation."""
+    with the table.
+
+    With a time budget, a task runs here only while its own worst case still fits
+    (`run_budget_ms`); one that does not is given to `hand_off` (the executor Lambda, with
+    a budget of its own) or, without one, left for later (`deferred`), and smaller tasks
+    behind it still run. When even a hand-off no longer fits, the sweep stops and says so
+    (`deferred`), so the caller can continue in a new invocation."""
     clock = clock or Clock()
     store = get_store()
     counts: Counter = Counter()
     batch = config.sweep_batch_size()
 
-    def out_of_time() -> bool:
-        return time_left_ms is not None and time_left_ms() < RESERVE_MS
+    def fits(needed_ms: int) -> bool:
+        return time_left_ms is None or time_left_ms() >= needed_ms
 
     now = clock.now()
     for task in store.due(now, batch):
-        if out_of_time():
-            counts["deferred"] += 1
-            break
+        if not fits(run_budget_ms(task)):
+            if hand_off is None:
+                counts["deferred"] += 1
+                continue
+            if not fits(HANDOFF_MS):
+                counts["deferred"] += 1
+                break
+            try:
+                hand_off(task)
+            except (ClientError, BotoCoreError):
+                logger.exception("sweep: task %s could not be handed off", task.task_id)
+                counts["error"] += 1
+                continue
+            counts["handed_off"] += 1
+            continue
         try:
             execution = execute_task(task.task_id, clock)
         except (ClientError, BotoCoreError):
@@ -69,7 +101,7 @@ def sweep(clock: Optional[Clock] = None,
         for task in store.due(next_sweep_after(now), batch):
             if not task.waiting or task.next_run_at <= now:
                 continue  # running, or due now: the first pass (or its continuation) has it
-            if out_of_time():
+            if not fits(HANDOFF_MS):
                 counts["deferred"] += 1
                 break
             counts["checked"] += 1
@@ -83,25 +115,52 @@ def sweep(clock: Optional[Clock] = None,
     return {"event": "swept", **summary}
 
 
-def continuation_event(function_arn: str) -> dict:
+def made_progress(summary: dict) -> bool:
+    """Whether a sweep ran, handed off, checked or re-armed anything at all."""
+    return any(summary.get(name) for name in (
+        "completed", "failed", "retrying", "scheduled", "skipped", "early", "handed_off",
+        "checked", "rearmed"))
+
+
+def continuation_event(function_arn: str, depth: int = 1) -> dict:
     """An event shaped like EventBridge's scheduled event, as the sweeper's handler
-    expects one, marked as a continuation."""
+    expects one, marked as the `depth`-th continuation of today's sweep."""
     _, _, _, region, account, *_ = function_arn.split(":")
     return {
         "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
         "source": "task-scheduler.sweeper", "account": account, "time": iso(utcnow()),
-        "region": region, "resources": [function_arn], "detail": {"continuation": True},
+        "region": region, "resources": [function_arn], "detail": {"continuation": depth},
     }
 
 
+def continuation_depth(detail: Any) -> int:
+    """How many continuations led to this invocation (0 for the daily schedule's own)."""
+    depth = detail.get("continuation") if isinstance(detail, dict) else None
+    if isinstance(depth, bool):
+        return int(depth)
+    return depth if isinstance(depth, int) and depth > 0 else 0
+
+
 def run_daily(time_left_ms: Optional[Callable[[], int]] = None,
-              function_arn: Optional[str] = None) -> dict:
+              function_arn: Optional[str] = None, depth: int = 0) -> dict:
     """The daily_sweeper Lambda: sweep, and when the work did not fit, invoke itself again
-    (asynchronously) to continue where it stopped."""
-    summary = sweep(time_left_ms=time_left_ms)
-    if summary.get("deferred") and function_arn:
-        aws.client("lambda").invoke(FunctionName=function_arn, InvocationType="Event",
-                                    Payload=json.dumps(continuation_event(function_arn)).encode())
-        summary["continued"] = True
-        observability.event("sweep_continued", function=function_arn)
+    (asynchronously) to continue where it stopped, but only after a sweep that made
+    progress: a timeout too short for any task must not re-invoke itself forever."""
+    summary = sweep(time_left_ms=time_left_ms, hand_off=invoke_now)
+    if not summary.get("deferred") or not function_arn:
+        return summary
+    if not made_progress(summary):
+        observability.event("sweep_stuck", logging.ERROR, deferred=summary["deferred"],
+                            reason="not one due task fits this invocation's time left; "
+                                   "give daily_sweeper a longer lambda_timeout")
+        return summary
+    if depth >= MAX_CONTINUATIONS:
+        observability.event("sweep_stuck", logging.ERROR, deferred=summary["deferred"],
+                            reason=f"{MAX_CONTINUATIONS} continuations in a row")
+        return summary
+    aws.client("lambda").invoke(
+        FunctionName=function_arn, InvocationType="Event",
+        Payload=json.dumps(continuation_event(function_arn, depth + 1)).encode())
+    summary["continued"] = True
+    observability.event("sweep_continued", function=function_arn, depth=depth + 1)
     return summary
