@@ -34,10 +34,15 @@ MAX_HEADER_BYTES = 1024
 # Set by the HTTP client or by the scheduler itself; a task may not choose them.
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection",
                               "idempotency-key", "x-task-id", "x-task-attempt"})
-SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie",
-                               "x-api-key"})
-SENSITIVE_WORDS = ("token", "secret", "key", "password", "auth", "session")
+# A header is a secret when its name holds one of these (Authorization, X-Hub-Signature,
+# X-Api-Key, Proxy-Authorization, X-Credentials, Set-Cookie, X-Jwt, X-Db-Passwd, ...).
+SENSITIVE_NAME = re.compile(r"auth|token|secret|key|signature|passw(?:or)?d|credential|session"
+                            r"|cookie|jwt", re.IGNORECASE)
 REDACTED = "***"
+# Parts of a secret header's value this long or longer are scrubbed from errors on their
+# own too (the token of "Bearer <token>" echoed without its scheme); shorter ones would
+# blank out ordinary words.
+SCRUBBED_PART_LENGTH = 8
 WEBHOOK_FIELDS = {"url", "data", "method", "headers", "timeout"}
 MAX_URL_LENGTH = 2048
 ERROR_EXCERPT = 200
@@ -78,6 +83,9 @@ class Action:
     redact: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda payload: payload
     # The longest one run of this payload may take, for callers with a time budget.
     max_seconds: Callable[[Dict[str, Any]], float] = lambda payload: 0.0
+    # Text (an error) without the payload's secrets, before it is stored or logged.
+    scrub: Callable[[Dict[str, Any], Optional[str]], Optional[str]] = \
+        lambda payload, text: text
 
 
 def payload_error(message: str, field: str = "payload") -> ValidationError:
@@ -392,9 +400,25 @@ def _reason(exc: Exception) -> str:
 
 
 def is_sensitive_header(name: str) -> bool:
-    """Authorization, Cookie, X-Api-Key and any name with token, secret, key, password..."""
-    lower = name.lower()
-    return lower in SENSITIVE_HEADERS or any(word in lower for word in SENSITIVE_WORDS)
+    """Whether the header's name says it holds a secret (auth, token, secret, key,
+    signature, password/passwd, credential, session, cookie, jwt: any case, any place)."""
+    return SENSITIVE_NAME.search(name) is not None
+
+
+def scrub_webhook(payload: Dict[str, Any], text: Optional[str]) -> Optional[str]:
+    """`text` (an error) without the values of the task's secret headers, which a receiver
+    may echo back ("401: invalid credentials: Bearer sk_live_...")."""
+    if not text:
+        return text
+    secrets = set()
+    for name, value in (payload.get("headers") or {}).items():
+        if is_sensitive_header(name) and value:
+            secrets.add(value)
+            secrets.update(part for part in re.split(r"[\s,;=]+", value)
+                           if len(part) >= SCRUBBED_PART_LENGTH)
+    for secret in sorted(secrets, key=len, reverse=True):  # whole values before their parts
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def redact_webhook(payload: Dict[str, Any]) -> Dict[str, Any]:
@@ -434,6 +458,7 @@ def run_log(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
 
 ACTIONS: Dict[str, Action] = {
     "webhook": Action(validate=validate_webhook, run=run_webhook, redact=redact_webhook,
+                      scrub=scrub_webhook,
                       max_seconds=lambda payload: payload.get("timeout", 10)
                       + DEADLINE_MARGIN_SECONDS),
     "log": Action(validate=validate_log, run=run_log),

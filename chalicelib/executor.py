@@ -124,14 +124,18 @@ def _perform(task: Task, run_id: str) -> actions.ActionResult:
                                                  "never finished (executor died or timed out)")
     context = actions.ActionContext(task_id=task.task_id, run_id=run_id,
                                     attempt=task.attempts, idempotency_key=idempotency_key(task))
+    action = registry.REGISTRY[task.action]
     try:
-        return registry.REGISTRY[task.action].run(task.payload, context)
+        result = action.run(task.payload, context)
     except Exception as exc:  # noqa: BLE001 - recorded as the run's error, logged in full
         # An action that raises must still end its run, or the task stays claimed and is
         # retried at every lease expiry.
         logger.exception("task %s: action %s raised", task.task_id, task.action)
-        return actions.ActionResult(False, error=f"internal error: {exc.__class__.__name__}: "
-                                                 f"{str(exc)[:200]}")
+        result = actions.ActionResult(False, error=f"internal error: "
+                                                   f"{exc.__class__.__name__}: {str(exc)[:200]}")
+    # The error is stored, logged and dead-lettered: never with the task's own secrets.
+    result.error = action.scrub(task.payload, result.error)
+    return result
 
 
 def plan(task: Task, result: actions.ActionResult, ended: datetime):

@@ -140,3 +140,49 @@ def test_an_exchange_never_waits_for_a_thread_and_few_stay_idle():
     assert len(set(done)) == 5
     time.sleep(0.1)
     assert pool._idle == 1  # the other four threads ended
+
+
+@pytest.mark.parametrize("name", ["X-Hub-Signature", "X-Hub-Signature-256", "X-Credentials",
+                                  "X-Jwt", "X-Passwd", "Proxy-Authorization", "Set-Cookie",
+                                  "X-Session-Id", "x-shopify-hmac-KEY", "X-Auth", "AUTHTOKEN"])
+def test_secret_header_names_are_redacted_by_pattern(api, name):
+    task_id = api.post("/schedule-task", _hook(headers={name: "s3cr3t-value",
+                                                        "X-Plain": "visible"})).json["task_id"]
+    shown = api.get(f"/tasks/{task_id}").json["payload"]["headers"]
+    assert shown == {name: "***", "X-Plain": "visible"}
+
+
+@pytest.mark.parametrize("name", ["Accept", "Content-Type", "X-Request-Source", "User-Agent"])
+def test_ordinary_header_names_are_shown(api, name):
+    task_id = api.post("/schedule-task", _hook(headers={name: "plain"})).json["task_id"]
+    assert api.get(f"/tasks/{task_id}").json["payload"]["headers"] == {name: "plain"}
+
+
+def test_a_receiver_echoing_the_secret_never_puts_it_in_errors_logs_or_dead_letters(
+        api, receiver, caplog):
+    """A 401 whose body quotes the Authorization header (and a signature without its
+    prefix): the run's error, the logs and the dead letter say *** where they were."""
+    import boto3
+
+    from chalicelib import deadletters
+    from chalicelib.executor import Clock
+    from chalicelib.store import get_store
+
+    receiver.status = 401
+    receiver.body = (b"invalid credentials: Bearer sk_live_0123456789abcdef "
+                     b"(signature deadbeefcafebabe00 unknown)")
+    body = _hook(headers={"Authorization": "Bearer sk_live_0123456789abcdef",
+                          "X-Hub-Signature": "sha1=deadbeefcafebabe00"}, data={"n": 1})
+    body["payload"]["url"] = receiver.url
+    body["max_attempts"] = 1
+    with caplog.at_level(logging.DEBUG, logger="task_scheduler"):
+        task_id = api.post("/schedule-task", body).json["task_id"]
+        due = get_store().get(task_id).next_run_at
+        execute_task(task_id, Clock(now=lambda: due))
+    [run] = api.get(f"/tasks/{task_id}").json["runs"]
+    assert run["error"] == "HTTP 401: invalid credentials: *** (signature *** unknown)"
+    sqs = boto3.client("sqs")
+    [letter] = sqs.receive_message(QueueUrl=deadletters._queue_url())["Messages"]
+    assert json.loads(letter["Body"])["task_id"] == task_id
+    for secret in ("sk_live_0123456789abcdef", "deadbeefcafebabe00"):
+        assert secret not in caplog.text and secret not in letter["Body"]
