@@ -11,7 +11,7 @@ from chalicelib import (
 from chalicelib.application import ConcurrentChalice
 from chalicelib.errors import SchedulerError, normalize_framework_error
 from chalicelib.executor import execute_task as run_task
-from chalicelib.validation import parse_json_body
+from chalicelib.validation import check_query, parse_json_body
 
 app = ConcurrentChalice(app_name="task-scheduler")
 app.log.setLevel(logging.INFO)
@@ -32,12 +32,14 @@ def token_auth(auth_request):
 DEFAULT_AUTHORIZER = IAMAuthorizer() if config.auth_mode() == "iam" else token_auth
 
 
-def api_route(path, methods=("GET",), authorizer=DEFAULT_AUTHORIZER):
-    """app.route plus the single mapping of domain errors to HTTP answers."""
+def api_route(path, methods=("GET",), authorizer=DEFAULT_AUTHORIZER, query=()):
+    """app.route plus the single mapping of domain errors to HTTP answers; query
+    parameters other than `query` are refused, as unknown body fields are."""
     def decorate(handler):
         @functools.wraps(handler)
         def wrapped(*args, **kwargs):
             try:
+                check_query(app.current_request.query_params, query)
                 body = handler(*args, **kwargs)
             except SchedulerError as error:
                 return Response(body=error.body(), status_code=error.status)
@@ -63,7 +65,7 @@ def schedule_task():
     return Response(body=body, status_code=201 if created else 200)
 
 
-@api_route("/tasks")
+@api_route("/tasks", query=("status", "name", "limit", "next_token"))
 def list_tasks():
     return service.list_tasks(app.current_request.query_params)
 
@@ -83,7 +85,7 @@ def retry_task(task_id):
     return service.retry_task(task_id, app.current_request.raw_body)
 
 
-@api_route("/preview")
+@api_route("/preview", query=("run_at", "timezone", "count"))
 def preview():
     return service.preview(app.current_request.query_params)
 

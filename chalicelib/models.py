@@ -130,7 +130,8 @@ class Task:
             "notify": self.notify,
             "status": self.status,
             "attempts": self.attempts,
-            "next_run_at": iso(self.next_run_at),
+            # A finished task runs no more, whatever time its last firing left behind.
+            "next_run_at": None if self.status in FINISHED else iso(self.next_run_at),
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
             "runs": [run.to_api() for run in sorted(

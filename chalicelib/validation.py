@@ -54,6 +54,15 @@ def parse_json_body(raw: Optional[bytes]) -> Any:
     return body
 
 
+def check_query(params: Optional[Dict[str, str]], allowed) -> None:
+    """Refuse a query parameter the route does not take (a typo must not pass silently)."""
+    unknown = sorted(set(params or {}) - set(allowed))
+    if unknown:
+        takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+        raise ValidationError(f"'{unknown[0][:60]}' is not a query parameter of this route "
+                              f"({takes})", field=unknown[0][:60], code="unknown_parameter")
+
+
 def _refuse_constant(name: str):
     # NaN and Infinity are not JSON; a receiver could not parse what we would send.
     raise ValueError(f"{name} is not a JSON value")

@@ -539,3 +539,25 @@ def test_preview_refuses_what_post_refuses(api, query, field):
     response = _preview(api, **query)
     assert response.status_code == 400, response.json
     assert response.json["field"] == field
+
+
+@pytest.mark.parametrize("path,param", [
+    ("/tasks?stauts=failed", "stauts"), ("/tasks?limit=5&page=2", "page"),
+    ("/preview?run_at=09:00&tz=Europe/Berlin", "tz"),
+    ("/tasks/00000000-0000-4000-8000-000000000000?verbose=1", "verbose"),
+])
+def test_unknown_query_parameters_are_refused_naming_them(api, path, param):
+    response = api.get(path)
+    assert response.status_code == 400, response.json
+    assert response.json == {"code": "unknown_parameter", "field": param,
+                             "message": response.json["message"]}
+    assert param in response.json["message"]
+
+
+def test_a_finished_task_shows_no_next_run(api):
+    task_id = api.post("/schedule-task", spec_example()).json["task_id"]
+    assert api.get(f"/tasks/{task_id}").json["next_run_at"] is not None
+    assert api.delete(f"/tasks/{task_id}").json["next_run_at"] is None
+    assert api.get(f"/tasks/{task_id}").json["next_run_at"] is None
+    [listed] = api.get("/tasks?status=cancelled").json["tasks"]
+    assert listed["next_run_at"] is None
