@@ -125,11 +125,23 @@ def test_a_recheck_is_never_invoked_at_once_or_armed_early(aws, second_mode, mak
     assert at == lease_end.replace(second=0, microsecond=0) + timedelta(minutes=1)
 
 
-def test_too_close_for_a_minute_early_is_invoked_at_once(api, second_mode):
-    # 125 s away: the minute before its minute may already be under way.
-    task_id = _post(api, (utcnow() + timedelta(seconds=125)).replace(microsecond=0))
+@pytest.mark.parametrize("offset,invoked", [(timedelta(seconds=119), True),
+                                             (timedelta(minutes=3), False)],
+                         ids=["its minute before has begun", "a minute early is ahead"])
+def test_too_close_for_a_minute_early_is_invoked_at_once(api, second_mode, monkeypatch,
+                                                         offset, invoked):
+    # The trigger's now is pinned, so which side of the line the task falls on does not
+    # depend on the second the test runs at.
+    from chalicelib.triggers import scheduler
+
+    now = utcnow()
+    monkeypatch.setattr(scheduler, "utcnow", lambda: now)
+    run_at = now.replace(second=0, microsecond=0) + offset
+    task_id = _post(api, run_at)
     armed = [s for s in schedules_in_group() if task_id in s["Name"]]
-    assert (second_mode == [{"task_id": task_id}]) != bool(armed)
-    if armed:
+    if invoked:
+        assert second_mode == [{"task_id": task_id}] and armed == []
+    else:
+        assert second_mode == []
         _, at = _at(task_id)
-        assert at >= utcnow() + timedelta(seconds=5)
+        assert at == run_at.replace(second=0) - timedelta(minutes=1)
