@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from chalicelib import config
+from chalicelib import config, observability
 from chalicelib.signing import new_secret
 
 logger = logging.getLogger("task_scheduler.local")
@@ -79,12 +79,14 @@ def start_if_local() -> None:
         if _started:
             return
         _started = True
+    observability.configure_local_logging()
     from chalicelib.triggers.local import start_dispatcher
 
     token, source = local_token()
     if not config.webhook_signing_secret() and not config.webhook_signing_secret_param():
         os.environ[config.WEBHOOK_SIGNING_SECRET] = _kept("webhook-secret", new_secret)
-    print(banner(token, source, _serving_port()), flush=True)
+    # The banner is for the person at the terminal; stdout carries only JSON lines.
+    print(banner(token, source, _serving_port()), file=sys.stderr, flush=True)
     # Runs of this data folder's server carry its id, so a restart recovers exactly the
     # runs its previous life left behind, and not those of anything else on the store.
     instance = _kept("instance-id", lambda: secrets.token_hex(4))
@@ -115,7 +117,8 @@ def _start_moto() -> None:
                        ("AWS_DEFAULT_REGION", "us-east-1")):
         os.environ.setdefault(key, value)
     os.environ[config.TASK_STORE] = "dynamodb"
-    print(bootstrap.ensure_table(), "(moto server at", config.endpoint_url() + ")")
+    print(bootstrap.ensure_table(), "(moto server at", config.endpoint_url() + ")",
+          file=sys.stderr)
 
 
 def _request_handler():
@@ -130,6 +133,15 @@ def _request_handler():
         # Headers and body go out in two writes: with Nagle on, a keep-alive client's
         # delayed ACK held every response ~40 ms (bench/api_load.py: 44 ms p50, one client).
         disable_nagle_algorithm = True
+
+        def log_request(self, code="-", size="-"):
+            # One JSON line per request, like every other line of the server.
+            observability.event("http_request", method=self.command,
+                                path=(self.path or "").split("?", 1)[0],
+                                status=int(code) if isinstance(code, int) else str(code))
+
+        def log_message(self, format, *args):  # noqa: A002 - http.server's own signature
+            logger.warning({"event": "http_server", "message": format % args})
 
         def __getattr__(self, name):
             if name.startswith("do_"):
@@ -148,7 +160,7 @@ def main(argv=None) -> int:
     parser.add_argument("--with-moto", action="store_true",
                         help="use the DynamoDB adapter against an in-process moto server")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    observability.configure_local_logging()
     os.environ[config.STAGE] = config.LOCAL_STAGE
     if args.port is not None:
         os.environ[config.PORT] = str(args.port)
@@ -172,7 +184,9 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
-    server.serve_forever()
+    # LocalDevServer.serve_forever would print a plain-text line on stdout first.
+    observability.event("serving", url=f"http://{args.host}:{server.server.server_address[1]}")
+    server.server.serve_forever()
     finished = stop_dispatcher(timeout=10.0)
     logger.info("stopped%s", "" if finished else
                 " (runs still in flight are recovered at the next start)")

@@ -343,7 +343,8 @@ class DevServer:
         self.command = command or [sys.executable, "-m", "chalicelib.local_server"]
         self.extra_env = extra_env or {}
         self.process = None
-        self.log = data_dir / "server.log"
+        self.log = data_dir / "server.log"  # stdout: JSON lines only
+        self.err = data_dir / "server.err"  # stderr: the banner, anything unexpected
 
     def start(self, timeout=30):
         # A user's shell, not the test process's fixtures: no stage or AWS settings.
@@ -354,17 +355,22 @@ class DevServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [part.replace("{port}", str(self.port)) for part in self.command],
-            cwd=PROJECT_DIR, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+            cwd=PROJECT_DIR, env=env, stdout=self.log.open("ab"), stderr=self.err.open("ab"))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
+            assert self.process.poll() is None, self.output()
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=1) as response:
                     if response.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
-        raise AssertionError("server did not start:\n" + self.log.read_text())
+        raise AssertionError("server did not start:\n" + self.output())
+
+    def output(self) -> str:
+        """What the server wrote to stderr, then to stdout."""
+        return "".join(path.read_text(errors="replace") for path in (self.err, self.log)
+                       if path.exists())
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         if self.process and self.process.poll() is None:

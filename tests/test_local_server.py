@@ -99,8 +99,8 @@ def test_token_is_required_and_the_banner_shows_it(servers):
     token_file = server.data_dir / "api-token"
     token = token_file.read_text().strip()
     assert len(token) >= 24
-    assert token in server.log.read_text()
-    assert "curl -s -X POST" in server.log.read_text()
+    assert token in server.err.read_text()
+    assert "curl -s -X POST" in server.err.read_text()
     request = urllib.request.Request(server.url + "/tasks")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
@@ -125,7 +125,7 @@ def test_dynamodb_path_against_moto_server(servers, receiver):
     task_id = server.schedule(receiver.url, whole_seconds_from_now(1))
     task = server.wait_status(task_id, "completed", timeout=10)
     assert len(receiver.requests) == 1 and task["runs"][0]["http_status"] == 200
-    assert "store : dynamodb" in server.log.read_text()
+    assert "store : dynamodb" in server.output()
 
 
 def test_each_thread_of_the_server_sees_its_own_request():
@@ -162,3 +162,18 @@ def test_concurrent_posts_each_store_their_own_body(servers):
     for name, task_id in created:
         _, task = server.request("GET", f"/tasks/{task_id}")
         assert (task["name"], task["payload"]["message"]) == (name, name)
+
+
+def test_stdout_is_json_lines_only(servers, receiver):
+    """`make dev | jq` works: every line of stdout is a JSON object (the banner goes to
+    stderr), the requests and the run included."""
+    server = servers().start()
+    task_id = server.schedule(receiver.url, datetime.now(timezone.utc) + timedelta(seconds=1))
+    server.wait_status(task_id, "completed")
+    server.stop()
+    lines = server.log.read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+    assert all(isinstance(event, dict) and event.get("level") for event in events)
+    names = {event.get("event") for event in events}
+    assert {"http_request", "task_scheduled", "run_finished"} <= names
+    assert "task-scheduler (local stage)" in server.err.read_text()
