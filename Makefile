@@ -59,7 +59,14 @@ policy: $(VENV)/.dev-installed
 
 # The CloudFormation (SAM) template with this stack's own table, queue, topic, role and
 # alarms merged in (infra/resources.json), checked by cfn-lint.
+# Packaging needs no account, but chalice needs a region: without one configured (env or
+# profile) it packages for us-east-1 and says so; the template names no region itself.
 package: $(VENV)/.dev-installed
+	@REGION=$$($(BIN)/python -c "import boto3; print(boto3.session.Session().region_name or '')"); \
+	if [ -z "$$REGION" ]; then \
+	  echo "no AWS region configured: packaging with us-east-1 (set AWS_DEFAULT_REGION to choose; the template deploys to any region)"; \
+	  export AWS_DEFAULT_REGION=us-east-1; \
+	fi; \
 	$(BIN)/chalice package --stage $(STAGE) --merge-template infra/resources.json build/$(STAGE)
 	$(BIN)/cfn-lint build/$(STAGE)/sam.json
 	@echo "wrote build/$(STAGE)/sam.json; deploy it with:"

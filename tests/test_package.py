@@ -138,3 +138,28 @@ def test_iam_mode_uses_sigv4(tmp_path):
     assert "token_auth" not in definitions
     assert paths["/schedule-task"]["post"]["security"] == [{"sigv4": []}]
     assert "security" not in paths["/health"]["get"]
+
+
+def test_make_package_needs_no_configured_region(tmp_path):
+    """`make package` with no region in the environment or a profile packages anyway (for
+    us-east-1, said so), and the template it writes names no region."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("app.py", "Makefile", "pyproject.toml", *[p.name for p in PROJECT_DIR.glob(
+            "requirements*.txt")]):
+        shutil.copy(PROJECT_DIR / name, project)
+    for folder in ("chalicelib", "infra", ".chalice"):
+        shutil.copytree(PROJECT_DIR / folder, project / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "local-data", "deployed"))
+    venv = Path(sys.executable).parent.parent
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("AWS_") and key != "HOME"}
+    env["HOME"] = str(tmp_path)  # no ~/.aws/config either
+    result = subprocess.run(
+        ["make", "package", f"VENV={venv}", f"PYTHON={sys.executable}",
+         "-o", f"{venv}/.dev-installed", "-o", f"{venv}/.local-installed"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no AWS region configured: packaging with us-east-1" in result.stdout
+    template = (project / "build" / "dev" / "sam.json").read_text()
+    assert "us-east-1" not in template and "AWS::Region" in template
