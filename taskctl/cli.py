@@ -26,8 +26,9 @@ environment:
   TASKCTL_TOKEN  the bearer token; --token wins. It is never printed.
 
 examples:
-  taskctl schedule --url https://example.com/hook --data '{{"msg": "hi"}}' --at 2030-05-19T17:56:00Z
-  taskctl schedule --url https://example.com/hook --at 'cron(0 9 ? * MON-FRI *)' --timezone Europe/Berlin
+  taskctl schedule --webhook https://example.com/hook --data '{{"msg": "hi"}}' \
+      --at "$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)"
+  taskctl schedule --webhook https://example.com/hook --at 'cron(0 9 ? * MON-FRI *)' --timezone Europe/Berlin
   taskctl list --status failed
   taskctl tail 3f0c...
 """
@@ -40,6 +41,15 @@ MAX_INTERVAL = 86400.0
 
 class UsageError(Exception):
     """A mistake in the command line that the API never sees."""
+
+
+class DeprecatedWebhookUrl(argparse.Action):
+    """`schedule --url`: the webhook, as --webhook, with a warning on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("taskctl: warning: `schedule --url` is now `schedule --webhook` (a --url "
+              "before the command is the API's URL)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -88,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "schedule a task: a webhook by default, or any action with "
                        "--action and --payload")
     schedule.add_argument("--at", dest="run_at", required=True, metavar="RUN_AT",
-                          help="ISO date-time (2030-05-19T17:56:00Z), cron(...), rate(...) "
+                          help="ISO date-time (2026-05-19T17:56:00Z), cron(...), rate(...) "
                           "or HH:MM (every day)")
     schedule.add_argument("--timezone", help="IANA zone for cron and HH:MM (default UTC)")
     schedule.add_argument("--name", help="a label for the task")
@@ -103,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--payload", metavar="JSON",
                           help="the action's input, JSON or @file (instead of the webhook flags)")
     webhook = schedule.add_argument_group("webhook")
-    webhook.add_argument("--url", dest="hook_url", metavar="URL", help="where to send it")
+    webhook.add_argument("--webhook", dest="hook_url", metavar="URL", help="where to send it")
+    # Before --webhook, `schedule --url` named the webhook while `taskctl --url` names the
+    # API: still accepted after the subcommand, with a warning.
+    webhook.add_argument("--url", dest="hook_url", action=DeprecatedWebhookUrl,
+                         help=argparse.SUPPRESS)
     webhook.add_argument("--data", metavar="JSON", help="the JSON body, JSON or @file")
     webhook.add_argument("--method", help="POST (default), PUT, PATCH, DELETE or GET")
     webhook.add_argument("--header", action="append", metavar="K:V",
@@ -201,7 +215,7 @@ def schedule_command(client: Client, args: argparse.Namespace) -> None:
 def schedule_body(args: argparse.Namespace) -> Dict[str, Any]:
     """The POST /schedule-task body the flags describe."""
     webhook_flags = [flag for flag, value in (
-        ("--url", args.hook_url), ("--data", args.data), ("--method", args.method),
+        ("--webhook", args.hook_url), ("--data", args.data), ("--method", args.method),
         ("--header", args.header), ("--timeout", args.timeout)) if value is not None]
     if args.payload is not None:
         if webhook_flags:
@@ -210,7 +224,7 @@ def schedule_body(args: argparse.Namespace) -> Dict[str, Any]:
     elif args.action != "webhook":
         raise UsageError(f"--payload is required for action {args.action}")
     elif not args.hook_url:
-        raise UsageError("--url is required for a webhook (or give --action and --payload)")
+        raise UsageError("--webhook is required for a webhook (or give --action and --payload)")
     else:
         payload = {"url": args.hook_url}
         if args.data is not None:

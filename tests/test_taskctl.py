@@ -70,7 +70,7 @@ def far_future_task(server, name=None):
 def test_schedule_a_webhook_and_tail_it_until_delivered(taskctl, receiver, tmp_path):
     data = tmp_path / "data.json"
     data.write_text('{"msg": "Hello from taskctl"}')
-    scheduled = taskctl("schedule", "--url", receiver.url, "--data", f"@{data}",
+    scheduled = taskctl("schedule", "--webhook", receiver.url, "--data", f"@{data}",
                         "--header", "X-Trace: abc:1", "--at", in_seconds(2),
                         "--name", "cli webhook")
     assert scheduled.returncode == 0, scheduled.stderr
@@ -252,15 +252,15 @@ def test_preview_of_a_weekday_cron_in_berlin(taskctl):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "next tuesday"],
+    (["schedule", "--webhook", "http://127.0.0.1:9/hook", "--at", "next tuesday"],
      "run_at 'next tuesday' is not an ISO 8601 date-time"),
-    (["schedule", "--at", "10:00"], "--url is required for a webhook"),
-    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--data", "{oops"],
+    (["schedule", "--at", "10:00"], "--webhook is required for a webhook"),
+    (["schedule", "--webhook", "http://127.0.0.1:9/hook", "--at", "10:00", "--data", "{oops"],
      "--data is not valid JSON"),
-    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--header", "oops"],
+    (["schedule", "--webhook", "http://127.0.0.1:9/hook", "--at", "10:00", "--header", "oops"],
      "--header must look like Name:value"),
     (["schedule", "--action", "log", "--at", "10:00"], "--payload is required"),
-    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--priority", "12"],
+    (["schedule", "--webhook", "http://127.0.0.1:9/hook", "--at", "10:00", "--priority", "12"],
      "priority must be a whole number from 0 to 9 (field priority, HTTP 400)"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["list", "--limit", "101"], "limit must be a whole number from 1 to 100"),
@@ -298,9 +298,9 @@ def test_tail_numbers_that_are_not_positive_are_usage_errors(taskctl, server, ar
     (["preview", "rate(5 minutes)", "--count", "0"], "--count"),
     (["schedule", "--action", "log", "--payload", "{}", "--at", "10:00",
       "--max-attempts", "0"], "--max-attempts"),
-    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--timeout", "-1"],
+    (["schedule", "--webhook", "http://127.0.0.1:9/hook", "--at", "10:00", "--timeout", "-1"],
      "--timeout"),
-    (["schedule", "--url", "http://127.0.0.1:9/hook", "--at", "10:00", "--timeout", "1.5"],
+    (["schedule", "--webhook", "http://127.0.0.1:9/hook", "--at", "10:00", "--timeout", "1.5"],
      "--timeout"),
 ])
 def test_counts_that_are_not_positive_are_usage_errors(taskctl, args, flag):
@@ -505,3 +505,14 @@ def test_the_console_script_is_installed_in_the_venv():
 
     assert result.returncode == 0
     assert "RUN_AT" in result.stdout
+
+
+def test_schedule_url_still_names_the_webhook_with_a_warning(taskctl, receiver):
+    old = taskctl("schedule", "--url", receiver.url, "--at", in_seconds(3600), "--json")
+    assert old.returncode == 0, old.stderr
+    assert "`schedule --url` is now `schedule --webhook`" in old.stderr
+    new = taskctl("schedule", "--webhook", receiver.url, "--at", in_seconds(3600), "--json")
+    assert new.returncode == 0 and new.stderr == ""
+    for result in (old, new):
+        task = json.loads(taskctl("show", json.loads(result.stdout)["task_id"], "--json").stdout)
+        assert task["payload"]["url"] == receiver.url
