@@ -168,6 +168,13 @@ def test_schedule_a_webhook_through_the_form_with_preview_and_live_refresh(page,
     expect(page.locator("#detail")).to_be_visible()
     expect(page.locator("#d-fields")).to_contain_text(utc_text(at))  # its run_at
     shot(page, "05-scheduled")
+    # The form starts afresh, so a second click cannot schedule the same task again.
+    for label in ("URL", "Headers"):
+        expect(page.get_by_label(label)).to_have_value("")
+    expect(page.get_by_label("Data (JSON body)")).to_have_value('{"msg": "Hello from Lambda"}')
+    expect(page.get_by_label("Name", exact=True)).to_have_value("")
+    expect(page.get_by_label("once, at")).to_be_checked()
+    expect(page.get_by_label("Date and time")).not_to_have_value("")
 
     # Live refresh turns the row completed: no reload, the receiver got the webhook.
     expect(status_cell(page, "browser-hook")).to_have_text("completed", timeout=WAIT)
@@ -452,3 +459,23 @@ def test_works_under_an_api_gateway_stage_path(page, server, path, name):
         # failed load, which the page fixture counts as an error of the page.
         page.goto("about:blank")
         stage.close()
+
+
+def test_a_phone_screen_never_scrolls_sideways(browser, server):
+    """390 px wide (a phone): the task table and the runs scroll inside their box; the
+    page itself is no wider than the screen."""
+    server.schedule("http://127.0.0.1:9/a-rather-long-path/that/keeps/going/on",
+                    datetime.now(timezone.utc) + timedelta(days=1),
+                    name="a task with a rather long name on a small screen")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, timezone_id=ZONE)
+    try:
+        tab = context.new_page()
+        sign_in(tab, server.url)
+        expect(row(tab, "small screen")).to_have_count(1)
+        row(tab, "small screen").click()
+        expect(tab.locator("#d-payload")).to_contain_text("a-rather-long-path")
+        width = tab.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, width
+        shot(tab, "14-phone")
+    finally:
+        context.close()

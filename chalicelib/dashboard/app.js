@@ -546,6 +546,9 @@
     try {
       const made = await api('POST', 'schedule-task', body);
       say(`Scheduled task ${made.task_id}; next run ${utc(made.next_run_at)}.`);
+      // A fresh form: a second click must not schedule the same task again by accident.
+      form.reset();
+      formDefaults();
       await refreshFirst();
       openTask(made.task_id);
     } catch (e) {
@@ -556,12 +559,17 @@
   });
 
   // ---------------------------------------------------------------- start
-  const soon = new Date(Date.now() + 600000);
   const pad = (n) => String(n).padStart(2, '0');
-  $('n-at').value = `${soon.getFullYear()}-${pad(soon.getMonth() + 1)}-${pad(soon.getDate())}` +
-    `T${pad(soon.getHours())}:${pad(soon.getMinutes())}`;
+  function formDefaults() {
+    const soon = new Date(Date.now() + 600000);
+    $('n-at').value = `${soon.getFullYear()}-${pad(soon.getMonth() + 1)}-` +
+      `${pad(soon.getDate())}T${pad(soon.getHours())}:${pad(soon.getMinutes())}`;
+    $('n-tz').value = ZONE;
+    $('n-action').dispatchEvent(new Event('change'));
+    showMode();
+  }
+  formDefaults();
   $('n-zone').textContent = `your browser's time, ${ZONE}`;
-  $('n-tz').value = ZONE;
   const zones = (Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []);
   $('zones').append(...['UTC', ...zones].map((z) => { const o = el('option'); o.value = z; return o; }));
 
