@@ -346,7 +346,7 @@ class DevServer:
         self.log = data_dir / "server.log"  # stdout: JSON lines only
         self.err = data_dir / "server.err"  # stderr: the banner, anything unexpected
 
-    def start(self, timeout=30):
+    def start(self, timeout=60):
         # A user's shell, not the test process's fixtures: no stage or AWS settings.
         env = {k: v for k, v in os.environ.items()
                if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONDONTWRITEBYTECODE")}
@@ -372,7 +372,7 @@ class DevServer:
         return "".join(path.read_text(errors="replace") for path in (self.err, self.log)
                        if path.exists())
 
-    def stop(self, sig=signal.SIGTERM, timeout=15):
+    def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
             started = time.monotonic()
@@ -385,7 +385,7 @@ class DevServer:
         request = urllib.request.Request(self.url + path, data=data, method=method, headers={
             "Authorization": f"Bearer {LOCAL_TOKEN}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
@@ -397,7 +397,8 @@ class DevServer:
         assert status == 201, body
         return body["task_id"]
 
-    def wait_status(self, task_id, status, timeout=10):
+    def wait_status(self, task_id, status, timeout=60):
+        # Generous: returns as soon as the status is reached, and CI may be very busy.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             _, body = self.request("GET", f"/tasks/{task_id}")

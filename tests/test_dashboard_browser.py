@@ -24,7 +24,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 SHOTS = PROJECT_DIR / "build" / "test-output" / "dashboard"
 ZONE = "Europe/Berlin"  # the browser's zone: datetime-local is read in it
-WAIT = 20_000  # ms; live refresh runs every 2 s
+WAIT = 45_000  # ms; live refresh runs every 2 s, and CI may be very busy
 NOWHERE = "http://127.0.0.1:9/nowhere"
 
 
@@ -158,7 +158,8 @@ def test_schedule_a_webhook_through_the_form_with_preview_and_live_refresh(page,
     page.get_by_label("Data (JSON body)").fill('{"msg": "from the dashboard"}')
     page.get_by_label("Headers").fill("Authorization: Bearer s3cret-value\nX-Trace: abc")
     page.get_by_label("Name", exact=True).fill("browser-hook")
-    at = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
+    # Far enough ahead that typing on a busy machine cannot make it past when submitted.
+    at = (datetime.now(timezone.utc) + timedelta(seconds=10)).replace(microsecond=0)
     page.get_by_label("Date and time").fill(
         at.astimezone(ZoneInfo(ZONE)).strftime("%Y-%m-%dT%H:%M:%S"))
     expect(preview).to_have_count(1)  # read in Berlin time, shown in UTC

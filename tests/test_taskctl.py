@@ -148,7 +148,7 @@ def test_show_a_task_with_its_runs(taskctl, server, receiver):
         "action": "webhook", "payload": {"url": receiver.url}, "run_at": in_seconds(2),
         "max_attempts": 1, "name": "shown"})
     assert status == 201, body
-    server.wait_status(body["task_id"], "failed", timeout=15)
+    server.wait_status(body["task_id"], "failed")
 
     shown = taskctl("show", body["task_id"])
 
@@ -210,7 +210,7 @@ def test_retry_a_failed_task_then_tail_it_to_completion(taskctl, server, receive
     receiver.status = 500
     task_id = server.schedule(receiver.url, datetime.now(timezone.utc) + timedelta(seconds=2),
                               max_attempts=1)
-    server.wait_status(task_id, "failed", timeout=15)
+    server.wait_status(task_id, "failed")
     failed_tail = taskctl("tail", task_id)
     assert failed_tail.returncode == 3, failed_tail.stdout + failed_tail.stderr
     assert failed_tail.stderr == ""
