@@ -72,12 +72,12 @@ def test_redirect_is_not_followed(aws, receiver, make_task):
 
 
 def test_timeout_fails_with_the_reason(aws, receiver, make_task):
-    receiver.delay = 2.5
+    receiver.delay = 8  # far beyond the timeout, so a busy machine cannot blur the two
     task = make_task(payload=webhook(receiver.url, timeout=1), max_attempts=1)
     assert execute_task(task.task_id).status == "failed"
     run = get_store().get(task.task_id).runs[0]
     assert run.http_status is None and "timeout" in run.error
-    assert 900 <= run.duration_ms < 2400
+    assert 900 <= run.duration_ms < 6000
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_a_trickling_response_is_cut_off_at_the_run_deadline(aws, trickler, make
     assert execute_task(task.task_id).status == "retrying"
     run = get_store().get(task.task_id).runs[0]
     assert run.error == "timeout: no complete response within 1.5 s"
-    assert 1400 <= run.duration_ms < 2500
+    assert 1400 <= run.duration_ms < 6000  # the trickle itself would go on for 30 s
 
 
 def test_refused_connection_fails_with_the_reason(aws, refused_url, make_task):
