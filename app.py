@@ -43,7 +43,12 @@ def api_route(path, methods=("GET",), authorizer=DEFAULT_AUTHORIZER, query=()):
                 body = handler(*args, **kwargs)
             except SchedulerError as error:
                 return Response(body=error.body(), status_code=error.status)
-            return body if isinstance(body, Response) else Response(body=body)
+            response = body if isinstance(body, Response) else Response(body=body)
+            if app.current_request.method == "HEAD":  # the GET's status and headers only
+                headers = {"Content-Type": "application/json", **(response.headers or {})}
+                response = Response(body="", headers=headers,
+                                    status_code=response.status_code)
+            return response
         return app.route(path, methods=list(methods), authorizer=authorizer)(wrapped)
     return decorate
 
@@ -90,17 +95,17 @@ def preview():
     return service.preview(app.current_request.query_params)
 
 
-@api_route("/", authorizer=None)
+@api_route("/", methods=["GET", "HEAD"], authorizer=None)
 def dashboard_page():
     return Response(body=dashboard.page(), headers=dashboard.headers(), status_code=200)
 
 
-@api_route("/health", authorizer=None)
+@api_route("/health", methods=["GET", "HEAD"], authorizer=None)
 def health():
     return {"status": "ok"}
 
 
-@api_route("/openapi.json", authorizer=None)
+@api_route("/openapi.json", methods=["GET", "HEAD"], authorizer=None)
 def openapi_document():
     request = app.current_request
     return openapi.document(openapi.server_url(request.headers.get("host"),

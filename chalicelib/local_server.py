@@ -134,6 +134,16 @@ def _request_handler():
         # delayed ACK held every response ~40 ms (bench/api_load.py: 44 ms p50, one client).
         disable_nagle_algorithm = True
 
+        def _send_http_response_with_body(self, code, headers, body):
+            # chalice's handler writes a HEAD answer's body too, which a keep-alive client
+            # would read as the start of the next response.
+            if self.command == "HEAD":
+                self.send_response(code)
+                self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+                self._send_headers(headers)
+                return
+            super()._send_http_response_with_body(code, headers, body)
+
         def log_request(self, code="-", size="-"):
             # One JSON line per request, like every other line of the server.
             observability.event("http_request", method=self.command,

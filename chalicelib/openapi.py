@@ -173,19 +173,30 @@ def document(server_url: str = "/") -> dict:
                         "type": "integer", "minimum": 1,
                         "maximum": validation.PREVIEW_COUNT_MAX, "default": 5}}],
                 "responses": {"200": _json("Preview", "the next firings"), **_errors(400)}}},
-            "/": {"get": {"summary": "The dashboard: a web page over this API (it asks for "
-                                     "the token itself)", "security": [], "responses": {
+            "/": _with_head({"get": {"summary": "The dashboard: a web page over this API (it "
+                                            "asks for the token itself)", "security": [],
+                                     "responses": {
                 "200": {"description": "the page, script and style inlined", "content": {
-                    "text/html": {"schema": {"type": "string"}}}}}}},
-            "/health": {"get": {"summary": "Liveness", "security": [], "responses": {
+                    "text/html": {"schema": {"type": "string"}}}}}}}),
+            "/health": _with_head({"get": {"summary": "Liveness", "security": [], "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["status"],
-                    "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
+                    "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}}}}}),
+            "/openapi.json": _with_head({"get": {"summary": "This document", "security": [],
+                                                 "responses": {
                 "200": {"description": "OpenAPI 3", "content": {"application/json": {
-                    "schema": {"type": "object"}}}}}}},
+                    "schema": {"type": "object"}}}}}}}),
         },
     }
+
+
+def _with_head(path_item: dict) -> dict:
+    """The path's GET, and HEAD answering the same status and headers without a body."""
+    get = path_item["get"]
+    head = {"summary": f"{get['summary']} (headers only)", "security": get["security"],
+            "responses": {status: {"description": answer["description"]}
+                          for status, answer in get["responses"].items()}}
+    return {**path_item, "head": head}
 
 
 def server_url(host: str, stage: str) -> str:

@@ -179,3 +179,21 @@ def test_stdout_is_json_lines_only(servers, receiver):
     names = {event.get("event") for event in events}
     assert {"http_request", "task_scheduled", "run_finished"} <= names
     assert "task-scheduler (local stage)" in server.err.read_text()
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/openapi.json"])
+def test_head_answers_like_get_without_a_body(servers, path):
+    import http.client
+
+    server = servers().start()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("HEAD", path)
+        head = connection.getresponse()
+        assert head.status == 200 and head.read() == b""
+        connection.request("GET", path)  # the same connection: HEAD left nothing behind
+        get = connection.getresponse()
+        assert get.status == 200 and get.read()
+        assert head.getheader("Content-Type") == get.getheader("Content-Type")
+    finally:
+        connection.close()
