@@ -338,9 +338,13 @@ class DevServer:
 
     def __init__(self, data_dir: Path, command=None, extra_env=None):
         self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.command = command or [sys.executable, "-m", "chalicelib.local_server"]
+        # Our server binds port 0 and says which port it got, so no other process (another
+        # suite on a busy machine) can take it between a probe and the bind; `chalice local`
+        # needs a number on its command line.
+        self.fixed_port = any("{port}" in part for part in self.command)
+        self.port = free_port() if self.fixed_port else None
+        self.url = f"http://127.0.0.1:{self.port}" if self.port else None
         self.extra_env = extra_env or {}
         self.process = None
         self.log = data_dir / "server.log"  # stdout: JSON lines only
@@ -350,15 +354,22 @@ class DevServer:
         # A user's shell, not the test process's fixtures: no stage or AWS settings.
         env = {k: v for k, v in os.environ.items()
                if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONDONTWRITEBYTECODE")}
-        env.update({"PORT": str(self.port), "API_TOKENS": LOCAL_TOKEN,
+        env.update({"PORT": str(self.port or 0), "API_TOKENS": LOCAL_TOKEN,
                     "SQLITE_PATH": str(self.data_dir / "tasks.sqlite3"), **self.extra_env})
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        logged_before = self.log.stat().st_size if self.log.exists() else 0
         self.process = subprocess.Popen(
             [part.replace("{port}", str(self.port)) for part in self.command],
             cwd=PROJECT_DIR, env=env, stdout=self.log.open("ab"), stderr=self.err.open("ab"))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.output()
+            if not self.fixed_port:
+                self.url = self._announced_url(logged_before)
+                if self.url is None:
+                    time.sleep(0.05)
+                    continue
+                self.port = int(self.url.rsplit(":", 1)[1])
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=1) as response:
                     if response.status == 200:
@@ -366,6 +377,15 @@ class DevServer:
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
         raise AssertionError("server did not start:\n" + self.output())
+
+    def _announced_url(self, offset: int):
+        """The URL of the `serving` event this start wrote to stdout, once it has."""
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            for line in log.read().decode(errors="replace").splitlines():
+                if '"event":"serving"' in line:
+                    return json.loads(line)["url"]
+        return None
 
     def output(self) -> str:
         """What the server wrote to stderr, then to stdout."""
