@@ -1,6 +1,8 @@
-"""Helpers shared by the benchmarks: a keep-alive receiver, a dev server process, posting."""
+"""Helpers shared by the benchmarks: receivers (keep-alive, hung, dripping), a dev server process,
+posting."""
 import json
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -61,6 +63,71 @@ class Receiver:
         self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class SlowReceivers:
+    """Two receivers that never complete a response, served by one thread: `hang_url`
+    accepts and never answers; `drip_url` answers one byte a second, so no single read
+    times out, and closes after `drip_bytes` bytes. `close()` drops every connection."""
+
+    DRIP = b"HTTP/1.1 200 OK\r\nX-Drip: " + b"." * 4096
+
+    def __init__(self, drip_bytes: int = 20):
+        self._drip_bytes = min(drip_bytes, len(self.DRIP))
+        self._selector = selectors.DefaultSelector()
+        self._dripping = {}  # socket -> bytes sent so far
+        self._held = []  # the hanging connections, kept open
+        self._closed = threading.Event()
+        urls = []
+        for mode in ("hang", "drip"):
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1024)
+            listener.setblocking(False)
+            self._selector.register(listener, selectors.EVENT_READ, mode)
+            urls.append(f"http://127.0.0.1:{listener.getsockname()[1]}/{mode}")
+        self.hang_url, self.drip_url = urls
+        self._thread = threading.Thread(target=self._serve, name="slow-receivers", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        next_drip = time.monotonic()
+        while not self._closed.is_set():
+            for key, _ in self._selector.select(timeout=max(next_drip - time.monotonic(), 0)):
+                try:
+                    connection, _ = key.fileobj.accept()
+                except BlockingIOError:
+                    continue
+                if key.data == "hang":
+                    self._held.append(connection)
+                else:
+                    self._dripping[connection] = 0
+            if time.monotonic() >= next_drip:
+                next_drip += 1.0
+                for connection, sent in list(self._dripping.items()):
+                    try:
+                        connection.send(self.DRIP[sent:sent + 1])
+                    except OSError:
+                        sent = self._drip_bytes  # the client gave up: stop dripping
+                    if sent + 1 >= self._drip_bytes:
+                        del self._dripping[connection]
+                        connection.close()
+                    else:
+                        self._dripping[connection] = sent + 1
+        for connection in self._held + list(self._dripping):
+            connection.close()
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()
+        self._selector.close()
+
+    @property
+    def dripping(self) -> int:
+        """How many connections are still being answered a byte at a time."""
+        return len(self._dripping)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
 
 
 class ReceiverProcess:
@@ -129,11 +196,11 @@ def stop_server(process, timeout: float = 30) -> float:
     return time.monotonic() - started
 
 
-def schedule(url, receiver_url, run_at, timeout=10):
-    """POST one webhook task; its id."""
+def schedule(url, receiver_url, run_at, timeout=10, **fields):
+    """POST one webhook task (with any other task `fields`); its id."""
     body = json.dumps({"action": "webhook", "payload": {"url": receiver_url, "data": {"n": 1},
                                                         "timeout": timeout},
-                       "run_at": run_at}).encode()
+                       "run_at": run_at, **fields}).encode()
     request = urllib.request.Request(url + "/schedule-task", data=body, method="POST", headers={
         "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:

@@ -5,7 +5,6 @@ with a 400 and never stored) and runs it when the task fires.
 """
 import json
 import logging
-import queue
 import re
 import threading
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import LocationParseError
 from urllib3.util import Url, parse_url
 
-from chalicelib import config, observability, retries, signing, ssrf
+from chalicelib import config, observability, retries, signing, ssrf, threads
 from chalicelib.errors import ValidationError
 
 logger = logging.getLogger("task_scheduler.actions")
@@ -308,37 +307,9 @@ def _exchange(session: requests.Session, request: requests.PreparedRequest, time
     return response, _read_excerpt(response)
 
 
-class _ExchangeThreads:
-    """Daemon threads reused across webhook exchanges: starting a thread per webhook cost a
-    fifth of a 1,000-task burst (bench/dispatch.py). A call never waits for a thread: with
-    none idle it starts one; at most `keep_idle` stay for later calls."""
-
-    def __init__(self, keep_idle: int):
-        self._keep_idle = keep_idle
-        self._idle = 0
-        self._lock = threading.Lock()
-        self._jobs: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
-
-    def run(self, job: Callable[[], None]) -> None:
-        """Run `job` on a thread of its own now (an idle one, or a new one)."""
-        with self._lock:
-            start = self._idle == 0
-            if not start:
-                self._idle -= 1  # that idle thread takes this job
-        self._jobs.put(job)
-        if start:
-            threading.Thread(target=self._serve, name="webhook-exchange", daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            self._jobs.get()()
-            with self._lock:
-                if self._idle >= self._keep_idle:
-                    return
-                self._idle += 1
-
-
-_EXCHANGES = _ExchangeThreads(keep_idle=64)
+# Reused across exchanges; after a burst of hung receivers the extra threads end. A
+# 1,000-task burst keeps about LOCAL_WORKERS (16) exchanges going at once.
+_EXCHANGES = threads.DaemonThreads("webhook-exchange", keep_idle=16)
 
 
 def _within(seconds: float, function, *args):

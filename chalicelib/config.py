@@ -130,7 +130,7 @@ def port() -> int:
 
 
 def local_workers() -> int:
-    """Size of the local trigger's worker pool."""
+    """How many runs the local trigger starts at once (its fast lane; see triggers.local)."""
     return int(_get(LOCAL_WORKERS, "16"))
 
 

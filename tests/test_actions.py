@@ -115,31 +115,46 @@ def test_a_stored_header_that_cannot_be_sent_fails_without_leaking(aws, make_tas
     assert "sk-leak-999" not in caplog.text
 
 
-def test_webhook_exchanges_reuse_their_threads():
+def test_webhook_exchanges_reuse_their_threads(monkeypatch):
     from chalicelib import actions
+    from chalicelib.threads import DaemonThreads
 
+    # A pool of its own: idle threads left by earlier tests would take turns at the jobs.
+    pool = DaemonThreads("webhook-exchange", 16)
+    monkeypatch.setattr(actions, "_EXCHANGES", pool)
     # Thread objects, kept alive here, so a new thread with a reused ident still counts.
-    threads = [actions._within(5, threading.current_thread) for _ in range(30)]
-    assert len(set(threads)) <= 2  # one, unless a call's thread was still on its way back
+    threads = []
+    for _ in range(30):
+        threads.append(actions._within(30, threading.current_thread))
+        deadline = time.monotonic() + 30
+        while pool.idle < 1 and time.monotonic() < deadline:  # back from its job
+            time.sleep(0.001)
+    assert len(set(threads)) == 1
 
 
 def test_an_exchange_never_waits_for_a_thread_and_few_stay_idle():
-    from chalicelib.actions import _ExchangeThreads
+    from chalicelib.threads import DaemonThreads
 
-    pool, together, done = _ExchangeThreads(keep_idle=1), threading.Barrier(5), []
+    name = "test-few-stay-idle"
+    pool, together, done = DaemonThreads(name, keep_idle=1), threading.Barrier(5), []
 
     def job():
-        together.wait(timeout=5)  # only passes when all five run at the same time
+        together.wait(timeout=30)  # only passes when all five run at the same time
         done.append(threading.get_ident())
 
     for _ in range(5):
         pool.run(job)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while len(done) < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(set(done)) == 5
-    time.sleep(0.1)
-    assert pool._idle == 1  # the other four threads ended
+
+    def one_left():
+        return pool.idle == 1 and sum(t.name == name for t in threading.enumerate()) == 1
+
+    while not one_left() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert one_left()  # the other four threads ended
 
 
 @pytest.mark.parametrize("name", ["X-Hub-Signature", "X-Hub-Signature-256", "X-Credentials",

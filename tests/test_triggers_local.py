@@ -1,11 +1,14 @@
 """The in-process trigger: wakes on new work, fires in priority order, recovers at start."""
 import json
+import threading
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
-from chalicelib import service
+from bench.common import SlowReceivers
+from chalicelib import actions, service
 from chalicelib.models import utcnow
 from chalicelib.store import get_store
 from chalicelib.triggers import local
@@ -35,6 +38,8 @@ def test_local_stage_defaults(local_stage):
 
 def test_priority_first_when_several_are_due(local_stage, monkeypatch, receiver, make_task):
     monkeypatch.setenv("LOCAL_WORKERS", "1")
+    # One at a time: a run slowed by a busy machine must not let the next one overtake it.
+    monkeypatch.setattr(local, "FAST_GRACE_SECONDS", 60.0)
     for label, priority, due_in in (("p1", 1, -50), ("p9", 9, -5), ("p5 old", 5, -40),
                                     ("p5 new", 5, -20)):
         make_task(due_in=due_in, priority=priority,
@@ -78,6 +83,7 @@ def test_start_recovers_cut_off_runs(local_stage, receiver, make_task):
 
 def test_stop_leaves_queued_tasks_waiting(local_stage, monkeypatch, receiver, make_task):
     monkeypatch.setenv("LOCAL_WORKERS", "1")
+    monkeypatch.setattr(local, "FAST_GRACE_SECONDS", 60.0)  # the others stay queued
     receiver.delay = 0.5
     tasks = [make_task(payload={"url": receiver.url}) for _ in range(5)]
     local.start_dispatcher()
@@ -121,3 +127,204 @@ def test_recurring_task_runs_three_times_in_a_row(local_stage, receiver, make_ta
     keys = [r["headers"]["idempotency-key"] for r in receiver.requests[:3]]
     assert len(set(keys)) == 3  # each firing is its own run for the receiver
     assert [r["headers"]["x-task-attempt"] for r in receiver.requests[:3]] == ["1"] * 3
+
+
+# ---------------------------------------------------------------- slow receivers
+
+def run_and_exchange_threads():
+    return [t for t in threading.enumerate()
+            if t.name.startswith(("task-run", "webhook-exchange"))]
+
+
+def test_hung_receivers_do_not_delay_the_other_tasks(local_stage, receiver, make_task):
+    timeout = 3  # the hung exchanges end in 3 s, the dripping ones at their 8 s deadline
+    slow = SlowReceivers(drip_bytes=timeout + int(actions.DEADLINE_MARGIN_SECONDS) + 2)
+    try:
+        slow_ids = [make_task(payload={"url": slow.hang_url if n % 2 else slow.drip_url,
+                                       "timeout": timeout}, max_attempts=1).task_id
+                    for n in range(64)]
+        for _ in range(60):
+            make_task(payload={"url": receiver.url})
+        due = utcnow()  # all 124 are due when the dispatcher starts
+        local.start_dispatcher()
+        assert wait_for(lambda: len(receiver.requests) == 60, timeout=30)
+        lateness = sorted((r["received_at"] - due).total_seconds() for r in receiver.requests)
+        # The old fixed pool of 16: 44 s at most; a slow run now holds its slot 0.2 s.
+        assert lateness[-1] < 1.0, lateness
+
+        def slow_ended():
+            return all(get_store().get(task_id).status == "failed" for task_id in slow_ids)
+
+        assert wait_for(slow_ended, timeout=4 * (timeout + actions.DEADLINE_MARGIN_SECONDS))
+        # The exchanges that outlived their runs end with the drip; then the threads the
+        # slow lane took end, except the few kept idle.
+        assert wait_for(lambda: slow.dripping == 0, timeout=15)
+        assert wait_for(lambda: len(run_and_exchange_threads()) <= 16 + 16, timeout=10), \
+            [t.name for t in run_and_exchange_threads()]
+    finally:
+        slow.close()
+
+
+# ---------------------------------------------------------------- lanes, step by step
+
+class HeldThreads:
+    """Runs wait here until the test ends them, one at a time, in this thread."""
+
+    def __init__(self):
+        self.jobs = {}
+
+    def run(self, job):
+        self.jobs[job.args[0]] = job
+
+    def end(self, task_id):
+        self.jobs.pop(task_id)()
+
+    def close(self):
+        pass
+
+
+class ListStore:
+    """Due tasks from a list, in its order; counts the due queries."""
+
+    def __init__(self, tasks):
+        self.tasks = list(tasks)
+        self.due_calls = 0
+
+    def due(self, now, limit):
+        self.due_calls += 1
+        yield from list(self.tasks)
+
+    def next_due_after(self, now):
+        return None
+
+    def recover_running(self, now, run_prefix):
+        return 0
+
+
+def due_tasks(*names):
+    """Webhook tasks named like "a1": host a, the first for it."""
+    return [SimpleNamespace(task_id=name, action="webhook",
+                            payload={"url": f"http://{name[0]}.example.test/hook"})
+            for name in names]
+
+
+@pytest.fixture
+def lanes(monkeypatch):
+    """make(workers, names, **options) -> a dispatcher over a ListStore of those tasks, with
+    a hand-moved clock; its runs are held until ended. Nothing runs in the background."""
+    ran = []
+    monkeypatch.setattr(local, "execute_task", lambda task_id, *args: ran.append(task_id))
+
+    def make(workers, names, **options):
+        clock = SimpleNamespace(now=100.0)
+        threads, store = HeldThreads(), ListStore(due_tasks(*names))
+        dispatcher = local.Dispatcher(workers, grace=0.2, monotonic=lambda: clock.now,
+                                      threads=threads, **options)
+        dispatcher.ran, dispatcher.clock, dispatcher.held, dispatcher.store = (
+            ran, clock, threads, store)
+        return dispatcher
+
+    return make
+
+
+def refresh(dispatcher):
+    dispatcher._refresh(dispatcher.store, utcnow())
+
+
+def look_again(dispatcher, seconds=0.0):
+    """The clock moves on; the dispatcher wakes and moves runs between lanes."""
+    dispatcher.clock.now += seconds
+    with dispatcher._condition:
+        started = dispatcher._admit()
+    dispatcher._start(started)
+
+
+def state(dispatcher):
+    """(fast lane, slow lane, pending) as task ids."""
+    return (list(dispatcher._fast),
+            [task_id for task_id, run in dispatcher._runs.items() if not run.fast],
+            [task_id for task_id, _ in dispatcher._pending])
+
+
+def test_workers_runs_start_at_once_in_priority_order(lanes):
+    dispatcher = lanes(2, ["a1", "b1", "c1", "d1", "e1"])
+    refresh(dispatcher)
+    assert list(dispatcher.held.jobs) == ["a1", "b1"]
+    assert state(dispatcher) == (["a1", "b1"], [], ["c1", "d1", "e1"])
+
+
+def test_a_run_past_its_grace_gives_its_fast_slot_to_the_next_task(lanes):
+    dispatcher = lanes(2, ["a1", "b1", "c1", "d1", "e1"])
+    refresh(dispatcher)
+    assert dispatcher._next_demotion() == pytest.approx(100.2)  # the dispatcher wakes then
+    look_again(dispatcher, 0.19)
+    assert state(dispatcher) == (["a1", "b1"], [], ["c1", "d1", "e1"])
+    look_again(dispatcher, 0.01)
+    assert state(dispatcher) == (["c1", "d1"], ["a1", "b1"], ["e1"])
+    assert list(dispatcher.held.jobs) == ["a1", "b1", "c1", "d1"]  # all four still run
+
+
+def test_an_ended_run_starts_the_next_task_without_asking_the_store(lanes):
+    dispatcher = lanes(2, ["a1", "b1", "c1", "d1"])
+    refresh(dispatcher)
+    dispatcher.held.end("b1")
+    dispatcher.held.end("a1")
+    assert dispatcher.ran == ["b1", "a1"]
+    assert state(dispatcher) == (["c1", "d1"], [], [])
+    assert dispatcher.store.due_calls == 1
+
+
+def test_tasks_for_a_slow_host_skip_the_fast_lane_and_wait_for_its_share(lanes):
+    dispatcher = lanes(1, ["a1", "b1", "a2", "b2", "a3", "c1"], slow_per_host=2)
+    refresh(dispatcher)
+    look_again(dispatcher, 0.2)  # a1 is slow: host a's tasks start in the slow lane now
+    assert state(dispatcher) == (["b1"], ["a1", "a2"], ["b2", "a3", "c1"])
+    dispatcher.held.end("b1")
+    assert state(dispatcher) == (["b2"], ["a1", "a2"], ["a3", "c1"])
+    dispatcher.held.end("b2")  # a3 waits for host a's share; c1 goes first
+    assert state(dispatcher) == (["c1"], ["a1", "a2"], ["a3"])
+    dispatcher.held.end("a1")
+    assert state(dispatcher) == (["c1"], ["a2", "a3"], [])
+    for task_id in ("a2", "a3", "c1"):
+        dispatcher.held.end(task_id)
+    assert dispatcher._slow_hosts == {} and dispatcher._runs == {}
+
+
+def test_a_full_slow_lane_keeps_runs_in_their_fast_slots(lanes):
+    dispatcher = lanes(1, ["a1", "b1", "c1"], slow_lane=1)
+    refresh(dispatcher)
+    look_again(dispatcher, 0.2)
+    assert state(dispatcher) == (["b1"], ["a1"], ["c1"])
+    look_again(dispatcher, 0.2)  # b1 is past its grace, but the slow lane is full
+    assert state(dispatcher) == (["b1"], ["a1"], ["c1"])
+    assert dispatcher._next_demotion() is None  # nothing to wake up for
+    dispatcher.held.end("a1")
+    assert state(dispatcher) == (["c1"], ["b1"], [])
+
+
+def test_a_burst_reads_the_store_a_page_at_a_time(lanes, monkeypatch):
+    monkeypatch.setattr(local, "DUE_PAGE", 10)
+    names = [f"{host}{n}" for n in range(25) for host in "abcd"]
+    dispatcher = lanes(4, names)
+    refresh(dispatcher)
+    while dispatcher.held.jobs:
+        # A run ends; the store is read again only when the loaded tasks run low.
+        ended = next(iter(dispatcher.held.jobs))
+        dispatcher.store.tasks = [t for t in dispatcher.store.tasks if t.task_id != ended]
+        dispatcher.held.end(ended)
+        if dispatcher._refresh_asked:
+            refresh(dispatcher)
+    assert dispatcher.ran == names  # each once, in the store's order
+    assert dispatcher.store.due_calls <= len(names) // 10 + 2
+
+
+def test_stop_waits_for_runs_in_flight_and_starts_no_more(lanes, monkeypatch):
+    dispatcher = lanes(2, ["a1", "b1", "c1"])
+    monkeypatch.setattr(local, "get_store", lambda: dispatcher.store)
+    dispatcher.start()
+    assert wait_for(lambda: len(dispatcher.held.jobs) == 2)
+    assert dispatcher.stop(timeout=0.1) is False  # a1 and b1 still run
+    dispatcher.held.end("a1")
+    dispatcher.held.end("b1")
+    assert dispatcher.stop(timeout=0.1) is True
+    assert dispatcher.ran == ["a1", "b1"] and not dispatcher.held.jobs  # c1 stays due
