@@ -120,7 +120,7 @@ def test_webhook_exchanges_reuse_their_threads(monkeypatch):
     from chalicelib.threads import DaemonThreads
 
     # A pool of its own: idle threads left by earlier tests would take turns at the jobs.
-    pool = DaemonThreads("webhook-exchange", 16)
+    pool = DaemonThreads("test-exchange-reuse", 16)
     monkeypatch.setattr(actions, "_EXCHANGES", pool)
     # Thread objects, kept alive here, so a new thread with a reused ident still counts.
     threads = []
@@ -130,6 +130,7 @@ def test_webhook_exchanges_reuse_their_threads(monkeypatch):
         while pool.idle < 1 and time.monotonic() < deadline:  # back from its job
             time.sleep(0.001)
     assert len(set(threads)) == 1
+    pool.close()  # its idle thread ends with the test
 
 
 def test_an_exchange_never_waits_for_a_thread_and_few_stay_idle():

@@ -145,12 +145,14 @@ def test_hung_receivers_do_not_delay_the_other_tasks(local_stage, receiver, make
                     for n in range(64)]
         for _ in range(60):
             make_task(payload={"url": receiver.url})
+        threads_before = len(run_and_exchange_threads())  # idle ones other tests left
         due = utcnow()  # all 124 are due when the dispatcher starts
         local.start_dispatcher()
         assert wait_for(lambda: len(receiver.requests) == 60, timeout=30)
         lateness = sorted((r["received_at"] - due).total_seconds() for r in receiver.requests)
-        # The old fixed pool of 16: 44 s at most; a slow run now holds its slot 0.2 s.
-        assert lateness[-1] < 1.0, lateness
+        # The old fixed pool of 16: 19-44 s at most; a slow run now holds its slot 0.2 s
+        # (bench/slow_receivers.py: 0.4-0.6 s at most). The bound leaves room for a busy CI.
+        assert lateness[-1] < 3.0, lateness
 
         def slow_ended():
             return all(get_store().get(task_id).status == "failed" for task_id in slow_ids)
@@ -158,9 +160,9 @@ def test_hung_receivers_do_not_delay_the_other_tasks(local_stage, receiver, make
         assert wait_for(slow_ended, timeout=4 * (timeout + actions.DEADLINE_MARGIN_SECONDS))
         # The exchanges that outlived their runs end with the drip; then the threads the
         # slow lane took end, except the few kept idle.
-        assert wait_for(lambda: slow.dripping == 0, timeout=15)
-        assert wait_for(lambda: len(run_and_exchange_threads()) <= 16 + 16, timeout=10), \
-            [t.name for t in run_and_exchange_threads()]
+        assert wait_for(lambda: slow.dripping == 0, timeout=30)
+        assert wait_for(lambda: len(run_and_exchange_threads()) <= threads_before + 16 + 16,
+                        timeout=30), [t.name for t in run_and_exchange_threads()]
     finally:
         slow.close()
 
