@@ -2,7 +2,8 @@
 
 Parsing follows EventBridge's own rules (six cron fields, day-of-week 1-7 = SUN-SAT,
 exactly one of day-of-month / day-of-week is `?`, L, W, #, years 1970-2199, rates of at
-least one minute). Next firings are computed here, not by AWS, because moto never fires
+least one minute). A range may wrap around its field's end (hours 20-2, FRI-MON), as
+AWS's example cron(0/30 20-2 ? * MON-FRI *) and Quartz do; a year range may not. Next firings are computed here, not by AWS, because moto never fires
 schedules, the local trigger needs them, and GET shows the upcoming ones.
 """
 import calendar
@@ -410,11 +411,17 @@ def _parse_plain(value: str, spec, text: str) -> set:
             first, _, last = base.partition("-")
             start, end = _number(first, spec, text), _number(last, spec, text)
             if start > end:
-                raise invalid(f"{text}: the range '{base}' in {name} runs backwards")
+                if name == "year":
+                    raise invalid(f"{text}: the range '{base}' in {name} runs backwards")
+                # A range past the field's end wraps around (hours 20-2 = 20..23, 0..2),
+                # as AWS documents for hours and Quartz does in every field but the year;
+                # a step counts on across the wrap (minutes 50-10/10 = 50, 0, 10).
+                end += high - low + 1
         else:
             start = _number(base, spec, text)
             end = high if "/" in item else start
-        result.update(range(start, end + 1, step))
+        size = high - low + 1
+        result.update(low + (value - low) % size for value in range(start, end + 1, step))
     return result
 
 

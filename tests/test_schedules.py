@@ -121,6 +121,26 @@ NEXT = [
      ["2025-10-26T00:00", "2025-10-26T02:00", "2025-10-26T03:00"]),
     ("cron(0 0 * * ? *)", "Asia/Kolkata", START,  # a half-hour offset
      ["2025-05-19T18:30", "2025-05-20T18:30", "2025-05-21T18:30"]),
+    # Ranges that wrap around the end of their field (documented for hours; the other
+    # fields as in Quartz, whose cron EventBridge's is: only the year refuses to wrap)
+    ("cron(0/30 20-2 ? * MON-FRI *)", "UTC", at("2025-05-19T23:00"),  # AWS's own example
+     ["2025-05-19T23:30", "2025-05-20T00:00", "2025-05-20T00:30"]),
+    ("cron(0/30 20-2 ? * MON-FRI *)", "UTC", at("2025-05-20T02:00"),  # 02:30 is in hour 2
+     ["2025-05-20T02:30", "2025-05-20T20:00", "2025-05-20T20:30"]),
+    ("cron(0/30 20-2 ? * MON-FRI *)", "UTC", at("2025-05-23T23:45"),  # fields, not spans:
+     ["2025-05-26T00:00", "2025-05-26T00:30", "2025-05-26T01:00"]),  # no Saturday 00:00
+    ("cron(0 9 ? * FRI-MON *)", "UTC", START,  # FRI, SAT, SUN, MON
+     ["2025-05-23T09:00", "2025-05-24T09:00", "2025-05-25T09:00"]),
+    ("cron(0 9 ? * 7-1 *)", "UTC", START,  # SAT-SUN
+     ["2025-05-24T09:00", "2025-05-25T09:00", "2025-05-31T09:00"]),
+    ("cron(0 0 1 NOV-FEB ? *)", "UTC", START,
+     ["2025-11-01T00:00", "2025-12-01T00:00", "2026-01-01T00:00"]),
+    ("cron(50-10/10 9 * * ? *)", "UTC", START,  # 50, 0, 10: the step runs across the wrap
+     ["2025-05-20T09:00", "2025-05-20T09:10", "2025-05-20T09:50"]),
+    ("cron(0 0 30-2 * ? *)", "UTC", START,  # 30, 31, 1, 2 (modulo 31, as Quartz)
+     ["2025-05-30T00:00", "2025-05-31T00:00", "2025-06-01T00:00"]),
+    ("cron(0 22-1/2 * * ? *)", "UTC", START,  # 22, 0
+     ["2025-05-19T22:00", "2025-05-20T00:00", "2025-05-20T22:00"]),
     # rates count from creation, whatever the start
     ("rate(1 minute)", "UTC", at("2025-05-19T17:00:30"),
      ["2025-05-19T17:01", "2025-05-19T17:02", "2025-05-19T17:03"]),
@@ -159,7 +179,7 @@ def test_cron_with_no_future_firing_ends():
     ("cron(0 9 ? * MON/2 *)", "not allowed in day-of-week"),
     ("cron(0 9 ? * 2#0 *)", "after # must be 1-5"),
     ("cron(0 9 LW5 * ? *)", "day-of-month"),
-    ("cron(0 9 10-5 * ? *)", "runs backwards"),
+    ("cron(0 9 * * ? 2030-2025)", "the range '2030-2025' in year runs backwards"),
     ("cron(0/0 9 * * ? *)", "step"),
     ("cron(0 ? * * ? *)", "'?' is allowed only"),
     ("cron(0 9 * FOO ? *)", "not valid in month"),
