@@ -453,6 +453,10 @@ def _parse_day_of_week(value: str, text: str) -> DayOfWeek:
     days: set = set()
     last: set = set()
     nth: set = set()
+    if "#" in value and "," in value:
+        # AWS: with '#' the day-of-week field holds one expression only; "3#1,6#3" is two.
+        raise invalid(f"{text}: with '#' day-of-week holds one expression only (e.g. 6#3), "
+                      f"not a list like '{value}'")
     for item in value.split(","):
         upper = item.upper()
         if "/" in upper:

@@ -178,6 +178,12 @@ def test_cron_with_no_future_firing_ends():
     ("cron(0 9 * * ? 1969)", "out of range in year"),
     ("cron(0 9 ? * MON/2 *)", "not allowed in day-of-week"),
     ("cron(0 9 ? * 2#0 *)", "after # must be 1-5"),
+    # AWS: "If you use a '#' character, you can define only one expression in the
+    # day-of-week field. For example, "3#1,6#3" is not valid"
+    ("cron(0 0 ? * 3#1,6#3 *)", "with '#' day-of-week holds one expression only"),
+    ("cron(0 0 ? * 2#1,3 *)", "with '#' day-of-week holds one expression only"),
+    ("cron(0 0 ? * MON,FRI#2 *)", "with '#' day-of-week holds one expression only"),
+    ("cron(0 0 ? * 2#1#2 *)", "after # must be 1-5"),
     ("cron(0 9 LW5 * ? *)", "day-of-month"),
     ("cron(0 9 * * ? 2030-2025)", "the range '2030-2025' in year runs backwards"),
     ("cron(0/0 9 * * ? *)", "step"),
