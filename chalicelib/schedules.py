@@ -355,21 +355,24 @@ def parse_cron(body: str, tz: ZoneInfo, text: str) -> Cron:
         raise invalid(f"{text}: an AWS cron expression has six fields (minutes hours "
                       f"day-of-month month day-of-week year), this one has {len(fields)}")
     minute_f, hour_f, dom_f, month_f, dow_f, year_f = fields
-    if (dom_f == "?") == (dow_f == "?"):
+    # Field by field, left to right, so an error names the first bad field; the rule on
+    # the two day fields' '?' comes after, once every field is known to be well formed.
+    minutes = _parse_plain(minute_f, _FIELDS[0], text)
+    hours = _parse_plain(hour_f, _FIELDS[1], text)
+    day_of_month = None if dom_f == "?" else _parse_day_of_month(dom_f, text)
+    months = _parse_plain(month_f, _FIELDS[3], text)
+    day_of_week = None if dow_f == "?" else _parse_day_of_week(dow_f, text)
+    years = _parse_plain(year_f, _FIELDS[5], text)
+    if (day_of_month is None) == (day_of_week is None):
         raise invalid(f"{text}: exactly one of day-of-month and day-of-week must be '?' "
                       "(e.g. cron(0 9 * * ? *) or cron(0 9 ? * MON-FRI *))")
-    for name, value in (("minutes", minute_f), ("hours", hour_f), ("month", month_f),
-                        ("year", year_f)):
-        if "?" in value:
-            raise invalid(f"{text}: '?' is allowed only in day-of-month or day-of-week, "
-                          f"not in {name}")
     schedule = Cron(
-        minutes=tuple(sorted(_parse_plain(minute_f, _FIELDS[0], text))),
-        hours=tuple(sorted(_parse_plain(hour_f, _FIELDS[1], text))),
-        day_of_month=None if dom_f == "?" else _parse_day_of_month(dom_f, text),
-        months=frozenset(_parse_plain(month_f, _FIELDS[3], text)),
-        day_of_week=None if dow_f == "?" else _parse_day_of_week(dow_f, text),
-        years=tuple(sorted(_parse_plain(year_f, _FIELDS[5], text))),
+        minutes=tuple(sorted(minutes)),
+        hours=tuple(sorted(hours)),
+        day_of_month=day_of_month,
+        months=frozenset(months),
+        day_of_week=day_of_week,
+        years=tuple(sorted(years)),
         text=text,
         tz=tz,
         expression=f"cron({' '.join(fields)})",
@@ -384,7 +387,8 @@ def _number(token: str, spec, text: str) -> int:
         return names[upper]
     if not is_number(token):
         hint = f" or {next(iter(names))}-style names" if names else ""
-        raise invalid(f"{text}: '{token}' is not valid in {name} (numbers {low}-{high}{hint})")
+        raise invalid(f"{text}: '{token}' is not a valid value in {name} "
+                      f"(numbers {low}-{high}{hint})")
     value = int(token)
     if not low <= value <= high:
         extra = " (1 = SUN ... 7 = SAT)" if name == "day-of-week" else ""
@@ -395,6 +399,11 @@ def _number(token: str, spec, text: str) -> int:
 def _parse_plain(value: str, spec, text: str) -> set:
     """A field of numbers: lists, ranges, steps and *."""
     name, low, high, _ = spec
+    if "?" in value:
+        if name in ("day-of-month", "day-of-week"):
+            raise invalid(f"{text}: '?' in {name} stands alone, as the whole field")
+        raise invalid(f"{text}: '?' is allowed only in day-of-month or day-of-week, "
+                      f"not in {name}")
     result: set = set()
     for item in value.split(","):
         if not item:
@@ -464,9 +473,9 @@ def _parse_day_of_week(value: str, text: str) -> DayOfWeek:
         if upper == "L":
             days.add(7)  # a lone L in day-of-week means its last day, SAT
         elif upper.endswith("L"):
-            last.add(_number(upper[:-1], spec, text))
+            last.add(_number(item[:-1], spec, text))
         elif "#" in upper:
-            day, _, occurrence = upper.partition("#")
+            day, _, occurrence = item.partition("#")
             if not is_number(occurrence) or not 1 <= int(occurrence) <= 5:
                 raise invalid(f"{text}: in '{item}' the number after # must be 1-5 "
                               "(the n-th such weekday of the month)")
@@ -474,7 +483,7 @@ def _parse_day_of_week(value: str, text: str) -> DayOfWeek:
         elif upper.endswith("W") and is_number(upper[:-1]):
             raise invalid(f"{text}: 'W' is allowed only in day-of-month")
         else:
-            days |= _parse_plain(upper, spec, text)
+            days |= _parse_plain(item, spec, text)
     return DayOfWeek(frozenset(days), frozenset(last), frozenset(nth))
 
 
