@@ -31,10 +31,14 @@ _ISO = re.compile(
     re.IGNORECASE | re.ASCII,
 )
 _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$", re.ASCII)
-_RATE = re.compile(r"^rate\((.*)\)$", re.IGNORECASE)
-_CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE)
+# Any case and any white space are accepted; what is stored, echoed and sent to AWS is the
+# form AWS documents: cron(f1 f2 f3 f4 f5 f6) and rate(value unit), in lower case, one
+# space between fields, names and L/W upper case.
+_RATE = re.compile(r"^rate\((.*)\)$", re.IGNORECASE | re.DOTALL)
+_CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE | re.DOTALL)
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 MAX_RATE_SECONDS = 3650 * 86400  # ten years: anything longer is a typo, not a schedule
+MAX_EXPRESSION = 256  # ScheduleExpression's length limit in EventBridge Scheduler and rules
 
 
 def is_number(text: str) -> bool:
@@ -325,7 +329,9 @@ def parse_rate(body: str, anchor: datetime, text: str) -> Rate:
                       f"rate({value} {singular}s)")
     if value * _RATE_UNITS[singular] > MAX_RATE_SECONDS:
         raise invalid(f"{text}: a rate may be at most ten years")
-    return Rate(value=value, unit=singular, anchor=anchor, text=text)
+    schedule = Rate(value=value, unit=singular, anchor=anchor)
+    schedule.text = schedule.aws_expression()[0]
+    return schedule
 
 
 def parse_daily(hour: int, minute: int, tz: ZoneInfo, text: str) -> Cron:
@@ -334,6 +340,7 @@ def parse_daily(hour: int, minute: int, tz: ZoneInfo, text: str) -> Cron:
         raise invalid(f"run_at '{text}': HH:MM needs an hour 00-23 and a minute 00-59")
     schedule = parse_cron(f"{minute} {hour} * * ? *", tz, text)
     schedule.kind = DAILY
+    schedule.text = text
     return schedule
 
 
@@ -349,7 +356,8 @@ _FIELDS = (
 
 
 def parse_cron(body: str, tz: ZoneInfo, text: str) -> Cron:
-    """An AWS cron expression: minutes hours day-of-month month day-of-week year."""
+    """An AWS cron expression: minutes hours day-of-month month day-of-week year. `text`
+    (as typed) is quoted in errors; the schedule's text is the form sent to AWS."""
     fields = body.split()
     if len(fields) != 6:
         raise invalid(f"{text}: an AWS cron expression has six fields (minutes hours "
@@ -366,6 +374,10 @@ def parse_cron(body: str, tz: ZoneInfo, text: str) -> Cron:
     if (day_of_month is None) == (day_of_week is None):
         raise invalid(f"{text}: exactly one of day-of-month and day-of-week must be '?' "
                       "(e.g. cron(0 9 * * ? *) or cron(0 9 ? * MON-FRI *))")
+    expression = f"cron({' '.join(value.upper() for value in fields)})"
+    if len(expression) > MAX_EXPRESSION:
+        raise invalid(f"{text}: EventBridge accepts expressions of at most {MAX_EXPRESSION} "
+                      f"characters; this one has {len(expression)}")
     schedule = Cron(
         minutes=tuple(sorted(minutes)),
         hours=tuple(sorted(hours)),
@@ -373,9 +385,9 @@ def parse_cron(body: str, tz: ZoneInfo, text: str) -> Cron:
         months=frozenset(months),
         day_of_week=day_of_week,
         years=tuple(sorted(years)),
-        text=text,
+        text=expression,
         tz=tz,
-        expression=f"cron({' '.join(fields)})",
+        expression=expression,
     )
     return schedule
 
@@ -399,6 +411,7 @@ def _number(token: str, spec, text: str) -> int:
 def _parse_plain(value: str, spec, text: str) -> set:
     """A field of numbers: lists, ranges, steps and *."""
     name, low, high, _ = spec
+    _ascii(value, name, text)
     if "?" in value:
         if name in ("day-of-month", "day-of-week"):
             raise invalid(f"{text}: '?' in {name} stands alone, as the whole field")
@@ -434,8 +447,15 @@ def _parse_plain(value: str, spec, text: str) -> set:
     return result
 
 
+def _ascii(value: str, name: str, text: str) -> None:
+    # Only ASCII is valid: 'ſun'.upper() would be 'SUN' and '5ﬂ'.upper() '5FL'.
+    if not value.isascii():
+        raise invalid(f"{text}: '{value}' is not a valid value in {name} (ASCII only)")
+
+
 def _parse_day_of_month(value: str, text: str) -> DayOfMonth:
     spec = _FIELDS[2]
+    _ascii(value, spec[0], text)
     days: set = set()
     nearest: set = set()
     last = last_weekday = False
@@ -459,6 +479,7 @@ def _parse_day_of_month(value: str, text: str) -> DayOfMonth:
 
 def _parse_day_of_week(value: str, text: str) -> DayOfWeek:
     spec = _FIELDS[4]
+    _ascii(value, spec[0], text)
     days: set = set()
     last: set = set()
     nth: set = set()

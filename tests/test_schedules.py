@@ -260,3 +260,51 @@ def test_bad_time_zone(name):
 ])
 def test_aws_expressions(expression, zone, aws):
     assert schedules.parse(expression, ZoneInfo(zone), anchor=START).aws_expression() == aws
+
+
+LONG_CRON = "cron({} 9 * * ? {})".format(",".join(str(m) for m in range(60)),
+                                         ",".join(str(y) for y in range(2030, 2050)))
+
+
+@pytest.mark.parametrize("typed,stored", [
+    ("CRON(0 9 ? * MON-FRI *)", "cron(0 9 ? * MON-FRI *)"),
+    ("cron(0  9 ? *   MON-FRI *)", "cron(0 9 ? * MON-FRI *)"),
+    ("Cron( 0 9 ? * mon-fri * )", "cron(0 9 ? * MON-FRI *)"),
+    ("cron(0\t9 ? * 2#1 *)", "cron(0 9 ? * 2#1 *)"),
+    ("cron(0 9\n* * ? *)", "cron(0 9 * * ? *)"),
+    ("cron(0 9 lw jan,jul ? *)", "cron(0 9 LW JAN,JUL ? *)"),
+    ("cron(0 3 ? * sat,SUN *)", "cron(0 3 ? * SAT,SUN *)"),
+    ("RATE(5 MINUTES)", "rate(5 minutes)"),
+    ("rate(5  minutes)", "rate(5 minutes)"),
+    ("Rate( 1 Hour )", "rate(1 hour)"),
+    ("rate(05 minutes)", "rate(5 minutes)"),
+    ("rate(2\ndays)", "rate(2 days)"),
+])
+def test_expressions_are_kept_in_the_form_sent_to_aws(typed, stored):
+    # EventBridge documents cron(fields) and rate(value unit), lower case, fields separated
+    # by white space; what is stored and echoed is exactly what is sent.
+    schedule = schedules.parse(typed, ZoneInfo("UTC"), anchor=START)
+    assert schedule.text == stored
+    assert schedule.aws_expression()[0] == stored
+    again = schedules.parse(stored, ZoneInfo("UTC"), anchor=START)
+    assert again.text == stored and again.upcoming(START, 3) == schedule.upcoming(START, 3)
+
+
+def test_daily_time_is_kept_as_typed():
+    schedule = schedules.parse("9:30", ZoneInfo("UTC"), anchor=START)
+    assert schedule.text == "9:30" and schedule.aws_expression()[0] == "cron(30 9 * * ? *)"
+
+
+def test_expression_longer_than_eventbridge_accepts():
+    assert len(LONG_CRON) > 256
+    with pytest.raises(ValidationError, match="at most 256 characters"):
+        schedules.parse(LONG_CRON, ZoneInfo("UTC"), anchor=START)
+
+
+@pytest.mark.parametrize("typed", ["cron(0 9 ? * ſun *)", "cron(0 9 ? * 5ﬂ *)",
+                                   "cron(0 9 ? * frı *)"])
+def test_non_ascii_look_alikes_are_refused(typed):
+    # 'ſ'.upper() == 'S', 'ﬂ'.upper() == 'FL', 'ı'.upper() == 'I'
+    with pytest.raises(ValidationError, match="not a valid value in day-of-week"):
+        schedules.parse(typed, ZoneInfo("UTC"), anchor=START)
+
