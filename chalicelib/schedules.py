@@ -47,6 +47,13 @@ def is_number(text: str) -> bool:
     return len(text) <= 18 and text.isascii() and text.isdigit()
 
 
+def shown(text: str, limit: int = 60) -> str:
+    """User input as quoted in an error message: at most `limit` characters of it."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text)} characters)"
+
+
 def invalid(message: str) -> ValidationError:
     """A run_at validation error."""
     return ValidationError(message, field=FIELD, code="invalid_run_at")
@@ -253,7 +260,7 @@ def parse_timezone(name: Optional[str]) -> ZoneInfo:
     try:
         return ZoneInfo(name.strip())
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValidationError(f"timezone '{name}' is not a known IANA time zone "
+        raise ValidationError(f"timezone '{shown(name)}' is not a known IANA time zone "
                               "(for example 'UTC' or 'America/New_York')",
                               field="timezone") from None
 
@@ -266,10 +273,10 @@ def parse(text: str, tz: ZoneInfo, anchor: datetime) -> Schedule:
     text = text.strip()
     cron = _CRON.fullmatch(text)
     if cron:
-        return parse_cron(cron.group(1), tz, text)
+        return parse_cron(cron.group(1), tz, shown(text))
     rate = _RATE.fullmatch(text)
     if rate:
-        return parse_rate(rate.group(1), anchor, text)
+        return parse_rate(rate.group(1), anchor, shown(text))
     hhmm = _HHMM.fullmatch(text)
     if hhmm:
         return parse_daily(int(hhmm.group(1)), int(hhmm.group(2)), tz, text)
@@ -279,6 +286,7 @@ def parse(text: str, tz: ZoneInfo, anchor: datetime) -> Schedule:
 def parse_iso(text: str) -> OneTime:
     """An ISO 8601 date-time; no offset means UTC; a fraction of a second rounds up."""
     match = _ISO.fullmatch(text)
+    text = shown(text)  # from here on, only quoted in messages
     if not match:
         raise invalid(f"run_at '{text}' is not an ISO 8601 date-time "
                       "(e.g. 2025-05-19T17:56:00Z), cron(...), rate(...) or HH:MM")
@@ -308,7 +316,8 @@ def parse_iso(text: str) -> OneTime:
 
 
 def parse_rate(body: str, anchor: datetime, text: str) -> Rate:
-    """rate(N unit): N a positive integer, unit minute(s), hour(s) or day(s)."""
+    """rate(N unit): N a positive integer, unit minute(s), hour(s) or day(s). `text` is
+    quoted in errors; the schedule's text is the form sent to AWS."""
     parts = body.split()
     if len(parts) != 2:
         raise invalid(f"{text}: a rate is 'rate(value unit)', e.g. rate(5 minutes)")
@@ -399,7 +408,7 @@ def _number(token: str, spec, text: str) -> int:
         return names[upper]
     if not is_number(token):
         hint = f" or {next(iter(names))}-style names" if names else ""
-        raise invalid(f"{text}: '{token}' is not a valid value in {name} "
+        raise invalid(f"{text}: '{shown(token, 20)}' is not a valid value in {name} "
                       f"(numbers {low}-{high}{hint})")
     value = int(token)
     if not low <= value <= high:
@@ -425,7 +434,8 @@ def _parse_plain(value: str, spec, text: str) -> set:
         step = 1
         if step_text != "" or "/" in item:
             if not is_number(step_text) or int(step_text) < 1:
-                raise invalid(f"{text}: the step in {name} '{item}' must be a positive number")
+                raise invalid(f"{text}: the step in {name} '{shown(item, 20)}' must be a "
+                              "positive number")
             step = int(step_text)
         if base == "*":
             start, end = low, high
@@ -450,7 +460,8 @@ def _parse_plain(value: str, spec, text: str) -> set:
 def _ascii(value: str, name: str, text: str) -> None:
     # Only ASCII is valid: 'ſun'.upper() would be 'SUN' and '5ﬂ'.upper() '5FL'.
     if not value.isascii():
-        raise invalid(f"{text}: '{value}' is not a valid value in {name} (ASCII only)")
+        raise invalid(f"{text}: '{shown(value, 20)}' is not a valid value in {name} "
+                      "(ASCII only)")
 
 
 def _parse_day_of_month(value: str, text: str) -> DayOfMonth:
@@ -471,7 +482,8 @@ def _parse_day_of_month(value: str, text: str) -> DayOfMonth:
                 raise invalid(f"{text}: 'W' in day-of-month follows one day number, e.g. 15W")
             nearest.add(_number(day, spec, text))
         elif "L" in upper or "W" in upper or "#" in upper:
-            raise invalid(f"{text}: '{item}' is not valid in day-of-month (use L, LW or nW)")
+            raise invalid(f"{text}: '{shown(item, 20)}' is not a valid value in day-of-month "
+                          "(use L, LW or nW)")
         else:
             days |= _parse_plain(item, spec, text)
     return DayOfMonth(frozenset(days), last, last_weekday, frozenset(nearest))
@@ -486,7 +498,7 @@ def _parse_day_of_week(value: str, text: str) -> DayOfWeek:
     if "#" in value and "," in value:
         # AWS: with '#' the day-of-week field holds one expression only; "3#1,6#3" is two.
         raise invalid(f"{text}: with '#' day-of-week holds one expression only (e.g. 6#3), "
-                      f"not a list like '{value}'")
+                      f"not a list like '{shown(value, 20)}'")
     for item in value.split(","):
         upper = item.upper()
         if "/" in upper:
@@ -498,7 +510,7 @@ def _parse_day_of_week(value: str, text: str) -> DayOfWeek:
         elif "#" in upper:
             day, _, occurrence = item.partition("#")
             if not is_number(occurrence) or not 1 <= int(occurrence) <= 5:
-                raise invalid(f"{text}: in '{item}' the number after # must be 1-5 "
+                raise invalid(f"{text}: in '{shown(item, 20)}' the number after # must be 1-5 "
                               "(the n-th such weekday of the month)")
             nth.add((_number(day, spec, text), int(occurrence)))
         elif upper.endswith("W") and is_number(upper[:-1]):
@@ -522,7 +534,7 @@ def validate_new(schedule: Schedule, now: datetime, horizon_days: int) -> dateti
         return schedule.at
     first = schedule.next_after(now)
     if first is None:
-        raise invalid(f"{schedule.text} has no future firing")
+        raise invalid(f"{shown(schedule.text)} has no future firing")
     return first
 
 

@@ -3,6 +3,8 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chalicelib import schedules
 from chalicelib.errors import ValidationError
@@ -307,4 +309,94 @@ def test_non_ascii_look_alikes_are_refused(typed):
     # 'ſ'.upper() == 'S', 'ﬂ'.upper() == 'FL', 'ı'.upper() == 'I'
     with pytest.raises(ValidationError, match="not a valid value in day-of-week"):
         schedules.parse(typed, ZoneInfo("UTC"), anchor=START)
+
+
+HUGE = 100_000
+
+
+@pytest.mark.parametrize("typed", [
+    "cron(" + "a" * HUGE + " * * * ? *)",
+    "cron(0 " + "9" * HUGE + " * * ? *)",
+    "cron(0 9 " + "1," * HUGE + "2 * ? *)",
+    "cron(0 9 " + "1-2/" * HUGE + " * ? *)",
+    "cron(0 9 ? * " + "2#1," * HUGE + " *)",
+    "cron(0 9 ? * " + "é" * HUGE + " *)",
+    "cron(0 9 ? * MON *" + " *" * HUGE + ")",
+    "cron(0 9 * * ? *" + "x" * HUGE,
+    "cron({} 9 * * ? *)".format(",".join(str(m % 60) for m in range(HUGE))),
+    "rate(" + "5" * HUGE + " minutes)",
+    "rate(5 " + "minute" * HUGE + ")",
+    "x" * HUGE,
+    "2025-13-01T00:00:00Z" + " " * HUGE + "!",
+])
+def test_messages_quote_long_input_briefly(typed):
+    with pytest.raises(ValidationError) as error:
+        schedules.parse(typed, ZoneInfo("UTC"), anchor=START)
+    assert len(error.value.message) < 300, error.value.message[:400]
+    assert error.value.field == "run_at"
+
+
+def test_time_zone_message_quotes_long_input_briefly():
+    with pytest.raises(ValidationError) as error:
+        schedules.parse_timezone("Mars/" + "x" * HUGE)
+    assert len(error.value.message) < 300 and "Mars/x" in error.value.message
+
+
+JUNK = ["0", "9", "60", "*", "?", "L", "W", "#", "/", "-", ",", "MON", "jan", "\u00b2",
+        "\u017fun", "\ufb02", "(", ")", "\u0661"]
+VALUES = [  # per field: values in range (names in any case), and a few just outside it
+    (["0", "7", "30", "59"], ["60"]),
+    (["0", "2", "20", "23"], ["24"]),
+    (["1", "15", "28", "30", "31"], ["0", "32"]),
+    (["1", "2", "11", "12", "JAN", "nov", "Feb"], ["0", "13"]),
+    (["1", "2", "6", "7", "MON", "fri", "SUN"], ["0", "8"]),
+    (["2025", "2026", "2030", "2199"], ["1969", "2200"]),
+]
+SPECIALS = [[], [], ["L", "LW", "lw", "15W", "1W", "31W", "32W", "L-3"], [],
+            ["L", "6L", "1l", "2#1", "6#5", "2#6", "MON#2"], []]
+
+
+def cron_field(index):
+    """Mostly well-formed values of one field, some out of range, now and then junk."""
+    valid, wrong = VALUES[index]
+    atom = st.sampled_from(valid * 6 + wrong)
+    step = st.sampled_from(["1", "2", "5", "15", "30", "0"] if index != 4 else ["2"])
+    span = st.tuples(atom, atom).map("-".join)
+    item = st.one_of(atom, st.sampled_from(["*"] + SPECIALS[index]), span,
+                     st.tuples(st.one_of(atom, st.just("*"), span), step).map("/".join))
+    field = st.lists(item, min_size=1, max_size=2).map(",".join)
+    junk = st.lists(st.sampled_from(JUNK), min_size=1, max_size=4).map("".join)
+    return st.one_of(*[field] * 19, junk)
+
+
+FIELDS = [cron_field(index) for index in range(6)]
+SEPARATOR = st.sampled_from([" ", " ", " ", "  ", "\t", " \n ", "\u00a0"])
+
+
+@st.composite
+def cron_bodies(draw):
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.text(max_size=40))  # anything at all
+    count = draw(st.sampled_from([6] * 18 + [5, 7]))
+    question = draw(st.sampled_from([(2,), (4,)] * 9 + [(), (2, 4)]))  # day fields that are ?
+    fields = ["?" if index in question else draw(FIELDS[index % 6]) for index in range(count)]
+    return "".join(draw(SEPARATOR) + field for field in fields)
+
+
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(body=cron_bodies(), prefix=st.sampled_from(["cron", "CRON", "Cron"]))
+def test_any_cron_text_parses_or_is_a_validation_error(body, prefix):
+    typed = f"{prefix}({body})"
+    try:
+        schedule = schedules.parse(typed, ZoneInfo("Europe/Berlin"), anchor=START)
+    except ValidationError as error:
+        assert error.field == "run_at" and len(error.message) < 300
+        return
+    # It parsed: what is stored is what AWS gets, within its limit, and reads back the same.
+    expression = schedule.aws_expression()[0]
+    assert schedule.text == expression and len(expression) <= 256 and expression.isascii()
+    assert schedules.parse(expression, ZoneInfo("Europe/Berlin"), anchor=START).text == \
+        expression
+    schedule.upcoming(START, 2)
 
