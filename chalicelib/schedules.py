@@ -3,8 +3,9 @@
 Parsing follows EventBridge's own rules (six cron fields, day-of-week 1-7 = SUN-SAT,
 exactly one of day-of-month / day-of-week is `?`, L, W, #, years 1970-2199, rates of at
 least one minute). A range may wrap around its field's end (hours 20-2, FRI-MON), as
-AWS's example cron(0/30 20-2 ? * MON-FRI *) and Quartz do; a year range may not. Next firings are computed here, not by AWS, because moto never fires
-schedules, the local trigger needs them, and GET shows the upcoming ones.
+AWS's example cron(0/30 20-2 ? * MON-FRI *) and Quartz do; a year range may not. Next
+firings are computed here, not by AWS, because moto never fires schedules, the local
+trigger needs them, and GET shows the upcoming ones.
 """
 import calendar
 import re
