@@ -454,7 +454,7 @@ def _parse_plain(value: str, spec, text: str) -> set:
             start = _number(base, spec, text)
             end = high if "/" in item else start
         size = high - low + 1
-        result.update(low + (value - low) % size for value in range(start, end + 1, step))
+        result.update(low + (number - low) % size for number in range(start, end + 1, step))
     return result
 
 
