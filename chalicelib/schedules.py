@@ -2,8 +2,10 @@
 
 Parsing follows EventBridge's own rules (six cron fields, day-of-week 1-7 = SUN-SAT,
 exactly one of day-of-month / day-of-week is `?`, L, W, #, years 1970-2199, rates of at
-least one minute). Next firings are computed here, not by AWS, because moto never fires
-schedules, the local trigger needs them, and GET shows the upcoming ones.
+least one minute). A range may wrap around its field's end (hours 20-2, FRI-MON), as
+AWS's example cron(0/30 20-2 ? * MON-FRI *) and Quartz do; a year range may not. Next
+firings are computed here, not by AWS, because moto never fires schedules, the local
+trigger needs them, and GET shows the upcoming ones.
 """
 import calendar
 import re
@@ -30,16 +32,27 @@ _ISO = re.compile(
     re.IGNORECASE | re.ASCII,
 )
 _HHMM = re.compile(r"^(\d{1,2}):(\d{2})$", re.ASCII)
-_RATE = re.compile(r"^rate\((.*)\)$", re.IGNORECASE)
-_CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE)
+# Any case and any white space are accepted; what is stored, echoed and sent to AWS is the
+# form AWS documents: cron(f1 f2 f3 f4 f5 f6) and rate(value unit), in lower case, one
+# space between fields, names and L/W upper case.
+_RATE = re.compile(r"^rate\((.*)\)$", re.IGNORECASE | re.DOTALL)
+_CRON = re.compile(r"^cron\((.*)\)$", re.IGNORECASE | re.DOTALL)
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 MAX_RATE_SECONDS = 3650 * 86400  # ten years: anything longer is a typo, not a schedule
+MAX_EXPRESSION = 256  # ScheduleExpression's length limit in EventBridge Scheduler and rules
 
 
 def is_number(text: str) -> bool:
     """At most 18 ASCII digits (str.isdigit also accepts '²' and other digits int() refuses,
     and int() refuses more than 4,300 digits; no field here needs more than 18)."""
     return len(text) <= 18 and text.isascii() and text.isdigit()
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """User input as quoted in an error message: at most `limit` characters of it."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text)} characters)"
 
 
 def invalid(message: str) -> ValidationError:
@@ -248,7 +261,7 @@ def parse_timezone(name: Optional[str]) -> ZoneInfo:
     try:
         return ZoneInfo(name.strip())
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValidationError(f"timezone '{name}' is not a known IANA time zone "
+        raise ValidationError(f"timezone '{shown(name)}' is not a known IANA time zone "
                               "(for example 'UTC' or 'America/New_York')",
                               field="timezone") from None
 
@@ -261,10 +274,10 @@ def parse(text: str, tz: ZoneInfo, anchor: datetime) -> Schedule:
     text = text.strip()
     cron = _CRON.fullmatch(text)
     if cron:
-        return parse_cron(cron.group(1), tz, text)
+        return parse_cron(cron.group(1), tz, shown(text))
     rate = _RATE.fullmatch(text)
     if rate:
-        return parse_rate(rate.group(1), anchor, text)
+        return parse_rate(rate.group(1), anchor, shown(text))
     hhmm = _HHMM.fullmatch(text)
     if hhmm:
         return parse_daily(int(hhmm.group(1)), int(hhmm.group(2)), tz, text)
@@ -274,6 +287,7 @@ def parse(text: str, tz: ZoneInfo, anchor: datetime) -> Schedule:
 def parse_iso(text: str) -> OneTime:
     """An ISO 8601 date-time; no offset means UTC; a fraction of a second rounds up."""
     match = _ISO.fullmatch(text)
+    text = shown(text)  # from here on, only quoted in messages
     if not match:
         raise invalid(f"run_at '{text}' is not an ISO 8601 date-time "
                       "(e.g. 2025-05-19T17:56:00Z), cron(...), rate(...) or HH:MM")
@@ -303,7 +317,8 @@ def parse_iso(text: str) -> OneTime:
 
 
 def parse_rate(body: str, anchor: datetime, text: str) -> Rate:
-    """rate(N unit): N a positive integer, unit minute(s), hour(s) or day(s)."""
+    """rate(N unit): N a positive integer, unit minute(s), hour(s) or day(s). `text` is
+    quoted in errors; the schedule's text is the form sent to AWS."""
     parts = body.split()
     if len(parts) != 2:
         raise invalid(f"{text}: a rate is 'rate(value unit)', e.g. rate(5 minutes)")
@@ -324,7 +339,9 @@ def parse_rate(body: str, anchor: datetime, text: str) -> Rate:
                       f"rate({value} {singular}s)")
     if value * _RATE_UNITS[singular] > MAX_RATE_SECONDS:
         raise invalid(f"{text}: a rate may be at most ten years")
-    return Rate(value=value, unit=singular, anchor=anchor, text=text)
+    schedule = Rate(value=value, unit=singular, anchor=anchor)
+    schedule.text = schedule.aws_expression()[0]
+    return schedule
 
 
 def parse_daily(hour: int, minute: int, tz: ZoneInfo, text: str) -> Cron:
@@ -333,6 +350,7 @@ def parse_daily(hour: int, minute: int, tz: ZoneInfo, text: str) -> Cron:
         raise invalid(f"run_at '{text}': HH:MM needs an hour 00-23 and a minute 00-59")
     schedule = parse_cron(f"{minute} {hour} * * ? *", tz, text)
     schedule.kind = DAILY
+    schedule.text = text
     return schedule
 
 
@@ -348,30 +366,38 @@ _FIELDS = (
 
 
 def parse_cron(body: str, tz: ZoneInfo, text: str) -> Cron:
-    """An AWS cron expression: minutes hours day-of-month month day-of-week year."""
+    """An AWS cron expression: minutes hours day-of-month month day-of-week year. `text`
+    (as typed) is quoted in errors; the schedule's text is the form sent to AWS."""
     fields = body.split()
     if len(fields) != 6:
         raise invalid(f"{text}: an AWS cron expression has six fields (minutes hours "
                       f"day-of-month month day-of-week year), this one has {len(fields)}")
     minute_f, hour_f, dom_f, month_f, dow_f, year_f = fields
-    if (dom_f == "?") == (dow_f == "?"):
+    # Field by field, left to right, so an error names the first bad field; the rule on
+    # the two day fields' '?' comes after, once every field is known to be well formed.
+    minutes = _parse_plain(minute_f, _FIELDS[0], text)
+    hours = _parse_plain(hour_f, _FIELDS[1], text)
+    day_of_month = None if dom_f == "?" else _parse_day_of_month(dom_f, text)
+    months = _parse_plain(month_f, _FIELDS[3], text)
+    day_of_week = None if dow_f == "?" else _parse_day_of_week(dow_f, text)
+    years = _parse_plain(year_f, _FIELDS[5], text)
+    if (day_of_month is None) == (day_of_week is None):
         raise invalid(f"{text}: exactly one of day-of-month and day-of-week must be '?' "
                       "(e.g. cron(0 9 * * ? *) or cron(0 9 ? * MON-FRI *))")
-    for name, value in (("minutes", minute_f), ("hours", hour_f), ("month", month_f),
-                        ("year", year_f)):
-        if "?" in value:
-            raise invalid(f"{text}: '?' is allowed only in day-of-month or day-of-week, "
-                          f"not in {name}")
+    expression = f"cron({' '.join(value.upper() for value in fields)})"
+    if len(expression) > MAX_EXPRESSION:
+        raise invalid(f"{text}: EventBridge accepts expressions of at most {MAX_EXPRESSION} "
+                      f"characters; this one has {len(expression)}")
     schedule = Cron(
-        minutes=tuple(sorted(_parse_plain(minute_f, _FIELDS[0], text))),
-        hours=tuple(sorted(_parse_plain(hour_f, _FIELDS[1], text))),
-        day_of_month=None if dom_f == "?" else _parse_day_of_month(dom_f, text),
-        months=frozenset(_parse_plain(month_f, _FIELDS[3], text)),
-        day_of_week=None if dow_f == "?" else _parse_day_of_week(dow_f, text),
-        years=tuple(sorted(_parse_plain(year_f, _FIELDS[5], text))),
-        text=text,
+        minutes=tuple(sorted(minutes)),
+        hours=tuple(sorted(hours)),
+        day_of_month=day_of_month,
+        months=frozenset(months),
+        day_of_week=day_of_week,
+        years=tuple(sorted(years)),
+        text=expression,
         tz=tz,
-        expression=f"cron({' '.join(fields)})",
+        expression=expression,
     )
     return schedule
 
@@ -383,7 +409,8 @@ def _number(token: str, spec, text: str) -> int:
         return names[upper]
     if not is_number(token):
         hint = f" or {next(iter(names))}-style names" if names else ""
-        raise invalid(f"{text}: '{token}' is not valid in {name} (numbers {low}-{high}{hint})")
+        raise invalid(f"{text}: '{shown(token, 20)}' is not a valid value in {name} "
+                      f"(numbers {low}-{high}{hint})")
     value = int(token)
     if not low <= value <= high:
         extra = " (1 = SUN ... 7 = SAT)" if name == "day-of-week" else ""
@@ -394,6 +421,12 @@ def _number(token: str, spec, text: str) -> int:
 def _parse_plain(value: str, spec, text: str) -> set:
     """A field of numbers: lists, ranges, steps and *."""
     name, low, high, _ = spec
+    _ascii(value, name, text)
+    if "?" in value:
+        if name in ("day-of-month", "day-of-week"):
+            raise invalid(f"{text}: '?' in {name} stands alone, as the whole field")
+        raise invalid(f"{text}: '?' is allowed only in day-of-month or day-of-week, "
+                      f"not in {name}")
     result: set = set()
     for item in value.split(","):
         if not item:
@@ -402,7 +435,8 @@ def _parse_plain(value: str, spec, text: str) -> set:
         step = 1
         if step_text != "" or "/" in item:
             if not is_number(step_text) or int(step_text) < 1:
-                raise invalid(f"{text}: the step in {name} '{item}' must be a positive number")
+                raise invalid(f"{text}: the step in {name} '{shown(item, 20)}' must be a "
+                              "positive number")
             step = int(step_text)
         if base == "*":
             start, end = low, high
@@ -410,16 +444,30 @@ def _parse_plain(value: str, spec, text: str) -> set:
             first, _, last = base.partition("-")
             start, end = _number(first, spec, text), _number(last, spec, text)
             if start > end:
-                raise invalid(f"{text}: the range '{base}' in {name} runs backwards")
+                if name == "year":
+                    raise invalid(f"{text}: the range '{base}' in {name} runs backwards")
+                # A range past the field's end wraps around (hours 20-2 = 20..23, 0..2),
+                # as AWS documents for hours and Quartz does in every field but the year;
+                # a step counts on across the wrap (minutes 50-10/10 = 50, 0, 10).
+                end += high - low + 1
         else:
             start = _number(base, spec, text)
             end = high if "/" in item else start
-        result.update(range(start, end + 1, step))
+        size = high - low + 1
+        result.update(low + (number - low) % size for number in range(start, end + 1, step))
     return result
+
+
+def _ascii(value: str, name: str, text: str) -> None:
+    # Only ASCII is valid: 'ſun'.upper() would be 'SUN' and '5ﬂ'.upper() '5FL'.
+    if not value.isascii():
+        raise invalid(f"{text}: '{shown(value, 20)}' is not a valid value in {name} "
+                      "(ASCII only)")
 
 
 def _parse_day_of_month(value: str, text: str) -> DayOfMonth:
     spec = _FIELDS[2]
+    _ascii(value, spec[0], text)
     days: set = set()
     nearest: set = set()
     last = last_weekday = False
@@ -435,7 +483,8 @@ def _parse_day_of_month(value: str, text: str) -> DayOfMonth:
                 raise invalid(f"{text}: 'W' in day-of-month follows one day number, e.g. 15W")
             nearest.add(_number(day, spec, text))
         elif "L" in upper or "W" in upper or "#" in upper:
-            raise invalid(f"{text}: '{item}' is not valid in day-of-month (use L, LW or nW)")
+            raise invalid(f"{text}: '{shown(item, 20)}' is not a valid value in day-of-month "
+                          "(use L, LW or nW)")
         else:
             days |= _parse_plain(item, spec, text)
     return DayOfMonth(frozenset(days), last, last_weekday, frozenset(nearest))
@@ -443,9 +492,14 @@ def _parse_day_of_month(value: str, text: str) -> DayOfMonth:
 
 def _parse_day_of_week(value: str, text: str) -> DayOfWeek:
     spec = _FIELDS[4]
+    _ascii(value, spec[0], text)
     days: set = set()
     last: set = set()
     nth: set = set()
+    if "#" in value and "," in value:
+        # AWS: with '#' the day-of-week field holds one expression only; "3#1,6#3" is two.
+        raise invalid(f"{text}: with '#' day-of-week holds one expression only (e.g. 6#3), "
+                      f"not a list like '{shown(value, 20)}'")
     for item in value.split(","):
         upper = item.upper()
         if "/" in upper:
@@ -453,17 +507,17 @@ def _parse_day_of_week(value: str, text: str) -> DayOfWeek:
         if upper == "L":
             days.add(7)  # a lone L in day-of-week means its last day, SAT
         elif upper.endswith("L"):
-            last.add(_number(upper[:-1], spec, text))
+            last.add(_number(item[:-1], spec, text))
         elif "#" in upper:
-            day, _, occurrence = upper.partition("#")
+            day, _, occurrence = item.partition("#")
             if not is_number(occurrence) or not 1 <= int(occurrence) <= 5:
-                raise invalid(f"{text}: in '{item}' the number after # must be 1-5 "
+                raise invalid(f"{text}: in '{shown(item, 20)}' the number after # must be 1-5 "
                               "(the n-th such weekday of the month)")
             nth.add((_number(day, spec, text), int(occurrence)))
         elif upper.endswith("W") and is_number(upper[:-1]):
             raise invalid(f"{text}: 'W' is allowed only in day-of-month")
         else:
-            days |= _parse_plain(upper, spec, text)
+            days |= _parse_plain(item, spec, text)
     return DayOfWeek(frozenset(days), frozenset(last), frozenset(nth))
 
 
@@ -481,7 +535,7 @@ def validate_new(schedule: Schedule, now: datetime, horizon_days: int) -> dateti
         return schedule.at
     first = schedule.next_after(now)
     if first is None:
-        raise invalid(f"{schedule.text} has no future firing")
+        raise invalid(f"{shown(schedule.text)} has no future firing")
     return first
 
 

@@ -157,7 +157,8 @@ def parse_preview(params: Optional[Dict[str, str]], now: datetime) -> Dict[str, 
 
 
 def _echo(schedule: schedules.Schedule) -> str:
-    # An ISO time is echoed normalised to UTC; expressions as given.
+    # An ISO time is echoed normalised to UTC; cron() and rate() in the form sent to AWS
+    # (schedules.parse normalises case and spacing); HH:MM as given.
     if isinstance(schedule, schedules.OneTime):
         return schedule.at.strftime("%Y-%m-%dT%H:%M:%SZ")
     return schedule.text

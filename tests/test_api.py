@@ -98,20 +98,25 @@ def test_fraction_of_second_rounds_up(api):
         "%Y-%m-%dT%H:%M:%SZ")
 
 
-@pytest.mark.parametrize("run_at,timezone_name,expression,tz_expected", [
+@pytest.mark.parametrize("run_at,timezone_name,expression,tz_expected,stored", [
     ("cron(0 9 ? * MON-FRI *)", "America/New_York", "cron(0 9 ? * MON-FRI *)",
-     "America/New_York"),
-    ("rate(5 minutes)", None, "rate(5 minutes)", "UTC"),
-    ("09:30", "Europe/Berlin", "cron(30 9 * * ? *)", "Europe/Berlin"),
+     "America/New_York", "cron(0 9 ? * MON-FRI *)"),
+    ("rate(5 minutes)", None, "rate(5 minutes)", "UTC", "rate(5 minutes)"),
+    ("09:30", "Europe/Berlin", "cron(30 9 * * ? *)", "Europe/Berlin", "09:30"),
+    # any case and spacing: stored and echoed in the form sent to EventBridge
+    ("CRON(0  9 ? * mon-fri *)", "America/New_York", "cron(0 9 ? * MON-FRI *)",
+     "America/New_York", "cron(0 9 ? * MON-FRI *)"),
+    ("RATE( 5  Minutes )", None, "rate(5 minutes)", "UTC", "rate(5 minutes)"),
 ])
 def test_recurring_task_is_armed_with_its_expression(api, run_at, timezone_name, expression,
-                                                     tz_expected):
+                                                     tz_expected, stored):
     body = {**spec_example(run_at=run_at)}
     if timezone_name:
         body["timezone"] = timezone_name
     response = api.post("/schedule-task", body)
     assert response.status_code == 201, response.json
-    assert response.json["run_at"] == run_at
+    assert response.json["run_at"] == stored
+    assert api.get(f"/tasks/{response.json['task_id']}").json["run_at"] == stored
     next_run = datetime.fromisoformat(response.json["next_run_at"].replace("Z", "+00:00"))
     assert datetime.now(timezone.utc) < next_run < datetime.now(timezone.utc) + timedelta(days=4)
     detail = boto3.client("scheduler").get_schedule(

@@ -3,6 +3,8 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chalicelib import schedules
 from chalicelib.errors import ValidationError
@@ -121,6 +123,26 @@ NEXT = [
      ["2025-10-26T00:00", "2025-10-26T02:00", "2025-10-26T03:00"]),
     ("cron(0 0 * * ? *)", "Asia/Kolkata", START,  # a half-hour offset
      ["2025-05-19T18:30", "2025-05-20T18:30", "2025-05-21T18:30"]),
+    # Ranges that wrap around the end of their field (documented for hours; the other
+    # fields as in Quartz, whose cron EventBridge's is: only the year refuses to wrap)
+    ("cron(0/30 20-2 ? * MON-FRI *)", "UTC", at("2025-05-19T23:00"),  # AWS's own example
+     ["2025-05-19T23:30", "2025-05-20T00:00", "2025-05-20T00:30"]),
+    ("cron(0/30 20-2 ? * MON-FRI *)", "UTC", at("2025-05-20T02:00"),  # 02:30 is in hour 2
+     ["2025-05-20T02:30", "2025-05-20T20:00", "2025-05-20T20:30"]),
+    ("cron(0/30 20-2 ? * MON-FRI *)", "UTC", at("2025-05-23T23:45"),  # fields, not spans:
+     ["2025-05-26T00:00", "2025-05-26T00:30", "2025-05-26T01:00"]),  # no Saturday 00:00
+    ("cron(0 9 ? * FRI-MON *)", "UTC", START,  # FRI, SAT, SUN, MON
+     ["2025-05-23T09:00", "2025-05-24T09:00", "2025-05-25T09:00"]),
+    ("cron(0 9 ? * 7-1 *)", "UTC", START,  # SAT-SUN
+     ["2025-05-24T09:00", "2025-05-25T09:00", "2025-05-31T09:00"]),
+    ("cron(0 0 1 NOV-FEB ? *)", "UTC", START,
+     ["2025-11-01T00:00", "2025-12-01T00:00", "2026-01-01T00:00"]),
+    ("cron(50-10/10 9 * * ? *)", "UTC", START,  # 50, 0, 10: the step runs across the wrap
+     ["2025-05-20T09:00", "2025-05-20T09:10", "2025-05-20T09:50"]),
+    ("cron(0 0 30-2 * ? *)", "UTC", START,  # 30, 31, 1, 2 (modulo 31, as Quartz)
+     ["2025-05-30T00:00", "2025-05-31T00:00", "2025-06-01T00:00"]),
+    ("cron(0 22-1/2 * * ? *)", "UTC", START,  # 22, 0
+     ["2025-05-19T22:00", "2025-05-20T00:00", "2025-05-20T22:00"]),
     # rates count from creation, whatever the start
     ("rate(1 minute)", "UTC", at("2025-05-19T17:00:30"),
      ["2025-05-19T17:01", "2025-05-19T17:02", "2025-05-19T17:03"]),
@@ -158,11 +180,28 @@ def test_cron_with_no_future_firing_ends():
     ("cron(0 9 * * ? 1969)", "out of range in year"),
     ("cron(0 9 ? * MON/2 *)", "not allowed in day-of-week"),
     ("cron(0 9 ? * 2#0 *)", "after # must be 1-5"),
+    # AWS: "If you use a '#' character, you can define only one expression in the
+    # day-of-week field. For example, "3#1,6#3" is not valid"
+    ("cron(0 0 ? * 3#1,6#3 *)", "with '#' day-of-week holds one expression only"),
+    ("cron(0 0 ? * 2#1,3 *)", "with '#' day-of-week holds one expression only"),
+    ("cron(0 0 ? * MON,FRI#2 *)", "with '#' day-of-week holds one expression only"),
+    ("cron(0 0 ? * 2#1#2 *)", "after # must be 1-5"),
     ("cron(0 9 LW5 * ? *)", "day-of-month"),
-    ("cron(0 9 10-5 * ? *)", "runs backwards"),
+    ("cron(0 9 * * ? 2030-2025)", "the range '2030-2025' in year runs backwards"),
     ("cron(0/0 9 * * ? *)", "step"),
     ("cron(0 ? * * ? *)", "'?' is allowed only"),
-    ("cron(0 9 * FOO ? *)", "not valid in month"),
+    ("cron(0 9 * FOO ? *)", "'FOO' is not a valid value in month"),
+    # the first bad field is named before the day fields' '?' rule is checked
+    ("cron(a b c d e f)", "'a' is not a valid value in minutes"),
+    ("cron(0 b c d e f)", "'b' is not a valid value in hours"),
+    ("cron(0 9 c * * *)", "'c' is not a valid value in day-of-month"),
+    ("cron(0 9 * JANUARY * *)", "'JANUARY' is not a valid value in month"),
+    ("cron(0 9 * * MONDAY *)", "'MONDAY' is not a valid value in day-of-week"),
+    ("cron(0 9 * * * 20x5)", "'20x5' is not a valid value in year"),
+    ("cron(0 9 * * * 2200)", "out of range in year"),
+    ("cron(0 ? * * * *)", "'?' is allowed only in day-of-month or day-of-week, not in hours"),
+    ("cron(0 9 ?,1 * ? *)", "'?' in day-of-month stands alone"),
+    ("cron(0 9 ? * monday *)", "'monday' is not a valid value in day-of-week"),  # as typed
     ("rate(30 seconds)", "under one minute"),
     ("rate(5)", "rate(value unit)"),
     ("rate(-5 minutes)", "positive whole number"),
@@ -223,3 +262,141 @@ def test_bad_time_zone(name):
 ])
 def test_aws_expressions(expression, zone, aws):
     assert schedules.parse(expression, ZoneInfo(zone), anchor=START).aws_expression() == aws
+
+
+LONG_CRON = "cron({} 9 * * ? {})".format(",".join(str(m) for m in range(60)),
+                                         ",".join(str(y) for y in range(2030, 2050)))
+
+
+@pytest.mark.parametrize("typed,stored", [
+    ("CRON(0 9 ? * MON-FRI *)", "cron(0 9 ? * MON-FRI *)"),
+    ("cron(0  9 ? *   MON-FRI *)", "cron(0 9 ? * MON-FRI *)"),
+    ("Cron( 0 9 ? * mon-fri * )", "cron(0 9 ? * MON-FRI *)"),
+    ("cron(0\t9 ? * 2#1 *)", "cron(0 9 ? * 2#1 *)"),
+    ("cron(0 9\n* * ? *)", "cron(0 9 * * ? *)"),
+    ("cron(0 9 lw jan,jul ? *)", "cron(0 9 LW JAN,JUL ? *)"),
+    ("cron(0 3 ? * sat,SUN *)", "cron(0 3 ? * SAT,SUN *)"),
+    ("RATE(5 MINUTES)", "rate(5 minutes)"),
+    ("rate(5  minutes)", "rate(5 minutes)"),
+    ("Rate( 1 Hour )", "rate(1 hour)"),
+    ("rate(05 minutes)", "rate(5 minutes)"),
+    ("rate(2\ndays)", "rate(2 days)"),
+])
+def test_expressions_are_kept_in_the_form_sent_to_aws(typed, stored):
+    # EventBridge documents cron(fields) and rate(value unit), lower case, fields separated
+    # by white space; what is stored and echoed is exactly what is sent.
+    schedule = schedules.parse(typed, ZoneInfo("UTC"), anchor=START)
+    assert schedule.text == stored
+    assert schedule.aws_expression()[0] == stored
+    again = schedules.parse(stored, ZoneInfo("UTC"), anchor=START)
+    assert again.text == stored and again.upcoming(START, 3) == schedule.upcoming(START, 3)
+
+
+def test_daily_time_is_kept_as_typed():
+    schedule = schedules.parse("9:30", ZoneInfo("UTC"), anchor=START)
+    assert schedule.text == "9:30" and schedule.aws_expression()[0] == "cron(30 9 * * ? *)"
+
+
+def test_expression_longer_than_eventbridge_accepts():
+    assert len(LONG_CRON) > 256
+    with pytest.raises(ValidationError, match="at most 256 characters"):
+        schedules.parse(LONG_CRON, ZoneInfo("UTC"), anchor=START)
+
+
+@pytest.mark.parametrize("typed", ["cron(0 9 ? * ſun *)", "cron(0 9 ? * 5ﬂ *)",
+                                   "cron(0 9 ? * frı *)"])
+def test_non_ascii_look_alikes_are_refused(typed):
+    # 'ſ'.upper() == 'S', 'ﬂ'.upper() == 'FL', 'ı'.upper() == 'I'
+    with pytest.raises(ValidationError, match="not a valid value in day-of-week"):
+        schedules.parse(typed, ZoneInfo("UTC"), anchor=START)
+
+
+HUGE = 100_000
+
+
+@pytest.mark.parametrize("typed", [
+    "cron(" + "a" * HUGE + " * * * ? *)",
+    "cron(0 " + "9" * HUGE + " * * ? *)",
+    "cron(0 9 " + "1," * HUGE + "2 * ? *)",
+    "cron(0 9 " + "1-2/" * HUGE + " * ? *)",
+    "cron(0 9 ? * " + "2#1," * HUGE + " *)",
+    "cron(0 9 ? * " + "é" * HUGE + " *)",
+    "cron(0 9 ? * MON *" + " *" * HUGE + ")",
+    "cron(0 9 * * ? *" + "x" * HUGE,
+    "cron({} 9 * * ? *)".format(",".join(str(m % 60) for m in range(HUGE))),
+    "rate(" + "5" * HUGE + " minutes)",
+    "rate(5 " + "minute" * HUGE + ")",
+    "x" * HUGE,
+    "2025-13-01T00:00:00Z" + " " * HUGE + "!",
+])
+def test_messages_quote_long_input_briefly(typed):
+    with pytest.raises(ValidationError) as error:
+        schedules.parse(typed, ZoneInfo("UTC"), anchor=START)
+    assert len(error.value.message) < 300, error.value.message[:400]
+    assert error.value.field == "run_at"
+
+
+def test_time_zone_message_quotes_long_input_briefly():
+    with pytest.raises(ValidationError) as error:
+        schedules.parse_timezone("Mars/" + "x" * HUGE)
+    assert len(error.value.message) < 300 and "Mars/x" in error.value.message
+
+
+JUNK = ["0", "9", "60", "*", "?", "L", "W", "#", "/", "-", ",", "MON", "jan", "\u00b2",
+        "\u017fun", "\ufb02", "(", ")", "\u0661"]
+VALUES = [  # per field: values in range (names in any case), and a few just outside it
+    (["0", "7", "30", "59"], ["60"]),
+    (["0", "2", "20", "23"], ["24"]),
+    (["1", "15", "28", "30", "31"], ["0", "32"]),
+    (["1", "2", "11", "12", "JAN", "nov", "Feb"], ["0", "13"]),
+    (["1", "2", "6", "7", "MON", "fri", "SUN"], ["0", "8"]),
+    (["2025", "2026", "2030", "2199"], ["1969", "2200"]),
+]
+SPECIALS = [[], [], ["L", "LW", "lw", "15W", "1W", "31W", "32W", "L-3"], [],
+            ["L", "6L", "1l", "2#1", "6#5", "2#6", "MON#2"], []]
+
+
+def cron_field(index):
+    """Mostly well-formed values of one field, some out of range, now and then junk."""
+    valid, wrong = VALUES[index]
+    atom = st.sampled_from(valid * 6 + wrong)
+    step = st.sampled_from(["1", "2", "5", "15", "30", "0"] if index != 4 else ["2"])
+    span = st.tuples(atom, atom).map("-".join)
+    item = st.one_of(atom, st.sampled_from(["*"] + SPECIALS[index]), span,
+                     st.tuples(st.one_of(atom, st.just("*"), span), step).map("/".join))
+    field = st.lists(item, min_size=1, max_size=2).map(",".join)
+    junk = st.lists(st.sampled_from(JUNK), min_size=1, max_size=4).map("".join)
+    return st.one_of(*[field] * 19, junk)
+
+
+FIELDS = [cron_field(index) for index in range(6)]
+SEPARATOR = st.sampled_from([" ", " ", " ", "  ", "\t", " \n ", "\u00a0"])
+
+
+@st.composite
+def cron_bodies(draw):
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.text(max_size=40))  # anything at all
+    count = draw(st.sampled_from([6] * 18 + [5, 7]))
+    question = draw(st.sampled_from([(2,), (4,)] * 9 + [(), (2, 4)]))  # day fields that are ?
+    fields = ["?" if index in question else draw(FIELDS[index % 6]) for index in range(count)]
+    return "".join(draw(SEPARATOR) + field for field in fields)
+
+
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(body=cron_bodies(), prefix=st.sampled_from(["cron", "CRON", "Cron"]))
+def test_any_cron_text_parses_or_is_a_validation_error(body, prefix):
+    typed = f"{prefix}({body})"
+    try:
+        schedule = schedules.parse(typed, ZoneInfo("Europe/Berlin"), anchor=START)
+    except ValidationError as error:
+        assert error.field == "run_at" and len(error.message) < 300
+        return
+    # It parsed: what is stored is what AWS gets, within its limit, and reads back the same.
+    expression = schedule.aws_expression()[0]
+    assert schedule.text == expression and len(expression) <= 256 and expression.isascii()
+    assert schedules.parse(expression, ZoneInfo("Europe/Berlin"), anchor=START).text == \
+        expression
+    schedule.upcoming(START, 2)
+
