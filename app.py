@@ -102,7 +102,7 @@ def dashboard_page():
 
 @api_route("/health", methods=["GET", "HEAD"], authorizer=None)
 def health():
-    return {"status": "ok"}
+    return service.health()
 
 
 @api_route("/openapi.json", methods=["GET", "HEAD"], authorizer=None)

@@ -48,6 +48,14 @@ class Conflict(SchedulerError):
     code = "conflict"
 
 
+class StoreUnavailable(SchedulerError):
+    """The store cannot take or keep a write now (read-only or full disk, its file gone):
+    nothing was acknowledged, and trying again later may work."""
+
+    status = 503
+    code = "store_unavailable"
+
+
 class ClaimLost(Exception):
     """A conditional write found the task no longer in the state the caller held.
 

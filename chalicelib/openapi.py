@@ -181,7 +181,10 @@ def document(server_url: str = "/") -> dict:
             "/health": _with_head({"get": {"summary": "Liveness", "security": [], "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["status"],
-                    "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}}}}}),
+                    "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}},
+                "503": {"description": "the store cannot take a write now (the local "
+                                       "store's file read-only, full or gone)", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}}),
             "/openapi.json": _with_head({"get": {"summary": "This document", "security": [],
                                                  "responses": {
                 "200": {"description": "OpenAPI 3", "content": {"application/json": {

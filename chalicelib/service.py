@@ -159,6 +159,12 @@ def list_tasks(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
     return {"tasks": [describe(task) for task in page.tasks], "next_token": page.next_token}
 
 
+def health() -> Dict[str, Any]:
+    """GET /health: ok, or StoreUnavailable (503) when the store cannot take a write."""
+    get_store().check()
+    return {"status": "ok"}
+
+
 def preview(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
     """GET /preview: a run_at's next firings, validated as POST validates it; stores nothing."""
     return parse_preview(params, utcnow())

@@ -1,10 +1,11 @@
 """SQLite adapter specifics: index use, durability across reopen, many writer threads."""
+import shutil
 import sqlite3
 import threading
 
 import pytest
 
-from chalicelib.errors import ClaimLost
+from chalicelib.errors import ClaimLost, StoreUnavailable
 from chalicelib.models import utcnow
 from chalicelib.store import get_store
 from chalicelib.store.sqlite import SQLiteTaskStore
@@ -54,25 +55,143 @@ def test_claims_from_many_threads_each_win_once(sqlite_store, make_task):
     assert sorted(wins) == sorted(t.task_id for t in tasks)
 
 
-class _FailingCommit:
-    """A connection whose COMMIT fails (as on a full disk), recording what it was sent."""
+class DiskFaults:
+    """The file's trouble, as SQLite reports it, for every connection the store opens while
+    a fault is on: `readonly` fails each write ("attempt to write a readonly database") and,
+    as SQLite's cached state did, a connection that failed once keeps failing; `full` fails
+    each COMMIT ("database or disk is full")."""
 
-    def __init__(self):
-        self.sent = []
+    def __init__(self, monkeypatch):
+        self.readonly = self.full = False
+        self.opened, self.connections = 0, []
+        real_open = SQLiteTaskStore._open
+        faults = self
 
-    def execute(self, sql, *args):
-        self.sent.append(sql)
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("database or disk is full")
+        class Connection:
+            def __init__(self, real):
+                self.real, self.broken, self.sent = real, False, []
+
+            def execute(self, sql, *args):
+                self.sent.append(sql.split(None, 1)[0] if sql.startswith("INSERT") else sql)
+                writes = sql.split(None, 1)[0].upper() in (
+                    "BEGIN", "INSERT", "UPDATE", "DELETE", "COMMIT")
+                if writes and (faults.readonly or self.broken):
+                    self.broken = True
+                    raise sqlite3.OperationalError("attempt to write a readonly database")
+                if sql == "COMMIT" and faults.full:
+                    raise sqlite3.OperationalError("database or disk is full")
+                return self.real.execute(sql, *args)
+
+            def __getattr__(self, name):
+                return getattr(self.real, name)
+
+        def faulty_open(store):
+            faults.opened += 1
+            faults.connections.append(Connection(real_open(store)))
+            return faults.connections[-1]
+
+        monkeypatch.setattr(SQLiteTaskStore, "_open", faulty_open)
 
 
-def test_a_failed_commit_rolls_back_and_frees_the_writer_lock():
-    from chalicelib.store.sqlite import _Transaction
+@pytest.fixture
+def faults(monkeypatch):
+    return DiskFaults(monkeypatch)
 
-    connection, lock = _FailingCommit(), threading.Lock()
-    with pytest.raises(sqlite3.OperationalError):
-        with _Transaction(connection, lock):
-            connection.execute("UPDATE tasks SET status = 'x'")
-    assert connection.sent == ["BEGIN IMMEDIATE", "UPDATE tasks SET status = 'x'", "COMMIT",
-                               "ROLLBACK"]
-    assert not lock.locked()
+
+@pytest.mark.parametrize("fault", ["readonly", "full"])
+def test_a_write_the_file_cannot_take_is_a_503_and_the_store_recovers_by_itself(
+        faults, sqlite_store, make_task, fault):
+    kept = make_task(due_in=60)
+    setattr(faults, fault, True)
+    with pytest.raises(StoreUnavailable) as refused:
+        make_task(due_in=60)
+    assert refused.value.status == 503 and refused.value.body()["code"] == "store_unavailable"
+    with pytest.raises(StoreUnavailable):
+        sqlite_store.check()
+    assert not sqlite_store._write_lock.locked()
+    setattr(faults, fault, False)
+    opened = faults.opened
+    later = make_task(due_in=60)  # no restart: a new connection replaces the failed one
+    assert faults.opened > opened
+    assert {sqlite_store.get(t.task_id).task_id for t in (kept, later)} == {
+        kept.task_id, later.task_id}
+    assert sqlite_store.list(None, 10, None).tasks.__len__() == 2  # the refused one is not
+    sqlite_store.check()
+
+
+def test_a_failed_commit_rolls_back_and_frees_the_writer_lock(faults, sqlite_store, make_task):
+    faults.full = True
+    with pytest.raises(StoreUnavailable):
+        make_task()
+    assert faults.connections[-1].sent[-3:] == ["INSERT", "COMMIT", "ROLLBACK"]
+    assert not sqlite_store._write_lock.locked()
+
+
+def test_a_deleted_data_folder_is_never_acknowledged_and_health_says_so(sqlite_store, make_task,
+                                                                        tmp_path):
+    make_task(due_in=60)
+    shutil.rmtree(tmp_path / "data")
+    with pytest.raises(StoreUnavailable):
+        make_task(due_in=60)
+    # The next call opens the path again: a new, empty store that keeps what it is given.
+    sqlite_store.check()
+    stored = make_task(due_in=60)
+    reopened = SQLiteTaskStore(tmp_path / "data" / "tasks.sqlite3")
+    assert [t.task_id for t in reopened.list(None, 10, None).tasks] == [stored.task_id]
+
+
+def test_the_folder_and_files_are_private(tmp_path, make_task, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    SQLiteTaskStore(shared / "tasks.sqlite3", own_folder=False)
+    assert shared.stat().st_mode & 0o777 == 0o755  # a folder the user chose is left as is
+    own = tmp_path / "own"
+    own.mkdir()
+    own.chmod(0o755)
+    (own / "tasks.sqlite3").touch(mode=0o644)
+    store = SQLiteTaskStore(own / "tasks.sqlite3", own_folder=True)
+    store.check()
+    assert own.stat().st_mode & 0o777 == 0o700
+    for name in ("tasks.sqlite3", "tasks.sqlite3-wal", "tasks.sqlite3-shm"):
+        assert (own / name).stat().st_mode & 0o777 == 0o600, name
+    fresh = tmp_path / "new" / "deeper"
+    SQLiteTaskStore(fresh / "tasks.sqlite3", own_folder=False)
+    assert fresh.stat().st_mode & 0o777 == 0o700
+    assert (fresh / "tasks.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_wal_is_cut_back_after_checkpoints(sqlite_store):
+    from chalicelib.store.sqlite import JOURNAL_SIZE_LIMIT
+
+    limit = sqlite_store._raw().execute("PRAGMA journal_size_limit").fetchone()[0]
+    assert limit == JOURNAL_SIZE_LIMIT
+
+
+def test_the_api_answers_503_with_its_error_body_and_health_says_so(faults, local_env,
+                                                                   auth_headers):
+    """Under `make dev`: a POST the file cannot take is a 503 with the API's error body
+    (never chalice's generic 500, never a 201), and /health fails with it."""
+    import json
+
+    from chalice.test import Client
+
+    from app import app
+    from tests.conftest import PROJECT_DIR
+    from tests.test_api import spec_example
+
+    with Client(app, stage_name="local", project_dir=str(PROJECT_DIR)) as client:
+        def post():
+            return client.http.post("/schedule-task", headers=auth_headers,
+                                    body=json.dumps(spec_example()).encode())
+
+        assert client.http.get("/health").status_code == 200
+        faults.full = True
+        refused = post()
+        assert refused.status_code == 503
+        assert json.loads(refused.body)["code"] == "store_unavailable"
+        health = client.http.get("/health")
+        assert health.status_code == 503
+        assert set(json.loads(health.body)) == {"code", "message", "field"}
+        faults.full = False
+        assert post().status_code == 201 and client.http.get("/health").status_code == 200

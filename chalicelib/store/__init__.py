@@ -20,6 +20,11 @@ LEASE_SECONDS = 120
 class TaskStore(abc.ABC):
     """Where tasks live. Every method returns dataclasses, never raw items."""
 
+    def check(self) -> None:
+        """Raise StoreUnavailable when the store cannot take writes now (for /health).
+        Adapters whose health a call would cost more than it tells leave it at this."""
+        return None
+
     @abc.abstractmethod
     def create(self, task: Task) -> None:
         """Store a new task (raises TaskExists if the id is taken)."""
@@ -128,6 +133,9 @@ def get_store() -> TaskStore:
 
         key = ("sqlite", str(config.sqlite_path()))
         if key not in _stores:
-            _stores[key] = SQLiteTaskStore(config.sqlite_path())
+            path = config.sqlite_path()
+            # The default folder is the store's own and is kept private; one a user chose
+            # with SQLITE_PATH may be shared (/tmp) and keeps its mode.
+            _stores[key] = SQLiteTaskStore(path, own_folder=path.parent == config.LOCAL_DATA_DIR)
         return _stores[key]
     raise ValueError(f"TASK_STORE={kind!r} is not supported (dynamodb, sqlite)")

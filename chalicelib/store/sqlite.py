@@ -7,14 +7,17 @@ journal with synchronous=FULL: a committed write survives a crash. One connectio
 thread; the writers of one process queue on a lock, other processes through busy_timeout;
 lone SELECTs read without taking the write lock.
 """
+import contextlib
 import json
+import logging
+import os
 import sqlite3
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
+from chalicelib.errors import ClaimLost, Conflict, StoreUnavailable, TaskExists, TaskNotFound
 from chalicelib.models import (
     CANCELLED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
     Page, Run, Task, Transition, iso_ms, parse_iso,
@@ -52,54 +55,139 @@ CREATE INDEX IF NOT EXISTS tasks_due ON tasks (priority, due_at) WHERE due_at IS
 CREATE INDEX IF NOT EXISTS tasks_due_time ON tasks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at, task_id);
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at, task_id);
+CREATE TABLE IF NOT EXISTS store_health (id INTEGER PRIMARY KEY, checked_at TEXT NOT NULL);
 """
+# Columns added after the first release, and how; statements are constants, never built
+# from input.
+MIGRATED_COLUMNS = ("firing_at", "idempotency_key", "request_hash")
+ADD_COLUMN = {column: "ALTER TABLE tasks ADD COLUMN " + column + " TEXT"
+              for column in MIGRATED_COLUMNS}
+# The WAL is cut back to this after each checkpoint, so a file that grew while the disk
+# was full does not keep the space once it is free again.
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+
+logger = logging.getLogger("task_scheduler.store")
 
 CLAIMABLE = ("((status IN (?, ?) AND next_run_at <= ?) "
              "OR (status = ? AND lease_until < ?))")
 
 
 class SQLiteTaskStore(TaskStore):
-    """Tasks in one SQLite file, safe for the threads of one process."""
+    """Tasks in one SQLite file, safe for the threads of one process.
 
-    def __init__(self, path: Path):
+    The file's trouble (read-only, full disk, its folder deleted) is a StoreUnavailable
+    (503), never an acknowledged write: a write commits only while the path still names
+    the file that was opened. After such an error every thread opens a new connection at
+    its next call, so the store recovers by itself once the trouble is gone. The folder
+    and files are private to their owner (0700 / 0600)."""
+
+    def __init__(self, path: Path, own_folder: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._own_folder = own_folder  # may tighten an existing folder's mode
         self._local = threading.local()
         # Writers of this process queue here: SQLite's own busy handler makes a waiting
         # writer sleep in growing steps (up to 100 ms), which under a burst cost more time
         # than the writes (bench/dispatch.py). Other processes still meet busy_timeout.
         self._write_lock = threading.Lock()
-        self._raw().executescript(SCHEMA)
-        self._add_missing_columns()
+        # Raised after an error: every thread's connection of an older generation is
+        # replaced at its next call (a cached connection would keep failing).
+        self._generation = 0
+        self._prepared = -1  # the generation whose first connection set up the file
+        self._opened: Optional[Tuple[int, int]] = None  # (device, inode) of the file
+        with self._unavailable_as_error():
+            self._raw()
 
-    def _add_missing_columns(self) -> None:
-        # A data file made by an earlier version lacks the newer columns.
-        connection = self._raw()
-        present = {row["name"] for row in connection.execute("PRAGMA table_info(tasks)")}
-        for name in ("firing_at", "idempotency_key", "request_hash"):
-            if name not in present:
-                connection.execute(f"ALTER TABLE tasks ADD COLUMN {name} TEXT")
-
-    def _connection(self) -> "_Transaction":
-        return _Transaction(self._raw(), self._write_lock)
-
-    def _reading(self) -> "_Reading":
-        # WAL: a lone SELECT reads a consistent snapshot without taking the write lock.
-        return _Reading(self._raw())
+    def _open(self) -> sqlite3.Connection:
+        """A new connection to the file, made private and given its schema."""
+        _make_private(self.path, self._own_folder)
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                     check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        # Name search matches as Python does (Unicode), not SQLite's ASCII-only lower().
+        connection.create_function("casefold", 1, _casefold, deterministic=True)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA busy_timeout=30000")
+        connection.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        return connection
 
     def _raw(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                         check_same_thread=False)
-            connection.row_factory = sqlite3.Row
-            # Name search matches as Python does (Unicode), not SQLite's ASCII-only lower().
-            connection.create_function("casefold", 1, _casefold, deterministic=True)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.execute("PRAGMA busy_timeout=30000")
-            self._local.connection = connection
+        held = getattr(self._local, "held", None)
+        generation = self._generation
+        if held is not None and held[0] == generation:
+            return held[1]
+        if held is not None:
+            held[1].close()
+        connection = self._open()
+        if self._prepared != generation:
+            self._prepare(connection)
+            self._prepared = generation
+        self._local.held = (generation, connection)
         return connection
+
+    def _prepare(self, connection: sqlite3.Connection) -> None:
+        # Once per generation: the schema (a new or re-created file), then a checkpoint of
+        # what a failed write may have left in the WAL (journal_size_limit cuts it back).
+        connection.executescript(SCHEMA)
+        present = {row["name"] for row in connection.execute("PRAGMA table_info(tasks)")}
+        for column in MIGRATED_COLUMNS:
+            if column not in present:  # a data file made by an earlier version
+                connection.execute(ADD_COLUMN[column])
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self._opened = _identity(self.path)
+
+    @contextlib.contextmanager
+    def _unavailable_as_error(self):
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise  # a constraint, not the file's trouble: the caller decides
+        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+            self._generation += 1
+            logger.warning({"event": "store_unavailable", "path": str(self.path),
+                            "error": str(exc)})
+            raise StoreUnavailable(f"the local store cannot take writes now ({exc}); "
+                                   "nothing was changed", field=None) from exc
+
+    @contextlib.contextmanager
+    def _connection(self):
+        """One IMMEDIATE transaction; writers of this process queue on the lock."""
+        with self._unavailable_as_error(), self._write_lock:
+            db = self._raw()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                self._still_the_opened_file()
+                db.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (disk full, I/O error) leaves the transaction open: end it,
+                # or every later write on this connection would fail.
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """The thread's connection in autocommit: each SELECT is its own read, and in WAL
+        mode it needs no lock."""
+        with self._unavailable_as_error():
+            yield self._raw()
+
+    def _still_the_opened_file(self) -> None:
+        # A commit to a file whose folder was deleted (or replaced) would be acknowledged
+        # and lost: refuse it instead.
+        try:
+            current = _identity(self.path)
+        except FileNotFoundError:
+            raise sqlite3.OperationalError(f"{self.path} is gone") from None
+        if current != self._opened:
+            raise sqlite3.OperationalError(f"{self.path} was replaced")
+
+    def check(self) -> None:
+        """A real write (one row of store_health), committed: what /health reports."""
+        with self._connection() as db:
+            db.execute("INSERT OR REPLACE INTO store_health (id, checked_at) VALUES (1, ?)",
+                       (iso_ms(datetime.now(timezone.utc)),))
 
     # ------------------------------------------------------------ writes
 
@@ -279,49 +367,24 @@ def _changed_or_raise(task_id: str, row, updated: int, verb: str, reason: str) -
     return task
 
 
-class _Transaction:
-    """`with` block = one IMMEDIATE transaction (writers queue up instead of failing)."""
-
-    def __init__(self, connection: sqlite3.Connection, lock: threading.Lock):
-        self.connection = connection
-        self.lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        try:
-            self.connection.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.lock.release()
-            raise
-        return self.connection
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        try:
-            if exc_type:
-                self.connection.execute("ROLLBACK")
-                return
-            try:
-                self.connection.execute("COMMIT")
-            except sqlite3.Error:
-                # A failed COMMIT (disk full, I/O error) leaves the transaction open on this
-                # thread's connection: end it, or every later write here would fail.
-                self.connection.execute("ROLLBACK")
-                raise
-        finally:
-            self.lock.release()
+def _identity(path: Path) -> Tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
 
-class _Reading:
-    """`with` block = the thread's connection in autocommit: each SELECT is its own read."""
-
-    def __init__(self, connection: sqlite3.Connection):
-        self.connection = connection
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.connection
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        return None
+def _make_private(path: Path, own_folder: bool) -> None:
+    """The folder 0700 (created so, or tightened when it is the store's own), the file and
+    its WAL companions 0600: they hold webhook URLs and header values."""
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif own_folder:
+        folder.chmod(0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for companion in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if companion.exists():
+            companion.chmod(0o600)
 
 
 # ---------------------------------------------------------------- row mapping

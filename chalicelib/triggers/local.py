@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from chalicelib import config, sweeper
+from chalicelib.errors import StoreUnavailable
 from chalicelib.executor import Clock, execute_task
 from chalicelib.models import Task
 from chalicelib.store import get_store
@@ -74,6 +75,7 @@ class Dispatcher:
                  threads: Optional[DaemonThreads] = None):
         self._clock = clock or Clock()
         self._run_prefix = run_prefix
+        self._recovery_pending = False  # cut-off runs still to recover (store down at start)
         self._workers = workers
         # The module's values when not given, read now so that a test can set them.
         self._grace = FAST_GRACE_SECONDS if grace is None else grace
@@ -99,12 +101,19 @@ class Dispatcher:
         """Recover cut-off runs, then start dispatching. Returns what start found."""
         store = get_store()
         now = self._clock.now()
-        recovered = store.recover_running(now, self._run_prefix)
-        overdue = sum(1 for _ in store.due(now, DUE_PAGE))
+        try:
+            recovered = store.recover_running(now, self._run_prefix)
+            overdue = sum(1 for _ in store.due(now, DUE_PAGE))
+        except StoreUnavailable as error:
+            # The server still starts (its API answers 503 meanwhile); the loop recovers
+            # the cut-off runs first, once the store takes writes again.
+            logger.warning("local trigger: the store is unavailable at start: %s", error)
+            recovered = overdue = None
+            self._recovery_pending = True
         self._thread.start()
         summary = {"event": "local_trigger_started", "recovered_runs": recovered,
                    "due_at_start": overdue}
-        logger.info("local trigger started: %d due now, %d cut-off runs recovered",
+        logger.info("local trigger started: %s due now, %s cut-off runs recovered",
                     overdue, recovered)
         return summary
 
@@ -164,6 +173,9 @@ class Dispatcher:
     def _tick(self, store) -> float:
         """Start what is due; how long to sleep before looking again."""
         now = self._clock.now()
+        if self._recovery_pending:
+            store.recover_running(now, self._run_prefix)
+            self._recovery_pending = False
         self._refresh(store, now)
         if now >= self._next_sweep:
             self._threads.run(partial(self._guarded, "daily sweep", sweeper.sweep,
