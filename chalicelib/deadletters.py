@@ -6,6 +6,7 @@ Notifications go to the SNS topic NOTIFY_TOPIC_ARN when it is set.
 """
 import json
 import logging
+import os
 import threading
 from typing import Optional
 
@@ -55,8 +56,10 @@ def dead_letter(task: Task, run: Run) -> str:
     body = json.dumps(_message(task, run, "task_dead_lettered"), default=str)
     if config.is_local() and not config.dlq_url():
         path = config.sqlite_path().parent / "dead-letters.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _lock, path.open("a", encoding="utf-8") as handle:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # 0600: a dead letter holds the task (its URL; header values are redacted).
+        with _lock, os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+                              "a", encoding="utf-8") as handle:
             handle.write(body + "\n")
         return str(path)
     url = _queue_url()

@@ -7,30 +7,78 @@ the in-process trigger, so scheduled tasks fire for real with no AWS account.
 import argparse
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
 import threading
+from typing import Callable, Optional, Tuple
 
 from chalicelib import config, observability
-from chalicelib.signing import new_secret
+from chalicelib.signing import new_secret, parse_secrets
 
 logger = logging.getLogger("task_scheduler.local")
 
 _started = False
 _start_lock = threading.Lock()
+# main() prints the banner itself once it knows the port it got (PORT=0 picks one).
+_banner_waits_for_port = False
+_banner_parts: Optional[Tuple[str, str]] = None
+# A generated token is at least this long; one written by hand must not be a guess away.
+MIN_TOKEN_LENGTH = 8
+_TOKEN = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no spaces
 
 
-def _kept(name: str, make) -> str:
-    """A value generated once and kept beside the local data (token, instance id)."""
+class LocalSetupError(Exception):
+    """A file beside the local data is unusable: the server says which and why, and
+    does not start."""
+
+
+def _kept(name: str, make: Callable[[], str], check: Callable[[str], None]) -> str:
+    """A value generated once and kept beside the local data (token, secret, instance id),
+    checked with `check` when read back. An empty file is made again, with a warning: an
+    emptied secret must not turn signing off."""
     path = config.sqlite_path().parent / name
     if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            text = path.read_bytes().decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise LocalSetupError(f"{path} is not UTF-8 text; fix it, or delete it to have "
+                                  "a new one made") from None
+        if text:
+            check(text)
+            return text
+        print(f"task-scheduler: {path} was empty; made a new {name}", file=sys.stderr)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = make()
-    path.write_text(value + "\n")
+    check(value)
+    # Created 0600, never world-readable for a moment; an existing one is tightened too.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(value + "\n")
     path.chmod(0o600)
     return value
+
+
+def _check_token(text: str) -> None:
+    if not _TOKEN.fullmatch(text) or "," in text or len(text) < MIN_TOKEN_LENGTH:
+        raise LocalSetupError(
+            f"{config.sqlite_path().parent / 'api-token'} must hold one token: at least "
+            f"{MIN_TOKEN_LENGTH} printable ASCII characters, no spaces or commas (to have "
+            "several, set API_TOKENS); fix it, or delete it to have a new one made")
+
+
+def _check_secret(text: str) -> None:
+    try:
+        parse_secrets(text)
+    except ValueError as error:
+        raise LocalSetupError(f"{config.sqlite_path().parent / 'webhook-secret'}: {error}; "
+                              "fix it, or delete it to have a new one made") from None
+
+
+def _check_instance(text: str) -> None:
+    if not re.fullmatch(r"[0-9a-f]{8}", text):
+        raise LocalSetupError(f"{config.sqlite_path().parent / 'instance-id'} must hold 8 "
+                              "hex digits; delete it to have a new one made")
 
 
 def local_token() -> tuple:
@@ -39,7 +87,7 @@ def local_token() -> tuple:
     given = config.api_tokens()
     if given:
         return given.split(",")[0].strip(), "API_TOKENS"
-    token = _kept("api-token", lambda: secrets.token_urlsafe(24))
+    token = _kept("api-token", lambda: secrets.token_urlsafe(24), _check_token)
     os.environ[config.API_TOKENS] = token
     return token, f"generated, kept in {config.sqlite_path().parent / 'api-token'}"
 
@@ -80,17 +128,36 @@ def start_if_local() -> None:
             return
         _started = True
     observability.configure_local_logging()
+    try:
+        _start_local()
+    except LocalSetupError as error:
+        if _banner_waits_for_port:
+            raise  # main() says it and exits 2
+        print(f"task-scheduler: {error}", file=sys.stderr)  # chalice local
+        raise SystemExit(2) from None
+
+
+def _start_local() -> None:
     from chalicelib.triggers.local import start_dispatcher
 
+    global _banner_parts
     token, source = local_token()
     if not config.webhook_signing_secret() and not config.webhook_signing_secret_param():
-        os.environ[config.WEBHOOK_SIGNING_SECRET] = _kept("webhook-secret", new_secret)
-    # The banner is for the person at the terminal; stdout carries only JSON lines.
-    print(banner(token, source, _serving_port()), file=sys.stderr, flush=True)
+        os.environ[config.WEBHOOK_SIGNING_SECRET] = _kept("webhook-secret", new_secret,
+                                                          _check_secret)
+    if _banner_waits_for_port:
+        _banner_parts = (token, source)
+    else:  # chalice local: its --port is on its command line
+        print_banner(token, source, _serving_port())
     # Runs of this data folder's server carry its id, so a restart recovers exactly the
     # runs its previous life left behind, and not those of anything else on the store.
-    instance = _kept("instance-id", lambda: secrets.token_hex(4))
+    instance = _kept("instance-id", lambda: secrets.token_hex(4), _check_instance)
     start_dispatcher(run_prefix=f"local-{instance}-")
+
+
+def print_banner(token: str, source: str, port: int) -> None:
+    """The banner, for the person at the terminal: on stderr, as stdout is JSON lines."""
+    print(banner(token, source, port), file=sys.stderr, flush=True)
 
 
 def _serving_port() -> int:
@@ -119,6 +186,18 @@ def _start_moto() -> None:
     os.environ[config.TASK_STORE] = "dynamodb"
     print(bootstrap.ensure_table(), "(moto server at", config.endpoint_url() + ")",
           file=sys.stderr)
+
+
+def _server_class():
+    from chalice.local import ThreadedHTTPServer
+
+    class Server(ThreadedHTTPServer):
+        """chalice's server with a listen backlog for bursts: the default 5 made 50 clients
+        wait ~1 s in SYN retransmits (the POST p99 was all connection set-up)."""
+
+        request_queue_size = 1024
+
+    return Server
 
 
 def _request_handler():
@@ -182,11 +261,20 @@ def main(argv=None) -> int:
 
     from chalicelib.triggers.local import stop_dispatcher
 
+    global _banner_waits_for_port
+    _banner_waits_for_port = True
     factory = CLIFactory(str(config.PROJECT_DIR), environ=os.environ)
     stage_config = factory.create_config_obj(chalice_stage_name=config.LOCAL_STAGE)
-    app = stage_config.chalice_app  # importing app.py starts the trigger
+    try:
+        app = stage_config.chalice_app  # importing app.py starts the trigger
+    except LocalSetupError as error:
+        print(f"task-scheduler: {error}", file=sys.stderr)
+        return 2
     server = LocalDevServer(app, stage_config, args.host, config.port(),
-                            handler_cls=_request_handler())
+                            handler_cls=_request_handler(), server_cls=_server_class())
+    port = server.server.server_address[1]
+    if _banner_parts:
+        print_banner(*_banner_parts, port)
 
     def shut_down(signum, _frame):
         logger.info("received %s, shutting down", signal.Signals(signum).name)
@@ -195,7 +283,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, shut_down)
     signal.signal(signal.SIGINT, shut_down)
     # LocalDevServer.serve_forever would print a plain-text line on stdout first.
-    observability.event("serving", url=f"http://{args.host}:{server.server.server_address[1]}")
+    observability.event("serving", url=f"http://{args.host}:{port}")
     server.server.serve_forever()
     finished = stop_dispatcher(timeout=10.0)
     logger.info("stopped%s", "" if finished else

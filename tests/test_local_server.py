@@ -1,6 +1,8 @@
 """The local stage as a user runs it: real server processes, real sockets, restarts."""
 import json
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -11,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, DevServer
 
 
 def whole_seconds_from_now(seconds):
@@ -100,7 +104,7 @@ def test_token_is_required_and_the_banner_shows_it(servers):
     server = servers(extra_env={"API_TOKENS": ""}).start()
     token_file = server.data_dir / "api-token"
     token = token_file.read_text().strip()
-    assert len(token) >= 24
+    assert len(token) >= 24 and token_file.stat().st_mode & 0o777 == 0o600
     assert token in server.err.read_text()
     assert "curl -s -X POST" in server.err.read_text()
     request = urllib.request.Request(server.url + "/tasks")
@@ -197,3 +201,74 @@ def test_head_answers_like_get_without_a_body(servers, path):
         assert head.getheader("Content-Type") == get.getheader("Content-Type")
     finally:
         connection.close()
+
+
+BAD_FILES = [
+    ("api-token", b"x,,", "must hold one token"),
+    ("api-token", b"\xff\xfe\x00bad", "is not UTF-8 text"),
+    ("api-token", b"short", "at least 8"),
+    ("api-token", b"two tokens-here", "no spaces or commas"),
+    ("webhook-secret", b"not-a-secret!", "webhook signing secret is not whsec_"),
+    ("webhook-secret", b"\xc3\x28", "is not UTF-8 text"),
+    ("instance-id", b"zz", "8 hex digits"),
+]
+
+
+@pytest.mark.parametrize("name,content,message", BAD_FILES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_FILES)])
+def test_an_unusable_local_file_stops_the_start_with_a_clear_message(tmp_path, name, content,
+                                                                      message):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / name).write_bytes(content)
+    env = {key: value for key, value in os.environ.items()
+           if key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    env.update({"PORT": "0", "SQLITE_PATH": str(data / "tasks.sqlite3")})
+    result = subprocess.run([sys.executable, "-m", "chalicelib.local_server"], cwd=PROJECT_DIR,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and str(data / name) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (data / name).read_bytes() == content  # left for the user to fix
+
+
+def test_an_empty_secret_is_made_again_and_webhooks_stay_signed(servers, receiver):
+    server = servers(extra_env={"API_TOKENS": LOCAL_TOKEN})
+    server.data_dir.mkdir(parents=True)
+    (server.data_dir / "webhook-secret").write_text("\n")
+    server.start()
+    secret = (server.data_dir / "webhook-secret").read_text().strip()
+    assert secret.startswith("whsec_")
+    assert "webhook-secret was empty; made a new webhook-secret" in server.err.read_text()
+    task_id = server.schedule(receiver.url, whole_seconds_from_now(1))
+    server.wait_status(task_id, "completed")
+    headers = receiver.requests[0]["headers"]
+    from standardwebhooks.webhooks import Webhook
+
+    Webhook(secret).verify(receiver.requests[0]["body"], {
+        k: headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")})
+
+
+def test_local_data_is_private_to_its_owner(tmp_path, receiver):
+    """A folder the server creates is 0700; the store, its WAL, the secrets and the dead
+    letters are 0600 (they hold URLs and header values)."""
+    data = tmp_path / "fresh" / "data"  # made by the server, not by this test
+    server = DevServer(tmp_path, extra_env={"SQLITE_PATH": str(data / "tasks.sqlite3")})
+    server.start()
+    try:
+        task_id = server.schedule(receiver.url, whole_seconds_from_now(1), max_attempts=1)
+        receiver.status = 500
+        server.wait_status(task_id, "failed")
+        assert data.stat().st_mode & 0o777 == 0o700
+        for name in ("tasks.sqlite3", "tasks.sqlite3-wal", "tasks.sqlite3-shm",
+                     "webhook-secret", "instance-id", "dead-letters.jsonl"):
+            assert (data / name).stat().st_mode & 0o777 == 0o600, name
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+def test_the_listen_backlog_takes_a_burst_of_clients(servers):
+    server = servers().start()
+    listening = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"],
+                               capture_output=True, text=True, check=True).stdout.split()
+    assert int(listening[2]) >= 128  # Send-Q of a listening socket: its backlog
