@@ -68,8 +68,36 @@ JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 
 logger = logging.getLogger("task_scheduler.store")
 
-CLAIMABLE = ("((status IN (?, ?) AND next_run_at <= ?) "
-             "OR (status = ? AND lease_until < ?))")
+# Every statement is built here, once, from these constants; none from input (values are
+# always bound as parameters).
+COLUMNS = ("task_id", "action", "payload", "run_at", "schedule_kind", "timezone", "name",
+           "priority", "max_attempts", "notify", "status", "attempts", "next_run_at",
+           "created_at", "updated_at", "run_id", "lease_until", "due_at", "runs", "firing_at",
+           "idempotency_key", "request_hash")
+INSERT_TASK = ("INSERT INTO tasks (" + ", ".join(COLUMNS) + ") "  # nosec B608 - constant columns
+               "VALUES (" + ", ".join("?" for _ in COLUMNS) + ")")
+ASSIGN_ALL = ", ".join(f"{column} = ?" for column in COLUMNS)
+RESTORE_TASK = ("UPDATE tasks SET " + ASSIGN_ALL +  # nosec B608 - constant columns
+                " WHERE task_id = ? AND status = ? AND firing_at = ? AND attempts = 0")
+CLAIM_TASK = ("UPDATE tasks SET status = ?, run_id = ?, lease_until = ?, due_at = ?, "
+              "updated_at = ?, attempts = attempts + 1 WHERE task_id = ? AND "
+              "((status IN (?, ?) AND next_run_at <= ?) OR (status = ? AND lease_until < ?))")
+
+
+def _list_query(by_status: bool, after: bool) -> str:
+    clauses = ["(? IS NULL OR instr(casefold(name), ?) > 0)"]
+    if by_status:
+        clauses.append("status = ?")
+    if after:
+        clauses.append("(created_at, task_id) < (?, ?)")
+    return ("SELECT * FROM tasks WHERE " + " AND ".join(clauses) +  # nosec B608 - constant clauses
+            " ORDER BY created_at DESC, task_id DESC LIMIT ?")
+
+
+# One statement per shape, so each keeps its index: (status, created_at, task_id) or
+# (created_at, task_id), entered at the page's key.
+LIST_TASKS = {(by_status, after): _list_query(by_status, after)
+              for by_status in (False, True) for after in (False, True)}
 
 
 class SQLiteTaskStore(TaskStore):
@@ -193,11 +221,9 @@ class SQLiteTaskStore(TaskStore):
 
     def create(self, task: Task) -> None:
         row = to_row(task)
-        columns = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
         try:
             with self._connection() as db:
-                db.execute(f"INSERT INTO tasks ({columns}) VALUES ({marks})", list(row.values()))
+                db.execute(INSERT_TASK, [row[column] for column in COLUMNS])
         except sqlite3.IntegrityError:
             raise TaskExists(task.task_id) from None
 
@@ -206,10 +232,7 @@ class SQLiteTaskStore(TaskStore):
         now_key = iso_ms(now)
         with self._connection() as db:
             updated = db.execute(
-                "UPDATE tasks SET status = ?, run_id = ?, lease_until = ?, due_at = ?, "
-                "updated_at = ?, attempts = attempts + 1 "
-                f"WHERE task_id = ? AND {CLAIMABLE}",
-                (RUNNING, run_id, lease, lease, now_key, task_id,
+                CLAIM_TASK, (RUNNING, run_id, lease, lease, now_key, task_id,
                  SCHEDULED, RETRYING, now_key, RUNNING, now_key)).rowcount
             row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         if not updated:
@@ -248,13 +271,10 @@ class SQLiteTaskStore(TaskStore):
 
     def undo_replay(self, replayed: Task, previous: Task) -> bool:
         row = to_row(previous)
-        assignments = ", ".join(f"{column} = ?" for column in row)
         with self._connection() as db:
             return db.execute(
-                f"UPDATE tasks SET {assignments} WHERE task_id = ? AND status = ? "
-                "AND firing_at = ? AND attempts = 0",
-                [*row.values(), previous.task_id, SCHEDULED,
-                 iso_ms(replayed.firing_at)]).rowcount == 1
+                RESTORE_TASK, [*(row[column] for column in COLUMNS), previous.task_id,
+                               SCHEDULED, iso_ms(replayed.firing_at)]).rowcount == 1
 
     def cancel(self, task_id: str, now: datetime) -> Task:
         with self._connection() as db:
@@ -290,22 +310,15 @@ class SQLiteTaskStore(TaskStore):
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
              name: Optional[str] = None) -> Page:
         after = decode_token(next_token, status, _is_page_key, name)
-        clauses: List[str] = []
-        params: List[Any] = []
+        folded = name.casefold() if name else None
+        params: List[Any] = [folded, folded]
         if status:
-            clauses.append("status = ?")
             params.append(status)
-        if name:
-            clauses.append("instr(casefold(name), ?) > 0")
-            params.append(name.casefold())
         if after:
-            clauses.append("(created_at, task_id) < (?, ?)")
             params += [after["created_at"], after["task_id"]]
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._reading() as db:
-            rows = db.execute(
-                f"SELECT * FROM tasks {where} ORDER BY created_at DESC, task_id DESC LIMIT ?",
-                params + [limit + 1]).fetchall()
+            rows = db.execute(LIST_TASKS[bool(status), bool(after)],
+                              params + [limit + 1]).fetchall()
         tasks = [from_row(row) for row in rows[:limit]]
         token = None
         if len(rows) > limit:
