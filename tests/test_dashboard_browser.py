@@ -25,6 +25,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SHOTS = PROJECT_DIR / "build" / "test-output" / "dashboard"
 ZONE = "Europe/Berlin"  # the browser's zone: datetime-local is read in it
 WAIT = 45_000  # ms; live refresh runs every 2 s, and CI may be very busy
+# Every expectation waits on its condition up to 20 s (Playwright's default is 5 s): a
+# page on a machine running two suites and a browser can take longer to show a row.
+expect.set_options(timeout=20_000)
 NOWHERE = "http://127.0.0.1:9/nowhere"
 
 
