@@ -295,4 +295,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The module app.py imports, not this __main__ copy: one set of module state (the
+    # banner's port, the setup error class) for both.
+    from chalicelib import local_server
+
+    sys.exit(local_server.main())

@@ -483,3 +483,18 @@ def test_a_phone_screen_never_scrolls_sideways(browser, server):
         shot(tab, "14-phone")
     finally:
         context.close()
+
+
+def test_a_signed_out_page_calls_no_api(page, server):
+    """The page just loaded asks the API nothing (the form's preview waits for a token): a
+    refused call would sign out whoever signs in meanwhile."""
+    calls = []
+    page.on("request", lambda r: urllib.parse.urlsplit(r.url).path in (
+        "/tasks", "/preview", "/schedule-task") and calls.append(r.url))
+    page.goto(server.url + "/")
+    expect(page.locator("#login")).to_be_visible()
+    page.wait_for_timeout(1000)  # longer than the preview's 300 ms debounce
+    assert calls == []
+    sign_in(page, server.url)
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#preview li")).to_have_count(1)  # now it previews

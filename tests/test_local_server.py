@@ -107,6 +107,7 @@ def test_token_is_required_and_the_banner_shows_it(servers):
     assert len(token) >= 24 and token_file.stat().st_mode & 0o777 == 0o600
     assert token in server.err.read_text()
     assert "curl -s -X POST" in server.err.read_text()
+    assert f"on {server.url}\n" in server.err.read_text()  # the port it got, not 0
     request = urllib.request.Request(server.url + "/tasks")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)

@@ -479,6 +479,9 @@
   }
 
   async function preview() {
+    // Signed out (the page has just loaded): a request now would be refused and would
+    // sign out whoever signs in meanwhile.
+    if (!state.token) return;
     const seq = ++previewSeq;
     const box = $('preview');
     let w;
