@@ -346,6 +346,8 @@ def test_due_tasks_fire_once_the_store_recovers_without_a_restart(local_stage, r
     assert wait_for(lambda: any(c.broken for c in faults.connections))  # it tried, and failed
     assert receiver.requests == []
     faults.readonly = False
+    # A failed run makes the dispatcher look again after its 1 s back-off, not at its 30 s
+    # idle poll; 10 s leaves a busy machine room.
     assert wait_for(lambda: all(get_store().get(t.task_id).status == "completed"
-                                for t in tasks))
+                                for t in tasks), timeout=10)
     assert len(receiver.requests) == 13  # each once

@@ -76,6 +76,7 @@ class Dispatcher:
         self._clock = clock or Clock()
         self._run_prefix = run_prefix
         self._recovery_pending = False  # cut-off runs still to recover (store down at start)
+        self._look_again_at: Optional[float] = None  # sooner than planned, after a failed run
         self._workers = workers
         # The module's values when not given, read now so that a test can set them.
         self._grace = FAST_GRACE_SECONDS if grace is None else grace
@@ -154,6 +155,9 @@ class Dispatcher:
             if look:
                 try:
                     timeout = self._tick(store)
+                except StoreUnavailable as error:
+                    logger.warning("local trigger: %s", error)  # one line a second, not a trace
+                    timeout = ERROR_BACKOFF_SECONDS
                 except Exception:  # noqa: BLE001 - logged; the loop must outlive a bad moment
                     # A store error (a locked file, an unreachable endpoint) must not end the
                     # thread that fires every task: log it, wait a little, look again.
@@ -164,6 +168,9 @@ class Dispatcher:
                 started = self._admit()
             self._start(started)
             with self._condition:
+                if self._look_again_at is not None:  # a run failed: its task is still due
+                    next_look = min(next_look, self._look_again_at)
+                    self._look_again_at = None
                 # Between looks at the store it wakes only to move runs out of the fast lane.
                 demotion = self._next_demotion()
                 self._wake_at = next_look if demotion is None else min(next_look, demotion)
@@ -279,11 +286,17 @@ class Dispatcher:
     # ------------------------------------------------------------ run threads
 
     def _run(self, task_id: str) -> None:
+        failed = True
         try:
-            self._guarded(f"task {task_id}", execute_task, task_id, self._clock,
-                          self._run_prefix)
+            failed = not self._guarded(f"task {task_id}", execute_task, task_id, self._clock,
+                                       self._run_prefix)
         finally:
             with self._condition:
+                if failed:
+                    # Its task is still due (a claim the store refused): look again after
+                    # the back-off, not at the next future due time or idle poll (30 s).
+                    self._look_again_at = self._monotonic() + ERROR_BACKOFF_SECONDS
+                    self._condition.notify_all()
                 self._ended(task_id)
                 started = self._admit()  # the next pending task, without asking the store
                 demotion = self._next_demotion()
@@ -294,13 +307,18 @@ class Dispatcher:
             self._start(started)
 
     @staticmethod
-    def _guarded(what: str, function, *args) -> None:
-        # A worker thread has no caller to raise to: record the failure and keep serving.
-        # The task's claim stays; its lease expires and the dispatcher runs it again.
+    def _guarded(what: str, function, *args) -> bool:
+        """function(*args); False when it raised (logged: a worker thread has no caller)."""
+        # A claim that was taken stays; its lease expires and the dispatcher runs it again.
         try:
             function(*args)
+        except StoreUnavailable as error:
+            logger.warning("%s: %s", what, error)  # one line: the store says what is wrong
+            return False
         except Exception:  # noqa: BLE001 - logged with traceback, never swallowed silently
             logger.exception("%s failed", what)
+            return False
+        return True
 
 
 _dispatcher: Optional[Dispatcher] = None
