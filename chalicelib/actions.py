@@ -17,7 +17,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import Url, parse_url
 
 from chalicelib import config, observability, retries, signing, ssrf, threads
-from chalicelib.errors import ValidationError
+from chalicelib.errors import ValidationError, shown
 
 logger = logging.getLogger("task_scheduler.actions")
 
@@ -158,7 +158,7 @@ def _validate_url(url: Any) -> str:
     try:
         scheme = urlsplit(url).scheme
     except ValueError:  # unbalanced or misplaced brackets: "http://[zz]/x", "http://]/x"
-        raise payload_error(f"payload.url '{_quote(url)}' is not a valid URL", field) \
+        raise payload_error(f"payload.url '{shown(url, 100)}' is not a valid URL", field) \
             from None
     if scheme.lower() not in ("http", "https"):
         raise payload_error(f"payload.url must use http or https, not '{scheme or 'none'}'",
@@ -166,24 +166,19 @@ def _validate_url(url: Any) -> str:
     try:
         target = sendable_url(url)
     except ValueError:
-        raise payload_error(f"payload.url '{_quote(url)}' is not a valid URL", field) \
+        raise payload_error(f"payload.url '{shown(url, 100)}' is not a valid URL", field) \
             from None
     if target.auth:
         raise payload_error("payload.url must not carry credentials (user:password@); "
                             "send them in an Authorization header", field)
     if not target.host:
-        raise payload_error(f"payload.url '{_quote(url)}' has no host", field)
+        raise payload_error(f"payload.url '{shown(url, 100)}' has no host", field)
     # Checked on the host as it will be sent (IDNA, full-width digits and odd dots mapped).
     if not config.allow_private_targets() and ssrf.is_private_host(target.host):
         raise payload_error(f"payload.url points at a private or loopback address "
                             f"('{target.host}'); set ALLOW_PRIVATE_TARGETS=true to allow it",
                             field)
     return url
-
-
-def _quote(text: str, limit: int = 100) -> str:
-    # An error message quotes what it refuses, but never all 2 KB of it.
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def sendable_url(url: str) -> Url:

@@ -2,6 +2,13 @@
 from typing import Optional
 
 
+def shown(text: str, limit: int = 60) -> str:
+    """User input as quoted in an error message: at most `limit` characters of it."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text)} characters)"
+
+
 class SchedulerError(Exception):
     """Base of every error the service reports to a client."""
 

@@ -47,12 +47,13 @@ def _kept(name: str, make: Callable[[], str], check: Callable[[str], None]) -> s
                                   "a new one made") from None
         if text:
             check(text)
+            path.chmod(0o600)  # one made by an earlier version may be world-readable
             return text
         print(f"task-scheduler: {path} was empty; made a new {name}", file=sys.stderr)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = make()
     check(value)
-    # Created 0600, never world-readable for a moment; an existing one is tightened too.
+    # Created 0600, never world-readable for a moment; an emptied one is tightened too.
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
         file.write(value + "\n")
     path.chmod(0o600)

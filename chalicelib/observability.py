@@ -48,29 +48,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
-def configure_logging(stream=None) -> None:
-    """Send the scheduler's records to stdout as JSON lines (once per process)."""
-    if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        return
+def _json_lines_on(target: logging.Logger, stream=None) -> bool:
+    """Give `target` one handler writing JSON lines to stdout; False if it had one."""
+    if any(isinstance(h.formatter, JsonFormatter) for h in target.handlers):
+        return False
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
-    logger.addHandler(handler)
+    target.handlers = [*target.handlers, handler] if target is logger else [handler]
+    target.setLevel(logging.INFO)
     logger.setLevel(logging.INFO)
-    # Lambda's runtime puts its own (plain-text) handler on the root logger.
-    logger.propagate = False
+    return True
+
+
+def configure_logging(stream=None) -> None:
+    """Send the scheduler's records to stdout as JSON lines (once per process)."""
+    if _json_lines_on(logger, stream):
+        # Lambda's runtime puts its own (plain-text) handler on the root logger.
+        logger.propagate = False
 
 
 def configure_local_logging(stream=None) -> None:
     """Every record of the process (ours, chalice's, the HTTP server's) as a JSON line on
     stdout, as on Lambda, so `make dev | jq` works."""
-    root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        return
-    handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    root.handlers = [handler]
-    root.setLevel(logging.INFO)
-    logger.setLevel(logging.INFO)
+    _json_lines_on(logging.getLogger(), stream)
 
 
 def configure_for_lambda() -> None:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import FrozenSet, Iterator, List, Optional, Tuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chalicelib.errors import ValidationError
+from chalicelib.errors import ValidationError, shown
 
 UTC = timezone.utc
 FIELD = "run_at"
@@ -46,13 +46,6 @@ def is_number(text: str) -> bool:
     """At most 18 ASCII digits (str.isdigit also accepts '²' and other digits int() refuses,
     and int() refuses more than 4,300 digits; no field here needs more than 18)."""
     return len(text) <= 18 and text.isascii() and text.isdigit()
-
-
-def shown(text: str, limit: int = 60) -> str:
-    """User input as quoted in an error message: at most `limit` characters of it."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}...({len(text)} characters)"
 
 
 def invalid(message: str) -> ValidationError:

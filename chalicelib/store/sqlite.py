@@ -13,14 +13,14 @@ import logging
 import os
 import sqlite3
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from chalicelib.errors import ClaimLost, Conflict, StoreUnavailable, TaskExists, TaskNotFound
 from chalicelib.models import (
     CANCELLED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
-    Page, Run, Task, Transition, iso_ms, parse_iso,
+    Page, Run, Task, Transition, iso_ms, parse_iso, utcnow,
 )
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
 
@@ -215,7 +215,7 @@ class SQLiteTaskStore(TaskStore):
         """A real write (one row of store_health), committed: what /health reports."""
         with self._connection() as db:
             db.execute("INSERT OR REPLACE INTO store_health (id, checked_at) VALUES (1, ?)",
-                       (iso_ms(datetime.now(timezone.utc)),))
+                       (iso_ms(utcnow()),))
 
     # ------------------------------------------------------------ writes
 
