@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAGE ?= dev
 
-.PHONY: test dev dev-aws bench bootstrap deploy package policy reset-local clean
+.PHONY: test test-fast dev dev-aws bench bootstrap deploy package policy reset-local clean
 
 # uv, when it is on the PATH, makes the venv and installs the same requirements several
 # times faster; pip is the fallback. Neither compiles every module up front: Python
@@ -34,11 +34,11 @@ $(VENV)/.dev-installed: $(VENV)/.local-installed requirements-dev.txt
 	touch $@
 
 dev: $(VENV)/.local-installed
-	$(BIN)/python -m chalicelib.local_server
+	$(BIN)/python -m chalicelib.local
 
 # The same server on the DynamoDB adapter, against an in-process moto server.
 dev-aws: $(VENV)/.dev-installed
-	$(BIN)/python -m chalicelib.local_server --with-moto
+	$(BIN)/python -m chalicelib.local --with-moto
 
 # Debian's Chromium for the dashboard's browser tests (Playwright drives /usr/bin/chromium;
 # its own browser downloads are not used). `make dev` does not install it.
@@ -48,8 +48,17 @@ $(VENV)/.browser-installed: | $(BIN)/python
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	touch $@
 
+# Every test, in parallel workers (each test has its own ports, data folder and moto).
+# Most of the suite waits (on servers, receivers, the browser), so more workers than
+# cores pays: TEST_WORKERS=4 on 2 cores.
+TEST_WORKERS ?= 4
 test: $(VENV)/.dev-installed $(VENV)/.browser-installed
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
+
+# The loop while editing: no moto (integration), no processes or browser (e2e), and a
+# smaller fuzz; `make test` runs all of it.
+test-fast: $(VENV)/.dev-installed
+	FUZZ_EXAMPLES=200 $(BIN)/python -m pytest -q -n 2 -m "not integration and not e2e" tests
 
 # The bench adds APScheduler and matplotlib, and Debian's wrk as the API's load tool.
 $(VENV)/.bench-installed: $(VENV)/.dev-installed requirements-bench.txt

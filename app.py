@@ -6,11 +6,12 @@ import logging
 from chalice import AuthResponse, IAMAuthorizer, Response
 
 from chalicelib import (
-    auth, config, dashboard, local_server, observability, openapi, service, sweeper,
+    auth, config, dashboard, observability, openapi, service, sweeper, wiring,
 )
 from chalicelib.application import ConcurrentChalice
 from chalicelib.errors import SchedulerError, normalize_framework_error
 from chalicelib.executor import execute_task as run_task
+from chalicelib.local import server as local_server
 from chalicelib.validation import check_query, parse_json_body
 
 app = ConcurrentChalice(app_name="task-scheduler")
@@ -65,34 +66,34 @@ def uniform_client_errors(event, get_response):
 @api_route("/schedule-task", methods=["POST"])
 def schedule_task():
     request = app.current_request
-    body, created = service.schedule_task(parse_json_body(request.raw_body),
+    body, created = service.schedule_task(wiring.runtime(), parse_json_body(request.raw_body),
                                           request.headers.get("idempotency-key"))
     return Response(body=body, status_code=201 if created else 200)
 
 
 @api_route("/tasks", query=("status", "name", "limit", "next_token"))
 def list_tasks():
-    return service.list_tasks(app.current_request.query_params)
+    return service.list_tasks(wiring.runtime(), app.current_request.query_params)
 
 
 @api_route("/tasks/{task_id}")
 def get_task(task_id):
-    return service.get_task(task_id)
+    return service.get_task(wiring.runtime(), task_id)
 
 
 @api_route("/tasks/{task_id}", methods=["DELETE"])
 def cancel_task(task_id):
-    return service.cancel_task(task_id)
+    return service.cancel_task(wiring.runtime(), task_id)
 
 
 @api_route("/tasks/{task_id}/retry", methods=["POST"])
 def retry_task(task_id):
-    return service.retry_task(task_id, app.current_request.raw_body)
+    return service.retry_task(wiring.runtime(), task_id, app.current_request.raw_body)
 
 
 @api_route("/preview", query=("run_at", "timezone", "count"))
 def preview():
-    return service.preview(app.current_request.query_params)
+    return service.preview(wiring.runtime(), app.current_request.query_params)
 
 
 @api_route("/", methods=["GET", "HEAD"], authorizer=None)
@@ -102,7 +103,7 @@ def dashboard_page():
 
 @api_route("/health", methods=["GET", "HEAD"], authorizer=None)
 def health():
-    return service.health()
+    return service.health(wiring.runtime())
 
 
 @api_route("/openapi.json", methods=["GET", "HEAD"], authorizer=None)
@@ -118,7 +119,7 @@ def execute_task(event, context):
     observability.request_id.set(getattr(context, "aws_request_id", None))
     if isinstance(event, str):
         event = json.loads(event)
-    return run_task(event["task_id"]).to_dict()
+    return run_task(wiring.runtime(), event["task_id"]).to_dict()
 
 
 @app.schedule(sweeper.SWEEP_EXPRESSION, name="daily_sweeper")
@@ -126,7 +127,8 @@ def daily_sweeper(event):
     """Run what the triggers missed, highest priority first; re-arm what is missing."""
     context = event.context
     observability.request_id.set(getattr(context, "aws_request_id", None))
-    return sweeper.run_daily(getattr(context, "get_remaining_time_in_millis", None),
+    return sweeper.run_daily(wiring.runtime(),
+                             getattr(context, "get_remaining_time_in_millis", None),
                              getattr(context, "invoked_function_arn", None),
                              sweeper.continuation_depth(event.to_dict().get("detail")))
 

@@ -173,7 +173,7 @@ def start_server(data_dir: Path, workers: int = 16, port: int = 0):
            "SQLITE_PATH": str(data_dir / "tasks.sqlite3")}
     for key in ("AWS_ENDPOINT_URL", "TASK_STORE", "TRIGGER_BACKEND", "STAGE"):
         env.pop(key, None)
-    process = subprocess.Popen([sys.executable, "-m", "chalicelib.local_server"],
+    process = subprocess.Popen([sys.executable, "-m", "chalicelib.local"],
                                cwd=PROJECT_DIR, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -230,7 +230,7 @@ def use_moto_stage(**settings) -> None:
     """This process as the dev stage against in-process moto: fake credentials, no
     endpoint override, the stage's settings plus `settings`, and fresh clients, store and
     trigger (call it before mock_aws starts a new account)."""
-    from chalicelib import aws, bootstrap, config, store, triggers
+    from chalicelib import aws, bootstrap, config, wiring
 
     for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "API_TOKENS_PARAM", "EXECUTOR_ARN",
                 "SCHEDULER_ROLE_ARN", "TRIGGER_BACKEND", "TASK_STORE", "METRICS", "PRECISION"):
@@ -240,8 +240,7 @@ def use_moto_stage(**settings) -> None:
                        **bootstrap.stage_environment(MOTO_STAGE), **settings})
     aws.reset()
     config._account_cache.clear()
-    store._stores.clear()
-    triggers._triggers.clear()
+    wiring.reset()
 
 
 def create_executor_function() -> None:

@@ -58,10 +58,11 @@ def simulate(mode: str, tasks: int, seed: int) -> dict:
     from moto import mock_aws
 
     use_moto_stage(PRECISION=mode)
-    from chalicelib import aws, bootstrap, config, service
+    from dataclasses import replace
+
+    from chalicelib import aws, bootstrap, config, service, wiring
     from chalicelib.executor import execute_task
     from chalicelib.models import utcnow
-    from chalicelib.store import get_store
     rng = random.Random(seed)
     with mock_aws(config={"lambda": {"use_docker": False}}):
         bootstrap.bootstrap(MOTO_STAGE)
@@ -80,21 +81,22 @@ def simulate(mode: str, tasks: int, seed: int) -> dict:
             at = (now + timedelta(seconds=rng.uniform(30, 900))).replace(microsecond=0)
             body = {"action": "log", "payload": {"message": "sim"},
                     "run_at": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
-            ids.append(service.schedule_task(body)[0]["task_id"])
+            ids.append(service.schedule_task(wiring.runtime(), body)[0]["task_id"])
         armed = {}
         for schedule in _schedules(config.scheduler_group()):
             task_id = json.loads(schedule["Target"]["Input"])["task_id"]
             minute = datetime.strptime(schedule["ScheduleExpression"], "at(%Y-%m-%dT%H:%M:%S)")
             armed[task_id] = minute.replace(second=0, tzinfo=timezone.utc)
         lateness, early, direct = [], 0, 0
-        store = get_store()
+        runtime = wiring.runtime()
+        store = runtime.store
         for task_id in ids:
             if task_id in armed:  # anywhere in the minute it was given
                 fired = armed[task_id] + timedelta(seconds=rng.uniform(0, 60))
             else:
                 fired, direct = invoked[task_id], direct + 1
             clock = SimulatedClock(fired + timedelta(seconds=rng.uniform(*INVOKE_DELAY)))
-            result = execute_task(task_id, clock)
+            result = execute_task(replace(runtime, clock=clock), task_id)
             task = store.get(task_id)
             if result.outcome != "ran":
                 raise RuntimeError(f"{task_id}: {result.outcome} at {clock.now()} "

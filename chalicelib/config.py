@@ -130,7 +130,7 @@ def port() -> int:
 
 
 def local_workers() -> int:
-    """How many runs the local trigger starts at once (its fast lane; see triggers.local)."""
+    """How many runs the local trigger starts at once (its fast lane; see local.dispatcher)."""
     return int(_get(LOCAL_WORKERS, "16"))
 
 

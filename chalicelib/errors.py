@@ -63,12 +63,24 @@ class StoreUnavailable(SchedulerError):
     code = "store_unavailable"
 
 
-class ClaimLost(Exception):
-    """A conditional write found the task no longer in the state the caller held.
+# ---------------------------------------------------------------- what stores raise
+# Besides TaskNotFound and StoreUnavailable (which mean the same to every caller), a store
+# adapter raises only these; they never reach a client as such: the use case that asked
+# decides what the answer is.
 
-    Internal: it never reaches a client; the executor and sweeper treat it as
-    "someone else has it".
-    """
+class StoreError(Exception):
+    """Base of the store's own outcomes that are not an answer by themselves."""
+
+
+class TaskExists(StoreError):
+    """A task with this id is already stored (ids are uuid4, or derived from an
+    Idempotency-Key)."""
+
+
+class ClaimLost(StoreError):
+    """A conditional write found the task no longer in the state the caller held; `current`
+    is the task as stored (None when it is gone). The executor and sweeper read it as
+    "someone else has it"."""
 
     def __init__(self, task_id: str, current=None):
         super().__init__(f"task {task_id} is not in the expected state")
@@ -76,8 +88,17 @@ class ClaimLost(Exception):
         self.current = current
 
 
-class TaskExists(Exception):
-    """A task with this id is already stored (internal: ids are uuid4)."""
+class StateConflict(StoreError):
+    """The task's status does not allow the change asked for; `current` is the task as
+    stored."""
+
+    def __init__(self, current):
+        super().__init__(f"task {current.task_id} is {current.status}")
+        self.current = current
+
+
+class InvalidPageToken(StoreError):
+    """A next_token that this store did not make, or made for other filters."""
 
 
 def normalize_framework_error(body) -> Optional[dict]:

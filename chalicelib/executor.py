@@ -5,11 +5,10 @@ This is the code path of the execute_task Lambda, the daily sweeper and the loca
 alike.
 """
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Optional
+from typing import Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -19,10 +18,9 @@ from chalicelib import (
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
     COMPLETED, FAILED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, RUNNING, SCHEDULED, WAITING, Run,
-    Task, Transition, iso, utcnow,
+    Task, Transition, iso,
 )
-from chalicelib.store import get_store
-from chalicelib.triggers import get_trigger
+from chalicelib.wiring import Runtime
 
 logger = logging.getLogger("task_scheduler.executor")
 
@@ -48,14 +46,6 @@ UNKNOWN = "unknown"
 
 
 @dataclass
-class Clock:
-    """Time source of the executor; tests inject their own."""
-
-    now: Callable[[], datetime] = utcnow
-    sleep: Callable[[float], None] = time.sleep
-
-
-@dataclass
 class Execution:
     """What one invocation of the executor did."""
 
@@ -70,15 +60,14 @@ class Execution:
                 "run": self.run.to_api() if self.run else None}
 
 
-def execute_task(task_id: str, clock: Optional[Clock] = None, run_prefix: str = "") -> Execution:
+def execute_task(runtime: Runtime, task_id: str, run_prefix: str = "") -> Execution:
     """Run the task once if it is due; safe to call several times at once.
 
     `run_prefix` marks the run ids of one process (the local server), so that it can
     recover its own cut-off runs at start and no one else's."""
-    clock = clock or Clock()
-    store = get_store()
+    store, clock = runtime.store, runtime.clock
     run_id = run_prefix + uuid.uuid4().hex
-    task = _claim(store, task_id, run_id, clock)
+    task = _claim(runtime, task_id, run_id)
     if isinstance(task, Execution):
         return task
     started = clock.now()
@@ -101,7 +90,7 @@ def execute_task(task_id: str, clock: Optional[Clock] = None, run_prefix: str = 
         logger.warning("task %s: lease lost before the result of run %s was written",
                        task_id, run_id)
         return Execution(task_id, SKIPPED, run=run)
-    get_trigger().after_run(finished)
+    runtime.trigger.after_run(finished)
     observability.event(
         "run_finished", task_id=task_id, run_id=run_id, attempt=run.attempt,
         action=task.action, outcome=run.outcome, http_status=run.http_status,
@@ -188,8 +177,9 @@ def _metrics(task: Task, run: Run, finished: Task, final_failure: bool,
                     "outcome": run.outcome, "http_status": run.http_status})
 
 
-def _claim(store, task_id: str, run_id: str, clock: Clock):
+def _claim(runtime: Runtime, task_id: str, run_id: str):
     """The claimed task, or the Execution that says why it was not claimed."""
+    store, trigger, clock = runtime.store, runtime.trigger, runtime.clock
     waits = 0
     while True:
         now = clock.now()
@@ -206,21 +196,21 @@ def _claim(store, task_id: str, run_id: str, clock: Clock):
             # died holding the lease. Look again when the lease expires, so a dead run
             # is taken over then instead of at the next daily sweep.
             if current.lease_until is not None and current.lease_until > now:
-                get_trigger().arm_recheck(current, current.lease_until + RECHECK_MARGIN)
+                trigger.arm_recheck(current, current.lease_until + RECHECK_MARGIN)
             observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
                                 reason="running elsewhere", status=current.status)
             return Execution(task_id, SKIPPED, status=current.status)
         if current.status not in WAITING:
             # Finished or cancelled, yet its trigger fired: remove a trigger that an
             # earlier disarm failed to remove, so it does not keep firing.
-            get_trigger().disarm(current)
+            trigger.disarm(current)
             observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
                                 reason="finished", status=current.status)
             return Execution(task_id, SKIPPED, status=current.status)
         early = (current.next_run_at - now).total_seconds()
         if early > EARLY_WAIT_LIMIT_SECONDS[config.precision()] or waits >= MAX_EARLY_WAITS:
             # Never run it now; make sure its own trigger is still there.
-            get_trigger().ensure_armed(current)
+            trigger.ensure_armed(current)
             observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
                                 reason="early", early_ms=int(early * 1000))
             return Execution(task_id, EARLY, status=current.status)

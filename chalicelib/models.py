@@ -1,7 +1,8 @@
-"""Dataclasses the store adapters return and the service works with."""
+"""Dataclasses the store adapters return and the service works with, and the clock."""
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 SCHEDULED = "scheduled"
 RUNNING = "running"
@@ -25,6 +26,17 @@ def utcnow() -> datetime:
     time read back from a store equals the one written."""
     now = datetime.now(timezone.utc)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The time source every use case is given: the wall clock, or a test's own."""
+
+    now: Callable[[], datetime] = utcnow
+    sleep: Callable[[float], None] = time.sleep
+
+
+SYSTEM_CLOCK = Clock()
 
 
 def iso(moment: Optional[datetime]) -> Optional[str]:

@@ -1,4 +1,6 @@
-"""Use cases behind the HTTP API: schedule, show, list, cancel and replay tasks."""
+"""Use cases behind the HTTP API: schedule, show, list, cancel and replay tasks.
+
+Each receives the runtime (store, trigger, clock) it works with as its first argument."""
 import hashlib
 import json
 import logging
@@ -7,13 +9,14 @@ import uuid
 from typing import Any, Dict, Optional, Tuple
 
 from chalicelib import observability, registry, schedules
-from chalicelib.errors import Conflict, TaskExists, TaskNotFound, ValidationError
-from chalicelib.models import SCHEDULED, Task, iso, utcnow
-from chalicelib.store import get_store
-from chalicelib.triggers import get_trigger
+from chalicelib.errors import (
+    Conflict, InvalidPageToken, StateConflict, TaskExists, TaskNotFound, ValidationError,
+)
+from chalicelib.models import SCHEDULED, Task, iso
 from chalicelib.validation import (
     parse_list_query, parse_new_task, parse_preview, parse_replay,
 )
+from chalicelib.wiring import Runtime
 
 logger = logging.getLogger("task_scheduler.service")
 
@@ -22,18 +25,20 @@ MAX_IDEMPOTENCY_KEY = 255
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def schedule_task(body: Any, idempotency_key: Optional[str] = None) -> Tuple[dict, bool]:
+def schedule_task(runtime: Runtime, body: Any,
+                  idempotency_key: Optional[str] = None) -> Tuple[dict, bool]:
     """Validate, store and arm a new task: (the SPEC's body, True when it was created).
 
     With an Idempotency-Key, the task id is derived from the key, so a repeat finds the
     first task (and is answered with it) instead of making a second one, even once its
     run_at has passed and the same body would no longer validate."""
-    now = utcnow()
+    store, trigger = runtime.store, runtime.trigger
+    now = runtime.clock.now()
     task_id = _task_id_for(idempotency_key)
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     if idempotency_key is not None:
         try:
-            return _repeat(get_store().get(task_id), idempotency_key, request_hash), False
+            return _repeat(store.get(task_id), idempotency_key, request_hash), False
         except TaskNotFound:
             pass
     new = parse_new_task(body, now)
@@ -55,7 +60,6 @@ def schedule_task(body: Any, idempotency_key: Optional[str] = None) -> Tuple[dic
         idempotency_key=idempotency_key,
         request_hash=request_hash if idempotency_key else None,
     )
-    store, trigger = get_store(), get_trigger()
     try:
         store.create(task)
     except TaskExists:  # a repeat that arrived while the first was being stored
@@ -67,7 +71,7 @@ def schedule_task(body: Any, idempotency_key: Optional[str] = None) -> Tuple[dic
         trigger.arm(task)
     except Exception:
         logger.exception("arming task %s failed; removing it", task.task_id)
-        _undo(task)
+        _undo(runtime, task)
         raise
     observability.event("task_scheduled", task_id=task.task_id, action=task.action,
                         run_at=task.run_at, next_run_at=iso(task.next_run_at),
@@ -101,8 +105,8 @@ def _repeat(first: Task, idempotency_key: Optional[str], request_hash: str) -> D
     return created_body(first)
 
 
-def _undo(task: Task) -> None:
-    for step, undo in (("disarm", get_trigger().disarm), ("delete", get_store().delete)):
+def _undo(runtime: Runtime, task: Task) -> None:
+    for step, undo in (("disarm", runtime.trigger.disarm), ("delete", runtime.store.delete)):
         try:
             undo(task if step == "disarm" else task.task_id)
         except Exception:  # noqa: BLE001 - the original error is what the caller sees
@@ -111,12 +115,19 @@ def _undo(task: Task) -> None:
             logger.exception("undoing task %s: %s failed", task.task_id, step)
 
 
-def _undo_replay(task: Task, previous: Task) -> None:
+def _undo_replay(runtime: Runtime, task: Task, previous: Task) -> None:
     try:
-        if not get_store().undo_replay(task, previous):
+        if not runtime.store.undo_replay(task, previous):
             logger.warning("task %s moved on before its replay could be undone", task.task_id)
     except Exception:  # noqa: BLE001 - the arming error is what the caller sees
         logger.exception("undoing the replay of task %s failed", task.task_id)
+
+
+def _not_allowed(conflict: StateConflict, verb: str, reason: str) -> Conflict:
+    """The 409 for a change the task's current status does not allow."""
+    current = conflict.current
+    return Conflict(f"task {current.task_id} is {current.status}: {reason}", field="task_id",
+                    code=f"not_{verb}")
 
 
 def describe(task: Task) -> Dict[str, Any]:
@@ -146,52 +157,62 @@ def _known_id(task_id: str) -> str:
     return task_id
 
 
-def get_task(task_id: str) -> Dict[str, Any]:
+def get_task(runtime: Runtime, task_id: str) -> Dict[str, Any]:
     """GET /tasks/{task_id}."""
-    return describe(get_store().get(_known_id(task_id)))
+    return describe(runtime.store.get(_known_id(task_id)))
 
 
-def list_tasks(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
+def list_tasks(runtime: Runtime, params: Optional[Dict[str, str]]) -> Dict[str, Any]:
     """GET /tasks: one page, optionally filtered by status and name."""
     query = parse_list_query(params)
-    page = get_store().list(query["status"], query["limit"], query["next_token"],
-                            query["name"])
+    try:
+        page = runtime.store.list(query["status"], query["limit"], query["next_token"],
+                                  query["name"])
+    except InvalidPageToken as error:
+        raise ValidationError(str(error), field="next_token",
+                              code="invalid_next_token") from None
     return {"tasks": [describe(task) for task in page.tasks], "next_token": page.next_token}
 
 
-def health() -> Dict[str, Any]:
+def health(runtime: Runtime) -> Dict[str, Any]:
     """GET /health: ok, or StoreUnavailable (503) when the store cannot take a write."""
-    get_store().check()
+    runtime.store.check()
     return {"status": "ok"}
 
 
-def preview(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
+def preview(runtime: Runtime, params: Optional[Dict[str, str]]) -> Dict[str, Any]:
     """GET /preview: a run_at's next firings, validated as POST validates it; stores nothing."""
-    return parse_preview(params, utcnow())
+    return parse_preview(params, runtime.clock.now())
 
 
-def cancel_task(task_id: str) -> Dict[str, Any]:
+def cancel_task(runtime: Runtime, task_id: str) -> Dict[str, Any]:
     """DELETE /tasks/{task_id}: cancel a waiting task and remove its trigger."""
-    task = get_store().cancel(_known_id(task_id), utcnow())
-    get_trigger().disarm(task)
+    try:
+        task = runtime.store.cancel(_known_id(task_id), runtime.clock.now())
+    except StateConflict as conflict:
+        raise _not_allowed(conflict, "cancelled", "it can no longer be cancelled") from None
+    runtime.trigger.disarm(task)
     observability.event("task_cancelled", task_id=task_id)
     return describe(task)
 
 
-def retry_task(task_id: str, raw_body: Optional[bytes]) -> Dict[str, Any]:
+def retry_task(runtime: Runtime, task_id: str, raw_body: Optional[bytes]) -> Dict[str, Any]:
     """POST /tasks/{task_id}/retry: run a failed task again, now or at `run_at`."""
-    now = utcnow()
+    now = runtime.clock.now()
     run_at = parse_replay(raw_body, now)
-    store = get_store()
+    store = runtime.store
     previous = store.get(_known_id(task_id))
-    task = store.replay(task_id, run_at, now)
     try:
-        get_trigger().arm(task)
+        task = store.replay(task_id, run_at, now)
+    except StateConflict as conflict:
+        raise _not_allowed(conflict, "retried", "only a failed task can be retried") from None
+    try:
+        runtime.trigger.arm(task)
     except Exception:
         # Without its trigger the replay would wait for the daily sweep: put the task
         # back as it was, so the caller's error is the whole story and a retry works.
         logger.exception("arming the replay of task %s failed; undoing it", task_id)
-        _undo_replay(task, previous)
+        _undo_replay(runtime, task, previous)
         raise
     observability.event("task_replayed", task_id=task_id, next_run_at=iso(task.next_run_at))
     return describe(task)

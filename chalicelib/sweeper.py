@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws, config, observability, registry, schedules
-from chalicelib.executor import RAN, Clock, execute_task
-from chalicelib.models import Task, iso, utcnow
-from chalicelib.store import get_store
-from chalicelib.triggers import get_trigger, invoke_now
+from chalicelib.executor import RAN, execute_task
+from chalicelib.models import Task, iso
+from chalicelib.triggers import invoke_now
+from chalicelib.wiring import Runtime
 
 logger = logging.getLogger("task_scheduler.sweeper")
 
@@ -49,7 +49,7 @@ def run_budget_ms(task) -> int:
     return action_ms + RUN_OVERHEAD_MS
 
 
-def sweep(clock: Optional[Clock] = None,
+def sweep(runtime: Runtime,
           time_left_ms: Optional[Callable[[], int]] = None,
           hand_off: Optional[Callable[[Task], None]] = None) -> dict:
     """Run every due task (waiting past its time, or running past its lease) through the
@@ -62,8 +62,7 @@ def sweep(clock: Optional[Clock] = None,
     a budget of its own) or, without one, left for later (`deferred`), and smaller tasks
     behind it still run. When even a hand-off no longer fits, the sweep stops and says so
     (`deferred`), so the caller can continue in a new invocation."""
-    clock = clock or Clock()
-    store = get_store()
+    store, clock = runtime.store, runtime.clock
     counts: Counter = Counter()
     batch = config.sweep_batch_size()
 
@@ -88,7 +87,7 @@ def sweep(clock: Optional[Clock] = None,
             counts["handed_off"] += 1
             continue
         try:
-            execution = execute_task(task.task_id, clock)
+            execution = execute_task(runtime, task.task_id)
         except (ClientError, BotoCoreError):
             # One task's store or trigger error must not stop the sweep of the others;
             # the task stays due and the next sweep (or its own trigger) takes it again.
@@ -97,7 +96,7 @@ def sweep(clock: Optional[Clock] = None,
             continue
         counts[execution.status if execution.outcome == RAN else execution.outcome] += 1
     if not counts["deferred"]:
-        trigger = get_trigger()
+        trigger = runtime.trigger
         for task in store.due(next_sweep_after(now), batch):
             if not task.waiting or task.next_run_at <= now:
                 continue  # running, or due now: the first pass (or its continuation) has it
@@ -122,13 +121,13 @@ def made_progress(summary: dict) -> bool:
         "checked", "rearmed"))
 
 
-def continuation_event(function_arn: str, depth: int = 1) -> dict:
+def continuation_event(function_arn: str, now: datetime, depth: int = 1) -> dict:
     """An event shaped like EventBridge's scheduled event, as the sweeper's handler
     expects one, marked as the `depth`-th continuation of today's sweep."""
     _, _, _, region, account, *_ = function_arn.split(":")
     return {
         "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
-        "source": "task-scheduler.sweeper", "account": account, "time": iso(utcnow()),
+        "source": "task-scheduler.sweeper", "account": account, "time": iso(now),
         "region": region, "resources": [function_arn], "detail": {"continuation": depth},
     }
 
@@ -141,12 +140,12 @@ def continuation_depth(detail: Any) -> int:
     return depth if isinstance(depth, int) and depth > 0 else 0
 
 
-def run_daily(time_left_ms: Optional[Callable[[], int]] = None,
+def run_daily(runtime: Runtime, time_left_ms: Optional[Callable[[], int]] = None,
               function_arn: Optional[str] = None, depth: int = 0) -> dict:
     """The daily_sweeper Lambda: sweep, and when the work did not fit, invoke itself again
     (asynchronously) to continue where it stopped, but only after a sweep that made
     progress: a timeout too short for any task must not re-invoke itself forever."""
-    summary = sweep(time_left_ms=time_left_ms, hand_off=invoke_now)
+    summary = sweep(runtime, time_left_ms=time_left_ms, hand_off=invoke_now)
     if not summary.get("deferred") or not function_arn:
         return summary
     if not made_progress(summary):
@@ -160,7 +159,8 @@ def run_daily(time_left_ms: Optional[Callable[[], int]] = None,
         return summary
     aws.client("lambda").invoke(
         FunctionName=function_arn, InvocationType="Event",
-        Payload=json.dumps(continuation_event(function_arn, depth + 1)).encode())
+        Payload=json.dumps(continuation_event(function_arn, runtime.clock.now(),
+                                              depth + 1)).encode())
     summary["continued"] = True
     observability.event("sweep_continued", function=function_arn, depth=depth + 1)
     return summary

@@ -1,5 +1,13 @@
-"""Shared fixtures: fake AWS credentials, moto resources, the Chalice client, a receiver."""
+"""Shared fixtures: fake AWS credentials, moto resources, the in-memory runtime, the Chalice
+client, a receiver, dev server processes; and the test tiers.
+
+Tiers: a test that uses moto (the `aws` fixture, or a fixture built on it) is marked
+`integration`; one that starts server processes or a browser is `e2e` (its module says so
+with `pytestmark`, or it uses `servers`). `make test-fast` runs the rest; `make test` runs
+everything, in parallel workers (each test has its own ports, data folder and moto).
+"""
 import functools
+import inspect
 import json
 import os
 import signal
@@ -21,10 +29,46 @@ from chalice.test import Client
 from moto import mock_aws
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Imported once here, with no stage set: importing app.py under the local stage's settings
+# (as the memory fixture has them) would start a local dispatcher in the test process.
+os.environ.pop("STAGE", None)
+from app import app as APP  # noqa: E402
 TOKEN = "test-token-0123456789"
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 STAGE = "dev"
+
+
+# Fixtures that bring moto in, directly or through another fixture; and those that start
+# processes (servers, `chalice package`).
+MOTO_FIXTURES = {"aws", "client", "api", "executor_function", "rules_mode", "moto_server"}
+PROCESS_FIXTURES = {"servers", "merged"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: uses moto (in-process AWS)")
+    config.addinivalue_line("markers", "e2e: starts server processes, a browser or an "
+                                       "external tool (chalice package, cfn-lint, bandit)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & PROCESS_FIXTURES and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.e2e)
+        if (used & MOTO_FIXTURES or _starts_moto(item)) and not item.get_closest_marker(
+                "integration"):
+            item.add_marker(pytest.mark.integration)
+
+
+def _starts_moto(item) -> bool:
+    """Whether the test's own code starts moto (rather than asking a fixture for it)."""
+    function = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(function) if function else ""
+    except (OSError, TypeError):
+        return False
+    return any(name in source for name in ("mock_aws(", "ThreadedMotoServer", "use_moto_stage"))
 
 
 @pytest.fixture(autouse=True)
@@ -109,14 +153,65 @@ def public_receiver(monkeypatch, private_refused, receiver):
 
 
 def _reset_caches():
-    from chalicelib import auth, aws, config, signing, store, triggers
+    from chalicelib import auth, aws, config, signing, wiring
 
     aws.reset()
     auth.clear_cache()
     signing.clear_cache()
     config._account_cache.clear()
-    store._stores.clear()
-    triggers._triggers.clear()
+    wiring.reset()
+
+
+def runtime(clock=None):
+    """The runtime the app would use under the current settings, on `clock` if given."""
+    from dataclasses import replace
+
+    from chalicelib import wiring
+
+    current = wiring.runtime()
+    return replace(current, clock=clock) if clock is not None else current
+
+
+class RecordingTrigger:
+    """A trigger that records what it was asked: (method, task id[, time]) in `calls`."""
+
+    def __init__(self, clock=None):
+        from chalicelib.models import SYSTEM_CLOCK
+
+        self.clock = clock or SYSTEM_CLOCK
+        self.calls = []
+
+    def arm(self, task):
+        self.calls.append(("arm", task.task_id))
+
+    def disarm(self, task):
+        self.calls.append(("disarm", task.task_id))
+
+    def ensure_armed(self, task):
+        self.calls.append(("ensure_armed", task.task_id))
+        return False
+
+    def arm_recheck(self, task, at):
+        self.calls.append(("arm_recheck", task.task_id, at))
+
+    def after_run(self, task):
+        self.calls.append(("after_run", task.task_id, task.status))
+
+
+MEMORY_SIGNING_SECRET = "whsec_" + "bWVtb3J5LXRpZXItdGVzdC1zZWNyZXQtMzItYnl0ZXM="
+
+
+@pytest.fixture
+def memory(local_env, monkeypatch):
+    """The in-memory store and a recording trigger as the process's runtime (what the app,
+    the executor and make_task then use), with the local stage's settings: no AWS at all
+    (dead letters go to a file in the test's folder). Returns the Runtime."""
+    from chalicelib import wiring
+    from chalicelib.store.memory import InMemoryTaskStore
+
+    monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", MEMORY_SIGNING_SECRET)
+    with wiring.overridden(store=InMemoryTaskStore(), trigger=RecordingTrigger()):
+        yield wiring.runtime()
 
 
 def _atomic(method, lock):
@@ -175,12 +270,21 @@ def rules_mode(executor_function, monkeypatch):
     yield
 
 
+def _chalice_client():
+    return Client(APP, stage_name=STAGE, project_dir=str(PROJECT_DIR))
+
+
 @pytest.fixture
 def client(aws):
-    """The Chalice test client on the dev stage."""
-    from app import app
+    """The Chalice test client on the dev stage, over moto."""
+    with _chalice_client() as chalice_client:
+        yield chalice_client
 
-    with Client(app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as chalice_client:
+
+@pytest.fixture
+def memory_client(memory):
+    """The Chalice test client on the dev stage, over the in-memory runtime."""
+    with _chalice_client() as chalice_client:
         yield chalice_client
 
 
@@ -189,32 +293,44 @@ def auth_headers():
     return {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
+class Api:
+    """Small JSON helper over a Chalice test client, authenticated."""
+
+    def __init__(self, client, headers):
+        self.client, self.headers = client, headers
+
+    def request(self, method, path, body=None, headers=None, raw=None):
+        data = raw if raw is not None else (
+            json.dumps(body).encode() if body is not None else b"")
+        response = self.client.http.request(method, path,
+                                            headers={**self.headers, **(headers or {})},
+                                            body=data)
+        response.json = json.loads(response.body) if response.body else None
+        return response
+
+    def post(self, path, body=None, **kwargs):
+        return self.request("POST", path, body, **kwargs)
+
+    def get(self, path, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def delete(self, path, **kwargs):
+        return self.request("DELETE", path, **kwargs)
+
+    def invoke(self, task_id):
+        return self.client.lambda_.invoke("execute_task", {"task_id": task_id}).payload
+
+
 @pytest.fixture
 def api(client, auth_headers):
-    """Small JSON helper over the Chalice client, authenticated."""
-    class Api:
-        def request(self, method, path, body=None, headers=None, raw=None):
-            data = raw if raw is not None else (
-                json.dumps(body).encode() if body is not None else b"")
-            response = client.http.request(method, path, headers={**auth_headers,
-                                                                  **(headers or {})},
-                                           body=data)
-            response.json = json.loads(response.body) if response.body else None
-            return response
+    """The API over moto (DynamoDB, EventBridge Scheduler)."""
+    return Api(client, auth_headers)
 
-        def post(self, path, body=None, **kwargs):
-            return self.request("POST", path, body, **kwargs)
 
-        def get(self, path, **kwargs):
-            return self.request("GET", path, **kwargs)
-
-        def delete(self, path, **kwargs):
-            return self.request("DELETE", path, **kwargs)
-
-        def invoke(self, task_id):
-            return client.lambda_.invoke("execute_task", {"task_id": task_id}).payload
-
-    return Api()
+@pytest.fixture
+def memory_api(memory_client, auth_headers):
+    """The API over the in-memory runtime: what does not depend on AWS."""
+    return Api(memory_client, auth_headers)
 
 
 # ---------------------------------------------------------------- a real receiver
@@ -304,7 +420,6 @@ def refused_url():
 def make_task():
     """Store a task directly (for states the API cannot create, such as overdue ones)."""
     from chalicelib.models import Task, utcnow
-    from chalicelib.store import get_store
 
     def make(due_in=-1.0, action="webhook", payload=None, priority=5, run_at=None,
              schedule_kind="once", **fields):
@@ -316,7 +431,7 @@ def make_task():
             payload=payload if payload is not None else {"message": "hi"},
             run_at=run_at or next_run_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             schedule_kind=schedule_kind, next_run_at=next_run_at, priority=priority, **fields)
-        get_store().create(task)
+        runtime().store.create(task)
         return task
 
     return make
@@ -338,7 +453,7 @@ class DevServer:
 
     def __init__(self, data_dir: Path, command=None, extra_env=None):
         self.data_dir = data_dir
-        self.command = command or [sys.executable, "-m", "chalicelib.local_server"]
+        self.command = command or [sys.executable, "-m", "chalicelib.local"]
         # Our server binds port 0 and says which port it got, so no other process (another
         # suite on a busy machine) can take it between a probe and the bind; `chalice local`
         # needs a number on its command line.

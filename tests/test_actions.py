@@ -8,6 +8,7 @@ import pytest
 
 from chalicelib.executor import execute_task
 from tests.test_api import schedules_in_group, spec_example, task_count
+from tests.conftest import runtime
 
 
 def _hook(**payload):
@@ -64,7 +65,7 @@ SECRETS = {"Authorization": "Bearer sk-live-123", "X-Api-Key": "key-456",
 
 
 @pytest.mark.parametrize("path", ["direct", "pinned"])
-def test_sensitive_headers_are_sent_but_never_shown_or_logged(api, receiver, caplog, request,
+def test_sensitive_headers_are_sent_but_never_shown_or_logged(memory_api, receiver, caplog, request,
                                                               path):
     body = _hook(headers={**SECRETS, "X-Plain": "visible"}, data={"n": 1})
     body["payload"]["url"] = receiver.url
@@ -72,14 +73,13 @@ def test_sensitive_headers_are_sent_but_never_shown_or_logged(api, receiver, cap
         body["payload"]["url"] = request.getfixturevalue("public_receiver").public_url
     body["run_at"] = spec_example()["run_at"]
     with caplog.at_level(logging.INFO), caplog.at_level(logging.DEBUG, logger="task_scheduler"):
-        task_id = api.post("/schedule-task", body).json["task_id"]
-        shown = api.get(f"/tasks/{task_id}").json
-        listed = api.get("/tasks").json["tasks"][0]
-        from chalicelib.store import get_store
-        from chalicelib.executor import Clock
+        task_id = memory_api.post("/schedule-task", body).json["task_id"]
+        shown = memory_api.get(f"/tasks/{task_id}").json
+        listed = memory_api.get("/tasks").json["tasks"][0]
+        from chalicelib.models import Clock
 
-        due = get_store().get(task_id).next_run_at
-        execute_task(task_id, Clock(now=lambda: due))
+        due = runtime().store.get(task_id).next_run_at
+        execute_task(runtime(Clock(now=lambda: due)), task_id)
     for name, value in SECRETS.items():
         assert shown["payload"]["headers"][name] == "***"
         assert listed["payload"]["headers"][name] == "***"
@@ -98,18 +98,18 @@ def test_header_values_that_cannot_be_sent_are_refused(api, value):
 
 
 @pytest.mark.parametrize("name", ["X-Name\n", "X Name", "X:Name", ""])
-def test_header_names_must_be_tokens(api, name):
-    response = api.post("/schedule-task", _hook(headers={name: "v"}))
+def test_header_names_must_be_tokens(memory_api, name):
+    response = memory_api.post("/schedule-task", _hook(headers={name: "v"}))
     assert response.status_code == 400 and response.json["field"] == "payload.headers"
 
 
-def test_a_stored_header_that_cannot_be_sent_fails_without_leaking(aws, make_task, caplog):
+def test_a_stored_header_that_cannot_be_sent_fails_without_leaking(memory, make_task, caplog):
     # Stored directly, as by an older version with looser rules: the run must not crash
     # or copy the value into the run's error or the logs.
     task = make_task(payload={"url": "https://example.com/hook",
                               "headers": {"Authorization": " Bearer sk-leak-999"}})
     with caplog.at_level(logging.INFO), caplog.at_level(logging.DEBUG, logger="task_scheduler"):
-        result = execute_task(task.task_id)
+        result = execute_task(runtime(), task.task_id)
     assert result.status == "failed"
     assert result.run.error == "request could not be built: InvalidHeader"
     assert "sk-leak-999" not in caplog.text
@@ -161,17 +161,17 @@ def test_an_exchange_never_waits_for_a_thread_and_few_stay_idle():
 @pytest.mark.parametrize("name", ["X-Hub-Signature", "X-Hub-Signature-256", "X-Credentials",
                                   "X-Jwt", "X-Passwd", "Proxy-Authorization", "Set-Cookie",
                                   "X-Session-Id", "x-shopify-hmac-KEY", "X-Auth", "AUTHTOKEN"])
-def test_secret_header_names_are_redacted_by_pattern(api, name):
-    task_id = api.post("/schedule-task", _hook(headers={name: "s3cr3t-value",
+def test_secret_header_names_are_redacted_by_pattern(memory_api, name):
+    task_id = memory_api.post("/schedule-task", _hook(headers={name: "s3cr3t-value",
                                                         "X-Plain": "visible"})).json["task_id"]
-    shown = api.get(f"/tasks/{task_id}").json["payload"]["headers"]
+    shown = memory_api.get(f"/tasks/{task_id}").json["payload"]["headers"]
     assert shown == {name: "***", "X-Plain": "visible"}
 
 
 @pytest.mark.parametrize("name", ["Accept", "Content-Type", "X-Request-Source", "User-Agent"])
-def test_ordinary_header_names_are_shown(api, name):
-    task_id = api.post("/schedule-task", _hook(headers={name: "plain"})).json["task_id"]
-    assert api.get(f"/tasks/{task_id}").json["payload"]["headers"] == {name: "plain"}
+def test_ordinary_header_names_are_shown(memory_api, name):
+    task_id = memory_api.post("/schedule-task", _hook(headers={name: "plain"})).json["task_id"]
+    assert memory_api.get(f"/tasks/{task_id}").json["payload"]["headers"] == {name: "plain"}
 
 
 def test_a_receiver_echoing_the_secret_never_puts_it_in_errors_logs_or_dead_letters(
@@ -181,8 +181,7 @@ def test_a_receiver_echoing_the_secret_never_puts_it_in_errors_logs_or_dead_lett
     import boto3
 
     from chalicelib import deadletters
-    from chalicelib.executor import Clock
-    from chalicelib.store import get_store
+    from chalicelib.models import Clock
 
     receiver.status = 401
     receiver.body = (b"invalid credentials: Bearer sk_live_0123456789abcdef "
@@ -193,8 +192,8 @@ def test_a_receiver_echoing_the_secret_never_puts_it_in_errors_logs_or_dead_lett
     body["max_attempts"] = 1
     with caplog.at_level(logging.DEBUG, logger="task_scheduler"):
         task_id = api.post("/schedule-task", body).json["task_id"]
-        due = get_store().get(task_id).next_run_at
-        execute_task(task_id, Clock(now=lambda: due))
+        due = runtime().store.get(task_id).next_run_at
+        execute_task(runtime(Clock(now=lambda: due)), task_id)
     [run] = api.get(f"/tasks/{task_id}").json["runs"]
     assert run["error"] == "HTTP 401: invalid credentials: *** (signature *** unknown)"
     sqs = boto3.client("sqs")

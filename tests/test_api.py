@@ -7,6 +7,7 @@ import pytest
 
 from chalicelib import config
 from chalicelib.models import utcnow
+from tests.conftest import runtime
 
 
 def future(seconds=3600):
@@ -81,18 +82,18 @@ def test_spec_example_is_stored_and_armed_once(api):
     assert detail["Target"]["RoleArn"].endswith(":role/task-scheduler-dev-scheduler")
 
 
-def test_offset_is_normalised_to_utc(api):
+def test_offset_is_normalised_to_utc(memory_api):
     local = (datetime.now(timezone(timedelta(hours=2))) + timedelta(hours=1)).replace(
         microsecond=0)
-    response = api.post("/schedule-task", spec_example(run_at=local.isoformat()))
+    response = memory_api.post("/schedule-task", spec_example(run_at=local.isoformat()))
     assert response.status_code == 201
     expected = local.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert response.json["run_at"] == expected == response.json["next_run_at"]
 
 
-def test_fraction_of_second_rounds_up(api):
+def test_fraction_of_second_rounds_up(memory_api):
     base = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(microsecond=0)
-    response = api.post("/schedule-task", spec_example(
+    response = memory_api.post("/schedule-task", spec_example(
         run_at=base.strftime("%Y-%m-%dT%H:%M:%S") + ".250Z"))
     assert response.json["run_at"] == (base + timedelta(seconds=1)).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
@@ -294,8 +295,8 @@ def test_arming_failure_leaves_no_task(api):
 
 # ---------------------------------------------------------------- other routes
 
-def test_get_unknown_task_is_404(api):
-    response = api.get("/tasks/00000000-0000-4000-8000-000000000000")
+def test_get_unknown_task_is_404(memory_api):
+    response = memory_api.get("/tasks/00000000-0000-4000-8000-000000000000")
     assert response.status_code == 404
     assert response.json["code"] == "task_not_found"
 
@@ -313,15 +314,15 @@ def test_cancel_removes_trigger_and_second_cancel_conflicts(api):
     assert api.get(f"/tasks/{task_id}").json["status"] == "cancelled"
 
 
-def test_list_pages_through_every_task_and_filters_by_status(api):
-    created = {api.post("/schedule-task", spec_example()).json["task_id"] for _ in range(7)}
+def test_list_pages_through_every_task_and_filters_by_status(memory_api):
+    created = {memory_api.post("/schedule-task", spec_example()).json["task_id"] for _ in range(7)}
     cancelled = sorted(created)[:2]
     for task_id in cancelled:
-        api.delete(f"/tasks/{task_id}")
+        memory_api.delete(f"/tasks/{task_id}")
     seen, token, pages = [], None, 0
     while True:
         query = "/tasks?limit=3" + (f"&next_token={token}" if token else "")
-        page = api.get(query)
+        page = memory_api.get(query)
         assert page.status_code == 200
         assert len(page.json["tasks"]) <= 3
         seen += [task["task_id"] for task in page.json["tasks"]]
@@ -330,10 +331,10 @@ def test_list_pages_through_every_task_and_filters_by_status(api):
         if not token:
             break
     assert sorted(seen) == sorted(created) and pages >= 3
-    only = api.get("/tasks?status=cancelled").json
+    only = memory_api.get("/tasks?status=cancelled").json
     assert sorted(task["task_id"] for task in only["tasks"]) == cancelled
-    assert api.get("/tasks?status=scheduled&limit=100").json["next_token"] is None
-    assert len(api.get("/tasks?status=scheduled").json["tasks"]) == 5
+    assert memory_api.get("/tasks?status=scheduled&limit=100").json["next_token"] is None
+    assert len(memory_api.get("/tasks?status=scheduled").json["tasks"]) == 5
 
 
 def _token(data):
@@ -351,8 +352,8 @@ def _token(data):
     (f"status=failed&next_token={_token({'k': {'TaskID': {'S': 'x'}}, 's': None})}",
      "next_token"),
 ])
-def test_list_rejects_bad_query(api, query, field):
-    response = api.get(f"/tasks?{query}")
+def test_list_rejects_bad_query(memory_api, query, field):
+    response = memory_api.get(f"/tasks?{query}")
     assert response.status_code == 400
     assert response.json["field"] == field
 
@@ -380,22 +381,22 @@ def test_routes_require_a_token(client, method, path):
     assert task_count() == 0
 
 
-def test_unsupported_media_type_has_the_error_body(api):
-    response = api.post("/schedule-task", spec_example(),
+def test_unsupported_media_type_has_the_error_body(memory_api):
+    response = memory_api.post("/schedule-task", spec_example(),
                         headers={"Content-Type": "text/csv"})
     assert response.status_code == 415
     assert set(response.json) == {"code", "message", "field"}
 
 
 @pytest.mark.parametrize("task_id", ["not-a-uuid", "x" * 3000, "00000000-0000-4000-8000-00000000000Z"])
-def test_ids_that_cannot_be_tasks_are_404(api, task_id):
-    assert api.get(f"/tasks/{task_id}").status_code == 404
-    assert api.delete(f"/tasks/{task_id}").status_code == 404
-    assert api.post(f"/tasks/{task_id}/retry").status_code == 404
+def test_ids_that_cannot_be_tasks_are_404(memory_api, task_id):
+    assert memory_api.get(f"/tasks/{task_id}").status_code == 404
+    assert memory_api.delete(f"/tasks/{task_id}").status_code == 404
+    assert memory_api.post(f"/tasks/{task_id}/retry").status_code == 404
 
 
-def test_day_names_with_w_are_not_mistaken_for_the_w_wildcard(api):
-    response = api.post("/schedule-task", _with(run_at="cron(0 9 ? * MON-WED *)"))
+def test_day_names_with_w_are_not_mistaken_for_the_w_wildcard(memory_api):
+    response = memory_api.post("/schedule-task", _with(run_at="cron(0 9 ? * MON-WED *)"))
     assert response.status_code == 201, response.json
 
 
@@ -416,17 +417,18 @@ def test_idempotency_key_returns_the_first_task(api):
     assert task_count() == 2
 
 
-def test_idempotency_key_repeat_after_run_at_has_passed(api, monkeypatch):
+def test_idempotency_key_repeat_after_run_at_has_passed(memory_api):
     # A client retrying late must get its task back, not "run_at is in the past".
-    from chalicelib import service
+    from chalicelib import wiring
+    from chalicelib.models import Clock
 
     body = {**spec_example(), "run_at": (utcnow() + timedelta(minutes=5)).strftime(
         "%Y-%m-%dT%H:%M:%SZ")}
-    first = api.post("/schedule-task", body, headers={"Idempotency-Key": "late-1"})
-    monkeypatch.setattr(service, "utcnow", lambda: utcnow() + timedelta(hours=1))
-    again = api.post("/schedule-task", body, headers={"Idempotency-Key": "late-1"})
-    assert again.status_code == 200 and again.json == first.json
-    fresh = api.post("/schedule-task", body, headers={"Idempotency-Key": "late-2"})
+    first = memory_api.post("/schedule-task", body, headers={"Idempotency-Key": "late-1"})
+    with wiring.overridden(clock=Clock(now=lambda: utcnow() + timedelta(hours=1))):
+        again = memory_api.post("/schedule-task", body, headers={"Idempotency-Key": "late-1"})
+        assert again.status_code == 200 and again.json == first.json
+        fresh = memory_api.post("/schedule-task", body, headers={"Idempotency-Key": "late-2"})
     assert fresh.status_code == 400 and fresh.json["field"] == "run_at"
 
 
@@ -471,14 +473,12 @@ def test_rules_arming_failure_leaves_no_rule_and_no_task(rules_mode, api):
 def test_rules_mode_rearms_a_recurring_task_for_its_next_firing(rules_mode, api, receiver,
                                                                 make_task):
     from chalicelib.executor import execute_task
-    from chalicelib.store import get_store
-    from chalicelib.triggers import get_trigger
 
     task = make_task(payload={"url": receiver.url}, run_at="cron(0/5 * * * ? *)",
                      schedule_kind="cron")
-    get_trigger().arm(task)
-    assert execute_task(task.task_id).status == "scheduled"
-    following = get_store().get(task.task_id).next_run_at
+    runtime().trigger.arm(task)
+    assert execute_task(runtime(), task.task_id).status == "scheduled"
+    following = runtime().store.get(task.task_id).next_run_at
     rule = boto3.client("events").describe_rule(Name=f"{config.rule_prefix()}{task.task_id}")
     assert rule["ScheduleExpression"] == (
         f"cron({following.minute} {following.hour} {following.day} {following.month} ? "
@@ -487,13 +487,13 @@ def test_rules_mode_rearms_a_recurring_task_for_its_next_firing(rules_mode, api,
     assert rule_names() == []
 
 
-def test_list_searches_names_in_any_case(api):
-    named = [api.post("/schedule-task", {**spec_example(), "name": name}).json["task_id"]
+def test_list_searches_names_in_any_case(memory_api):
+    named = [memory_api.post("/schedule-task", {**spec_example(), "name": name}).json["task_id"]
              for name in ("Invoice run", "nightly INVOICES", "cleanup")]
-    found = api.get("/tasks?name=invoice").json
+    found = memory_api.get("/tasks?name=invoice").json
     assert sorted(task["task_id"] for task in found["tasks"]) == sorted(named[:2])
-    assert api.get("/tasks?name=invoice&status=cancelled").json["tasks"] == []
-    assert api.get("/tasks?name=" + "x" * 201).json["field"] == "name"
+    assert memory_api.get("/tasks?name=invoice&status=cancelled").json["tasks"] == []
+    assert memory_api.get("/tasks?name=" + "x" * 201).json["field"] == "name"
 
 
 def _preview(api, **query):
@@ -551,18 +551,18 @@ def test_preview_refuses_what_post_refuses(api, query, field):
     ("/preview?run_at=09:00&tz=Europe/Berlin", "tz"),
     ("/tasks/00000000-0000-4000-8000-000000000000?verbose=1", "verbose"),
 ])
-def test_unknown_query_parameters_are_refused_naming_them(api, path, param):
-    response = api.get(path)
+def test_unknown_query_parameters_are_refused_naming_them(memory_api, path, param):
+    response = memory_api.get(path)
     assert response.status_code == 400, response.json
     assert response.json == {"code": "unknown_parameter", "field": param,
                              "message": response.json["message"]}
     assert param in response.json["message"]
 
 
-def test_a_finished_task_shows_no_next_run(api):
-    task_id = api.post("/schedule-task", spec_example()).json["task_id"]
-    assert api.get(f"/tasks/{task_id}").json["next_run_at"] is not None
-    assert api.delete(f"/tasks/{task_id}").json["next_run_at"] is None
-    assert api.get(f"/tasks/{task_id}").json["next_run_at"] is None
-    [listed] = api.get("/tasks?status=cancelled").json["tasks"]
+def test_a_finished_task_shows_no_next_run(memory_api):
+    task_id = memory_api.post("/schedule-task", spec_example()).json["task_id"]
+    assert memory_api.get(f"/tasks/{task_id}").json["next_run_at"] is not None
+    assert memory_api.delete(f"/tasks/{task_id}").json["next_run_at"] is None
+    assert memory_api.get(f"/tasks/{task_id}").json["next_run_at"] is None
+    [listed] = memory_api.get("/tasks?status=cancelled").json["tasks"]
     assert listed["next_run_at"] is None

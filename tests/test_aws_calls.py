@@ -1,9 +1,12 @@
 """bench/aws_calls.py: the AWS calls of a task's life, counted over moto."""
 import os
 
+import pytest
+
 from bench import aws_calls
 
 
+@pytest.mark.integration  # moto, through bench/aws_calls.py
 def test_a_one_time_task_costs_four_calls_the_older_design_six(monkeypatch):
     monkeypatch.setattr(os, "environ", dict(os.environ))  # the benchmark sets its own
     rows = {name: sum(calls.values()) for name, calls in aws_calls.measure().items()}

@@ -6,7 +6,7 @@ import pytest
 
 from chalicelib import bootstrap
 from chalicelib.executor import execute_task
-from chalicelib.store import get_store
+from tests.conftest import runtime
 from tests.test_api import spec_example, task_count
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -54,10 +54,10 @@ def _schedule_and_run(api, action, payload):
     response = api.post("/schedule-task", body)
     assert response.status_code == 201, response.json
     task_id = response.json["task_id"]
-    from chalicelib.executor import Clock
+    from chalicelib.models import Clock
 
-    due = get_store().get(task_id).next_run_at
-    return execute_task(task_id, Clock(now=lambda: due))
+    due = runtime().store.get(task_id).next_run_at
+    return execute_task(runtime(Clock(now=lambda: due)), task_id)
 
 
 def test_sqs_delivers(api, targets):
@@ -253,7 +253,7 @@ def test_local_stage_refuses_aws_targets_without_calling_aws(local_env, no_aws_c
 
     monkeypatch.setenv("ALLOWED_TARGETS", "*")
     with pytest.raises(ValidationError) as refused:
-        service.schedule_task({**spec_example(), "action": action, "payload": payload})
+        service.schedule_task(runtime(), {**spec_example(), "action": action, "payload": payload})
     assert refused.value.status == 400 and refused.value.field == "action"
     assert "make dev-aws" in refused.value.message
 
@@ -273,6 +273,6 @@ def test_dev_aws_accepts_aws_targets(local_env, aws, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # make dev-aws sets one
     monkeypatch.setenv("ALLOWED_TARGETS", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default")
     monkeypatch.setattr(config, "_own_account_and_region", lambda: (ACCOUNT, REGION))
-    body, created = service.schedule_task({**spec_example(), "action": "eventbridge",
+    body, created = service.schedule_task(runtime(), {**spec_example(), "action": "eventbridge",
                                            "payload": {"source": "app", "detail_type": "x"}})
     assert created and body["status"] == "scheduled"

@@ -16,6 +16,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, DevServer, Receiver
 
+pytestmark = pytest.mark.e2e  # server processes and a browser
+
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium dials out at start, which this
 # machine's closed network refuses.

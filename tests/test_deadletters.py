@@ -37,5 +37,5 @@ def test_local_stage_writes_a_file(local_env, make_task):
     assert json.loads(line)["task_id"] == task.task_id
 
 
-def test_no_topic_no_notification(aws, make_task):
+def test_no_topic_no_notification(memory, make_task):
     assert deadletters.notify(make_task(), _failed_run(), succeeded=False) is None

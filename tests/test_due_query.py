@@ -15,6 +15,7 @@ def _by_query(rows):
     return {row["query"]: row for row in rows}
 
 
+@pytest.mark.integration  # moto, through bench/due_query.py
 def test_on_dynamodb_the_due_query_examines_only_the_due_items(own_environment):
     for total in (100, 600):
         rows = _by_query(due_query.measure_dynamodb(total, rounds=1))

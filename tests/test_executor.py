@@ -7,9 +7,10 @@ import boto3
 import pytest
 
 from chalicelib import config, schedules
-from chalicelib.executor import Clock, execute_task
+from chalicelib.executor import execute_task
+from chalicelib.models import Clock
 from chalicelib.models import utcnow
-from chalicelib.store import get_store
+from tests.conftest import runtime
 from tests.test_api import schedules_in_group
 
 
@@ -18,9 +19,9 @@ def webhook(url, **extra):
             "headers": {"X-Custom": "yes"}, "timeout": 2, **extra}
 
 
-def test_data_arrives_as_json_body_and_task_completes(aws, receiver, make_task):
+def test_data_arrives_as_json_body_and_task_completes(memory, receiver, make_task):
     task = make_task(payload=webhook(receiver.url))
-    result = execute_task(task.task_id)
+    result = execute_task(runtime(), task.task_id)
     assert result.outcome == "ran" and result.status == "completed"
     assert len(receiver.requests) == 1
     request = receiver.requests[0]
@@ -30,7 +31,7 @@ def test_data_arrives_as_json_body_and_task_completes(aws, receiver, make_task):
     assert request["headers"]["x-custom"] == "yes"
     assert request["headers"]["idempotency-key"] == f"{task.task_id}:{task.run_at}"
     assert request["headers"]["x-task-attempt"] == "1"
-    stored = get_store().get(task.task_id)
+    stored = runtime().store.get(task.task_id)
     assert stored.status == "completed" and stored.attempts == 1
     [run] = stored.runs
     assert run.outcome == "succeeded" and run.http_status == 200 and run.error is None
@@ -38,44 +39,44 @@ def test_data_arrives_as_json_body_and_task_completes(aws, receiver, make_task):
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "GET"])
-def test_method_is_used(aws, receiver, make_task, method):
+def test_method_is_used(memory, receiver, make_task, method):
     task = make_task(payload=webhook(receiver.url, method=method))
-    assert execute_task(task.task_id).status == "completed"
+    assert execute_task(runtime(), task.task_id).status == "completed"
     assert receiver.requests[0]["method"] == method
 
 
-def test_through_the_lambda_entry_point(api, receiver, make_task):
+def test_through_the_lambda_entry_point(memory_api, receiver, make_task):
     task = make_task(payload=webhook(receiver.url))
-    result = api.invoke(task.task_id)
+    result = memory_api.invoke(task.task_id)
     assert result["status"] == "completed" and result["run"]["http_status"] == 200
-    shown = api.get(f"/tasks/{task.task_id}").json
+    shown = memory_api.get(f"/tasks/{task.task_id}").json
     assert shown["status"] == "completed"
     assert shown["runs"][0]["outcome"] == "succeeded"
 
 
-def test_receiver_500_fails_with_the_reason(aws, receiver, make_task):
+def test_receiver_500_fails_with_the_reason(memory, receiver, make_task):
     receiver.status = 500
     receiver.body = b'{"error": "database on fire"}'
     task = make_task(payload=webhook(receiver.url), max_attempts=1)
-    assert execute_task(task.task_id).status == "failed"
-    [run] = get_store().get(task.task_id).runs
+    assert execute_task(runtime(), task.task_id).status == "failed"
+    [run] = runtime().store.get(task.task_id).runs
     assert run.outcome == "failed" and run.http_status == 500
     assert run.error.startswith("HTTP 500") and "database on fire" in run.error
 
 
-def test_redirect_is_not_followed(aws, receiver, make_task):
+def test_redirect_is_not_followed(memory, receiver, make_task):
     receiver.status = 302
     task = make_task(payload=webhook(receiver.url))
-    assert execute_task(task.task_id).status == "failed"
+    assert execute_task(runtime(), task.task_id).status == "failed"
     assert len(receiver.requests) == 1
-    assert get_store().get(task.task_id).runs[0].http_status == 302
+    assert runtime().store.get(task.task_id).runs[0].http_status == 302
 
 
-def test_timeout_fails_with_the_reason(aws, receiver, make_task):
+def test_timeout_fails_with_the_reason(memory, receiver, make_task):
     receiver.delay = 8  # far beyond the timeout, so a busy machine cannot blur the two
     task = make_task(payload=webhook(receiver.url, timeout=1), max_attempts=1)
-    assert execute_task(task.task_id).status == "failed"
-    run = get_store().get(task.task_id).runs[0]
+    assert execute_task(runtime(), task.task_id).status == "failed"
+    run = runtime().store.get(task.task_id).runs[0]
     assert run.http_status is None and "timeout" in run.error
     assert 900 <= run.duration_ms < 6000
 
@@ -115,37 +116,37 @@ def trickler():
     listener.close()
 
 
-def test_a_trickling_response_is_cut_off_at_the_run_deadline(aws, trickler, make_task,
+def test_a_trickling_response_is_cut_off_at_the_run_deadline(memory, trickler, make_task,
                                                              monkeypatch):
     from chalicelib import actions
 
     monkeypatch.setattr(actions, "DEADLINE_MARGIN_SECONDS", 0.5)
     task = make_task(payload=webhook(trickler, timeout=1), max_attempts=2)
-    assert execute_task(task.task_id).status == "retrying"
-    run = get_store().get(task.task_id).runs[0]
+    assert execute_task(runtime(), task.task_id).status == "retrying"
+    run = runtime().store.get(task.task_id).runs[0]
     assert run.error == "timeout: no complete response within 1.5 s"
     assert 1400 <= run.duration_ms < 6000  # the trickle itself would go on for 30 s
 
 
-def test_refused_connection_fails_with_the_reason(aws, refused_url, make_task):
+def test_refused_connection_fails_with_the_reason(memory, refused_url, make_task):
     task = make_task(payload=webhook(refused_url + "/hook?token=s3cret"), max_attempts=1)
-    assert execute_task(task.task_id).status == "failed"
-    error = get_store().get(task.task_id).runs[0].error
+    assert execute_task(runtime(), task.task_id).status == "failed"
+    error = runtime().store.get(task.task_id).runs[0].error
     assert error == "connection failed: NewConnectionError: Connection refused"
     assert "s3cret" not in error  # the URL (its query may hold a token) is never quoted
 
 
-def test_log_action_succeeds_and_logs(aws, make_task, caplog):
+def test_log_action_succeeds_and_logs(memory, make_task, caplog):
     task = make_task(action="log", payload={"message": "tick", "data": {"k": 1}})
     with caplog.at_level("INFO", logger="task_scheduler"):
-        assert execute_task(task.task_id).status == "completed"
+        assert execute_task(runtime(), task.task_id).status == "completed"
     [line] = [r.msg for r in caplog.records
               if isinstance(r.msg, dict) and r.msg["event"] == "task_log"]
     assert line["message"] == "tick" and line["task_id"] == task.task_id
     assert line["data"] == {"k": 1}
 
 
-def test_five_concurrent_invocations_run_it_once(aws, receiver, make_task):
+def test_five_concurrent_invocations_run_it_once(memory, receiver, make_task):
     receiver.delay = 0.2
     task = make_task(payload=webhook(receiver.url))
     barrier = threading.Barrier(5)
@@ -153,7 +154,7 @@ def test_five_concurrent_invocations_run_it_once(aws, receiver, make_task):
 
     def invoke():
         barrier.wait()
-        results.append(execute_task(task.task_id))
+        results.append(execute_task(runtime(), task.task_id))
 
     threads = [threading.Thread(target=invoke) for _ in range(5)]
     for thread in threads:
@@ -163,23 +164,23 @@ def test_five_concurrent_invocations_run_it_once(aws, receiver, make_task):
     assert len(receiver.requests) == 1
     assert sorted(r.outcome for r in results) == ["ran", "skipped", "skipped", "skipped",
                                                    "skipped"]
-    assert get_store().get(task.task_id).attempts == 1
+    assert runtime().store.get(task.task_id).attempts == 1
 
 
-def test_repeated_delivery_after_completion_is_skipped(aws, receiver, make_task):
+def test_repeated_delivery_after_completion_is_skipped(memory, receiver, make_task):
     task = make_task(payload=webhook(receiver.url))
-    execute_task(task.task_id)
-    again = execute_task(task.task_id)
+    execute_task(runtime(), task.task_id)
+    again = execute_task(runtime(), task.task_id)
     assert again.outcome == "skipped" and again.status == "completed"
     assert len(receiver.requests) == 1
 
 
-def test_cancelled_task_is_skipped(api, receiver):
+def test_cancelled_task_is_skipped(memory_api, receiver):
     body = {"action": "webhook", "payload": {"url": receiver.url},
             "run_at": (utcnow() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    task_id = api.post("/schedule-task", body).json["task_id"]
-    api.delete(f"/tasks/{task_id}")
-    assert execute_task(task_id).outcome == "skipped"
+    task_id = memory_api.post("/schedule-task", body).json["task_id"]
+    memory_api.delete(f"/tasks/{task_id}")
+    assert execute_task(runtime(), task_id).outcome == "skipped"
     assert receiver.requests == []
 
 
@@ -187,9 +188,9 @@ def test_stray_firing_of_a_cancelled_task_removes_its_schedule(api, receiver):
     # The cancel was stored but its disarm failed: the cron schedule kept firing.
     body = {"action": "webhook", "payload": {"url": receiver.url}, "run_at": "rate(5 minutes)"}
     task_id = api.post("/schedule-task", body).json["task_id"]
-    get_store().cancel(task_id, utcnow())
+    runtime().store.cancel(task_id, utcnow())
     assert f"task-{task_id}" in {s["Name"] for s in schedules_in_group()}
-    assert execute_task(task_id).outcome == "skipped"
+    assert execute_task(runtime(), task_id).outcome == "skipped"
     assert f"task-{task_id}" not in {s["Name"] for s in schedules_in_group()}
     assert receiver.requests == []
 
@@ -198,20 +199,19 @@ def test_rules_recheck_is_undone_when_the_task_is_found_waiting(rules_mode, aws,
                                                                make_task):
     # A recheck moved the task's only rule; the early delivery puts it back on the task's
     # next firing instead of leaving that firing unarmed.
-    from chalicelib.triggers import get_trigger
 
     task = make_task(payload=webhook(receiver.url), due_in=3600)
-    trigger = get_trigger()
+    trigger = runtime().trigger
     trigger.arm(task)
     trigger.arm_recheck(task, utcnow() + timedelta(minutes=2))
-    assert execute_task(task.task_id).outcome == "early"
+    assert execute_task(runtime(), task.task_id).outcome == "early"
     rule = boto3.client("events").describe_rule(Name=f"{config.rule_prefix()}{task.task_id}")
     at = task.next_run_at
     assert rule["ScheduleExpression"] == f"cron({at.minute} {at.hour} {at.day} {at.month} ? {at.year})"
 
 
-def test_unknown_task_is_reported_not_raised(aws):
-    assert execute_task("00000000-0000-4000-8000-000000000000").outcome == "unknown"
+def test_unknown_task_is_reported_not_raised(memory):
+    assert execute_task(runtime(), "00000000-0000-4000-8000-000000000000").outcome == "unknown"
 
 
 class FakeClock:
@@ -229,21 +229,21 @@ class FakeClock:
         self.moment += timedelta(seconds=seconds)
 
 
-def test_slightly_early_invocation_waits_then_runs(aws, receiver, make_task):
+def test_slightly_early_invocation_waits_then_runs(memory, receiver, make_task):
     clock = FakeClock()
     task = make_task(due_in=30, payload=webhook(receiver.url))
     clock.moment = task.next_run_at - timedelta(seconds=25)
-    result = execute_task(task.task_id, Clock(now=clock.now, sleep=clock.sleep))
+    result = execute_task(runtime(Clock(now=clock.now, sleep=clock.sleep)), task.task_id)
     assert result.status == "completed"
     assert clock.slept == [pytest.approx(25)]
-    assert get_store().get(task.task_id).runs[0].started_at >= task.next_run_at
+    assert runtime().store.get(task.task_id).runs[0].started_at >= task.next_run_at
 
 
-def test_early_invocation_waits_for_real(aws, receiver, make_task):
+def test_early_invocation_waits_for_real(memory, receiver, make_task):
     task = make_task(due_in=1.5, payload=webhook(receiver.url))
-    result = execute_task(task.task_id)
+    result = execute_task(runtime(), task.task_id)
     assert result.status == "completed"
-    run = get_store().get(task.task_id).runs[0]
+    run = runtime().store.get(task.task_id).runs[0]
     assert run.started_at >= task.next_run_at
 
 
@@ -251,33 +251,33 @@ def test_far_too_early_invocation_never_runs_and_keeps_it_armed(aws, receiver, m
     from chalicelib import aws as aws_clients
 
     task = make_task(due_in=3600, payload=webhook(receiver.url))
-    result = execute_task(task.task_id)
+    result = execute_task(runtime(), task.task_id)
     assert result.outcome == "early"
     assert receiver.requests == []
-    stored = get_store().get(task.task_id)
+    stored = runtime().store.get(task.task_id)
     assert stored.status == "scheduled" and stored.attempts == 0
     schedule = aws_clients.client("scheduler").get_schedule(
         Name=f"task-{task.task_id}", GroupName=config.scheduler_group())
     assert json.loads(schedule["Target"]["Input"]) == {"task_id": task.task_id}
 
 
-def test_stale_lease_is_taken_over_and_finished_once(aws, receiver, make_task):
+def test_stale_lease_is_taken_over_and_finished_once(memory, receiver, make_task):
     task = make_task(payload=webhook(receiver.url))
-    store = get_store()
+    store = runtime().store
     store.claim(task.task_id, "dead-run", utcnow())  # an executor that died mid-run
-    assert execute_task(task.task_id).outcome == "skipped"  # lease still held
+    assert execute_task(runtime(), task.task_id).outcome == "skipped"  # lease still held
     later = Clock(now=lambda: utcnow() + timedelta(minutes=10))
-    result = execute_task(task.task_id, later)
+    result = execute_task(runtime(later), task.task_id)
     assert result.status == "completed"
     assert len(receiver.requests) == 1
 
 
-def test_recurring_task_goes_back_to_scheduled_with_next_firing(aws, receiver, make_task):
+def test_recurring_task_goes_back_to_scheduled_with_next_firing(memory, receiver, make_task):
     task = make_task(payload=webhook(receiver.url), run_at="rate(5 minutes)",
                      schedule_kind="rate", created_at=utcnow() - timedelta(seconds=30))
-    result = execute_task(task.task_id)
+    result = execute_task(runtime(), task.task_id)
     assert result.status == "scheduled"
-    stored = get_store().get(task.task_id)
+    stored = runtime().store.get(task.task_id)
     now = utcnow()
     assert now < stored.next_run_at <= now + timedelta(minutes=5)
     anchor = schedules.ceil_second(stored.created_at)
@@ -286,29 +286,28 @@ def test_recurring_task_goes_back_to_scheduled_with_next_firing(aws, receiver, m
 
 
 
-def test_failed_run_of_recurring_task_keeps_later_firings(aws, receiver, make_task):
+def test_failed_run_of_recurring_task_keeps_later_firings(memory, receiver, make_task):
     receiver.status = 404  # not retried: the run fails at once
     task = make_task(payload=webhook(receiver.url), run_at="rate(5 minutes)",
                      schedule_kind="rate", created_at=utcnow() - timedelta(seconds=30))
-    assert execute_task(task.task_id).status == "scheduled"
-    stored = get_store().get(task.task_id)
+    assert execute_task(runtime(), task.task_id).status == "scheduled"
+    stored = runtime().store.get(task.task_id)
     assert stored.runs[0].outcome == "failed" and stored.next_run_at > utcnow()
 
 
 def test_recurring_task_with_no_further_firing_completes_and_loses_its_trigger(
         aws, receiver, make_task):
     from chalicelib import aws as aws_clients
-    from chalicelib.triggers import get_trigger
 
     last_year = utcnow().year  # its last firing is due now, none follows this year
     task = make_task(payload=webhook(receiver.url), schedule_kind="cron",
                      run_at=f"cron(0/5 * * * ? {last_year})")
-    get_trigger().arm(task)
+    runtime().trigger.arm(task)
     fake_end = Clock(now=lambda: utcnow().replace(year=last_year, month=12, day=31,
                                                   hour=23, minute=58))
-    result = execute_task(task.task_id, fake_end)
+    result = execute_task(runtime(fake_end), task.task_id)
     assert result.status == "completed"
-    stored = get_store().get(task.task_id)
+    stored = runtime().store.get(task.task_id)
     assert stored.next_run_at == task.next_run_at and len(stored.runs) == 1
     schedules_left = aws_clients.client("scheduler").list_schedules(
         GroupName=config.scheduler_group())["Schedules"]
@@ -329,11 +328,11 @@ def run_until_settled(task_id, clock, limit=10):
     """Invoke the executor at each retry time, as the retry's own trigger would."""
     results = []
     for _ in range(limit):
-        task = get_store().get(task_id)
+        task = runtime().store.get(task_id)
         if task.status not in ("scheduled", "retrying"):
             break
         clock.moment = max(clock.moment, task.next_run_at)
-        results.append(execute_task(task_id, Clock(now=clock.now, sleep=clock.sleep)))
+        results.append(execute_task(runtime(Clock(now=clock.now, sleep=clock.sleep)), task_id))
     return results
 
 
@@ -345,9 +344,9 @@ def test_two_503s_then_success_completes_after_three_attempts(aws, receiver, mak
     receiver.script = [503, 503]
     clock = FakeClock()
     task = make_task(payload=webhook(receiver.url))
-    first = execute_task(task.task_id, Clock(now=clock.now, sleep=clock.sleep))
+    first = execute_task(runtime(Clock(now=clock.now, sleep=clock.sleep)), task.task_id)
     assert first.status == "retrying"
-    waiting = get_store().get(task.task_id)
+    waiting = runtime().store.get(task.task_id)
     gap = (waiting.next_run_at - first.run.ended_at).total_seconds()
     assert 0 < gap <= 4 + 1  # attempt 1 waits up to base * 2^0 (rounded up to a second)
     retry = aws_clients.client("scheduler").get_schedule(
@@ -356,7 +355,7 @@ def test_two_503s_then_success_completes_after_three_attempts(aws, receiver, mak
     assert retry["ActionAfterCompletion"] == "DELETE"
     rest = run_until_settled(task.task_id, clock)
     assert [r.status for r in rest] == ["retrying", "completed"]
-    done = get_store().get(task.task_id)
+    done = runtime().store.get(task.task_id)
     assert done.attempts == 3 and [r.http_status for r in reversed(done.runs)] == [503, 503, 200]
     assert [r["headers"]["x-task-attempt"] for r in receiver.requests] == ["1", "2", "3"]
     keys = {r["headers"]["idempotency-key"] for r in receiver.requests}
@@ -372,7 +371,7 @@ def test_always_500_fails_dead_letters_once_and_replays(api, receiver, make_task
     clock = FakeClock()
     task = make_task(payload=webhook(receiver.url), max_attempts=3)
     run_until_settled(task.task_id, clock)
-    failed = get_store().get(task.task_id)
+    failed = runtime().store.get(task.task_id)
     assert failed.status == "failed" and failed.attempts == 3 and len(receiver.requests) == 3
     [letter] = dead_letters()
     assert letter["task_id"] == task.task_id and letter["last_error"].startswith("HTTP 500")
@@ -385,27 +384,27 @@ def test_always_500_fails_dead_letters_once_and_replays(api, receiver, make_task
     assert api.post(f"/tasks/{task.task_id}/retry").status_code == 409  # no longer failed
     clock.moment = utcnow()
     run_until_settled(task.task_id, clock)
-    assert get_store().get(task.task_id).status == "completed"
+    assert runtime().store.get(task.task_id).status == "completed"
     assert len(receiver.requests) == 4
     assert receiver.requests[3]["headers"]["idempotency-key"] != \
         receiver.requests[0]["headers"]["idempotency-key"]  # a replay is a new run
 
 
-def test_replay_at_a_given_time_and_errors(api, receiver, make_task):
+def test_replay_at_a_given_time_and_errors(memory_api, receiver, make_task):
     receiver.status = 404
     task = make_task(payload=webhook(receiver.url))
-    execute_task(task.task_id)
+    execute_task(runtime(), task.task_id)
     later = (utcnow() + timedelta(hours=2)).replace(microsecond=0)
-    response = api.post(f"/tasks/{task.task_id}/retry",
+    response = memory_api.post(f"/tasks/{task.task_id}/retry",
                         {"run_at": later.strftime("%Y-%m-%dT%H:%M:%SZ")})
     assert response.status_code == 200
     assert response.json["next_run_at"] == later.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert api.post("/tasks/00000000-0000-4000-8000-000000000000/retry").status_code == 404
+    assert memory_api.post("/tasks/00000000-0000-4000-8000-000000000000/retry").status_code == 404
     other = make_task(payload=webhook(receiver.url))
-    execute_task(other.task_id)
-    bad = api.post(f"/tasks/{other.task_id}/retry", {"run_at": "2001-01-01T00:00:00Z"})
+    execute_task(runtime(), other.task_id)
+    bad = memory_api.post(f"/tasks/{other.task_id}/retry", {"run_at": "2001-01-01T00:00:00Z"})
     assert bad.status_code == 400 and bad.json["field"] == "run_at"
-    assert get_store().get(other.task_id).status == "failed"
+    assert runtime().store.get(other.task_id).status == "failed"
 
 
 def test_replay_whose_trigger_cannot_be_armed_is_undone(api, receiver, make_task):
@@ -415,7 +414,7 @@ def test_replay_whose_trigger_cannot_be_armed_is_undone(api, receiver, make_task
 
     receiver.status = 404
     task = make_task(payload=webhook(receiver.url))
-    execute_task(task.task_id)
+    execute_task(runtime(), task.task_id)
 
     def refuse(**_):
         raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}},
@@ -424,7 +423,7 @@ def test_replay_whose_trigger_cannot_be_armed_is_undone(api, receiver, make_task
     events = aws_clients.client("scheduler").meta.events
     events.register("before-call.scheduler.CreateSchedule", refuse)
     assert api.post(f"/tasks/{task.task_id}/retry").status_code == 500
-    assert get_store().get(task.task_id).status == "failed"  # not left for the sweep
+    assert runtime().store.get(task.task_id).status == "failed"  # not left for the sweep
     events.unregister("before-call.scheduler.CreateSchedule", refuse)
     assert api.post(f"/tasks/{task.task_id}/retry").status_code == 200  # so a retry works
 
@@ -434,7 +433,7 @@ def test_immediate_replay_is_armed_a_few_seconds_ahead(api, receiver, make_task)
 
     receiver.status = 404
     task = make_task(payload=webhook(receiver.url))
-    execute_task(task.task_id)
+    execute_task(runtime(), task.task_id)
     before = utcnow()
     replayed = api.post(f"/tasks/{task.task_id}/retry").json
     [schedule] = [s for s in schedules_in_group() if s["Name"].startswith("retry-")]
@@ -448,12 +447,12 @@ def test_immediate_replay_is_armed_a_few_seconds_ahead(api, receiver, make_task)
 def test_404_fails_at_once_without_retry(aws, receiver, make_task):
     receiver.status = 404
     task = make_task(payload=webhook(receiver.url), max_attempts=5)
-    assert execute_task(task.task_id).status == "failed"
+    assert execute_task(runtime(), task.task_id).status == "failed"
     assert len(receiver.requests) == 1 and len(dead_letters()) == 1
 
 
 @pytest.mark.parametrize("fault", ["timeout", "refused"])
-def test_timeout_and_refused_connection_are_retried(aws, receiver, refused_url, make_task,
+def test_timeout_and_refused_connection_are_retried(memory, receiver, refused_url, make_task,
                                                     monkeypatch, fault):
     monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
     url = refused_url if fault == "refused" else receiver.url
@@ -464,13 +463,13 @@ def test_timeout_and_refused_connection_are_retried(aws, receiver, refused_url, 
     assert [r.status for r in results] == ["retrying", "failed"]
 
 
-def test_retry_after_header_is_honoured(aws, receiver, make_task, monkeypatch):
+def test_retry_after_header_is_honoured(memory, receiver, make_task, monkeypatch):
     monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
     receiver.script = [429]
     receiver.reply_headers = {"Retry-After": "90"}
     task = make_task(payload=webhook(receiver.url))
-    first = execute_task(task.task_id)
-    waiting = get_store().get(task.task_id)
+    first = execute_task(runtime(), task.task_id)
+    waiting = runtime().store.get(task.task_id)
     assert first.status == "retrying"
     assert (waiting.next_run_at - first.run.ended_at).total_seconds() >= 90
 
@@ -487,8 +486,8 @@ def test_recurring_retry_never_passes_the_next_firing(aws, receiver, make_task, 
     task = make_task(payload=webhook(receiver.url), run_at="rate(1 minute)",
                      schedule_kind="rate", created_at=utcnow() - timedelta(seconds=30))
     following = schedules.from_task(task).next_after(utcnow())  # about 30 s away
-    result = execute_task(task.task_id)
-    stored = get_store().get(task.task_id)
+    result = execute_task(runtime(), task.task_id)
+    stored = runtime().store.get(task.task_id)
     assert result.status == expected
     if expected == "retrying":  # a one-second retry fits before the next firing
         assert stored.next_run_at < following and stored.attempts == 1
@@ -510,11 +509,11 @@ def test_executor_dying_after_claim_is_reclaimed_after_the_lease(aws, receiver, 
 
     monkeypatch.setitem(registry.REGISTRY, "webhook", actions.Action(real.validate, die))
     with pytest.raises(SystemExit):
-        execute_task(task.task_id)
+        execute_task(runtime(), task.task_id)
     monkeypatch.setitem(registry.REGISTRY, "webhook", real)
-    held = get_store().get(task.task_id)
+    held = runtime().store.get(task.task_id)
     assert held.status == "running"
-    assert execute_task(task.task_id).outcome == "skipped"  # the lease still holds
+    assert execute_task(runtime(), task.task_id).outcome == "skipped"  # the lease still holds
     # ...and a recheck is armed at its expiry, so the run is not left to the daily sweep.
     # In the minute after the lease ends: the scheduler may fire anywhere in that minute.
     start = (held.lease_until + timedelta(seconds=1)).replace(second=0, microsecond=0) \
@@ -522,22 +521,22 @@ def test_executor_dying_after_claim_is_reclaimed_after_the_lease(aws, receiver, 
     assert f"recheck-{task.task_id}-{start:%Y%m%d%H%M%S}" in {
         s["Name"] for s in schedules_in_group()}
     at_expiry = Clock(now=lambda: start)
-    assert execute_task(task.task_id, at_expiry).status == "completed"
+    assert execute_task(runtime(at_expiry), task.task_id).status == "completed"
     assert len(receiver.requests) == 1
 
 
-def test_dead_executor_is_swept_too(aws, receiver, make_task, monkeypatch):
+def test_dead_executor_is_swept_too(memory, receiver, make_task, monkeypatch):
     from chalicelib import sweeper
 
     task = make_task(payload=webhook(receiver.url))
-    get_store().claim(task.task_id, "dead-run", utcnow())
+    runtime().store.claim(task.task_id, "dead-run", utcnow())
 
-    summary = sweeper.sweep(Clock(now=lambda: utcnow() + timedelta(minutes=3)))
+    summary = sweeper.sweep(runtime(Clock(now=lambda: utcnow() + timedelta(minutes=3))))
     assert summary.get("completed") == 1
     assert len(receiver.requests) == 1
 
 
-def test_action_that_raises_ends_its_run(aws, make_task, monkeypatch):
+def test_action_that_raises_ends_its_run(memory, make_task, monkeypatch):
     from chalicelib import actions, registry
 
     def broken(payload, context):
@@ -545,24 +544,24 @@ def test_action_that_raises_ends_its_run(aws, make_task, monkeypatch):
 
     monkeypatch.setitem(registry.REGISTRY, "log", actions.Action(actions.validate_log, broken))
     task = make_task(action="log", payload={"message": "x"})
-    result = execute_task(task.task_id)
+    result = execute_task(runtime(), task.task_id)
     assert result.status == "failed" and "internal error" in result.run.error
 
 
-def test_attempts_used_up_by_dead_executors_stop_the_task(aws, receiver, make_task):
+def test_attempts_used_up_by_dead_executors_stop_the_task(memory, receiver, make_task):
     task = make_task(payload=webhook(receiver.url), max_attempts=2)
-    store = get_store()
+    store = runtime().store
     moment = utcnow()
     for n in range(2):  # two executors claimed it and died
         moment += timedelta(minutes=3)
         store.claim(task.task_id, f"dead-{n}", moment)
     moment += timedelta(minutes=3)
-    result = execute_task(task.task_id, Clock(now=lambda: moment))
+    result = execute_task(runtime(Clock(now=lambda: moment)), task.task_id)
     assert result.status == "failed" and "exhausted" in result.run.error
     assert receiver.requests == []
 
 
-def test_twenty_concurrent_duplicates_send_one_request(aws, receiver, make_task):
+def test_twenty_concurrent_duplicates_send_one_request(memory, receiver, make_task):
     receiver.delay = 0.2
     task = make_task(payload=webhook(receiver.url))
     barrier = threading.Barrier(20)
@@ -570,7 +569,7 @@ def test_twenty_concurrent_duplicates_send_one_request(aws, receiver, make_task)
 
     def invoke():
         barrier.wait()
-        outcomes.append(execute_task(task.task_id).outcome)
+        outcomes.append(execute_task(runtime(), task.task_id).outcome)
 
     threads = [threading.Thread(target=invoke) for _ in range(20)]
     for thread in threads:
@@ -593,10 +592,10 @@ def test_notifications_on_final_failure_and_on_success_when_asked(aws, receiver,
                   Attributes={"RawMessageDelivery": "true"})
     monkeypatch.setenv("NOTIFY_TOPIC_ARN", topic)
     receiver.status = 404
-    execute_task(make_task(payload=webhook(receiver.url), name="nightly").task_id)
+    execute_task(runtime(), make_task(payload=webhook(receiver.url), name="nightly").task_id)
     receiver.status = 200
-    execute_task(make_task(payload=webhook(receiver.url), notify="always").task_id)
-    execute_task(make_task(payload=webhook(receiver.url)).task_id)  # success, default notify
+    execute_task(runtime(), make_task(payload=webhook(receiver.url), notify="always").task_id)
+    execute_task(runtime(), make_task(payload=webhook(receiver.url)).task_id)  # success, default notify
     bodies = [json.loads(m["Body"]) for m in sqs.receive_message(
         QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]]
     assert sorted(b["event"] for b in bodies) == ["task_failed", "task_succeeded"]

@@ -16,6 +16,8 @@ import pytest
 
 from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, DevServer
 
+pytestmark = pytest.mark.e2e  # server processes
+
 
 def whole_seconds_from_now(seconds):
     now = datetime.now(timezone.utc)
@@ -127,7 +129,7 @@ def test_chalice_local_gives_the_same_service(servers, receiver):
 
 
 def test_dynamodb_path_against_moto_server(servers, receiver):
-    server = servers(command=[sys.executable, "-m", "chalicelib.local_server",
+    server = servers(command=[sys.executable, "-m", "chalicelib.local",
                               "--with-moto"]).start()
     task_id = server.schedule(receiver.url, whole_seconds_from_now(1))
     task = server.wait_status(task_id, "completed")
@@ -225,7 +227,7 @@ def test_an_unusable_local_file_stops_the_start_with_a_clear_message(tmp_path, n
     env = {key: value for key, value in os.environ.items()
            if key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
     env.update({"PORT": "0", "SQLITE_PATH": str(data / "tasks.sqlite3")})
-    result = subprocess.run([sys.executable, "-m", "chalicelib.local_server"], cwd=PROJECT_DIR,
+    result = subprocess.run([sys.executable, "-m", "chalicelib.local"], cwd=PROJECT_DIR,
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and str(data / name) in result.stderr

@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 
 from chalicelib import observability, sweeper
-from chalicelib.executor import Clock, execute_task
+from chalicelib.executor import execute_task
+from chalicelib.models import Clock
 from chalicelib.models import utcnow
-from chalicelib.store import get_store
+from tests.conftest import runtime
 from tests.test_api import spec_example
 
 RUN_FIELDS = {"task_id", "run_id", "attempt", "lateness_ms", "duration_ms", "outcome",
@@ -45,16 +46,16 @@ def _events(lines, name):
     return [line for line in lines if line.get("event") == name]
 
 
-def test_every_line_of_a_full_run_is_json_with_the_run_fields(aws, receiver, make_task,
+def test_every_line_of_a_full_run_is_json_with_the_run_fields(memory, receiver, make_task,
                                                               json_lines, monkeypatch):
     monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
     receiver.script = [503, 500]
     task = make_task(payload={"url": receiver.url, "headers": {"Authorization": SECRET}},
                      max_attempts=2)
-    execute_task(task.task_id)                                        # 503: retry armed
-    retry_at = get_store().get(task.task_id).next_run_at
-    execute_task(task.task_id, Clock(now=lambda: retry_at))           # 500: dead-lettered
-    sweeper.sweep()
+    execute_task(runtime(), task.task_id)                                        # 503: retry armed
+    retry_at = runtime().store.get(task.task_id).next_run_at
+    execute_task(runtime(Clock(now=lambda: retry_at)), task.task_id)           # 500: dead-lettered
+    sweeper.sweep(runtime())
     lines = json_lines()
     assert all({"timestamp", "level", "logger", "request_id"} <= set(line) for line in lines)
     started, finished = _events(lines, "run_started"), _events(lines, "run_finished")
@@ -73,10 +74,10 @@ def test_every_line_of_a_full_run_is_json_with_the_run_fields(aws, receiver, mak
     assert SECRET not in json.dumps(lines)
 
 
-def test_scheduling_logs_a_line_without_the_payload(api, json_lines):
+def test_scheduling_logs_a_line_without_the_payload(memory_api, json_lines):
     body = spec_example()
     body["payload"]["headers"] = {"X-Api-Key": SECRET}
-    task_id = api.post("/schedule-task", body).json["task_id"]
+    task_id = memory_api.post("/schedule-task", body).json["task_id"]
     [line] = _events(json_lines(), "task_scheduled")
     assert line["task_id"] == task_id and line["action"] == "webhook"
     assert "payload" not in line and SECRET not in json.dumps(line)
@@ -84,7 +85,7 @@ def test_scheduling_logs_a_line_without_the_payload(api, json_lines):
 
 def test_executor_metrics_carry_names_units_and_dimensions(aws, receiver, make_task, emf):
     task = make_task(payload={"url": receiver.url})
-    execute_task(task.task_id)
+    execute_task(runtime(), task.task_id)
     [blob] = emf()
     [directive] = blob["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "TaskScheduler"
@@ -100,20 +101,20 @@ def test_executor_metrics_carry_names_units_and_dimensions(aws, receiver, make_t
     assert isinstance(blob["_aws"]["Timestamp"], int)
 
 
-def test_failed_run_counts_as_failed_and_dead_lettered(aws, receiver, make_task, emf):
+def test_failed_run_counts_as_failed_and_dead_lettered(memory, receiver, make_task, emf):
     receiver.status = 404
-    execute_task(make_task(payload={"url": receiver.url}).task_id)
+    execute_task(runtime(), make_task(payload={"url": receiver.url}).task_id)
     [blob] = emf()
     assert (blob["RunsSucceeded"], blob["RunsFailed"], blob["RunsRetried"],
             blob["RunsDeadLettered"]) == (0, 1, 0, 1)
     assert blob["http_status"] == 404
 
 
-def test_sweeper_metrics(aws, receiver, make_task, emf):
+def test_sweeper_metrics(memory, receiver, make_task, emf):
     for _ in range(2):
         make_task(payload={"url": receiver.url}, due_in=-3600)
     make_task(payload={"url": receiver.url}, due_in=3600)  # due before the next sweep
-    sweeper.sweep(Clock(now=lambda: utcnow() + timedelta(seconds=1)))
+    sweeper.sweep(runtime(Clock(now=lambda: utcnow() + timedelta(seconds=1))))
     blob = emf()[-1]
     [directive] = blob["_aws"]["CloudWatchMetrics"]
     assert directive["Dimensions"] == [["Stage"]]
@@ -121,12 +122,12 @@ def test_sweeper_metrics(aws, receiver, make_task, emf):
     assert blob["SweptCompleted"] == 2 and blob["SweepChecked"] == 1
 
 
-def test_metrics_are_off_outside_lambda_by_default(aws, receiver, make_task, capsys,
+def test_metrics_are_off_outside_lambda_by_default(memory, receiver, make_task, capsys,
                                                    monkeypatch):
     monkeypatch.delenv("METRICS", raising=False)
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
-    execute_task(make_task(payload={"url": receiver.url}).task_id)
+    execute_task(runtime(), make_task(payload={"url": receiver.url}).task_id)
     assert '"_aws"' not in capsys.readouterr().out
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "task-scheduler-dev-execute_task")
-    execute_task(make_task(payload={"url": receiver.url}).task_id)
+    execute_task(runtime(), make_task(payload={"url": receiver.url}).task_id)
     assert '"_aws"' in capsys.readouterr().out

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chalicelib import openapi
 from tests.conftest import LOCAL_TOKEN as TOKEN, DevServer
 
@@ -31,6 +33,7 @@ def test_server_url_follows_the_api_gateway_stage():
     assert openapi.server_url("127.0.0.1:8000", "api") == "/"
 
 
+@pytest.mark.e2e  # a server process
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path, capsys):
     server = DevServer(tmp_path / "data").start()
     try:

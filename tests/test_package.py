@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import PROJECT_DIR
 
+pytestmark = pytest.mark.e2e  # `chalice package` and the unzipped package, in subprocesses
+
 
 def package(project, config_change=None, merge=False):
     """Copy the project, optionally change the dev stage's settings, run chalice package

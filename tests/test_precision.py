@@ -8,9 +8,9 @@ import pytest
 
 from bench import precision_sim
 from chalicelib import config
-from chalicelib.executor import Clock, execute_task
-from chalicelib.models import utcnow
-from chalicelib.store import get_store
+from chalicelib.executor import execute_task
+from chalicelib.models import Clock, utcnow
+from tests.conftest import runtime
 from tests.test_api import schedules_in_group
 
 
@@ -62,21 +62,21 @@ def test_the_executor_waits_up_to_130_s_in_second_mode_only(aws, make_task, monk
     task = make_task(action="log", due_in=119.5)
     slept = []
     clock = Clock(now=lambda: utcnow() + timedelta(seconds=sum(slept)), sleep=slept.append)
-    assert execute_task(task.task_id, clock).outcome == "early"  # minute mode: 60 s at most
+    assert execute_task(runtime(clock), task.task_id).outcome == "early"  # minute mode: 60 s at most
     monkeypatch.setenv("PRECISION", "second")
-    result = execute_task(task.task_id, clock)
+    result = execute_task(runtime(clock), task.task_id)
     assert result.outcome == "ran" and 118 < sum(slept) < 121
-    assert result.run.started_at >= get_store().get(task.task_id).next_run_at
+    assert result.run.started_at >= runtime().store.get(task.task_id).next_run_at
 
 
 def test_recurring_task_is_armed_one_firing_at_a_time(api, second_mode, receiver):
     task_id = _post(api, "rate(5 minutes)")
-    first = get_store().get(task_id).next_run_at
+    first = runtime().store.get(task_id).next_run_at
     name, at = _at(task_id)
     assert name == f"fire-{task_id}-{first:%Y%m%d%H%M%S}"
     assert at == first.replace(second=0) - timedelta(minutes=1)
-    execute_task(task_id, Clock(now=lambda: first + timedelta(milliseconds=5)))
-    following = get_store().get(task_id).next_run_at
+    execute_task(runtime(Clock(now=lambda: first + timedelta(milliseconds=5))), task_id)
+    following = runtime().store.get(task_id).next_run_at
     assert following == first + timedelta(minutes=5)
     # The fired one-time schedule deletes itself on AWS; moto keeps it, so look for the new.
     assert f"fire-{task_id}-{following:%Y%m%d%H%M%S}" in {s["Name"] for s in schedules_in_group()}
@@ -91,8 +91,8 @@ def test_retry_is_armed_a_minute_early_too(aws, second_mode, receiver, make_task
     receiver.script = [503]
     receiver.reply_headers = {"Retry-After": "600"}  # the retry is 10 min away
     task = make_task(payload={"url": receiver.url}, max_attempts=2)
-    execute_task(task.task_id)
-    retry_at = get_store().get(task.task_id).next_run_at
+    execute_task(runtime(), task.task_id)
+    retry_at = runtime().store.get(task.task_id).next_run_at
     _, at = _at(f"retry-{task.task_id}")
     assert at == retry_at.replace(second=0, microsecond=0) - timedelta(minutes=1)
 
@@ -103,6 +103,7 @@ def test_unknown_precision_is_refused(monkeypatch):
         config.precision()
 
 
+@pytest.mark.integration  # moto, through bench/precision_sim.py
 def test_simulation_never_early_and_second_mode_p99_under_a_second(monkeypatch):
     monkeypatch.setattr(os, "environ", dict(os.environ))  # the simulation sets its own
     minute = precision_sim.simulate("minute", tasks=80, seed=3)
@@ -115,11 +116,10 @@ def test_simulation_never_early_and_second_mode_p99_under_a_second(monkeypatch):
 
 def test_a_recheck_is_never_invoked_at_once_or_armed_early(aws, second_mode, make_task):
     # Otherwise a delivery finding the lease held would invoke one that finds it held...
-    from chalicelib.triggers import get_trigger
 
     task = make_task(action="log", due_in=-1)
     lease_end = utcnow() + timedelta(seconds=100)
-    get_trigger().arm_recheck(task, lease_end)
+    runtime().trigger.arm_recheck(task, lease_end)
     assert second_mode == []
     name, at = _at(f"recheck-{task.task_id}")
     assert at == lease_end.replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -128,16 +128,15 @@ def test_a_recheck_is_never_invoked_at_once_or_armed_early(aws, second_mode, mak
 @pytest.mark.parametrize("offset,invoked", [(timedelta(seconds=119), True),
                                              (timedelta(minutes=3), False)],
                          ids=["its minute before has begun", "a minute early is ahead"])
-def test_too_close_for_a_minute_early_is_invoked_at_once(api, second_mode, monkeypatch,
-                                                         offset, invoked):
-    # The trigger's now is pinned, so which side of the line the task falls on does not
-    # depend on the second the test runs at.
-    from chalicelib.triggers import scheduler
+def test_too_close_for_a_minute_early_is_invoked_at_once(api, second_mode, offset, invoked):
+    # The service's and trigger's now is pinned, so which side of the line the task falls
+    # on does not depend on the second the test runs at.
+    from chalicelib import wiring
 
     now = utcnow()
-    monkeypatch.setattr(scheduler, "utcnow", lambda: now)
     run_at = now.replace(second=0, microsecond=0) + offset
-    task_id = _post(api, run_at)
+    with wiring.overridden(clock=Clock(now=lambda: now)):
+        task_id = _post(api, run_at)
     armed = [s for s in schedules_in_group() if task_id in s["Name"]]
     if invoked:
         assert second_mode == [{"task_id": task_id}] and armed == []

@@ -7,7 +7,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from chalicelib import signing
 from chalicelib.executor import execute_task
-from chalicelib.store import get_store
+from tests.conftest import runtime
 
 
 def verify(secret, request):
@@ -22,7 +22,7 @@ def test_receiver_verifies_with_the_secret_from_ssm(aws, receiver, make_task):
         Name="/task-scheduler/dev/webhook-secret", WithDecryption=True)["Parameter"]["Value"]
     assert secret.startswith("whsec_")
     task = make_task(payload={"url": receiver.url, "data": {"amount": 42, "é": "ü"}})
-    execute_task(task.task_id)
+    execute_task(runtime(), task.task_id)
     [request] = receiver.requests
     assert verify(secret, request) == {"amount": 42, "é": "ü"}
     assert request["headers"]["webhook-id"] == request["headers"]["idempotency-key"]
@@ -33,32 +33,32 @@ def test_receiver_verifies_with_the_secret_from_ssm(aws, receiver, make_task):
         verify(signing.new_secret(), request)  # another secret
 
 
-def test_rotation_signs_with_every_secret(aws, receiver, make_task, monkeypatch):
+def test_rotation_signs_with_every_secret(memory, receiver, make_task, monkeypatch):
     old, new = signing.new_secret(), signing.new_secret()
     monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", f"{old} {new}")
-    execute_task(make_task(payload={"url": receiver.url, "data": [1]}).task_id)
+    execute_task(runtime(), make_task(payload={"url": receiver.url, "data": [1]}).task_id)
     [request] = receiver.requests
     assert len(request["headers"]["webhook-signature"].split()) == 2
     assert verify(old, request) == [1] and verify(new, request) == [1]
 
 
-def test_webhook_id_is_stable_across_retries(aws, receiver, make_task, monkeypatch):
+def test_webhook_id_is_stable_across_retries(memory, receiver, make_task, monkeypatch):
     monkeypatch.setenv("RETRY_BASE_SECONDS", "1")
     receiver.script = [503]
     task = make_task(payload={"url": receiver.url, "data": {}})
-    execute_task(task.task_id)
-    from chalicelib.executor import Clock
+    execute_task(runtime(), task.task_id)
+    from chalicelib.models import Clock
 
-    retry_at = get_store().get(task.task_id).next_run_at
-    execute_task(task.task_id, Clock(now=lambda: retry_at))
+    retry_at = runtime().store.get(task.task_id).next_run_at
+    execute_task(runtime(Clock(now=lambda: retry_at)), task.task_id)
     ids = {r["headers"]["webhook-id"] for r in receiver.requests}
     assert len(receiver.requests) == 2 and len(ids) == 1
 
 
-def test_signed_empty_body(aws, receiver, make_task, monkeypatch):
+def test_signed_empty_body(memory, receiver, make_task, monkeypatch):
     secret = signing.new_secret()
     monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", secret)
-    execute_task(make_task(payload={"url": receiver.url, "method": "GET"}).task_id)
+    execute_task(runtime(), make_task(payload={"url": receiver.url, "method": "GET"}).task_id)
     [request] = receiver.requests
     assert request["body"] == b""
     headers = request["headers"]
@@ -77,15 +77,15 @@ def test_bad_secret_is_an_error(raw):
 def test_unreadable_secret_is_a_retryable_failure(aws, receiver, make_task, monkeypatch):
     monkeypatch.setenv("WEBHOOK_SIGNING_SECRET_PARAM", "/task-scheduler/dev/no-such-param")
     task = make_task(payload={"url": receiver.url}, max_attempts=3)
-    assert execute_task(task.task_id).status == "retrying"
-    error = get_store().get(task.task_id).runs[0].error
+    assert execute_task(runtime(), task.task_id).status == "retrying"
+    error = runtime().store.get(task.task_id).runs[0].error
     assert error.startswith("not signed: reading the signing secret")
     assert receiver.requests == []  # never sent unsigned
 
 
-def test_malformed_secret_is_a_retryable_failure(aws, receiver, make_task, monkeypatch):
+def test_malformed_secret_is_a_retryable_failure(memory, receiver, make_task, monkeypatch):
     monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", "whsec_!!!")
     task = make_task(payload={"url": receiver.url}, max_attempts=3)
-    assert execute_task(task.task_id).status == "retrying"
-    assert "whsec_!!!" not in get_store().get(task.task_id).runs[0].error
+    assert execute_task(runtime(), task.task_id).status == "retrying"
+    assert "whsec_!!!" not in runtime().store.get(task.task_id).runs[0].error
     assert receiver.requests == []

@@ -6,7 +6,7 @@ import pytest
 
 from chalicelib import ssrf
 from chalicelib.executor import execute_task
-from chalicelib.store import get_store
+from tests.conftest import runtime
 from tests.conftest import FakeDNS
 from tests.test_api import spec_example, task_count
 
@@ -37,30 +37,30 @@ def test_private_literal_targets_are_refused_at_creation(api, private_refused, u
 
 
 @pytest.mark.parametrize("url", ACCEPTED)
-def test_public_targets_are_accepted(api, private_refused, url):
-    assert api.post("/schedule-task", spec_example(url=url)).status_code == 201
+def test_public_targets_are_accepted(memory_api, private_refused, url):
+    assert memory_api.post("/schedule-task", spec_example(url=url)).status_code == 201
 
 
-def test_allow_private_targets_lets_loopback_through(api, monkeypatch):
+def test_allow_private_targets_lets_loopback_through(memory_api, monkeypatch):
     monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "true")
-    assert api.post("/schedule-task", spec_example(url="http://127.0.0.1:9/x")).status_code == 201
+    assert memory_api.post("/schedule-task", spec_example(url="http://127.0.0.1:9/x")).status_code == 201
 
 
 def test_name_resolving_to_loopback_fails_at_run_time_without_retry(
-        aws, private_refused, receiver, make_task, monkeypatch):
+        memory, private_refused, receiver, make_task, monkeypatch):
     dns = FakeDNS({"sneaky.example.test": "127.0.0.1"})
     monkeypatch.setattr(ssrf, "resolver", dns)
     port = receiver.url.split(":")[2].split("/")[0]
     task = make_task(payload={"url": f"http://sneaky.example.test:{port}/hook"}, max_attempts=3)
-    result = execute_task(task.task_id)
+    result = execute_task(runtime(), task.task_id)
     assert result.status == "failed"  # refused, not retried
     assert "127.0.0.1" in result.run.error and receiver.requests == []
 
 
-def test_connection_goes_to_the_checked_address(aws, public_receiver, make_task):
+def test_connection_goes_to_the_checked_address(memory, public_receiver, make_task):
     # The name is looked up once; an unpinned connect would look again and get 10.9.9.9.
     task = make_task(payload={"url": public_receiver.public_url, "data": {"a": 1}})
-    assert execute_task(task.task_id).status == "completed"
+    assert execute_task(runtime(), task.task_id).status == "completed"
     [request] = public_receiver.requests
     port = public_receiver.public_url.split(":")[2].split("/")[0]
     assert request["headers"]["host"] == f"hooks.example.test:{port}"
@@ -69,25 +69,25 @@ def test_connection_goes_to_the_checked_address(aws, public_receiver, make_task)
     assert public_receiver.dns.answers["hooks.example.test"] == ["10.9.9.9"]  # never asked
 
 
-def test_idn_host_is_resolved_and_sent_in_its_idna_form(aws, public_receiver, make_task,
+def test_idn_host_is_resolved_and_sent_in_its_idna_form(memory, public_receiver, make_task,
                                                         monkeypatch):
     public_receiver.dns.answers["xn--bcher-kva.example.test"] = "127.0.0.1"
     port = public_receiver.public_url.split(":")[2].split("/")[0]
     task = make_task(payload={"url": f"http://bücher.example.test:{port}/hook"})
-    assert execute_task(task.task_id).status == "completed"
+    assert execute_task(runtime(), task.task_id).status == "completed"
     assert public_receiver.requests[0]["headers"]["host"] == \
         f"xn--bcher-kva.example.test:{port}"
     assert "xn--bcher-kva.example.test" in public_receiver.dns.lookups
 
 
-def test_dns_failure_is_retried(aws, private_refused, make_task, monkeypatch):
+def test_dns_failure_is_retried(memory, private_refused, make_task, monkeypatch):
     def no_answer(*_):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(ssrf, "resolver", no_answer)
     task = make_task(payload={"url": "http://nowhere.example.test/"})
-    assert execute_task(task.task_id).status == "retrying"
-    assert "DNS lookup" in get_store().get(task.task_id).runs[0].error
+    assert execute_task(runtime(), task.task_id).status == "retrying"
+    assert "DNS lookup" in runtime().store.get(task.task_id).runs[0].error
 
 
 @pytest.mark.parametrize("address,blocked", [

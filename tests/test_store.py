@@ -1,23 +1,35 @@
-"""Store contract: every case runs against both adapters (DynamoDB on moto, SQLite)."""
+"""Store contract: every case runs against the three adapters (in-memory, DynamoDB on moto,
+SQLite)."""
 import threading
 from datetime import timedelta
 
 import pytest
 
-from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound, ValidationError
+from chalicelib import wiring
+from chalicelib.errors import (
+    ClaimLost, InvalidPageToken, StateConflict, TaskExists, TaskNotFound,
+)
 from chalicelib.models import Run, Transition, utcnow
-from chalicelib.store import get_store
+from tests.conftest import runtime
 
 
-@pytest.fixture(params=["dynamodb", "sqlite"])
+@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.integration),
+                        "sqlite"])
 def store(request, monkeypatch, tmp_path):
-    """The adapter under test, selected the way the app selects it: TASK_STORE."""
+    """The adapter under test: DynamoDB and SQLite selected the way the app selects them
+    (TASK_STORE), the in-memory one put into the runtime as a test does."""
+    if request.param == "memory":
+        from chalicelib.store.memory import InMemoryTaskStore
+
+        with wiring.overridden(store=InMemoryTaskStore()):
+            yield runtime().store
+        return
     if request.param == "dynamodb":
         request.getfixturevalue("aws")
     else:
         monkeypatch.setenv("TASK_STORE", "sqlite")
         monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "tasks.sqlite3"))
-    return get_store()
+    yield runtime().store
 
 def test_round_trip_keeps_every_field(store, make_task):
     task = make_task(payload={"url": "https://example.com", "data": {"f": 1.25, "n": None,
@@ -90,10 +102,31 @@ def test_finish_needs_the_claim(store, make_task):
 def test_cancel_only_while_waiting(store, make_task):
     task = make_task(due_in=60)
     assert store.cancel(task.task_id, utcnow()).status == "cancelled"
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict) as conflict:
         store.cancel(task.task_id, utcnow())
+    assert conflict.value.current.status == "cancelled"
     with pytest.raises(TaskNotFound):
         store.cancel("missing", utcnow())
+
+
+def test_replay_only_a_failed_task(store, make_task):
+    task = make_task(due_in=60)
+    with pytest.raises(StateConflict) as conflict:
+        store.replay(task.task_id, utcnow(), utcnow())
+    assert conflict.value.current.task_id == task.task_id
+    assert conflict.value.current.status == "scheduled"
+    with pytest.raises(TaskNotFound):
+        store.replay("missing", utcnow(), utcnow())
+
+
+def test_a_returned_task_is_the_callers_own_copy(store, make_task):
+    task = make_task(due_in=60, payload={"url": "https://example.com", "data": {"n": 1}})
+    read = store.get(task.task_id)
+    read.payload["data"]["n"] = 2
+    read.status = "completed"
+    task.payload["data"]["n"] = 3
+    again = store.get(task.task_id)
+    assert again.payload["data"]["n"] == 1 and again.status == "scheduled"
 
 
 def test_undo_replay_restores_the_failed_task_only_while_the_replay_waits(store, make_task):
@@ -247,7 +280,7 @@ def test_a_token_is_refused_under_another_name_filter(store, make_task):
         make_task(due_in=60, name=f"job {i}")
     page = store.list(None, 1, None, name="job")
     assert page.next_token
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidPageToken):
         store.list(None, 1, page.next_token, name="other")
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidPageToken):
         store.list(None, 1, page.next_token)

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 from chalicelib import aws as aws_clients, config
 from chalicelib.models import Run, Transition, utcnow
-from chalicelib.store import get_store
+from tests.conftest import runtime
 
 
 class QueryCounter:
@@ -30,7 +30,7 @@ def test_due_reads_only_due_items_in_priority_order(aws, make_task):
            make_task(due_in=-90, priority=2), make_task(due_in=-10, priority=0),
            make_task(due_in=-20, priority=9)]
     counter = QueryCounter()
-    found = list(get_store().due(utcnow(), 100))
+    found = list(runtime().store.due(utcnow(), 100))
     expected = sorted(due, key=lambda t: (-t.priority, t.next_run_at))
     assert [t.task_id for t in found] == [t.task_id for t in expected]
     assert counter.scanned == 5  # the 1,000 waiting tasks are never read
@@ -41,7 +41,7 @@ def test_due_reads_only_due_items_in_priority_order(aws, make_task):
 def test_due_follows_pages(aws, make_task):
     tasks = [make_task(due_in=-i - 1, priority=5) for i in range(7)]
     counter = QueryCounter()
-    found = list(get_store().due(utcnow(), 3))
+    found = list(runtime().store.due(utcnow(), 3))
     assert sorted(t.task_id for t in found) == sorted(t.task_id for t in tasks)
     assert counter.scanned == 7
 
@@ -55,7 +55,7 @@ def _expires(task_id):
 def test_finished_tasks_expire_after_the_retention_and_replay_keeps_them(aws, make_task,
                                                                          monkeypatch):
     monkeypatch.setenv("TASK_RETENTION_DAYS", "30")
-    store = get_store()
+    store = runtime().store
     waiting, done, cancelled = make_task(), make_task(), make_task(due_in=600)
     claimed = store.claim(done.task_id, "r1", utcnow())
     run = Run(run_id="r1", attempt=1, started_at=utcnow(), ended_at=utcnow(),
@@ -87,7 +87,7 @@ def test_name_search_finds_tasks_stored_before_the_search_attribute(aws, make_ta
         TableName=config.tasks_table(), Key={"TaskID": {"S": older.task_id}},
         UpdateExpression="REMOVE NameSearch")
     newer = make_task(due_in=60, name="legacy export, new")
-    store = get_store()
+    store = runtime().store
     assert {t.task_id for t in store.list(None, 10, None, name="Export").tasks} == {
         older.task_id, newer.task_id}
     # The older item matches only as written: "EXPORT" finds the newer one alone.

@@ -7,7 +7,7 @@ import pytest
 
 from chalicelib.errors import ClaimLost, StoreUnavailable
 from chalicelib.models import utcnow
-from chalicelib.store import get_store
+from tests.conftest import runtime
 from chalicelib.store.sqlite import SQLiteTaskStore
 
 
@@ -15,7 +15,7 @@ from chalicelib.store.sqlite import SQLiteTaskStore
 def sqlite_store(monkeypatch, tmp_path):
     monkeypatch.setenv("TASK_STORE", "sqlite")
     monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "data" / "tasks.sqlite3"))
-    return get_store()
+    return runtime().store
 
 
 def test_due_query_searches_the_partial_index(sqlite_store):
@@ -213,6 +213,7 @@ def test_every_list_shape_reads_through_an_index(sqlite_store):
         assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, (by_status, after, plan)
 
 
+@pytest.mark.e2e  # an external tool
 def test_bandit_finds_no_medium_or_high_issue():
     """SQL is built once from constants (each such line says why with a nosec); no other
     finding of medium severity or more anywhere in the service or the CLI."""

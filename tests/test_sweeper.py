@@ -1,5 +1,6 @@
 """The daily sweeper runs what was missed, highest priority first, then earliest."""
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import boto3
@@ -8,12 +9,11 @@ import pytest
 
 from chalicelib import aws as aws_clients, config, sweeper
 from chalicelib.models import utcnow
-from chalicelib.triggers import get_trigger
-from chalicelib.store import get_store
+from tests.conftest import runtime
 from tests.test_store_dynamodb import QueryCounter
 
 
-def test_sweeper_runs_due_tasks_by_priority_then_time(aws, receiver, make_task):
+def test_sweeper_runs_due_tasks_by_priority_then_time(memory, receiver, make_task):
     def hook(label):
         return {"url": receiver.url, "data": {"label": label}}
 
@@ -22,14 +22,14 @@ def test_sweeper_runs_due_tasks_by_priority_then_time(aws, receiver, make_task):
            (7, -45), (5, -600), (2, -1)]
     due = [make_task(due_in=due_in, priority=priority, payload=hook(f"p{priority} {due_in}"))
            for priority, due_in in mix]
-    summary = sweeper.sweep(time_left_ms=lambda: 900_000)
+    summary = sweeper.sweep(runtime(), time_left_ms=lambda: 900_000)
     labels = [json.loads(r["body"])["label"] for r in receiver.requests]
     expected = [f"p{p} {d}" for p, d in sorted(mix, key=lambda pd: (-pd[0], pd[1]))]
     assert labels == expected  # priority 9 first, earliest first within a priority
     assert summary["completed"] == 10
     for task in due:
-        assert get_store().get(task.task_id).status == "completed"
-    assert get_store().get(later.task_id).status == "scheduled"
+        assert runtime().store.get(task.task_id).status == "completed"
+    assert runtime().store.get(later.task_id).status == "scheduled"
 
 
 # A task runs in the sweeper only while its own worst case fits: a log task needs the
@@ -41,15 +41,15 @@ BUDGETS = [("3 s", 3_000, {"log"}, {"webhook 10 s", "webhook 60 s"}),
 
 @pytest.mark.parametrize("left_ms,ran,handed", [b[1:] for b in BUDGETS], ids=[b[0] for b in BUDGETS])
 def test_each_task_runs_when_its_own_worst_case_fits_and_is_handed_off_otherwise(
-        aws, receiver, make_task, left_ms, ran, handed):
+        memory, receiver, make_task, left_ms, ran, handed):
     tasks = {"log": make_task(due_in=-60, action="log", payload={"message": "x"}, priority=1),
              "webhook 10 s": make_task(due_in=-60, payload={"url": receiver.url, "timeout": 10},
                                        priority=9),
              "webhook 60 s": make_task(due_in=-60, payload={"url": receiver.url, "timeout": 60},
                                        priority=5)}
     given = []
-    summary = sweeper.sweep(time_left_ms=lambda: left_ms, hand_off=given.append)
-    statuses = {name: get_store().get(task.task_id).status for name, task in tasks.items()}
+    summary = sweeper.sweep(runtime(), time_left_ms=lambda: left_ms, hand_off=given.append)
+    statuses = {name: runtime().store.get(task.task_id).status for name, task in tasks.items()}
     assert {name for name, status in statuses.items() if status == "completed"} == ran
     assert {t.task_id for t in given} == {tasks[name].task_id for name in handed}
     assert summary.get("handed_off", 0) == len(handed) and "deferred" not in summary
@@ -64,21 +64,21 @@ def test_a_chalice_test_invocation_sweeps_what_fits_and_hands_off_the_rest(
         source="aws.events", detail_type="Scheduled Event", detail={}, resources=[])
     summary = client.lambda_.invoke("daily_sweeper", event).payload
     assert summary["completed"] == 1 and summary["handed_off"] == 1
-    assert get_store().get(log.task_id).status == "completed"
+    assert runtime().store.get(log.task_id).status == "completed"
     assert executor_function == [{"task_id": webhook.task_id}]  # the executor runs it
 
 
 def test_without_a_hand_off_a_task_that_does_not_fit_waits_and_smaller_ones_still_run(
-        aws, receiver, make_task):
+        memory, receiver, make_task):
     big = make_task(due_in=-60, payload={"url": receiver.url, "timeout": 60}, priority=9)
     small = make_task(due_in=-60, action="log", payload={"message": "x"}, priority=1)
-    summary = sweeper.sweep(time_left_ms=lambda: 30_000)
+    summary = sweeper.sweep(runtime(), time_left_ms=lambda: 30_000)
     assert summary["deferred"] == 1 and summary["completed"] == 1
-    assert get_store().get(big.task_id).status == "scheduled"
-    assert get_store().get(small.task_id).status == "completed"
+    assert runtime().store.get(big.task_id).status == "scheduled"
+    assert runtime().store.get(small.task_id).status == "completed"
 
 
-def test_sweeper_reads_grow_with_due_work_not_table_size(aws, make_task, monkeypatch):
+def test_sweeper_reads_grow_with_due_work_not_table_size(memory, make_task, monkeypatch):
     # The next sweep a minute away: this measures the due pass alone (the re-arm pass
     # reads the tasks due before the next sweep, see the next tests).
     monkeypatch.setattr(sweeper, "next_sweep_after", lambda moment: moment + timedelta(minutes=1))
@@ -88,18 +88,18 @@ def test_sweeper_reads_grow_with_due_work_not_table_size(aws, make_task, monkeyp
     for i in range(5):
         make_task(due_in=-60, action="log", payload={"message": "due"}, priority=i)
     counter = QueryCounter()
-    summary = sweeper.sweep()
+    summary = sweeper.sweep(runtime())
     assert summary["completed"] == 5
     assert counter.scanned <= 5 + 2
     assert "Scan" not in counter.operations
 
 
-def test_sweeper_stops_when_time_runs_out_and_leaves_the_rest(aws, make_task):
+def test_sweeper_stops_when_time_runs_out_and_leaves_the_rest(memory, make_task):
     tasks = [make_task(due_in=-60, action="log", payload={"message": "x"}) for _ in range(3)]
     budget = iter([200_000, 200_000, 500, 500])
-    summary = sweeper.sweep(time_left_ms=lambda: next(budget), hand_off=lambda task: None)
+    summary = sweeper.sweep(runtime(), time_left_ms=lambda: next(budget), hand_off=lambda task: None)
     assert summary["completed"] == 2 and summary["deferred"] == 1
-    statuses = sorted(get_store().get(t.task_id).status for t in tasks)
+    statuses = sorted(runtime().store.get(t.task_id).status for t in tasks)
     assert statuses == ["completed", "completed", "scheduled"]
 
 
@@ -121,23 +121,23 @@ def test_sweeper_rearms_vanished_triggers_of_tasks_due_before_next_sweep(aws, ma
                           run_at="cron(0 9 * * ? *)", schedule_kind="cron")
     far = make_task(due_in=3 * 86400, action="log", payload={"message": "later"})
     intact = make_task(due_in=1800, action="log", payload={"message": "armed"})
-    get_trigger().arm(intact)
+    runtime().trigger.arm(intact)
     assert _schedule_names() == {f"task-{intact.task_id}"}
-    summary = sweeper.sweep()
+    summary = sweeper.sweep(runtime())
     assert summary["rearmed"] == 2 and summary["checked"] == 3
     assert _schedule_names() == {f"task-{t.task_id}" for t in (soon, recurring, intact)}
     assert f"task-{far.task_id}" not in _schedule_names()  # beyond the next sweep
-    assert "rearmed" not in sweeper.sweep()  # nothing missing the second time
+    assert "rearmed" not in sweeper.sweep(runtime())  # nothing missing the second time
 
 
 def test_sweeper_rearms_rules_too(rules_mode, make_task, next_sweep_in_a_day):
     task = make_task(due_in=3600, action="log", payload={"message": "soon"})
-    assert sweeper.sweep()["rearmed"] == 1
+    assert sweeper.sweep(runtime())["rearmed"] == 1
     events = boto3.client("events")
     [target] = events.list_targets_by_rule(Rule=f"{config.rule_prefix()}{task.task_id}")[
         "Targets"]
     assert json.loads(target["Input"]) == {"task_id": task.task_id}
-    assert "rearmed" not in sweeper.sweep()
+    assert "rearmed" not in sweeper.sweep(runtime())
 
 
 @pytest.fixture
@@ -170,20 +170,20 @@ def _countdown(*values):
 
 def test_deferred_sweep_invokes_itself_to_continue(lambda_invokes, make_task):
     [make_task(due_in=-60, action="log", payload={"message": "x"}) for _ in range(3)]
-    summary = sweeper.run_daily(time_left_ms=_countdown(200_000, 500), function_arn=SWEEPER_ARN)
+    summary = sweeper.run_daily(runtime(), time_left_ms=_countdown(200_000, 500), function_arn=SWEEPER_ARN)
     assert summary["completed"] == 1 and summary["deferred"] == 1 and summary["continued"]
     [call] = lambda_invokes
     assert call["FunctionName"] == SWEEPER_ARN and call["InvocationType"] == "Event"
     event = json.loads(call["Payload"])
     assert event["detail"] == {"continuation": 1} and event["resources"] == [SWEEPER_ARN]
-    follow_up = sweeper.run_daily(time_left_ms=lambda: 900_000, function_arn=SWEEPER_ARN,
+    follow_up = sweeper.run_daily(runtime(), time_left_ms=lambda: 900_000, function_arn=SWEEPER_ARN,
                                   depth=sweeper.continuation_depth(event["detail"]))
     assert follow_up["completed"] == 2 and "continued" not in follow_up
 
 
 def test_an_invocation_that_ran_nothing_never_continues(lambda_invokes, make_task, caplog):
     [make_task(due_in=-60, action="log", payload={"message": "x"}) for _ in range(3)]
-    summary = sweeper.run_daily(time_left_ms=lambda: 500, function_arn=SWEEPER_ARN)
+    summary = sweeper.run_daily(runtime(), time_left_ms=lambda: 500, function_arn=SWEEPER_ARN)
     assert summary["deferred"] == 1 and "continued" not in summary
     assert lambda_invokes == []
     assert any(isinstance(r.msg, dict) and r.msg.get("event") == "sweep_stuck"
@@ -202,7 +202,7 @@ def test_a_short_timeout_sweeps_everything_in_a_bounded_number_of_invocations(
     while True:
         invocations += 1
         calls = iter([29_000 - 1_000 * i for i in range(29)])
-        summary = sweeper.run_daily(time_left_ms=lambda: max(next(calls, 0), 0),
+        summary = sweeper.run_daily(runtime(), time_left_ms=lambda: max(next(calls, 0), 0),
                                     function_arn=SWEEPER_ARN, depth=depth)
         if not summary.get("continued"):
             break
@@ -212,15 +212,15 @@ def test_a_short_timeout_sweeps_everything_in_a_bounded_number_of_invocations(
     # it over again: the executor's claim lets one run through); every log task ran here.
     handed = {json.loads(c["Payload"])["task_id"] for c in lambda_invokes
               if "execute_task" in c["FunctionName"]}
-    assert handed == {t.task_id for t in get_store().list("scheduled", 100, None).tasks}
+    assert handed == {t.task_id for t in runtime().store.list("scheduled", 100, None).tasks}
     assert len(handed) == 5
-    assert len(get_store().list("completed", 100, None).tasks) == 25
+    assert len(runtime().store.list("completed", 100, None).tasks) == 25
 
 
 def test_continuations_stop_after_a_bounded_chain(lambda_invokes, make_task):
     make_task(due_in=-60, action="log", payload={"message": "x"})
     make_task(due_in=-60, action="log", payload={"message": "y"})
-    summary = sweeper.run_daily(time_left_ms=_countdown(200_000, 500), function_arn=SWEEPER_ARN,
+    summary = sweeper.run_daily(runtime(), time_left_ms=_countdown(200_000, 500), function_arn=SWEEPER_ARN,
                                 depth=sweeper.MAX_CONTINUATIONS)
     assert summary["deferred"] == 1 and "continued" not in summary and lambda_invokes == []
 
@@ -241,25 +241,32 @@ def test_next_sweep_is_nine_utc():
 def test_continuation_event_is_accepted_by_the_sweeper_handler(client, make_task):
     make_task(due_in=-60, action="log", payload={"message": "x"})
     arn = "arn:aws:lambda:us-east-1:123456789012:function:task-scheduler-dev-daily_sweeper"
-    summary = client.lambda_.invoke("daily_sweeper", sweeper.continuation_event(arn)).payload
+    event = sweeper.continuation_event(arn, utcnow())
+    summary = client.lambda_.invoke("daily_sweeper", event).payload
     assert summary["event"] == "swept" and summary["completed"] == 1
 
 
-def test_one_task_failing_to_run_does_not_stop_the_sweep(aws, make_task, monkeypatch):
-    from botocore.exceptions import ClientError
+class ClaimFailsFor:
+    """A store whose claim of one task fails as DynamoDB's would (an AWS error)."""
 
-    from chalicelib import executor
+    def __init__(self, store, task_id):
+        self._store, self._task_id = store, task_id
 
-    tasks = [make_task(due_in=-60, action="log", payload={"message": str(i)}, priority=9 - i)
-             for i in range(3)]
-    real = executor.execute_task
+    def claim(self, task_id, run_id, now):
+        if task_id == self._task_id:
+            from botocore.exceptions import ClientError
 
-    def flaky(task_id, clock=None, run_prefix=""):
-        if task_id == tasks[0].task_id:
             raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}},
                               "UpdateItem")
-        return real(task_id, clock, run_prefix)
+        return self._store.claim(task_id, run_id, now)
 
-    monkeypatch.setattr(sweeper, "execute_task", flaky)
-    summary = sweeper.sweep()
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_one_task_failing_to_run_does_not_stop_the_sweep(memory, make_task):
+    tasks = [make_task(due_in=-60, action="log", payload={"message": str(i)}, priority=9 - i)
+             for i in range(3)]
+    failing = replace(memory, store=ClaimFailsFor(memory.store, tasks[0].task_id))
+    summary = sweeper.sweep(failing)
     assert summary["error"] == 1 and summary["completed"] == 2

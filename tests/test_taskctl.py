@@ -16,6 +16,8 @@ import pytest
 from taskctl import cli
 from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, DevServer, free_port
 
+pytestmark = pytest.mark.e2e  # taskctl processes against a live server
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

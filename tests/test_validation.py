@@ -113,8 +113,8 @@ def test_generated_list_queries_are_an_answer_or_a_4xx(params):
 
 @pytest.mark.parametrize("url", ["http://[zz]/x", "http://[::1/x", "http://]/x", "http://a[b]/x",
                                  "https://[]/", "http://[::1]]/x"])
-def test_malformed_urls_are_a_400_on_the_url(api, url):
-    response = api.post("/schedule-task", spec_example(url=url))
+def test_malformed_urls_are_a_400_on_the_url(memory_api, url):
+    response = memory_api.post("/schedule-task", spec_example(url=url))
     assert response.status_code == 400, response.json
     assert response.json["field"] == "payload.url"
 
@@ -122,8 +122,8 @@ def test_malformed_urls_are_a_400_on_the_url(api, url):
 @settings(max_examples=150, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(bodies)
-def test_generated_bodies_through_the_api_never_answer_5xx(api, body):
-    response = api.post("/schedule-task", body)
+def test_generated_bodies_through_the_api_never_answer_5xx(memory_api, body):
+    response = memory_api.post("/schedule-task", body)
     assert response.status_code < 500, (body, response.json)
     if response.status_code >= 400:
         assert set(response.json) == {"code", "message", "field"}

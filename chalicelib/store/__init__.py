@@ -1,4 +1,4 @@
-"""The task store port and the factory that picks an adapter from configuration."""
+"""The task store port: what every adapter (DynamoDB, SQLite, in-memory) promises."""
 import abc
 import base64
 import binascii
@@ -6,8 +6,7 @@ import json
 from datetime import datetime
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from chalicelib import config
-from chalicelib.errors import ValidationError
+from chalicelib.errors import InvalidPageToken
 from chalicelib.models import Page, Run, Task, Transition
 
 # How long a claimed run may take before another invocation may take it over. The claim
@@ -18,7 +17,9 @@ LEASE_SECONDS = 120
 
 
 class TaskStore(abc.ABC):
-    """Where tasks live. Every method returns dataclasses, never raw items."""
+    """Where tasks live. Every method returns dataclasses, never raw items, and raises
+    only domain errors (chalicelib.errors): TaskNotFound, StoreUnavailable, and the
+    StoreError family; never an AWS or SQLite exception for a refused condition."""
 
     def check(self) -> None:
         """Raise StoreUnavailable when the store cannot take writes now (for /health).
@@ -36,8 +37,10 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
              name: Optional[str] = None) -> Page:
-        """One page of tasks, optionally of one status and with `name` in their name
-        (case-insensitive). A page may hold fewer than `limit` while next_token is set."""
+        """One page of tasks, newest first where the store can order them, optionally of
+        one status and with `name` in their name (case-insensitive). A page may hold fewer
+        than `limit` while next_token is set; a token of another listing is
+        InvalidPageToken."""
 
     @abc.abstractmethod
     def claim(self, task_id: str, run_id: str, now: datetime) -> Task:
@@ -53,7 +56,7 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
         """Make a failed task wait again for `run_at`, attempts reset (TaskNotFound /
-        Conflict otherwise)."""
+        StateConflict otherwise)."""
 
     @abc.abstractmethod
     def undo_replay(self, replayed: Task, previous: Task) -> bool:
@@ -63,7 +66,7 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, task_id: str, now: datetime) -> Task:
-        """Mark a waiting task cancelled (TaskNotFound / Conflict otherwise)."""
+        """Mark a waiting task cancelled (TaskNotFound / StateConflict otherwise)."""
 
     @abc.abstractmethod
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
@@ -98,7 +101,7 @@ def encode_token(key: Optional[Dict[str, Any]], status: Optional[str],
 def decode_token(token: Optional[str], status: Optional[str],
                  valid_key: Callable[[Any], bool],
                  name: Optional[str] = None) -> Optional[Dict[str, Any]]:
-    """The key inside a next_token made for the same filters, or a 400 on next_token."""
+    """The key inside a next_token made for the same filters, or InvalidPageToken."""
     if not token:
         return None
     try:
@@ -107,35 +110,7 @@ def decode_token(token: Optional[str], status: Optional[str],
         data = None
     if (not isinstance(data, dict) or not {"k", "s"} <= set(data) <= {"k", "s", "n"}
             or not valid_key(data["k"])):
-        raise ValidationError("next_token is not a token this API returned",
-                              field="next_token", code="invalid_next_token")
+        raise InvalidPageToken("next_token is not a token this API returned")
     if data["s"] != status or data.get("n") != (name or None):
-        raise ValidationError("next_token belongs to a listing with other filters",
-                              field="next_token", code="invalid_next_token")
+        raise InvalidPageToken("next_token belongs to a listing with other filters")
     return data["k"]
-
-
-_stores: dict = {}
-
-
-def get_store() -> TaskStore:
-    """The configured store adapter (one per table/path, reused across invocations)."""
-    kind = config.task_store()
-    if kind == "dynamodb":
-        from chalicelib.store.dynamodb import DynamoDBTaskStore
-
-        key = ("dynamodb", config.tasks_table())
-        if key not in _stores:
-            _stores[key] = DynamoDBTaskStore(config.tasks_table())
-        return _stores[key]
-    if kind == "sqlite":
-        from chalicelib.store.sqlite import SQLiteTaskStore
-
-        key = ("sqlite", str(config.sqlite_path()))
-        if key not in _stores:
-            path = config.sqlite_path()
-            # The default folder is the store's own and is kept private; one a user chose
-            # with SQLITE_PATH may be shared (/tmp) and keeps its mode.
-            _stores[key] = SQLiteTaskStore(path, own_folder=path.parent == config.LOCAL_DATA_DIR)
-        return _stores[key]
-    raise ValueError(f"TASK_STORE={kind!r} is not supported (dynamodb, sqlite)")

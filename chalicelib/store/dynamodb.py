@@ -16,7 +16,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
-from chalicelib.errors import ClaimLost, Conflict, TaskExists, TaskNotFound
+from chalicelib.errors import ClaimLost, StateConflict, TaskExists, TaskNotFound
 from chalicelib.models import (
     CANCELLED, COMPLETED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
     Page, Run, Task, Transition, iso, iso_ms, parse_iso,
@@ -61,12 +61,19 @@ def _is_table_key(key: Any) -> bool:
                     for v in key.values()))
 
 
-def _raise_state_error(task_id: str, old_item, verb: str, reason: str):
-    if not old_item:
-        raise TaskNotFound(f"no task with id {task_id}", field="task_id") from None
-    current = from_item(_deserialize(old_item))
-    raise Conflict(f"task {task_id} is {current.status}: {reason}", field="task_id",
-                   code=f"not_{verb}") from None
+class _Refused(Exception):
+    """A conditional update's condition did not hold; `current` is the task as it was
+    (None when there is none)."""
+
+    def __init__(self, current: Optional[Task]):
+        super().__init__("condition not met")
+        self.current = current
+
+
+def _state_error(task_id: str, current: Optional[Task]) -> Exception:
+    if current is None:
+        return TaskNotFound(f"no task with id {task_id}", field="task_id")
+    return StateConflict(current)
 
 
 class DynamoDBTaskStore(TaskStore):
@@ -96,32 +103,17 @@ class DynamoDBTaskStore(TaskStore):
     def claim(self, task_id: str, run_id: str, now: datetime) -> Task:
         lease_until = now + timedelta(seconds=LEASE_SECONDS)
         try:
-            response = self._client.update_item(
-                TableName=self.table_name,
-                Key={"TaskID": {"S": task_id}},
-                UpdateExpression=(
-                    "SET #status = :running, RunId = :run_id, LeaseUntil = :lease, "
-                    "DueAt = :lease, UpdatedAt = :now, Attempts = Attempts + :one"
-                ),
-                ConditionExpression=(
-                    "(#status IN (:scheduled, :retrying) AND NextRunAt <= :now_key) "
-                    "OR (#status = :running AND LeaseUntil < :now_key)"
-                ),
-                ExpressionAttributeNames={"#status": "Status"},
-                ExpressionAttributeValues=_serialize({
-                    ":running": RUNNING, ":scheduled": SCHEDULED, ":retrying": RETRYING,
-                    ":run_id": run_id, ":lease": iso_ms(lease_until),
-                    ":now": iso(now), ":now_key": iso_ms(now), ":one": 1,
-                }),
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                old = error.response.get("Item")
-                raise ClaimLost(task_id, from_item(_deserialize(old)) if old else None) from None
-            raise
-        return from_item(_deserialize(response["Attributes"]))
+            return self._update(
+                task_id,
+                "SET #status = :running, RunId = :run_id, LeaseUntil = :lease, "
+                "DueAt = :lease, UpdatedAt = :now, Attempts = Attempts + :one",
+                "(#status IN (:scheduled, :retrying) AND NextRunAt <= :now_key) "
+                "OR (#status = :running AND LeaseUntil < :now_key)",
+                {":running": RUNNING, ":scheduled": SCHEDULED, ":retrying": RETRYING,
+                 ":run_id": run_id, ":lease": iso_ms(lease_until),
+                 ":now": iso(now), ":now_key": iso_ms(now), ":one": 1})
+        except _Refused as refused:
+            raise ClaimLost(task_id, refused.current) from None
 
     def finish(self, task: Task, run: Run, change: Transition, now: datetime) -> Task:
         runs = ([run] + [r for r in task.runs if r.run_id != run.run_id])[:MAX_RUNS_KEPT]
@@ -149,45 +141,25 @@ class DynamoDBTaskStore(TaskStore):
             values[":expires"] = expires_at(now)
             sets.append(f"{TTL_ATTRIBUTE} = :expires")
         try:
-            response = self._client.update_item(
-                TableName=self.table_name,
-                Key={"TaskID": {"S": task.task_id}},
-                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
-                ConditionExpression="#status = :running AND RunId = :run_id",
-                ExpressionAttributeNames={"#status": "Status"},
-                ExpressionAttributeValues=_serialize(values),
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                raise ClaimLost(task.task_id) from None
-            raise
-        return from_item(_deserialize(response["Attributes"]))
+            return self._update(task.task_id,
+                                f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+                                "#status = :running AND RunId = :run_id", values)
+        except _Refused:
+            raise ClaimLost(task.task_id) from None
 
     def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
         priority = self.get(task_id).priority  # its due bucket; the update re-checks state
         try:
-            response = self._client.update_item(
-                TableName=self.table_name,
-                Key={"TaskID": {"S": task_id}},
-                UpdateExpression=(
-                    "SET #status = :scheduled, Attempts = :zero, NextRunAt = :at, "
-                    "FiringAt = :at, DueAt = :at, DueBucket = :bucket, UpdatedAt = :now "
-                    f"REMOVE {TTL_ATTRIBUTE}"),
-                ConditionExpression="#status = :failed",
-                ExpressionAttributeNames={"#status": "Status"},
-                ExpressionAttributeValues=_serialize({
-                    ":scheduled": SCHEDULED, ":failed": FAILED, ":zero": 0,
-                    ":at": iso_ms(run_at), ":now": iso(now), ":bucket": due_bucket(priority)}),
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as error:
-            if not _is_condition_failure(error):
-                raise
-            _raise_state_error(task_id, error.response.get("Item"), "retried",
-                               "only a failed task can be retried")
-        return from_item(_deserialize(response["Attributes"]))
+            return self._update(
+                task_id,
+                "SET #status = :scheduled, Attempts = :zero, NextRunAt = :at, "
+                "FiringAt = :at, DueAt = :at, DueBucket = :bucket, UpdatedAt = :now "
+                f"REMOVE {TTL_ATTRIBUTE}",
+                "#status = :failed",
+                {":scheduled": SCHEDULED, ":failed": FAILED, ":zero": 0,
+                 ":at": iso_ms(run_at), ":now": iso(now), ":bucket": due_bucket(priority)})
+        except _Refused as refused:
+            raise _state_error(task_id, refused.current) from None
 
     def undo_replay(self, replayed: Task, previous: Task) -> bool:
         try:
@@ -209,25 +181,36 @@ class DynamoDBTaskStore(TaskStore):
 
     def cancel(self, task_id: str, now: datetime) -> Task:
         try:
+            return self._update(
+                task_id,
+                f"SET #status = :cancelled, UpdatedAt = :now, {TTL_ATTRIBUTE} = :expires "
+                "REMOVE DueAt, DueBucket",
+                "#status IN (:scheduled, :retrying)",
+                {":cancelled": CANCELLED, ":scheduled": SCHEDULED, ":retrying": RETRYING,
+                 ":now": iso(now), ":expires": expires_at(now)})
+        except _Refused as refused:
+            raise _state_error(task_id, refused.current) from None
+
+    def _update(self, task_id: str, update: str, condition: str,
+                values: Dict[str, Any]) -> Task:
+        """One UpdateItem applied only while `condition` holds: the task after it, or
+        _Refused with the task as it was. `#status` names the Status attribute."""
+        try:
             response = self._client.update_item(
                 TableName=self.table_name,
                 Key={"TaskID": {"S": task_id}},
-                UpdateExpression=f"SET #status = :cancelled, UpdatedAt = :now, "
-                                 f"{TTL_ATTRIBUTE} = :expires REMOVE DueAt, DueBucket",
-                ConditionExpression="#status IN (:scheduled, :retrying)",
+                UpdateExpression=update,
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#status": "Status"},
-                ExpressionAttributeValues=_serialize({
-                    ":cancelled": CANCELLED, ":scheduled": SCHEDULED,
-                    ":retrying": RETRYING, ":now": iso(now), ":expires": expires_at(now),
-                }),
+                ExpressionAttributeValues=_serialize(values),
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
-            if not _is_condition_failure(error):
-                raise
-            _raise_state_error(task_id, error.response.get("Item"), "cancelled",
-                               "it can no longer be cancelled")
+            if _is_condition_failure(error):
+                old = error.response.get("Item")
+                raise _Refused(from_item(_deserialize(old)) if old else None) from None
+            raise
         return from_item(_deserialize(response["Attributes"]))
 
     def delete(self, task_id: str) -> None:
@@ -357,20 +340,12 @@ class DynamoDBTaskStore(TaskStore):
 
     def _expire_lease(self, item: Dict[str, Any], now: datetime) -> int:
         try:
-            self._client.update_item(
-                TableName=self.table_name,
-                Key={"TaskID": {"S": item["TaskID"]}},
-                UpdateExpression="SET LeaseUntil = :lease, DueAt = :lease",
-                ConditionExpression="#status = :running AND RunId = :run_id",
-                ExpressionAttributeNames={"#status": "Status"},
-                ExpressionAttributeValues=_serialize({
-                    ":lease": iso_ms(now - timedelta(milliseconds=1)),
-                    ":running": RUNNING, ":run_id": item.get("RunId")}),
-            )
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return 0  # finished meanwhile
-            raise
+            self._update(item["TaskID"], "SET LeaseUntil = :lease, DueAt = :lease",
+                         "#status = :running AND RunId = :run_id",
+                         {":lease": iso_ms(now - timedelta(milliseconds=1)),
+                          ":running": RUNNING, ":run_id": item.get("RunId")})
+        except _Refused:
+            return 0  # finished meanwhile
         return 1
 
 

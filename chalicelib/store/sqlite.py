@@ -17,7 +17,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from chalicelib.errors import ClaimLost, Conflict, StoreUnavailable, TaskExists, TaskNotFound
+from chalicelib.errors import (
+    ClaimLost, StateConflict, StoreUnavailable, TaskExists, TaskNotFound,
+)
 from chalicelib.models import (
     CANCELLED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
     Page, Run, Task, Transition, iso_ms, parse_iso, utcnow,
@@ -266,8 +268,7 @@ class SQLiteTaskStore(TaskStore):
                 "due_at = ?, updated_at = ? WHERE task_id = ? AND status = ?",
                 (SCHEDULED, at, at, at, iso_ms(now), task_id, FAILED)).rowcount
             row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return _changed_or_raise(task_id, row, updated, "retried",
-                                 "only a failed task can be retried")
+        return _changed_or_raise(task_id, row, updated)
 
     def undo_replay(self, replayed: Task, previous: Task) -> bool:
         row = to_row(previous)
@@ -283,8 +284,7 @@ class SQLiteTaskStore(TaskStore):
                 "WHERE task_id = ? AND status IN (?, ?)",
                 (CANCELLED, iso_ms(now), task_id, SCHEDULED, RETRYING)).rowcount
             row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return _changed_or_raise(task_id, row, updated, "cancelled",
-                                 "it can no longer be cancelled")
+        return _changed_or_raise(task_id, row, updated)
 
     def delete(self, task_id: str) -> None:
         with self._connection() as db:
@@ -370,13 +370,12 @@ def _is_page_key(key) -> bool:
             and all(isinstance(value, str) for value in key.values()))
 
 
-def _changed_or_raise(task_id: str, row, updated: int, verb: str, reason: str) -> Task:
+def _changed_or_raise(task_id: str, row, updated: int) -> Task:
     if row is None:
         raise TaskNotFound(f"no task with id {task_id}", field="task_id")
     task = from_row(row)
     if not updated:
-        raise Conflict(f"task {task_id} is {task.status}: {reason}", field="task_id",
-                       code=f"not_{verb}")
+        raise StateConflict(task)
     return task
 
 
@@ -437,7 +436,15 @@ def from_row(row: sqlite3.Row) -> Task:
 
 
 def _runs_json(runs: List[Run]) -> str:
-    return json.dumps([run.to_api() for run in runs], separators=(",", ":"))
+    # The store's own shape (what the API shows may change without touching saved rows).
+    return json.dumps([_run_to_dict(run) for run in runs], separators=(",", ":"))
+
+
+def _run_to_dict(run: Run) -> Dict[str, Any]:
+    return {"run_id": run.run_id, "attempt": run.attempt,
+            "started_at": iso_ms(run.started_at), "ended_at": iso_ms(run.ended_at),
+            "outcome": run.outcome, "http_status": run.http_status, "error": run.error,
+            "duration_ms": run.duration_ms}
 
 
 def _run_from_dict(data: Dict[str, Any]) -> Run:

@@ -1,14 +1,17 @@
-"""The trigger port: what makes the executor run a task at its time, and the factory."""
+"""The trigger port: what makes the executor run a task at its time."""
 import abc
 import json
 from datetime import datetime, timedelta
 
 from chalicelib import aws, config
-from chalicelib.models import Task
+from chalicelib.models import SYSTEM_CLOCK, Clock, Task
 
 
 class Trigger(abc.ABC):
     """Arms and disarms the thing that invokes execute_task for a task."""
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK):
+        self.clock = clock
 
     @abc.abstractmethod
     def arm(self, task: Task) -> None:
@@ -51,23 +54,3 @@ def invoke_now(task: Task) -> None:
     time, as for any early delivery)."""
     aws.client("lambda").invoke(FunctionName=config.executor_arn(), InvocationType="Event",
                                 Payload=executor_input(task).encode())
-
-
-_triggers: dict = {}
-
-
-def get_trigger() -> Trigger:
-    """The configured trigger adapter."""
-    backend = config.trigger_backend()
-    if backend not in _triggers:
-        if backend == "scheduler":
-            from chalicelib.triggers.scheduler import SchedulerTrigger as adapter
-        elif backend == "rules":
-            from chalicelib.triggers.rules import RulesTrigger as adapter
-        elif backend == "local":
-            from chalicelib.triggers.local import LocalTrigger as adapter
-        else:
-            raise ValueError(f"TRIGGER_BACKEND={backend!r} is not supported "
-                             "(scheduler, rules, local)")
-        _triggers[backend] = adapter()
-    return _triggers[backend]

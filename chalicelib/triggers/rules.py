@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
-from chalicelib.models import Task, utcnow
+from chalicelib.models import SYSTEM_CLOCK, Clock, Task
 from chalicelib.triggers import Trigger, executor_input
 
 TARGET_ID = "executor"
@@ -62,10 +62,10 @@ def _has_statement(lambda_client, executor_arn: str) -> bool:
     return any(s.get("Sid") == PERMISSION_ID for s in policy.get("Statement", []))
 
 
-def _expression(task: Task) -> str:
+def _expression(task: Task, now: datetime) -> str:
     """The one-shot cron of the task's next firing, in UTC."""
     at = task.next_run_at
-    if at.replace(second=0, microsecond=0) <= utcnow():
+    if at.replace(second=0, microsecond=0) <= now:
         # A rule fires at the start of its minute; that minute has begun, so the
         # earliest it can fire is the next one (the executor never runs it early).
         at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -75,7 +75,8 @@ def _expression(task: Task) -> str:
 class RulesTrigger(Trigger):
     """One one-shot EventBridge rule per waiting task."""
 
-    def __init__(self):
+    def __init__(self, clock: Clock = SYSTEM_CLOCK):
+        super().__init__(clock)
         self._granted: set = set()
         self._lock = threading.Lock()
 
@@ -92,7 +93,7 @@ class RulesTrigger(Trigger):
         events = aws.client("events")
         events.put_rule(
             Name=rule_name(task.task_id),
-            ScheduleExpression=_expression(task),
+            ScheduleExpression=_expression(task, self.clock.now()),
             State="ENABLED",
             Description=f"task-scheduler task {task.task_id}",
         )
@@ -113,7 +114,7 @@ class RulesTrigger(Trigger):
         try:
             rule = events.describe_rule(Name=name)
             targets = events.list_targets_by_rule(Rule=name)["Targets"]
-            if targets and rule.get("ScheduleExpression") == _expression(task):
+            if targets and rule.get("ScheduleExpression") == _expression(task, self.clock.now()):
                 return False
         except ClientError as error:
             if error.response["Error"]["Code"] != "ResourceNotFoundException":

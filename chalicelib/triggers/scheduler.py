@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
-from chalicelib.models import RETRYING, Task, utcnow
+from chalicelib.models import RETRYING, Task
 from chalicelib.schedules import OneTime, from_task
 from chalicelib.triggers import Trigger, executor_input, invoke_now, minute_before
 
@@ -74,11 +74,10 @@ class SchedulerTrigger(Trigger):
         start = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
         self._create(task, recheck_schedule_name(task, start), OneTime(at=start), exact=True)
 
-    @staticmethod
-    def _create(task: Task, name: str, schedule, exact: bool = False) -> None:
+    def _create(self, task: Task, name: str, schedule, exact: bool = False) -> None:
         # A time that has passed (an immediate replay, an overdue re-arm) is set a few
         # seconds ahead, so it is still in the future when the scheduler gets it.
-        earliest = (utcnow() + MIN_LEAD).replace(microsecond=0) + timedelta(seconds=1)
+        earliest = (self.clock.now() + MIN_LEAD).replace(microsecond=0) + timedelta(seconds=1)
         if not schedule.recurring and not exact and config.precision() == "second":
             early = minute_before(schedule.at)
             if early < earliest:  # too close to be armed a minute early: wait in Lambda

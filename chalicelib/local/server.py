@@ -1,4 +1,4 @@
-"""The local stage: `make dev` / `python -m chalicelib.local_server` / `chalice local`.
+"""The local stage: `make dev` / `python -m chalicelib.local` / `chalice local`.
 
 Serves the same Chalice app with chalice's own local server, an embedded SQLite store and
 the in-process trigger, so scheduled tasks fire for real with no AWS account.
@@ -139,7 +139,8 @@ def start_if_local() -> None:
 
 
 def _start_local() -> None:
-    from chalicelib.triggers.local import start_dispatcher
+    from chalicelib import wiring
+    from chalicelib.local.dispatcher import start_dispatcher
 
     global _banner_parts
     token, source = local_token()
@@ -153,7 +154,7 @@ def _start_local() -> None:
     # Runs of this data folder's server carry its id, so a restart recovers exactly the
     # runs its previous life left behind, and not those of anything else on the store.
     instance = _kept("instance-id", lambda: secrets.token_hex(4), _check_instance)
-    start_dispatcher(run_prefix=f"local-{instance}-")
+    start_dispatcher(wiring.runtime(), config.local_workers(), run_prefix=f"local-{instance}-")
 
 
 def print_banner(token: str, source: str, port: int) -> None:
@@ -243,7 +244,7 @@ def _request_handler():
 
 def main(argv=None) -> int:
     """Serve the local stage until SIGINT / SIGTERM, then shut down cleanly."""
-    parser = argparse.ArgumentParser(prog="python -m chalicelib.local_server",
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.local",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default: PORT or 8000")
@@ -260,7 +261,7 @@ def main(argv=None) -> int:
     from chalice.cli.factory import CLIFactory
     from chalice.local import LocalDevServer
 
-    from chalicelib.triggers.local import stop_dispatcher
+    from chalicelib.local.dispatcher import stop_dispatcher
 
     global _banner_waits_for_port
     _banner_waits_for_port = True
@@ -293,11 +294,3 @@ def main(argv=None) -> int:
     # Worker threads still inside a webhook call must not hold the exit: their tasks
     # stay claimed in the store and are recovered at the next start.
     os._exit(0)
-
-
-if __name__ == "__main__":
-    # The module app.py imports, not this __main__ copy: one set of module state (the
-    # banner's port, the setup error class) for both.
-    from chalicelib import local_server
-
-    sys.exit(local_server.main())

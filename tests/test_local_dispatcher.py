@@ -1,4 +1,4 @@
-"""The in-process trigger: wakes on new work, fires in priority order, recovers at start."""
+"""The local dispatcher: wakes on new work, fires in priority order, recovers at start."""
 import json
 import threading
 import time
@@ -8,16 +8,23 @@ from types import SimpleNamespace
 import pytest
 
 from bench.common import SlowReceivers
-from chalicelib import actions, service
+from chalicelib import actions, config, service
+from chalicelib.local import dispatcher as local
 from chalicelib.models import utcnow
-from chalicelib.store import get_store
-from chalicelib.triggers import local
+from chalicelib.triggers.local import LocalTrigger
+from chalicelib.wiring import Runtime
+from tests.conftest import runtime
 
 
 @pytest.fixture
 def local_stage(local_env):
     yield
     local.stop_dispatcher(timeout=5)
+
+
+def start():
+    """The process's dispatcher, as the local server starts it."""
+    return local.start_dispatcher(runtime(), config.local_workers())
 
 
 def wait_for(predicate, timeout=30.0):
@@ -45,39 +52,39 @@ def test_priority_first_when_several_are_due(local_stage, monkeypatch, receiver,
                                     ("p5 new", 5, -20)):
         make_task(due_in=due_in, priority=priority,
                   payload={"url": receiver.url, "data": {"label": label}})
-    local.start_dispatcher()
+    start()
     assert wait_for(lambda: len(receiver.requests) == 4)
     labels = [json.loads(r["body"])["label"] for r in receiver.requests]
     assert labels == ["p9", "p5 old", "p5 new", "p1"]
 
 
 def test_new_task_wakes_the_dispatcher_and_fires_on_time(local_stage, receiver):
-    local.start_dispatcher()
+    start()
     time.sleep(0.3)  # the dispatcher is now asleep on an empty store
     run_at = (utcnow() + timedelta(seconds=2)).replace(microsecond=0)
-    created, _ = service.schedule_task({
+    created, _ = service.schedule_task(runtime(), {
         "action": "webhook", "payload": {"url": receiver.url},
         "run_at": run_at.strftime("%Y-%m-%dT%H:%M:%SZ")})
     assert wait_for(lambda: receiver.requests)
     received = receiver.requests[0]["received_at"]
     assert run_at <= received < run_at + timedelta(seconds=1)
-    assert wait_for(lambda: get_store().get(created["task_id"]).status == "completed")
+    assert wait_for(lambda: runtime().store.get(created["task_id"]).status == "completed")
 
 
 def test_recurring_task_fires_again(local_stage, receiver, make_task):
     task = make_task(due_in=-1, run_at="rate(1 minute)", schedule_kind="rate",
                      payload={"url": receiver.url})
-    local.start_dispatcher()
-    assert wait_for(lambda: get_store().get(task.task_id).runs)
-    stored = get_store().get(task.task_id)
+    start()
+    assert wait_for(lambda: runtime().store.get(task.task_id).runs)
+    stored = runtime().store.get(task.task_id)
     assert stored.status == "scheduled" and stored.next_run_at > utcnow()
 
 
 def test_start_recovers_cut_off_runs(local_stage, receiver, make_task):
     task = make_task(payload={"url": receiver.url})
-    get_store().claim(task.task_id, "died-with-the-last-process", utcnow())
-    summary = local.start_dispatcher()
-    assert wait_for(lambda: get_store().get(task.task_id).status == "completed")
+    runtime().store.claim(task.task_id, "died-with-the-last-process", utcnow())
+    summary = start()
+    assert wait_for(lambda: runtime().store.get(task.task_id).status == "completed")
     assert len(receiver.requests) == 1
     assert summary is not None
 
@@ -87,10 +94,10 @@ def test_stop_leaves_queued_tasks_waiting(local_stage, monkeypatch, receiver, ma
     monkeypatch.setattr(local, "FAST_GRACE_SECONDS", 60.0)  # the others stay queued
     receiver.delay = 0.5
     tasks = [make_task(payload={"url": receiver.url}) for _ in range(5)]
-    local.start_dispatcher()
+    start()
     assert wait_for(lambda: receiver.requests)
     assert local.stop_dispatcher(timeout=5) is True
-    statuses = [get_store().get(t.task_id).status for t in tasks]
+    statuses = [runtime().store.get(t.task_id).status for t in tasks]
     assert statuses.count("completed") >= 1
     assert set(statuses) <= {"completed", "scheduled"}  # none stuck in running
 
@@ -109,19 +116,20 @@ class SteppedClock:
 
 
 def test_recurring_task_runs_three_times_in_a_row(local_stage, receiver, make_task):
-    from chalicelib.executor import Clock
+    from chalicelib.models import Clock
 
     stepped = SteppedClock()
     task = make_task(due_in=-1, run_at="rate(1 minute)", schedule_kind="rate",
                      payload={"url": receiver.url})
-    dispatcher = local.start_dispatcher(Clock(now=stepped.now, sleep=stepped.sleep))
+    dispatcher = local.start_dispatcher(runtime(Clock(now=stepped.now, sleep=stepped.sleep)),
+                                        config.local_workers())
     for runs in (1, 2, 3):
-        assert wait_for(lambda: len(get_store().get(task.task_id).runs) == runs), runs
-        stored = get_store().get(task.task_id)
+        assert wait_for(lambda: len(runtime().store.get(task.task_id).runs) == runs), runs
+        stored = runtime().store.get(task.task_id)
         assert stored.status == "scheduled"
         stepped.offset += stored.next_run_at - stepped.now() + timedelta(milliseconds=1)
         dispatcher.wake()
-    history = get_store().get(task.task_id).runs
+    history = runtime().store.get(task.task_id).runs
     assert len(history) >= 3 and len(receiver.requests) >= 3
     first, second, third = sorted(r.started_at for r in history[:3])
     assert first < second and timedelta(seconds=59) < third - second < timedelta(seconds=61)
@@ -137,6 +145,7 @@ def run_and_exchange_threads():
             if t.name.startswith(("task-run", "webhook-exchange"))]
 
 
+@pytest.mark.e2e  # receivers that hang for seconds
 def test_hung_receivers_do_not_delay_the_other_tasks(local_stage, receiver, make_task):
     timeout = 3  # the hung exchanges end in 3 s, the dripping ones at their 8 s deadline
     slow = SlowReceivers(drip_bytes=timeout + int(actions.DEADLINE_MARGIN_SECONDS) + 2)
@@ -148,7 +157,7 @@ def test_hung_receivers_do_not_delay_the_other_tasks(local_stage, receiver, make
             make_task(payload={"url": receiver.url})
         threads_before = len(run_and_exchange_threads())  # idle ones other tests left
         due = utcnow()  # all 124 are due when the dispatcher starts
-        local.start_dispatcher()
+        start()
         assert wait_for(lambda: len(receiver.requests) == 60, timeout=30)
         lateness = sorted((r["received_at"] - due).total_seconds() for r in receiver.requests)
         # The old fixed pool of 16: 19-44 s at most; a slow run now holds its slot 0.2 s
@@ -156,7 +165,7 @@ def test_hung_receivers_do_not_delay_the_other_tasks(local_stage, receiver, make
         assert lateness[-1] < 3.0, lateness
 
         def slow_ended():
-            return all(get_store().get(task_id).status == "failed" for task_id in slow_ids)
+            return all(runtime().store.get(task_id).status == "failed" for task_id in slow_ids)
 
         assert wait_for(slow_ended, timeout=4 * (timeout + actions.DEADLINE_MARGIN_SECONDS))
         # The exchanges that outlived their runs end with the drip; then the threads the
@@ -216,13 +225,14 @@ def lanes(monkeypatch):
     """make(workers, names, **options) -> a dispatcher over a ListStore of those tasks, with
     a hand-moved clock; its runs are held until ended. Nothing runs in the background."""
     ran = []
-    monkeypatch.setattr(local, "execute_task", lambda task_id, *args: ran.append(task_id))
+    monkeypatch.setattr(local, "execute_task",
+                        lambda runtime, task_id, *args: ran.append(task_id))
 
     def make(workers, names, **options):
         clock = SimpleNamespace(now=100.0)
         threads, store = HeldThreads(), ListStore(due_tasks(*names))
-        dispatcher = local.Dispatcher(workers, grace=0.2, monotonic=lambda: clock.now,
-                                      threads=threads, **options)
+        dispatcher = local.Dispatcher(Runtime(store, LocalTrigger()), workers, grace=0.2,
+                                      monotonic=lambda: clock.now, threads=threads, **options)
         dispatcher.ran, dispatcher.clock, dispatcher.held, dispatcher.store = (
             ran, clock, threads, store)
         return dispatcher
@@ -321,9 +331,8 @@ def test_a_burst_reads_the_store_a_page_at_a_time(lanes, monkeypatch):
     assert dispatcher.store.due_calls <= len(names) // 10 + 2
 
 
-def test_stop_waits_for_runs_in_flight_and_starts_no_more(lanes, monkeypatch):
+def test_stop_waits_for_runs_in_flight_and_starts_no_more(lanes):
     dispatcher = lanes(2, ["a1", "b1", "c1"])
-    monkeypatch.setattr(local, "get_store", lambda: dispatcher.store)
     dispatcher.start()
     assert wait_for(lambda: len(dispatcher.held.jobs) == 2)
     assert dispatcher.stop(timeout=0.1) is False  # a1 and b1 still run
@@ -342,12 +351,12 @@ def test_due_tasks_fire_once_the_store_recovers_without_a_restart(local_stage, r
     faults = DiskFaults(monkeypatch)
     tasks = [make_task(due_in=-1, payload={"url": receiver.url}) for _ in range(13)]
     faults.readonly = True
-    local.start_dispatcher()
+    start()
     assert wait_for(lambda: any(c.broken for c in faults.connections))  # it tried, and failed
     assert receiver.requests == []
     faults.readonly = False
     # A failed run makes the dispatcher look again after its 1 s back-off, not at its 30 s
     # idle poll; 10 s leaves a busy machine room.
-    assert wait_for(lambda: all(get_store().get(t.task_id).status == "completed"
+    assert wait_for(lambda: all(runtime().store.get(t.task_id).status == "completed"
                                 for t in tasks), timeout=10)
     assert len(receiver.requests) == 13  # each once

@@ -1,0 +1,167 @@
+"""An in-memory task store: the contract of TaskStore with nothing behind it but a dict.
+
+Tests of the use cases run on it without moto or files; it keeps nothing across a restart,
+so no stage serves from it. Tasks are copied in and out, so a caller's object never
+changes what is stored (as with a real store).
+"""
+import copy
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Dict, Iterator, List, Optional
+
+from chalicelib.errors import ClaimLost, StateConflict, TaskExists, TaskNotFound
+from chalicelib.models import (
+    CANCELLED, FAILED, MAX_RUNS_KEPT, RUNNING, SCHEDULED, WAITING, Page, Run, Task,
+    Transition, iso_ms,
+)
+from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
+
+
+class InMemoryTaskStore(TaskStore):
+    """Tasks in a dict, every change under one lock (so each is atomic, as a conditional
+    write is)."""
+
+    def __init__(self):
+        self._tasks: Dict[str, Task] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ writes
+
+    def create(self, task: Task) -> None:
+        with self._lock:
+            if task.task_id in self._tasks:
+                raise TaskExists(task.task_id)
+            self._tasks[task.task_id] = copy.deepcopy(task)
+
+    def claim(self, task_id: str, run_id: str, now: datetime) -> Task:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or not _claimable(task, now):
+                raise ClaimLost(task_id, copy.deepcopy(task))
+            return self._put(replace(
+                task, status=RUNNING, run_id=run_id, attempts=task.attempts + 1,
+                lease_until=now + timedelta(seconds=LEASE_SECONDS), updated_at=now))
+
+    def finish(self, task: Task, run: Run, change: Transition, now: datetime) -> Task:
+        with self._lock:
+            current = self._tasks.get(task.task_id)
+            if current is None or current.status != RUNNING or current.run_id != task.run_id:
+                raise ClaimLost(task.task_id)
+            runs = ([run] + [r for r in current.runs if r.run_id != run.run_id])
+            return self._put(replace(
+                current, status=change.status, runs=copy.deepcopy(runs[:MAX_RUNS_KEPT]),
+                updated_at=now, lease_until=None,
+                next_run_at=change.next_run_at or current.next_run_at,
+                firing_at=change.firing_at or current.firing_at,
+                attempts=0 if change.reset_attempts else current.attempts))
+
+    def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
+        with self._lock:
+            current = self._existing(task_id)
+            if current.status != FAILED:
+                raise StateConflict(copy.deepcopy(current))
+            return self._put(replace(current, status=SCHEDULED, attempts=0,
+                                     next_run_at=run_at, firing_at=run_at, updated_at=now))
+
+    def undo_replay(self, replayed: Task, previous: Task) -> bool:
+        with self._lock:
+            current = self._tasks.get(previous.task_id)
+            if (current is None or current.status != SCHEDULED or current.attempts != 0
+                    or current.firing_at != replayed.firing_at):
+                return False
+            self._put(previous)
+            return True
+
+    def cancel(self, task_id: str, now: datetime) -> Task:
+        with self._lock:
+            current = self._existing(task_id)
+            if current.status not in WAITING:
+                raise StateConflict(copy.deepcopy(current))
+            return self._put(replace(current, status=CANCELLED, updated_at=now))
+
+    def delete(self, task_id: str) -> None:
+        with self._lock:
+            self._tasks.pop(task_id, None)
+
+    def recover_running(self, now: datetime, run_prefix: str) -> int:
+        expired = now - timedelta(milliseconds=1)
+        with self._lock:
+            cut_off = [task for task in self._tasks.values()
+                       if task.status == RUNNING and (task.run_id or "").startswith(run_prefix)]
+            for task in cut_off:
+                task.lease_until = expired
+            return len(cut_off)
+
+    def _existing(self, task_id: str) -> Task:
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id}", field="task_id")
+        return task
+
+    def _put(self, task: Task) -> Task:
+        self._tasks[task.task_id] = copy.deepcopy(task)
+        return copy.deepcopy(task)
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, task_id: str) -> Task:
+        with self._lock:
+            return copy.deepcopy(self._existing(task_id))
+
+    def list(self, status: Optional[str], limit: int, next_token: Optional[str],
+             name: Optional[str] = None) -> Page:
+        after = decode_token(next_token, status, _is_page_key, name)
+        folded = name.casefold() if name else None
+        with self._lock:
+            matching = [task for task in self._tasks.values()
+                        if (status is None or task.status == status)
+                        and (folded is None or folded in (task.name or "").casefold())]
+            matching.sort(key=_page_key_of, reverse=True)  # newest first, as SQLite lists
+            if after:
+                start = (after["created_at"], after["task_id"])
+                matching = [task for task in matching if _page_key_of(task) < start]
+            page = [copy.deepcopy(task) for task in matching[:limit]]
+        token = None
+        if len(matching) > limit:
+            created_at, task_id = _page_key_of(page[-1])
+            token = encode_token({"created_at": created_at, "task_id": task_id}, status, name)
+        return Page(tasks=page, next_token=token)
+
+    def due(self, now: datetime, limit: int) -> Iterator[Task]:
+        with self._lock:
+            due = [task for task in self._tasks.values()
+                   if (moment := _due_at(task)) is not None and moment <= now]
+            due.sort(key=lambda task: (-task.priority, _due_at(task), task.task_id))
+            found = [copy.deepcopy(task) for task in due]
+        yield from found
+
+    def next_due_after(self, now: datetime) -> Optional[datetime]:
+        with self._lock:
+            later: List[datetime] = [moment for task in self._tasks.values()
+                                     if (moment := _due_at(task)) is not None and moment > now]
+        return min(later, default=None)
+
+
+def _due_at(task: Task) -> Optional[datetime]:
+    """When the task is due: its next run while it waits, its lease's end while it runs."""
+    if task.status in WAITING:
+        return task.next_run_at
+    if task.status == RUNNING:
+        return task.lease_until
+    return None
+
+
+def _claimable(task: Task, now: datetime) -> bool:
+    if task.status in WAITING:
+        return task.next_run_at is not None and task.next_run_at <= now
+    return task.status == RUNNING and task.lease_until is not None and task.lease_until < now
+
+
+def _page_key_of(task: Task):
+    return iso_ms(task.created_at), task.task_id
+
+
+def _is_page_key(key) -> bool:
+    return (isinstance(key, dict) and set(key) == {"created_at", "task_id"}
+            and all(isinstance(value, str) for value in key.values()))
