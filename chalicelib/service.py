@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Any, Dict, Optional, Tuple
 
-from chalicelib import observability, registry, schedules
+from chalicelib import actions, observability, schedules
 from chalicelib.errors import Conflict, TaskExists, TaskNotFound, ValidationError
 from chalicelib.models import SCHEDULED, Task, iso, utcnow
 from chalicelib.store import get_store
@@ -122,7 +122,7 @@ def _undo_replay(task: Task, previous: Task) -> None:
 def describe(task: Task) -> Dict[str, Any]:
     """A task as GET shows it, with its next firings."""
     body = task.to_api()
-    action = registry.REGISTRY.get(task.action)
+    action = actions.REGISTRY.get(task.action)
     if action is not None:
         body["payload"] = action.redact(task.payload)
     body["upcoming"] = [iso(moment) for moment in upcoming(task)]
