@@ -34,8 +34,7 @@ def _message(task: Task, run: Run, event: str) -> dict:
         "http_status": run.http_status,
         "firing_at": iso(task.firing_at),
         "at": iso(utcnow()),
-        "task": {**task.to_api(), "payload": actions.REGISTRY[task.action].redact(task.payload)
-                 if task.action in actions.REGISTRY else task.payload},
+        "task": {**task.to_api(), "payload": actions.redacted(task.action, task.payload)},
     }
 
 

@@ -122,9 +122,7 @@ def _undo_replay(task: Task, previous: Task) -> None:
 def describe(task: Task) -> Dict[str, Any]:
     """A task as GET shows it, with its next firings."""
     body = task.to_api()
-    action = actions.REGISTRY.get(task.action)
-    if action is not None:
-        body["payload"] = action.redact(task.payload)
+    body["payload"] = actions.redacted(task.action, task.payload)
     body["upcoming"] = [iso(moment) for moment in upcoming(task)]
     return body
 
