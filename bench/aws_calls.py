@@ -65,13 +65,12 @@ def count_ours() -> dict:
     run_at_its_time(task_id)
     rows["one recurring run"] = counter.take()
 
-    from chalicelib import registry
-    from chalicelib.actions import Action, ActionResult
+    from chalicelib.actions import REGISTRY, Action, ActionResult
 
-    real = registry.REGISTRY["log"]
+    real = REGISTRY["log"]
     attempts = iter([ActionResult(False, error="HTTP 503", retryable=True),
                      ActionResult(True)])
-    registry.REGISTRY["log"] = Action(real.validate, lambda payload, context: next(attempts))
+    REGISTRY["log"] = Action(real.validate, lambda payload, context: next(attempts))
     try:
         task_id = service.schedule_task(runtime, {"action": "log", "payload": {"message": "m"},
                                                   "run_at": in_an_hour})[0]["task_id"]
@@ -81,7 +80,7 @@ def count_ours() -> dict:
         run_at_its_time(task_id)
         rows["the retried run"] = counter.take()
     finally:
-        registry.REGISTRY["log"] = real
+        REGISTRY["log"] = real
 
     task_id = service.schedule_task(runtime, {"action": "log", "payload": {"message": "m"},
                                               "run_at": in_an_hour})[0]["task_id"]

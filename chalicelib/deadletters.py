@@ -12,7 +12,7 @@ from typing import Optional
 
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, config, registry
+from chalicelib import actions, aws, config
 from chalicelib.models import Run, Task, iso, utcnow
 
 logger = logging.getLogger("task_scheduler.deadletters")
@@ -34,8 +34,7 @@ def _message(task: Task, run: Run, event: str) -> dict:
         "http_status": run.http_status,
         "firing_at": iso(task.firing_at),
         "at": iso(utcnow()),
-        "task": {**task.to_api(), "payload": registry.REGISTRY[task.action].redact(task.payload)
-                 if task.action in registry.REGISTRY else task.payload},
+        "task": {**task.to_api(), "payload": actions.redacted(task.action, task.payload)},
     }
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import (
-    actions, config, deadletters, observability, registry, retries, schedules,
+    actions, config, deadletters, observability, retries, schedules,
 )
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
@@ -113,7 +113,7 @@ def _perform(task: Task, run_id: str) -> actions.ActionResult:
                                                  "never finished (executor died or timed out)")
     context = actions.ActionContext(task_id=task.task_id, run_id=run_id,
                                     attempt=task.attempts, idempotency_key=idempotency_key(task))
-    action = registry.REGISTRY[task.action]
+    action = actions.REGISTRY[task.action]
     try:
         result = action.run(task.payload, context)
     except Exception as exc:  # noqa: BLE001 - recorded as the run's error, logged in full

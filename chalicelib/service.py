@@ -8,7 +8,7 @@ import re
 import uuid
 from typing import Any, Dict, Optional, Tuple
 
-from chalicelib import observability, registry, schedules
+from chalicelib import actions, observability, schedules
 from chalicelib.errors import (
     Conflict, InvalidPageToken, StateConflict, TaskExists, TaskNotFound, ValidationError,
 )
@@ -133,9 +133,7 @@ def _not_allowed(conflict: StateConflict, verb: str, reason: str) -> Conflict:
 def describe(task: Task) -> Dict[str, Any]:
     """A task as GET shows it, with its next firings."""
     body = task.to_api()
-    action = registry.REGISTRY.get(task.action)
-    if action is not None:
-        body["payload"] = action.redact(task.payload)
+    body["payload"] = actions.redacted(task.action, task.payload)
     body["upcoming"] = [iso(moment) for moment in upcoming(task)]
     return body
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import aws, config, observability, registry, schedules
+from chalicelib import actions, aws, config, observability, schedules
 from chalicelib.executor import RAN, execute_task
 from chalicelib.models import Task, iso
 from chalicelib.triggers import invoke_now
@@ -44,7 +44,7 @@ def next_sweep_after(moment: datetime) -> datetime:
 def run_budget_ms(task) -> int:
     """The longest one run of the task may take here: its action's limit (a webhook's own
     timeout plus its deadline margin) and the run's own writes."""
-    action = registry.REGISTRY.get(task.action)
+    action = actions.REGISTRY.get(task.action)
     action_ms = int(action.max_seconds(task.payload) * 1000) if action else 0
     return action_ms + RUN_OVERHEAD_MS
 

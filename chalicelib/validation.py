@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any, Dict, Optional, Tuple
 from zoneinfo import ZoneInfo
 
-from chalicelib import config, registry, schedules
+from chalicelib import actions, config, schedules
 from chalicelib.errors import PayloadTooLarge, ValidationError
 from chalicelib.models import STATUSES, iso
 
@@ -88,11 +88,11 @@ def parse_new_task(body: Any, now: datetime) -> NewTask:
     action_name = body.get("action")
     if not isinstance(action_name, str) or not action_name:
         raise ValidationError("action is required: the name of a registered action "
-                              f"({', '.join(sorted(registry.REGISTRY))})", field="action")
-    action = registry.REGISTRY.get(action_name)
+                              f"({', '.join(sorted(actions.REGISTRY))})", field="action")
+    action = actions.REGISTRY.get(action_name)
     if action is None:
         raise ValidationError(f"unknown action '{action_name}' (registered: "
-                              f"{', '.join(sorted(registry.REGISTRY))})", field="action",
+                              f"{', '.join(sorted(actions.REGISTRY))})", field="action",
                               code="unknown_action")
     if "payload" not in body:
         raise ValidationError("payload is required: the action's input", field="payload")

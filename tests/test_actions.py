@@ -116,16 +116,16 @@ def test_a_stored_header_that_cannot_be_sent_fails_without_leaking(memory, make_
 
 
 def test_webhook_exchanges_reuse_their_threads(monkeypatch):
-    from chalicelib import actions
+    from chalicelib.actions import exchange
     from chalicelib.threads import DaemonThreads
 
     # A pool of its own: idle threads left by earlier tests would take turns at the jobs.
     pool = DaemonThreads("test-exchange-reuse", 16)
-    monkeypatch.setattr(actions, "_EXCHANGES", pool)
+    monkeypatch.setattr(exchange, "_EXCHANGES", pool)
     # Thread objects, kept alive here, so a new thread with a reused ident still counts.
     threads = []
     for _ in range(30):
-        threads.append(actions._within(30, threading.current_thread))
+        threads.append(exchange._within(30, threading.current_thread))
         deadline = time.monotonic() + 30
         while pool.idle < 1 and time.monotonic() < deadline:  # back from its job
             time.sleep(0.001)

@@ -189,7 +189,7 @@ def test_invalid_target_payloads(api, targets, action, payload, field):
     (f"http://localhost:4566/{ACCOUNT}/q", REGION),
 ])
 def test_queue_arn_region_comes_only_from_an_aws_host(url, region):
-    from chalicelib.aws_targets import queue_arn
+    from chalicelib.actions.aws_targets import queue_arn
 
     assert queue_arn(url) == f"arn:aws:sqs:{region}:{ACCOUNT}:q"
 
@@ -201,7 +201,7 @@ def test_queue_arn_region_comes_only_from_an_aws_host(url, region):
     (f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:w", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:w"),
 ])
 def test_function_arn(aws, name, arn):
-    from chalicelib.aws_targets import function_arn
+    from chalicelib.actions.aws_targets import function_arn
 
     assert function_arn(name) == arn
 
@@ -259,8 +259,7 @@ def test_local_stage_refuses_aws_targets_without_calling_aws(local_env, no_aws_c
 
 
 def test_local_stage_never_runs_a_stored_aws_task(local_env, no_aws_calls, make_task):
-    from chalicelib import aws_targets
-    from chalicelib.actions import ActionContext
+    from chalicelib.actions import ActionContext, aws_targets
 
     result = aws_targets.ACTIONS["lambda"].run({"function_name": "worker"},
                                                ActionContext("t", "r", 1, "t:1"))

@@ -118,9 +118,9 @@ def trickler():
 
 def test_a_trickling_response_is_cut_off_at_the_run_deadline(memory, trickler, make_task,
                                                              monkeypatch):
-    from chalicelib import actions
+    from chalicelib.actions import exchange
 
-    monkeypatch.setattr(actions, "DEADLINE_MARGIN_SECONDS", 0.5)
+    monkeypatch.setattr(exchange, "DEADLINE_MARGIN_SECONDS", 0.5)
     task = make_task(payload=webhook(trickler, timeout=1), max_attempts=2)
     assert execute_task(runtime(), task.task_id).status == "retrying"
     run = runtime().store.get(task.task_id).runs[0]
@@ -499,18 +499,18 @@ def test_recurring_retry_never_passes_the_next_firing(aws, receiver, make_task, 
 
 def test_executor_dying_after_claim_is_reclaimed_after_the_lease(aws, receiver, make_task,
                                                                  monkeypatch):
-    from chalicelib import actions, registry
+    from chalicelib import actions
 
     task = make_task(payload=webhook(receiver.url))
-    real = registry.REGISTRY["webhook"]
+    real = actions.REGISTRY["webhook"]
 
     def die(payload, context):
         raise SystemExit("the Lambda was killed")  # not an Exception: nothing catches it
 
-    monkeypatch.setitem(registry.REGISTRY, "webhook", actions.Action(real.validate, die))
+    monkeypatch.setitem(actions.REGISTRY, "webhook", actions.Action(real.validate, die))
     with pytest.raises(SystemExit):
         execute_task(runtime(), task.task_id)
-    monkeypatch.setitem(registry.REGISTRY, "webhook", real)
+    monkeypatch.setitem(actions.REGISTRY, "webhook", real)
     held = runtime().store.get(task.task_id)
     assert held.status == "running"
     assert execute_task(runtime(), task.task_id).outcome == "skipped"  # the lease still holds
@@ -537,12 +537,13 @@ def test_dead_executor_is_swept_too(memory, receiver, make_task, monkeypatch):
 
 
 def test_action_that_raises_ends_its_run(memory, make_task, monkeypatch):
-    from chalicelib import actions, registry
+    from chalicelib import actions
+    from chalicelib.actions.log import validate_log
 
     def broken(payload, context):
         raise UnicodeEncodeError("latin-1", "€", 0, 1, "not encodable")
 
-    monkeypatch.setitem(registry.REGISTRY, "log", actions.Action(actions.validate_log, broken))
+    monkeypatch.setitem(actions.REGISTRY, "log", actions.Action(validate_log, broken))
     task = make_task(action="log", payload={"message": "x"})
     result = execute_task(runtime(), task.task_id)
     assert result.status == "failed" and "internal error" in result.run.error

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from bench.common import SlowReceivers
-from chalicelib import actions, config, service
+from chalicelib import config, service
+from chalicelib.actions import exchange
 from chalicelib.local import dispatcher as local
 from chalicelib.models import utcnow
 from chalicelib.triggers.local import LocalTrigger
@@ -148,7 +149,7 @@ def run_and_exchange_threads():
 @pytest.mark.e2e  # receivers that hang for seconds
 def test_hung_receivers_do_not_delay_the_other_tasks(local_stage, receiver, make_task):
     timeout = 3  # the hung exchanges end in 3 s, the dripping ones at their 8 s deadline
-    slow = SlowReceivers(drip_bytes=timeout + int(actions.DEADLINE_MARGIN_SECONDS) + 2)
+    slow = SlowReceivers(drip_bytes=timeout + int(exchange.DEADLINE_MARGIN_SECONDS) + 2)
     try:
         slow_ids = [make_task(payload={"url": slow.hang_url if n % 2 else slow.drip_url,
                                        "timeout": timeout}, max_attempts=1).task_id
@@ -167,7 +168,7 @@ def test_hung_receivers_do_not_delay_the_other_tasks(local_stage, receiver, make
         def slow_ended():
             return all(runtime().store.get(task_id).status == "failed" for task_id in slow_ids)
 
-        assert wait_for(slow_ended, timeout=4 * (timeout + actions.DEADLINE_MARGIN_SECONDS))
+        assert wait_for(slow_ended, timeout=4 * (timeout + exchange.DEADLINE_MARGIN_SECONDS))
         # The exchanges that outlived their runs end with the drip; then the threads the
         # slow lane took end, except the few kept idle.
         assert wait_for(lambda: slow.dripping == 0, timeout=30)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws, config
-from chalicelib.actions import Action, ActionContext, ActionResult, payload_error
+from chalicelib.actions.base import Action, ActionContext, ActionResult, payload_error
 from chalicelib.errors import ValidationError
 
 MAX_MESSAGE_BYTES = 256 * 1024

@@ -1,14 +1,12 @@
-"""What a task does when it fires: a plain registry of actions by name.
+"""The webhook action: one signed HTTP request per run.
 
-Each action validates its payload when the task is created (so a bad task is refused
-with a 400 and never stored) and runs it when the task fires.
+Its payload is checked when the task is created (so a bad task is refused with a 400 and
+never stored); the values of headers whose names mark them as secrets are shown as ***
+and scrubbed from errors. The exchange itself is in `exchange`.
 """
 import json
-import logging
 import re
-import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 from urllib.parse import urlsplit
 
 import requests
@@ -16,10 +14,10 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import LocationParseError
 from urllib3.util import Url, parse_url
 
-from chalicelib import config, observability, retries, signing, ssrf, threads
-from chalicelib.errors import ValidationError, shown
-
-logger = logging.getLogger("task_scheduler.actions")
+from chalicelib import config, retries, signing, ssrf
+from chalicelib.actions import exchange
+from chalicelib.actions.base import Action, ActionContext, ActionResult, payload_error
+from chalicelib.errors import shown
 
 WEBHOOK_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
 MAX_DATA_BYTES = 64 * 1024
@@ -27,7 +25,6 @@ HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 7230 token
 # RFC 9110 field-value, stricter than requests (which refuses only a leading space).
 HEADER_VALUE = re.compile(r"^(?:[^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*"
                           r"[^\x00-\x20\x7f])?)?$")
-RESPONSE_KEPT_BYTES = 1024
 MAX_HEADERS = 20
 MAX_HEADER_BYTES = 1024
 # Set by the HTTP client or by the scheduler itself; a task may not choose them.
@@ -44,55 +41,8 @@ REDACTED = "***"
 SCRUBBED_PART_LENGTH = 8
 WEBHOOK_FIELDS = {"url", "data", "method", "headers", "timeout"}
 MAX_URL_LENGTH = 2048
-ERROR_EXCERPT = 200
-# `timeout` bounds each socket read; a receiver trickling bytes could hold a run far
-# longer. The whole exchange gets this much on top of it, which keeps a run (at most
-# 60 + 5 s) well inside the executor's lease.
-DEADLINE_MARGIN_SECONDS = 5.0
 USER_AGENT = "task-scheduler/1.0"
 
-
-@dataclass
-class ActionContext:
-    """What an action knows about the run it performs."""
-
-    task_id: str
-    run_id: str
-    attempt: int
-    idempotency_key: str
-
-
-@dataclass
-class ActionResult:
-    """Outcome of one run of an action; a failure says whether trying again may help."""
-
-    success: bool
-    http_status: Optional[int] = None
-    error: Optional[str] = None
-    retryable: bool = False
-    retry_after: Optional[float] = None
-
-
-@dataclass
-class Action:
-    """A registered action: how to validate its payload, run it, and show it."""
-
-    validate: Callable[[Any], Dict[str, Any]]
-    run: Callable[[Dict[str, Any], ActionContext], ActionResult]
-    redact: Callable[[Dict[str, Any]], Dict[str, Any]] = lambda payload: payload
-    # The longest one run of this payload may take, for callers with a time budget.
-    max_seconds: Callable[[Dict[str, Any]], float] = lambda payload: 0.0
-    # Text (an error) without the payload's secrets, before it is stored or logged.
-    scrub: Callable[[Dict[str, Any], Optional[str]], Optional[str]] = \
-        lambda payload, text: text
-
-
-def payload_error(message: str, field: str = "payload") -> ValidationError:
-    """A validation error on the payload (or one of its fields)."""
-    return ValidationError(message, field=field, code="invalid_payload")
-
-
-# ---------------------------------------------------------------- webhook
 
 def validate_webhook(payload: Any) -> Dict[str, Any]:
     """Check and normalise a webhook payload: url, data, method, headers, timeout."""
@@ -199,28 +149,6 @@ def _latin1(value: str) -> bool:
     return True
 
 
-_session: Optional[requests.Session] = None
-_session_lock = threading.Lock()
-
-
-def http_session() -> requests.Session:
-    """One pooled session per process, reused by every webhook run."""
-    global _session
-    if _session is None:
-        with _session_lock:
-            if _session is None:
-                session = requests.Session()
-                # No proxies or .netrc from the environment: the pinned address is the
-                # one connected to, and no ambient credentials are sent.
-                session.trust_env = False
-                adapter = ssrf.PinnedAdapter(pool_connections=16, pool_maxsize=32,
-                                             max_retries=0)
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                _session = session
-    return _session
-
-
 def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
     """Send the request once: a 2xx is success; anything else is a failure with its reason."""
     headers = CaseInsensitiveDict(payload.get("headers", {}))
@@ -229,7 +157,7 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
         headers.setdefault("Content-Type", "application/json")
         body = json.dumps(payload["data"], separators=(",", ":"), ensure_ascii=False).encode()
     timeout = payload.get("timeout", 10)
-    session = http_session()
+    session = exchange.http_session()
     try:
         headers.update({
             "User-Agent": USER_AGENT,
@@ -248,20 +176,19 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
         return ActionResult(False, error=f"request could not be built: "
                                          f"{exc.__class__.__name__}")
     if not config.allow_private_targets():
-        refused = _pin(request)
+        refused = exchange.pin(request)
         if refused:
             return refused
-    deadline = timeout + DEADLINE_MARGIN_SECONDS
     try:
-        response, excerpt = _within(deadline, _exchange, session, request, timeout)
-    except DeadlineExceeded:
+        response, excerpt = exchange.send(session, request, timeout)
+    except exchange.DeadlineExceeded as exc:
         return ActionResult(False, error=f"timeout: no complete response within "
-                                         f"{deadline:g} s", retryable=True)
+                                         f"{exc.seconds:g} s", retryable=True)
     except requests.Timeout:
         return ActionResult(False, error=f"timeout: no response within {timeout} s",
                             retryable=True)
     except requests.ConnectionError as exc:
-        return ActionResult(False, error=f"connection failed: {_reason(exc)}",
+        return ActionResult(False, error=f"connection failed: {exchange.failure_reason(exc)}",
                             retryable=True)
     except requests.RequestException as exc:
         return ActionResult(False, error=f"request failed: {exc.__class__.__name__}")
@@ -274,95 +201,6 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
                         retryable=retries.is_retryable_status(response.status_code),
                         retry_after=retries.parse_retry_after(
                             response.headers.get("Retry-After")))
-
-
-def _pin(request: requests.PreparedRequest) -> Optional[ActionResult]:
-    """Resolve the host once, refuse a private answer, and pin the connection to it."""
-    target = parse_url(request.url)  # the host as sent: IDNA-encoded, lower case
-    host = target.host.strip("[]")
-    port = target.port or (443 if target.scheme == "https" else 80)
-    try:
-        request.pinned_address = ssrf.resolve_allowed(host, port)
-    except ssrf.BlockedAddress as exc:
-        return ActionResult(False, error=f"refused: {exc}")
-    except (OSError, UnicodeError) as exc:
-        return ActionResult(False, error=f"DNS lookup of {host} failed: "
-                                         f"{exc.__class__.__name__}: {exc}", retryable=True)
-    request.pinned_host = host
-    request.headers["Host"] = target.netloc
-    return None
-
-
-class DeadlineExceeded(Exception):
-    """The request and its response took longer than the run may."""
-
-
-def _exchange(session: requests.Session, request: requests.PreparedRequest, timeout: float):
-    response = session.send(request, timeout=timeout, allow_redirects=False, stream=True)
-    return response, _read_excerpt(response)
-
-
-# Reused across exchanges; after a burst of hung receivers the extra threads end. A
-# 1,000-task burst keeps about LOCAL_WORKERS (16) exchanges going at once.
-_EXCHANGES = threads.DaemonThreads("webhook-exchange", keep_idle=16)
-
-
-def _within(seconds: float, function, *args):
-    """function(*args), or DeadlineExceeded after `seconds` (the call is left to end on
-    its own in a daemon thread, bounded by its per-read timeouts)."""
-    outcome: Dict[str, Any] = {}
-    finished = threading.Event()
-
-    def work():
-        try:
-            outcome["value"] = function(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, re-raised there
-            outcome["error"] = exc
-        finally:
-            finished.set()
-
-    _EXCHANGES.run(work)
-    if not finished.wait(seconds):
-        raise DeadlineExceeded()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def _read_excerpt(response: requests.Response) -> str:
-    """The start of the body. At most RESPONSE_KEPT_BYTES are read: a body that ends
-    within them lets the connection go back to the pool, a longer one closes it."""
-    chunks, read = [], 0
-    try:
-        for chunk in response.iter_content(chunk_size=RESPONSE_KEPT_BYTES):
-            chunks.append(chunk)
-            read += len(chunk)
-            if read > RESPONSE_KEPT_BYTES:
-                response.close()
-                break
-    except (requests.RequestException, OSError):
-        response.close()
-    body = b"".join(chunks)[:ERROR_EXCERPT]
-    return body.decode("utf-8", errors="replace").strip()
-
-
-def _reason(exc: Exception) -> str:
-    """The innermost cause's class and OS message: never the URL (its path or query may
-    hold a token), which requests and urllib3 put in their own messages."""
-    cause: BaseException = exc
-    seen = set()
-    while id(cause) not in seen:
-        seen.add(id(cause))
-        inner = getattr(cause, "reason", None) or (cause.args[0] if cause.args else None)
-        if not isinstance(inner, BaseException):
-            break
-        cause = inner
-    detail, underlying = "", cause
-    while underlying is not None and not detail:
-        if isinstance(underlying, OSError) and underlying.strerror:
-            detail = underlying.strerror
-        underlying = underlying.__cause__ or underlying.__context__
-    return f"{cause.__class__.__name__}{': ' + detail if detail else ''}"
 
 
 def is_sensitive_header(name: str) -> bool:
@@ -397,35 +235,6 @@ def redact_webhook(payload: Dict[str, Any]) -> Dict[str, Any]:
     return {**payload, "headers": shown}
 
 
-# ---------------------------------------------------------------- log
-
-def validate_log(payload: Any) -> Dict[str, Any]:
-    """A log payload: `message` (string), optional `data`."""
-    if not isinstance(payload, dict):
-        raise payload_error("payload must be an object with 'message'")
-    message = payload.get("message")
-    if not isinstance(message, str) or not message:
-        raise payload_error("payload.message is required: the text to log",
-                             "payload.message")
-    unknown = sorted(set(payload) - {"message", "data"})
-    if unknown:
-        raise payload_error(f"payload.{unknown[0]} is not a log field (allowed: data, "
-                             "message)", f"payload.{unknown[0]}")
-    return dict(payload)
-
-
-def run_log(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
-    """Write one structured log line; always succeeds."""
-    observability.event("task_log", task_id=context.task_id, run_id=context.run_id,
-                        attempt=context.attempt, message=payload["message"],
-                        data=payload.get("data"))
-    return ActionResult(True)
-
-
-ACTIONS: Dict[str, Action] = {
-    "webhook": Action(validate=validate_webhook, run=run_webhook, redact=redact_webhook,
-                      scrub=scrub_webhook,
-                      max_seconds=lambda payload: payload.get("timeout", 10)
-                      + DEADLINE_MARGIN_SECONDS),
-    "log": Action(validate=validate_log, run=run_log),
-}
+ACTION = Action(validate=validate_webhook, run=run_webhook, redact=redact_webhook,
+                scrub=scrub_webhook,
+                max_seconds=lambda payload: exchange.deadline(payload.get("timeout", 10)))
