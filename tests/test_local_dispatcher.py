@@ -120,8 +120,11 @@ def test_recurring_task_runs_three_times_in_a_row(local_stage, receiver, make_ta
     from chalicelib.models import Clock
 
     stepped = SteppedClock()
+    # Anchored at its first firing (a rate counts from its creation): the next one is a
+    # minute ahead in real time, so only the stepped clock reaches it, one at a time.
+    first_firing = (utcnow() - timedelta(seconds=1)).replace(microsecond=0)
     task = make_task(due_in=-1, run_at="rate(1 minute)", schedule_kind="rate",
-                     payload={"url": receiver.url})
+                     payload={"url": receiver.url}, created_at=first_firing)
     dispatcher = local.start_dispatcher(runtime(Clock(now=stepped.now, sleep=stepped.sleep)),
                                         config.local_workers())
     for runs in (1, 2, 3):
