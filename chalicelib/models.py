@@ -1,8 +1,13 @@
-"""Dataclasses the store adapters return and the service works with, and the clock."""
+"""Dataclasses the store adapters return and the service works with, and the clock.
+
+A task's options (the fields a client may set beyond what and when: name, priority, ...)
+are declared once, on Task, with `option(...)`: the declaration drives validation, the
+OpenAPI schema, GET's shape and both store mappings (see OPTIONS).
+"""
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 SCHEDULED = "scheduled"
 RUNNING = "running"
@@ -88,6 +93,31 @@ class Run:
         }
 
 
+@dataclass(frozen=True)
+class Option:
+    """A task option as a client sees it: its JSON schema (type and limits), its default
+    and what it is for. `name` is the Task attribute it declares."""
+
+    name: str
+    schema: Dict[str, Any]
+    default: Any
+    help: str
+
+    @property
+    def nullable(self) -> bool:
+        """Whether null is a value (it means "not set")."""
+        return bool(self.schema.get("nullable"))
+
+
+def option(default: Any, help: str, **schema: Any):  # noqa: A002 - the declaration's word
+    """A Task field that is an option: `schema` holds its JSON schema keywords (type,
+    minimum, maximum, maxLength, enum, nullable, items...)."""
+    metadata = {"option": (schema, help)}
+    if isinstance(default, (list, dict)):  # each task gets its own copy
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class Task:
     """A stored task and everything known about it."""
@@ -100,10 +130,15 @@ class Task:
     next_run_at: Optional[datetime]
     status: str = SCHEDULED
     timezone: str = "UTC"
-    name: Optional[str] = None
-    priority: int = 5
-    max_attempts: int = 3
-    notify: str = "failure"
+    name: Optional[str] = option(None, "a label to find the task by (GET /tasks?name=)",
+                                 type="string", maxLength=200, nullable=True)
+    priority: int = option(5, "0-9: when several are due at once, 9 runs first",
+                           type="integer", minimum=0, maximum=9)
+    max_attempts: int = option(3, "runs tried per firing before it fails (retries with "
+                                  "back-off in between)", type="integer", minimum=1, maximum=10)
+    notify: str = option("failure", "when the notification topic hears of a run: its final "
+                                    "failure, or every run", type="string",
+                         enum=["failure", "always"])
     attempts: int = 0
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
@@ -136,10 +171,7 @@ class Task:
             "payload": self.payload,
             "run_at": self.run_at,
             "timezone": self.timezone,
-            "name": self.name,
-            "priority": self.priority,
-            "max_attempts": self.max_attempts,
-            "notify": self.notify,
+            **{declared.name: getattr(self, declared.name) for declared in OPTIONS},
             "status": self.status,
             "attempts": self.attempts,
             # A finished task runs no more, whatever time its last firing left behind.
@@ -149,6 +181,16 @@ class Task:
             "runs": [run.to_api() for run in sorted(
                 self.runs, key=lambda r: r.started_at, reverse=True)],
         }
+
+
+def _options() -> Tuple[Option, ...]:
+    return tuple(Option(each.name, dict(each.metadata["option"][0]),
+                        each.default_factory() if callable(each.default_factory)
+                        else each.default, each.metadata["option"][1])
+                 for each in fields(Task) if "option" in each.metadata)
+
+
+OPTIONS: Tuple[Option, ...] = _options()
 
 
 @dataclass

@@ -43,10 +43,10 @@ TASK_FIELDS = {
         "example": "2030-05-19T17:56:00Z"},
     "timezone": {"type": "string", "description": "IANA zone for cron and HH:MM",
                  "example": "Europe/Berlin"},
-    "name": {"type": "string", "maxLength": validation.MAX_NAME_LENGTH},
-    "priority": {"type": "integer", "minimum": 0, "maximum": 9, "default": 5},
-    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
-    "notify": {"type": "string", "enum": list(validation.NOTIFY_CHOICES), "default": "failure"},
+    **{declared.name: {**declared.schema, "description": declared.help,
+                       **({"default": declared.default} if declared.default is not None
+                          else {})}
+       for declared in models.OPTIONS},
 }
 
 TASK_REQUEST = {"type": "object", "required": ["action", "payload", "run_at"],
@@ -68,8 +68,7 @@ TASK = {
         "task_id": {"type": "string"},
         "action": {"type": "string"}, "payload": {"type": "object"},
         "run_at": {"type": "string"}, "timezone": {"type": "string"},
-        "name": STRING_OR_NULL, "priority": {"type": "integer"},
-        "max_attempts": {"type": "integer"}, "notify": {"type": "string"},
+        **{declared.name: declared.schema for declared in models.OPTIONS},
         "status": {"type": "string", "enum": list(models.STATUSES)},
         "attempts": {"type": "integer"}, "next_run_at": TIME_OR_NULL,
         "upcoming": {"type": "array", "items": TIME, "maxItems": 5},

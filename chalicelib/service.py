@@ -51,14 +51,11 @@ def schedule_task(runtime: Runtime, body: Any,
         next_run_at=new.next_run_at,
         status=SCHEDULED,
         timezone=new.timezone,
-        name=new.name,
-        priority=new.priority,
-        max_attempts=new.max_attempts,
-        notify=new.notify,
         created_at=now,
         updated_at=now,
         idempotency_key=idempotency_key,
         request_hash=request_hash if idempotency_key else None,
+        **new.options,
     )
     try:
         store.create(task)

@@ -7,13 +7,13 @@ from zoneinfo import ZoneInfo
 
 from chalicelib import actions, config, schedules
 from chalicelib.errors import PayloadTooLarge, ValidationError
-from chalicelib.models import STATUSES, iso
+from chalicelib.models import OPTIONS, STATUSES, Option, iso
 
 MAX_BODY_BYTES = 256 * 1024
-MAX_NAME_LENGTH = 200
-TASK_FIELDS = {"action", "payload", "run_at", "timezone", "name", "priority",
-               "max_attempts", "notify"}
-NOTIFY_CHOICES = ("failure", "always")
+# What and when are checked by their own rules below; every option by its declaration.
+RULE_FIELDS = ("action", "payload", "run_at", "timezone")
+TASK_FIELDS = set(RULE_FIELDS) | {declared.name for declared in OPTIONS}
+MAX_NAME_LENGTH = next(o for o in OPTIONS if o.name == "name").schema["maxLength"]
 
 
 @dataclass
@@ -26,10 +26,7 @@ class NewTask:
     schedule: schedules.Schedule
     next_run_at: datetime
     timezone: str
-    name: Optional[str]
-    priority: int
-    max_attempts: int
-    notify: str
+    options: Dict[str, Any]  # every declared option, given or defaulted
 
 
 def parse_json_body(raw: Optional[bytes]) -> Any:
@@ -68,12 +65,50 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _integer(body: Dict[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(f"{name} must be a whole number from {low} to {high}",
-                              field=name)
+def parse_option(declared: Option, body: Dict[str, Any]) -> Any:
+    """The option's value in `body` (its default when absent), checked against its
+    declared schema, or a ValidationError on it."""
+    if declared.name not in body:
+        return declared.default
+    value = body[declared.name]
+    if value is None and declared.nullable:
+        return None
+    if not _conforms(value, declared.schema):
+        raise ValidationError(f"{declared.name} must be {describe_schema(declared.schema)}",
+                              field=declared.name)
     return value
+
+
+def _conforms(value: Any, schema: Dict[str, Any]) -> bool:
+    kind = schema["type"]
+    if kind == "integer":
+        return (isinstance(value, int) and not isinstance(value, bool)
+                and schema.get("minimum", value) <= value <= schema.get("maximum", value))
+    if kind == "string":
+        return (isinstance(value, str) and len(value) <= schema.get("maxLength", len(value))
+                and ("enum" not in schema or value in schema["enum"]))
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "array":
+        return (isinstance(value, list) and len(value) <= schema.get("maxItems", len(value))
+                and all(_conforms(item, schema["items"]) for item in value)
+                and (not schema.get("uniqueItems") or len(set(map(repr, value))) == len(value)))
+    raise ValueError(f"an option of type {kind!r} needs a rule of its own")
+
+
+def describe_schema(schema: Dict[str, Any]) -> str:
+    """What a schema allows, in words (the end of "x must be ...")."""
+    kind = schema["type"]
+    if kind == "integer":
+        return f"a whole number from {schema['minimum']} to {schema['maximum']}"
+    if kind == "string" and "enum" in schema:
+        return " or ".join(f"'{choice}'" for choice in schema["enum"])
+    if kind == "string":
+        return f"a string of at most {schema['maxLength']} characters"
+    if kind == "boolean":
+        return "true or false"
+    return (f"a list of at most {schema['maxItems']} items, each "
+            f"{describe_schema(schema['items'])}")
 
 
 def parse_new_task(body: Any, now: datetime) -> NewTask:
@@ -99,14 +134,7 @@ def parse_new_task(body: Any, now: datetime) -> NewTask:
     payload = action.validate(body["payload"])
 
     schedule, tz, next_run_at = parse_when(body.get("run_at"), body.get("timezone"), now)
-
-    name = body.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_LENGTH):
-        raise ValidationError(f"name must be a string of at most {MAX_NAME_LENGTH} "
-                              "characters", field="name")
-    notify = body.get("notify", "failure")
-    if notify not in NOTIFY_CHOICES:
-        raise ValidationError("notify must be 'failure' or 'always'", field="notify")
+    options = {declared.name: parse_option(declared, body) for declared in OPTIONS}
     return NewTask(
         action=action_name,
         payload=payload,
@@ -114,10 +142,7 @@ def parse_new_task(body: Any, now: datetime) -> NewTask:
         schedule=schedule,
         next_run_at=next_run_at,
         timezone=tz.key,
-        name=name,
-        priority=_integer(body, "priority", 5, 0, 9),
-        max_attempts=_integer(body, "max_attempts", 3, 1, 10),
-        notify=notify,
+        options=options,
     )
 
 

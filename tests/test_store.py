@@ -1,6 +1,7 @@
 """Store contract: every case runs against the three adapters (in-memory, DynamoDB on moto,
 SQLite)."""
 import threading
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from chalicelib import wiring
 from chalicelib.errors import (
     ClaimLost, InvalidPageToken, StateConflict, TaskExists, TaskNotFound,
 )
-from chalicelib.models import Run, Transition, utcnow
+from chalicelib.models import OPTIONS, Run, Transition, utcnow
 from tests.conftest import runtime
 
 
@@ -41,6 +42,25 @@ def test_round_trip_keeps_every_field(store, make_task):
         "nightly report", 8, 4, "always")
     assert stored.next_run_at == task.next_run_at
     assert stored.status == "scheduled" and stored.runs == []
+
+
+def a_value_other_than_the_default(declared):
+    """A valid value of a declared option that is not its default."""
+    schema = declared.schema
+    if schema["type"] == "array":
+        return [a_value_other_than_the_default(replace(declared, schema=schema["items"],
+                                                       default=None))]
+    candidates = {"integer": [schema.get("maximum"), schema.get("minimum")],
+                  "string": list(schema.get("enum", [])) + ["a value"],
+                  "boolean": [True, False]}[schema["type"]]
+    return next(value for value in candidates if value != declared.default)
+
+
+def test_round_trip_keeps_every_declared_option(store, make_task):
+    # A new option is stored by every adapter from its declaration alone.
+    chosen = {declared.name: a_value_other_than_the_default(declared) for declared in OPTIONS}
+    stored = store.get(make_task(**chosen).task_id)
+    assert {name: getattr(stored, name) for name in chosen} == chosen
 
 
 def test_create_twice_is_refused(store, make_task):

@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError
 from chalicelib import aws, config
 from chalicelib.errors import ClaimLost, StateConflict, TaskExists, TaskNotFound
 from chalicelib.models import (
-    CANCELLED, COMPLETED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
-    Page, Run, Task, Transition, iso, iso_ms, parse_iso,
+    CANCELLED, COMPLETED, FAILED, MAX_RUNS_KEPT, OPTIONS, RETRYING, RUNNING, SCHEDULED,
+    WAITING, Option, Page, Run, Task, Transition, iso, iso_ms, parse_iso,
 )
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
 
@@ -360,9 +360,6 @@ def to_item(task: Task) -> Dict[str, Any]:
         "RunAt": task.run_at,
         "ScheduleKind": task.schedule_kind,
         "Timezone": task.timezone,
-        "Priority": task.priority,
-        "MaxAttempts": task.max_attempts,
-        "Notify": task.notify,
         "Status": task.status,
         "Attempts": task.attempts,
         "CreatedAt": iso_ms(task.created_at),
@@ -370,7 +367,7 @@ def to_item(task: Task) -> Dict[str, Any]:
         "Runs": [_run_to_item(run) for run in task.runs],
     }
     optional = {
-        "Name": task.name,
+        **{attribute_name(declared): getattr(task, declared.name) for declared in OPTIONS},
         "NextRunAt": iso_ms(task.next_run_at),
         "FiringAt": iso_ms(task.firing_at),
         "RunId": task.run_id,
@@ -405,10 +402,6 @@ def from_item(item: Dict[str, Any]) -> Task:
         next_run_at=parse_iso(item.get("NextRunAt")),
         status=item["Status"],
         timezone=item.get("Timezone", "UTC"),
-        name=item.get("Name"),
-        priority=int(item["Priority"]),
-        max_attempts=int(item["MaxAttempts"]),
-        notify=item.get("Notify", "failure"),
         attempts=int(item.get("Attempts", 0)),
         created_at=parse_iso(item["CreatedAt"]),
         updated_at=parse_iso(item["UpdatedAt"]),
@@ -418,7 +411,26 @@ def from_item(item: Dict[str, Any]) -> Task:
         firing_at=parse_iso(item.get("FiringAt")),
         idempotency_key=item.get("IdempotencyKey"),
         request_hash=item.get("RequestHash"),
+        **{declared.name: _option_from_item(declared, item) for declared in OPTIONS},
     )
+
+
+def attribute_name(declared: Option) -> str:
+    """The item attribute of a task option: its name in CamelCase (max_attempts ->
+    MaxAttempts)."""
+    return "".join(part.capitalize() for part in declared.name.split("_"))
+
+
+def _option_from_item(declared: Option, item: Dict[str, Any]) -> Any:
+    value = item.get(attribute_name(declared))
+    if value is None:  # not set, or an item from before the option was declared
+        return declared.default
+    # DynamoDB numbers come back as Decimal.
+    if declared.schema["type"] == "integer":
+        return int(value)
+    if declared.schema["type"] == "array" and declared.schema["items"]["type"] == "integer":
+        return [int(each) for each in value]
+    return value
 
 
 def _run_to_item(run: Run) -> Dict[str, Any]:

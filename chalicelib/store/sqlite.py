@@ -21,12 +21,13 @@ from chalicelib.errors import (
     ClaimLost, StateConflict, StoreUnavailable, TaskExists, TaskNotFound,
 )
 from chalicelib.models import (
-    CANCELLED, FAILED, MAX_RUNS_KEPT, RETRYING, RUNNING, SCHEDULED, WAITING,
+    CANCELLED, FAILED, MAX_RUNS_KEPT, OPTIONS, RETRYING, RUNNING, SCHEDULED, WAITING, Option,
     Page, Run, Task, Transition, iso_ms, parse_iso, utcnow,
 )
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
 
 PRIORITIES = range(9, -1, -1)
+OPTION_TYPES = {declared.name: declared.schema["type"] for declared in OPTIONS}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -59,11 +60,13 @@ CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at, task_id);
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at, task_id);
 CREATE TABLE IF NOT EXISTS store_health (id INTEGER PRIMARY KEY, checked_at TEXT NOT NULL);
 """
-# Columns added after the first release, and how; statements are constants, never built
-# from input.
-MIGRATED_COLUMNS = ("firing_at", "idempotency_key", "request_hash")
-ADD_COLUMN = {column: "ALTER TABLE tasks ADD COLUMN " + column + " TEXT"
-              for column in MIGRATED_COLUMNS}
+# Columns added after the first release (and any task option declared since), and how;
+# statements are built from these constants and the declarations, never from input.
+MIGRATED_COLUMNS = ("firing_at", "idempotency_key", "request_hash") + tuple(
+    declared.name for declared in OPTIONS)
+ADD_COLUMN = {column: "ALTER TABLE tasks ADD COLUMN " + column + " " + (
+    "INTEGER" if OPTION_TYPES.get(column) in ("integer", "boolean") else "TEXT")
+    for column in MIGRATED_COLUMNS}
 # The WAL is cut back to this after each checkpoint, so a file that grew while the disk
 # was full does not keep the space once it is free again.
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
@@ -72,10 +75,10 @@ logger = logging.getLogger("task_scheduler.store")
 
 # Every statement is built here, once, from these constants; none from input (values are
 # always bound as parameters).
-COLUMNS = ("task_id", "action", "payload", "run_at", "schedule_kind", "timezone", "name",
-           "priority", "max_attempts", "notify", "status", "attempts", "next_run_at",
-           "created_at", "updated_at", "run_id", "lease_until", "due_at", "runs", "firing_at",
-           "idempotency_key", "request_hash")
+COLUMNS = ("task_id", "action", "payload", "run_at", "schedule_kind", "timezone", "status",
+           "attempts", "next_run_at", "created_at", "updated_at", "run_id", "lease_until",
+           "due_at", "runs", "firing_at", "idempotency_key", "request_hash") + tuple(
+    declared.name for declared in OPTIONS)
 INSERT_TASK = ("INSERT INTO tasks (" + ", ".join(COLUMNS) + ") "  # nosec B608 - constant columns
                "VALUES (" + ", ".join("?" for _ in COLUMNS) + ")")
 ASSIGN_ALL = ", ".join(f"{column} = ?" for column in COLUMNS)
@@ -408,15 +411,32 @@ def to_row(task: Task) -> Dict[str, Any]:
         "task_id": task.task_id, "action": task.action,
         "payload": json.dumps(task.payload, separators=(",", ":"), ensure_ascii=False),
         "run_at": task.run_at, "schedule_kind": task.schedule_kind,
-        "timezone": task.timezone, "name": task.name, "priority": task.priority,
-        "max_attempts": task.max_attempts, "notify": task.notify, "status": task.status,
+        "timezone": task.timezone, "status": task.status,
         "attempts": task.attempts, "next_run_at": iso_ms(task.next_run_at),
         "created_at": iso_ms(task.created_at), "updated_at": iso_ms(task.updated_at),
         "run_id": task.run_id, "lease_until": iso_ms(task.lease_until),
         "due_at": iso_ms(task.next_run_at) if waiting else None,
         "runs": _runs_json(task.runs), "firing_at": iso_ms(task.firing_at),
         "idempotency_key": task.idempotency_key, "request_hash": task.request_hash,
+        **{declared.name: _option_to_column(declared, getattr(task, declared.name))
+           for declared in OPTIONS},
     }
+
+
+def _option_to_column(declared: Option, value: Any) -> Any:
+    if declared.schema["type"] in ("array", "object") and value is not None:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return value
+
+
+def _option_from_column(declared: Option, value: Any) -> Any:
+    if value is None:  # a row from before the option was declared
+        return declared.default
+    if declared.schema["type"] in ("array", "object"):
+        return json.loads(value)
+    if declared.schema["type"] == "boolean":
+        return bool(value)
+    return value
 
 
 def from_row(row: sqlite3.Row) -> Task:
@@ -425,13 +445,14 @@ def from_row(row: sqlite3.Row) -> Task:
         task_id=row["task_id"], action=row["action"], payload=json.loads(row["payload"]),
         run_at=row["run_at"], schedule_kind=row["schedule_kind"],
         next_run_at=parse_iso(row["next_run_at"]), status=row["status"],
-        timezone=row["timezone"], name=row["name"], priority=row["priority"],
-        max_attempts=row["max_attempts"], notify=row["notify"], attempts=row["attempts"],
+        timezone=row["timezone"], attempts=row["attempts"],
         created_at=parse_iso(row["created_at"]), updated_at=parse_iso(row["updated_at"]),
         run_id=row["run_id"], lease_until=parse_iso(row["lease_until"]),
         runs=[_run_from_dict(run) for run in json.loads(row["runs"])],
         firing_at=parse_iso(row["firing_at"]), idempotency_key=row["idempotency_key"],
         request_hash=row["request_hash"],
+        **{declared.name: _option_from_column(declared, row[declared.name])
+           for declared in OPTIONS},
     )
 
 
