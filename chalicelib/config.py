@@ -5,7 +5,7 @@ runs, and tests change them between calls.
 """
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 APP_NAME = "task-scheduler"
 
@@ -262,15 +262,18 @@ def region() -> str:
     return _get("AWS_REGION") or _get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
-_account_cache: dict = {}
+# How to learn the account this process runs in (chalicelib.aws installs its STS lookup):
+# config must not import aws, whose clients are built from config.
+_account_lookup: Optional[Callable[[], Tuple[str, str]]] = None
 
 
-def _own_account_and_region():
-    # Lambda does not export its account id. STS answers it once per process; a deployed
-    # stage that sets EXECUTOR_ARN and SCHEDULER_ROLE_ARN never makes this call.
-    key = (region(), endpoint_url())
-    if key not in _account_cache:
-        from chalicelib import aws
+def use_account_lookup(lookup: Callable[[], Tuple[str, str]]) -> None:
+    """Set how executor_arn and scheduler_role_arn learn the (account, region) they derive."""
+    global _account_lookup
+    _account_lookup = lookup
 
-        _account_cache[key] = aws.client("sts").get_caller_identity()["Account"]
-    return _account_cache[key], region()
+
+def _own_account_and_region() -> Tuple[str, str]:
+    if _account_lookup is None:
+        raise RuntimeError("no account lookup: import chalicelib.aws before deriving an ARN")
+    return _account_lookup()

@@ -109,12 +109,9 @@ def public_receiver(monkeypatch, private_refused, receiver):
 
 
 def _reset_caches():
-    from chalicelib import auth, aws, config, signing, store, triggers
+    from chalicelib import aws, store, triggers
 
     aws.reset()
-    auth.clear_cache()
-    signing.clear_cache()
-    config._account_cache.clear()
     store._stores.clear()
     triggers._triggers.clear()
 

@@ -268,11 +268,11 @@ def test_local_stage_never_runs_a_stored_aws_task(local_env, no_aws_calls, make_
 
 
 def test_dev_aws_accepts_aws_targets(local_env, aws, monkeypatch):
-    from chalicelib import config, service
+    from chalicelib import aws as clients, service
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # make dev-aws sets one
     monkeypatch.setenv("ALLOWED_TARGETS", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default")
-    monkeypatch.setattr(config, "_own_account_and_region", lambda: (ACCOUNT, REGION))
+    monkeypatch.setattr(clients, "own_account_and_region", lambda: (ACCOUNT, REGION))
     body, created = service.schedule_task({**spec_example(), "action": "eventbridge",
                                            "payload": {"source": "app", "detail_type": "x"}})
     assert created and body["status"] == "scheduled"
