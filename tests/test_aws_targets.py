@@ -4,7 +4,7 @@ import json
 import boto3
 import pytest
 
-from chalicelib import bootstrap
+from chalicelib import permissions
 from chalicelib.executor import execute_task
 from chalicelib.store import get_store
 from tests.test_api import spec_example, task_count
@@ -213,7 +213,7 @@ def test_nothing_allowed_by_default(api, aws):
 
 
 def test_policy_grants_exactly_the_allowlist():
-    statements = bootstrap.target_statements(
+    statements = permissions.target_statements(
         "arn:aws:sqs:*:*:orders-*, arn:aws:sns:eu-west-1:1:alerts,"
         "arn:aws:lambda:*:*:function:worker,arn:aws:events:*:*:event-bus/jobs")
     assert {s["Action"]: s["Resource"] for s in statements} == {
@@ -221,9 +221,9 @@ def test_policy_grants_exactly_the_allowlist():
         "sns:Publish": ["arn:aws:sns:eu-west-1:1:alerts"],
         "lambda:InvokeFunction": ["arn:aws:lambda:*:*:function:worker"],
         "events:PutEvents": ["arn:aws:events:*:*:event-bus/jobs"]}
-    assert bootstrap.target_statements("") == []
+    assert permissions.target_statements("") == []
     with pytest.raises(SystemExit):
-        bootstrap.target_statements("arn:aws:s3:::bucket")
+        permissions.target_statements("arn:aws:s3:::bucket")
 
 
 LOCAL_AWS_TASKS = [
