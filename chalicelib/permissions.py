@@ -52,9 +52,11 @@ class _Anything:
     """Resource "*", for an action that names no resource (sts:GetCallerIdentity)."""
 
     def stage_arns(self, env: config.Settings) -> List[str]:
+        """Any resource."""
         return ["*"]
 
     def stack_arns(self) -> List[str]:
+        """Any resource."""
         return ["*"]
 
 
@@ -62,9 +64,11 @@ class _AllowedTargets:
     """The ALLOWED_TARGETS patterns: a stage's own, or the template's parameter."""
 
     def stage_arns(self, env: config.Settings) -> List[str]:
+        """The stage's ALLOWED_TARGETS patterns."""
         return config.allowed_targets(env)
 
     def stack_arns(self) -> List[dict]:
+        """The template's AllowedTargets parameter (a list)."""
         return [{"Ref": "AllowedTargets"}]
 
 
