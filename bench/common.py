@@ -230,7 +230,7 @@ def use_moto_stage(**settings) -> None:
     """This process as the dev stage against in-process moto: fake credentials, no
     endpoint override, the stage's settings plus `settings`, and fresh clients, store and
     trigger (call it before mock_aws starts a new account)."""
-    from chalicelib import aws, bootstrap, config, wiring
+    from chalicelib import aws, bootstrap, wiring
 
     for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "API_TOKENS_PARAM", "EXECUTOR_ARN",
                 "SCHEDULER_ROLE_ARN", "TRIGGER_BACKEND", "TASK_STORE", "METRICS", "PRECISION"):
@@ -239,7 +239,6 @@ def use_moto_stage(**settings) -> None:
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
                        **bootstrap.stage_environment(MOTO_STAGE), **settings})
     aws.reset()
-    config._account_cache.clear()
     wiring.reset()
 
 

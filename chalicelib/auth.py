@@ -1,45 +1,26 @@
 """Bearer-token check for the API's authorizer."""
 import hmac
 import logging
-import threading
-import time
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from chalicelib import aws, config
 
 logger = logging.getLogger("task_scheduler.auth")
-
-# Tokens read from SSM are kept this long, so a rotated token takes effect without
-# a redeploy while each request costs no SSM call.
-PARAM_CACHE_SECONDS = 300
-
-_cache: dict = {}
-_lock = threading.Lock()
 
 
 def _split(raw: Optional[str]) -> List[str]:
     return [token.strip() for token in (raw or "").split(",") if token.strip()]
 
 
-def _tokens_from_param(name: str) -> List[str]:
-    with _lock:
-        cached: Optional[Tuple[float, List[str]]] = _cache.get(name)
-        if cached and time.monotonic() - cached[0] < PARAM_CACHE_SECONDS:
-            return cached[1]
-        value = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)
-        tokens = _split(value["Parameter"]["Value"])
-        _cache[name] = (time.monotonic(), tokens)
-        return tokens
-
-
 def valid_tokens() -> List[str]:
-    """The accepted tokens: API_TOKENS, else the SSM parameter API_TOKENS_PARAM."""
+    """The accepted tokens: API_TOKENS, else the SSM parameter API_TOKENS_PARAM (cached by
+    aws.get_parameter, so a rotated token takes effect without a redeploy)."""
     direct = _split(config.api_tokens())
     if direct:
         return direct
     name = config.api_tokens_param()
     if name:
-        return _tokens_from_param(name)
+        return _split(aws.get_parameter(name))
     logger.warning("no API token is configured (API_TOKENS / API_TOKENS_PARAM): "
                    "every request is refused")
     return []
@@ -59,8 +40,3 @@ def is_authorized(header: Optional[str]) -> bool:
         matched |= hmac.compare_digest(presented_bytes, token.encode())
     return matched
 
-
-def clear_cache() -> None:
-    """Forget tokens read from SSM."""
-    with _lock:
-        _cache.clear()

@@ -1,9 +1,12 @@
-"""Lazily built boto3 clients, one per service and endpoint, with standard retries.
+"""Lazily built boto3 clients, one per service and endpoint, with standard retries; the
+account this process runs in; SSM parameters read at most once per PARAMETER_CACHE_SECONDS.
 
 boto3 reads AWS_ENDPOINT_URL itself, so pointing the app at moto, LocalStack or
-DynamoDB Local needs no code here; the cache key includes it so tests can switch.
+DynamoDB Local needs no code here; the cache keys include it so tests can switch.
 """
 import threading
+import time
+from typing import Dict, Tuple
 
 import boto3
 from botocore.config import Config
@@ -15,8 +18,15 @@ from chalicelib import config
 CONNECT_TIMEOUT, READ_TIMEOUT = 5, 15
 _RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"},
                   connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
+# A parameter (API tokens, signing secrets) is kept this long: a rotated value takes effect
+# without a redeploy, while a request or a run costs no SSM call.
+PARAMETER_CACHE_SECONDS = 300
+
 _clients: dict = {}
+_accounts: Dict[tuple, str] = {}
+_parameters: Dict[str, Tuple[float, str]] = {}
 _lock = threading.Lock()
+_parameters_lock = threading.Lock()
 
 
 def _key(service: str):
@@ -36,7 +46,57 @@ def client(service: str):
     return found
 
 
+def own_account_and_region() -> Tuple[str, str]:
+    """The account id (asked of STS once per process) and region this process runs in."""
+    # Lambda does not export its account id. A deployed stage that sets EXECUTOR_ARN and
+    # SCHEDULER_ROLE_ARN never makes this call.
+    key = (config.region(), config.endpoint_url())
+    if key not in _accounts:
+        _accounts[key] = client("sts").get_caller_identity()["Account"]
+    return _accounts[key], config.region()
+
+
+def executor_arn() -> str:
+    """ARN of the execute_task Lambda: EXECUTOR_ARN, or derived from this account."""
+    explicit = config.executor_arn_setting()
+    if explicit:
+        return explicit
+    account, region = own_account_and_region()
+    return f"arn:aws:lambda:{region}:{account}:function:{config.executor_function_name()}"
+
+
+def scheduler_role_arn() -> str:
+    """ARN of the scheduler role: SCHEDULER_ROLE_ARN, or derived from this account."""
+    explicit = config.scheduler_role_arn_setting()
+    if explicit:
+        return explicit
+    account, _ = own_account_and_region()
+    return f"arn:aws:iam::{account}:role/{config.scheduler_role_name()}"
+
+
+def get_parameter(name: str) -> str:
+    """The decrypted value of an SSM parameter, read again after PARAMETER_CACHE_SECONDS.
+
+    boto3's ClientError and BotoCoreError reach the caller, which knows what they mean."""
+    # Held during the read: callers arriving together make one SSM call, not one each.
+    with _parameters_lock:
+        cached = _parameters.get(name)
+        if cached and time.monotonic() - cached[0] < PARAMETER_CACHE_SECONDS:
+            return cached[1]
+        value = client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"][
+            "Value"]
+        _parameters[name] = (time.monotonic(), value)
+        return value
+
+
 def reset() -> None:
-    """Forget every cached client (tests switch between moto backends)."""
+    """Forget every cached client, account and parameter (tests switch moto backends)."""
     with _lock:
         _clients.clear()
+        _accounts.clear()
+    with _parameters_lock:
+        _parameters.clear()
+
+
+# config derives default ARNs from the account, yet must not import this module (the
+# clients above are built from config): it is handed the lookup instead.

@@ -15,13 +15,11 @@ from typing import Dict, List
 
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, config
-from chalicelib.infra import TABLE_ACTIONS
+from chalicelib import aws, config, permissions
 from chalicelib.store.dynamodb import TTL_ATTRIBUTE, table_definition
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIG_FILE = PROJECT_DIR / ".chalice" / "config.json"
-ROLE_POLICY_NAME = "invoke-executor"
 
 
 def _error_code(error: ClientError) -> str:
@@ -111,8 +109,8 @@ def ensure_notification_topic() -> str:
     """The SNS topic for notifications (used once NOTIFY_TOPIC_ARN names it)."""
     client = aws.client("sns")
     name = config.notify_topic_name()
-    account = aws.client("sts").get_caller_identity()["Account"]
-    arn = f"arn:aws:sns:{config.region()}:{account}:{name}"
+    account, region = aws.own_account_and_region()
+    arn = f"arn:aws:sns:{region}:{account}:{name}"
     try:
         client.get_topic_attributes(TopicArn=arn)
         return f"notification topic {name}: exists"
@@ -143,33 +141,11 @@ def ensure_signing_secret() -> str:
     return f"webhook signing secret {name}: created"
 
 
-def scheduler_trust_policy(account: str) -> dict:
-    """Only EventBridge Scheduler, acting for this account, may assume the role."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": "scheduler.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"aws:SourceAccount": account}},
-        }],
-    }
-
-
-def scheduler_role_policy(executor_arn: str) -> dict:
-    """The role may invoke the executor and nothing else."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction",
-                       "Resource": [executor_arn, f"{executor_arn}:*"]}],
-    }
-
-
 def ensure_scheduler_role() -> str:
     """The role EventBridge Scheduler assumes to invoke execute_task."""
     iam = aws.client("iam")
     name = config.scheduler_role_name()
-    account = aws.client("sts").get_caller_identity()["Account"]
+    account, _ = aws.own_account_and_region()
     outcome = "exists"
     try:
         iam.get_role(RoleName=name)
@@ -177,12 +153,15 @@ def ensure_scheduler_role() -> str:
         if _error_code(error) != "NoSuchEntity":
             raise
         iam.create_role(RoleName=name,
-                        AssumeRolePolicyDocument=json.dumps(scheduler_trust_policy(account)),
+                        AssumeRolePolicyDocument=json.dumps(
+                            permissions.scheduler_trust_policy(account)),
                         Description="EventBridge Scheduler invokes the task executor")
         outcome = "created"
-    wanted = scheduler_role_policy(config.executor_arn())
+    executor = aws.executor_arn()
+    wanted = permissions.scheduler_role_policy(executor, f"{executor}:*")
     try:
-        current = iam.get_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME)
+        current = iam.get_role_policy(RoleName=name,
+                                      PolicyName=permissions.SCHEDULER_POLICY_NAME)
         document = current["PolicyDocument"]
         if isinstance(document, str):
             document = json.loads(document)
@@ -192,7 +171,7 @@ def ensure_scheduler_role() -> str:
             raise
         up_to_date = False
     if not up_to_date:
-        iam.put_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME,
+        iam.put_role_policy(RoleName=name, PolicyName=permissions.SCHEDULER_POLICY_NAME,
                             PolicyDocument=json.dumps(wanted))
         outcome = outcome if outcome == "created" else "policy updated"
     return f"scheduler role {name}: {outcome}"
@@ -202,7 +181,7 @@ def ensure_rules_permission() -> str:
     """In rules mode, one Lambda permission covering the stage's rule prefix."""
     from chalicelib.triggers.rules import grant_invoke
 
-    executor = config.executor_arn()
+    executor = aws.executor_arn()
     try:
         grant_invoke(executor)
     except ClientError as error:
@@ -224,111 +203,13 @@ def bootstrap(stage: str) -> List[str]:
 
 # ---------------------------------------------------------------- deploy policy
 
-# The statements (by Sid) each function needs; Targets* are the ALLOWED_TARGETS grants.
-FUNCTION_STATEMENTS = {
-    "api": {"Logs", "Identity", "TasksTable", "Schedules", "PassSchedulerRole", "Rules",
-            "RulesInvokePermission", "InvokeExecutorNow"},
-    "executor": {"Logs", "Identity", "TasksTable", "Schedules", "PassSchedulerRole", "Rules",
-                 "RulesInvokePermission", "InvokeExecutorNow", "DeadLetters",
-                 "Notifications", "SigningSecret", "Targets*"},
-    "sweeper": {"Logs", "Identity", "TasksTable", "Schedules", "PassSchedulerRole", "Rules",
-                "RulesInvokePermission", "InvokeExecutorNow", "DeadLetters", "Notifications",
-                "SigningSecret", "Targets*", "SweeperContinues"},
-    "authorizer": {"Logs", "ApiTokens"},
-}
-
-
 def deploy_policies(stage: str) -> Dict[str, dict]:
-    """Each function's least-privilege policy (`.chalice/policy-<stage>-<function>.json`):
-    the stage's statements, only those the function needs."""
-    every = deploy_policy(stage)["Statement"]
-    policies = {}
-    for function, sids in FUNCTION_STATEMENTS.items():
-        statements = []
-        for statement in every:
-            sid = statement["Sid"]
-            if sid in sids or (sid.startswith("Targets") and "Targets*" in sids):
-                if sid == "TasksTable":
-                    statement = {**statement, "Action": [
-                        f"dynamodb:{action}" for action in TABLE_ACTIONS[function]]}
-                statements.append(statement)
-        policies[function] = {"Version": "2012-10-17", "Statement": statements}
-    return policies
-
-
-def deploy_policy(stage: str) -> dict:
-    """Every statement any of the stage's Lambdas needs (split by deploy_policies)."""
+    """Each function's least-privilege policy (`.chalice/policy-<stage>-<function>.json`),
+    from the one table in chalicelib.permissions, with the stage's names."""
     env = stage_environment(stage)
-    table = env.get(config.TASKS_TABLE, config.DEFAULT_TABLE)
-    prefix = f"{config.APP_NAME}-{stage}"
-    group = env.get(config.SCHEDULER_GROUP, prefix)
-    rule_prefix = env.get(config.RULE_PREFIX, f"{prefix}-task-")
-    statements = [
-        {"Sid": "Logs", "Effect": "Allow",
-         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": "arn:aws:logs:*:*:*"},
-        {"Sid": "TasksTable", "Effect": "Allow",
-         "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                    "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:Scan"],
-         "Resource": [f"arn:aws:dynamodb:*:*:table/{table}",
-                      f"arn:aws:dynamodb:*:*:table/{table}/index/*"]},
-        {"Sid": "Schedules", "Effect": "Allow",
-         "Action": ["scheduler:CreateSchedule", "scheduler:GetSchedule",
-                    "scheduler:DeleteSchedule"],
-         "Resource": f"arn:aws:scheduler:*:*:schedule/{group}/*"},
-        {"Sid": "PassSchedulerRole", "Effect": "Allow", "Action": "iam:PassRole",
-         "Resource": f"arn:aws:iam::*:role/{prefix}-scheduler",
-         "Condition": {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}},
-        {"Sid": "DeadLetters", "Effect": "Allow",
-         "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
-         "Resource": f"arn:aws:sqs:*:*:{prefix}-dlq"},
-        {"Sid": "Notifications", "Effect": "Allow", "Action": "sns:Publish",
-         "Resource": f"arn:aws:sns:*:*:{prefix}-notifications"},
-        {"Sid": "SweeperContinues", "Effect": "Allow", "Action": "lambda:InvokeFunction",
-         "Resource": f"arn:aws:lambda:*:*:function:{prefix}-daily_sweeper"},
-        # PRECISION=second invokes the executor at once for a task due within two minutes.
-        {"Sid": "InvokeExecutorNow", "Effect": "Allow", "Action": "lambda:InvokeFunction",
-         "Resource": f"arn:aws:lambda:*:*:function:{prefix}-{config.EXECUTOR_FUNCTION}"},
-        {"Sid": "Identity", "Effect": "Allow", "Action": "sts:GetCallerIdentity",
-         "Resource": "*"},
-    ]
-    if env.get(config.TRIGGER_BACKEND) == "rules":  # the older design only
-        statements += [
-            {"Sid": "Rules", "Effect": "Allow",
-             "Action": ["events:PutRule", "events:PutTargets", "events:RemoveTargets",
-                        "events:DeleteRule", "events:ListTargetsByRule",
-                        "events:DescribeRule"],
-             "Resource": f"arn:aws:events:*:*:rule/{rule_prefix}*"},
-            {"Sid": "RulesInvokePermission", "Effect": "Allow",
-             "Action": ["lambda:AddPermission", "lambda:GetPolicy"],
-             "Resource": f"arn:aws:lambda:*:*:function:{prefix}-execute_task"},
-        ]
-    statements += target_statements(env.get(config.ALLOWED_TARGETS, ""))
-    for sid, name in (("ApiTokens", config.API_TOKENS_PARAM),
-                      ("SigningSecret", config.WEBHOOK_SIGNING_SECRET_PARAM)):
-        if env.get(name):
-            statements.append({
-                "Sid": sid, "Effect": "Allow", "Action": "ssm:GetParameter",
-                "Resource": f"arn:aws:ssm:*:*:parameter/{env[name].lstrip('/')}"})
-    return {"Version": "2012-10-17", "Statement": statements}
-
-
-TARGET_ACTIONS = {"sqs": "sqs:SendMessage", "sns": "sns:Publish",
-                  "lambda": "lambda:InvokeFunction", "events": "events:PutEvents"}
-
-
-def target_statements(allowed: str) -> List[dict]:
-    """Exactly the ALLOWED_TARGETS patterns, one statement per service."""
-    by_service: Dict[str, List[str]] = {}
-    for pattern in (item.strip() for item in allowed.split(",") if item.strip()):
-        service = pattern.split(":")[2] if pattern.count(":") >= 5 else ""
-        if service not in TARGET_ACTIONS:
-            raise SystemExit(f"ALLOWED_TARGETS: '{pattern}' is not an sqs, sns, lambda or "
-                             "events ARN pattern")
-        by_service.setdefault(service, []).append(pattern)
-    return [{"Sid": f"Targets{service.capitalize()}", "Effect": "Allow",
-             "Action": TARGET_ACTIONS[service], "Resource": patterns}
-            for service, patterns in sorted(by_service.items())]
+    return {function: {"Version": "2012-10-17",
+                       "Statement": permissions.stage_statements(function, env)}
+            for function in permissions.FUNCTION_STATEMENTS}
 
 
 def policy_path(stage: str, function: str) -> Path:

@@ -2,10 +2,14 @@
 
 Nothing is read at import time: Chalice applies a stage's variables only while a handler
 runs, and tests change them between calls.
+
+The name of every AWS resource a stage owns is computed here, once. Those functions take
+`env`, the settings to answer from: the process environment by default, a stage's
+config.json for bootstrap and its policy files, `{"STAGE": "${Stage}"}` for the template.
 """
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 APP_NAME = "task-scheduler"
 
@@ -48,10 +52,17 @@ DEFAULT_TABLE = "ScheduledTasks"
 DUE_INDEX = "DueIndex"
 STATUS_INDEX = "StatusIndex"
 EXECUTOR_FUNCTION = "execute_task"
+SWEEPER_FUNCTION = "daily_sweeper"
+# The last part of each SSM parameter's name, /<app>/<stage>/<purpose>.
+API_TOKENS_PURPOSE = "api-tokens"
+SIGNING_SECRET_PURPOSE = "webhook-secret"
+
+Settings = Mapping[str, str]
 
 
-def _get(name: str, default: Optional[str] = None) -> Optional[str]:
-    value = os.environ.get(name, "").strip()
+def _get(name: str, default: Optional[str] = None,
+         env: Optional[Settings] = None) -> Optional[str]:
+    value = (os.environ if env is None else env).get(name, "").strip()
     return value if value else default
 
 
@@ -62,19 +73,19 @@ def _flag(name: str, default: bool = False) -> bool:
     return value.lower() in ("1", "true", "yes", "on")
 
 
-def stage() -> str:
+def stage(env: Optional[Settings] = None) -> str:
     """The Chalice stage this process runs as."""
-    return _get(STAGE, "dev")
+    return _get(STAGE, "dev", env)
 
 
-def resource_prefix() -> str:
+def resource_prefix(env: Optional[Settings] = None) -> str:
     """Prefix of every AWS resource name this stage owns."""
-    return f"{APP_NAME}-{stage()}"
+    return f"{APP_NAME}-{stage(env)}"
 
 
-def tasks_table() -> str:
+def tasks_table(env: Optional[Settings] = None) -> str:
     """DynamoDB table holding the tasks."""
-    return _get(TASKS_TABLE, DEFAULT_TABLE)
+    return _get(TASKS_TABLE, DEFAULT_TABLE, env)
 
 
 def metrics_enabled() -> bool:
@@ -99,9 +110,9 @@ def precision() -> str:
     return value
 
 
-def is_local() -> bool:
+def is_local(env: Optional[Settings] = None) -> bool:
     """Whether this is the local stage (embedded store, in-process trigger)."""
-    return stage() == LOCAL_STAGE
+    return stage(env) == LOCAL_STAGE
 
 
 def local_without_aws() -> bool:
@@ -114,9 +125,9 @@ def task_store() -> str:
     return _get(TASK_STORE, "sqlite" if is_local() else "dynamodb").lower()
 
 
-def trigger_backend() -> str:
+def trigger_backend(env: Optional[Settings] = None) -> str:
     """Which trigger adapter arms tasks: scheduler, rules, or local (the local stage's)."""
-    return _get(TRIGGER_BACKEND, "local" if is_local() else "scheduler").lower()
+    return _get(TRIGGER_BACKEND, "local" if is_local(env) else "scheduler", env).lower()
 
 
 def sqlite_path() -> Path:
@@ -134,42 +145,44 @@ def local_workers() -> int:
     return int(_get(LOCAL_WORKERS, "16"))
 
 
-def scheduler_group() -> str:
+def scheduler_group(env: Optional[Settings] = None) -> str:
     """EventBridge Scheduler group holding one schedule per task."""
-    return _get(SCHEDULER_GROUP, resource_prefix())
+    return _get(SCHEDULER_GROUP, resource_prefix(env), env)
 
 
-def scheduler_role_name() -> str:
+def scheduler_role_name(env: Optional[Settings] = None) -> str:
     """Name of the role EventBridge Scheduler assumes to invoke the executor."""
-    return f"{resource_prefix()}-scheduler"
+    return f"{resource_prefix(env)}-scheduler"
 
 
-def rule_prefix() -> str:
+def rule_prefix(env: Optional[Settings] = None) -> str:
     """Name prefix of the EventBridge rules made in rules mode (the Lambda grant covers it)."""
-    return _get(RULE_PREFIX, f"{resource_prefix()}-task-")
+    return _get(RULE_PREFIX, f"{resource_prefix(env)}-task-", env)
 
 
-def executor_function_name() -> str:
+def function_name(handler: str, env: Optional[Settings] = None) -> str:
+    """Function name chalice gives a stage's Lambda: {app}-{stage}-{handler}."""
+    return f"{resource_prefix(env)}-{handler}"
+
+
+def executor_function_name(env: Optional[Settings] = None) -> str:
     """Function name chalice gives the executor Lambda."""
-    return f"{resource_prefix()}-{EXECUTOR_FUNCTION}"
+    return function_name(EXECUTOR_FUNCTION, env)
 
 
-def executor_arn() -> str:
-    """ARN of the execute_task Lambda: set, or derived from this function's own ARN."""
-    explicit = _get(EXECUTOR_ARN)
-    if explicit:
-        return explicit
-    account, region = _own_account_and_region()
-    return f"arn:aws:lambda:{region}:{account}:function:{executor_function_name()}"
+def parameter_name(purpose: str, env: Optional[Settings] = None) -> str:
+    """The stage's SSM parameter for purpose (config.json's dev and prod name theirs so)."""
+    return f"/{APP_NAME}/{stage(env)}/{purpose}"
 
 
-def scheduler_role_arn() -> str:
-    """ARN of the scheduler role: set, or derived from the account this function runs in."""
-    explicit = _get(SCHEDULER_ROLE_ARN)
-    if explicit:
-        return explicit
-    account, _ = _own_account_and_region()
-    return f"arn:aws:iam::{account}:role/{scheduler_role_name()}"
+def executor_arn_setting() -> Optional[str]:
+    """EXECUTOR_ARN when set (aws.executor_arn derives it otherwise)."""
+    return _get(EXECUTOR_ARN)
+
+
+def scheduler_role_arn_setting() -> Optional[str]:
+    """SCHEDULER_ROLE_ARN when set (aws.scheduler_role_arn derives it otherwise)."""
+    return _get(SCHEDULER_ROLE_ARN)
 
 
 def api_tokens() -> Optional[str]:
@@ -177,9 +190,9 @@ def api_tokens() -> Optional[str]:
     return _get(API_TOKENS)
 
 
-def api_tokens_param() -> Optional[str]:
+def api_tokens_param(env: Optional[Settings] = None) -> Optional[str]:
     """Name of the SSM SecureString that holds the bearer tokens, if any."""
-    return _get(API_TOKENS_PARAM)
+    return _get(API_TOKENS_PARAM, None, env)
 
 
 def allow_private_targets() -> bool:
@@ -212,9 +225,9 @@ def dlq_url() -> Optional[str]:
     return _get(DLQ_URL)
 
 
-def dlq_name() -> str:
+def dlq_name(env: Optional[Settings] = None) -> str:
     """Name of the dead-letter queue bootstrap makes."""
-    return f"{resource_prefix()}-dlq"
+    return f"{resource_prefix(env)}-dlq"
 
 
 def notify_topic_arn() -> Optional[str]:
@@ -222,9 +235,9 @@ def notify_topic_arn() -> Optional[str]:
     return _get(NOTIFY_TOPIC_ARN)
 
 
-def notify_topic_name() -> str:
+def notify_topic_name(env: Optional[Settings] = None) -> str:
     """Name of the topic bootstrap makes (set NOTIFY_TOPIC_ARN to use it)."""
-    return f"{resource_prefix()}-notifications"
+    return f"{resource_prefix(env)}-notifications"
 
 
 def webhook_signing_secret() -> Optional[str]:
@@ -232,14 +245,15 @@ def webhook_signing_secret() -> Optional[str]:
     return _get(WEBHOOK_SIGNING_SECRET)
 
 
-def webhook_signing_secret_param() -> Optional[str]:
+def webhook_signing_secret_param(env: Optional[Settings] = None) -> Optional[str]:
     """Name of the SSM SecureString holding the signing secret(s), if any."""
-    return _get(WEBHOOK_SIGNING_SECRET_PARAM)
+    return _get(WEBHOOK_SIGNING_SECRET_PARAM, None, env)
 
 
-def allowed_targets() -> list:
+def allowed_targets(env: Optional[Settings] = None) -> list:
     """ARN patterns (`*` wildcard) the sqs, sns, lambda and eventbridge actions may name."""
-    return [item.strip() for item in (_get(ALLOWED_TARGETS) or "").split(",") if item.strip()]
+    return [item.strip() for item in (_get(ALLOWED_TARGETS, None, env) or "").split(",")
+            if item.strip()]
 
 
 def auth_mode() -> str:
@@ -260,17 +274,3 @@ def in_lambda() -> bool:
 def region() -> str:
     """AWS region of this process."""
     return _get("AWS_REGION") or _get("AWS_DEFAULT_REGION") or "us-east-1"
-
-
-_account_cache: dict = {}
-
-
-def _own_account_and_region():
-    # Lambda does not export its account id. STS answers it once per process; a deployed
-    # stage that sets EXECUTOR_ARN and SCHEDULER_ROLE_ARN never makes this call.
-    key = (region(), endpoint_url())
-    if key not in _account_cache:
-        from chalicelib import aws
-
-        _account_cache[key] = aws.client("sts").get_caller_identity()["Account"]
-    return _account_cache[key], region()

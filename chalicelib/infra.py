@@ -4,31 +4,22 @@
 
 Everything the functions need is a resource of the same stack, wired into their
 environment with Ref / GetAtt / Sub, never a copied ARN. Each function's role grants only
-what that function does. The executor's and sweeper's names are set here, so their own
-ARNs can be written without a circular reference.
+what that function does: chalicelib.permissions' table, which the chalice policy files
+share. The executor's and sweeper's names are set here, so their own ARNs can be written
+without a circular reference.
 """
 import json
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-from chalicelib import config
+from chalicelib import config, permissions
+from chalicelib.permissions import NO_VALUE, STACK_SETTINGS
 from chalicelib.store.dynamodb import TTL_ATTRIBUTE, table_definition
 
-# What each function does to the tasks table (the API lists all tasks with a Scan).
-TABLE_ACTIONS = {
-    "api": ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"],
-    "executor": ["GetItem", "UpdateItem"],
-    "sweeper": ["GetItem", "UpdateItem", "Query"],
-}
 FUNCTIONS = {"api": "APIHandler", "executor": "ExecuteTask", "sweeper": "DailySweeper",
              "authorizer": "TokenAuth"}
-NO_VALUE = {"Ref": "AWS::NoValue"}
-# A bare Lambda function or bus name is completed with the account id, asked of STS.
-IDENTITY = {"Sid": "Identity", "Effect": "Allow", "Action": "sts:GetCallerIdentity",
-            "Resource": "*"}
-LOGS = {"Sid": "Logs", "Effect": "Allow",
-        "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-        "Resource": "arn:aws:logs:*:*:*"}
+# The functions whose names the template sets, by the chalice handler behind each.
+NAMED_FUNCTIONS = {"executor": config.EXECUTOR_FUNCTION, "sweeper": config.SWEEPER_FUNCTION}
 
 
 def _sub(text: str) -> dict:
@@ -39,16 +30,9 @@ def _get(resource: str, attribute: str = "Arn") -> dict:
     return {"Fn::GetAtt": [resource, attribute]}
 
 
-def _function_arn(suffix: str) -> dict:
-    return _sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:"
-                "${AWS::StackName}-" + suffix)
-
-
-EXECUTOR_ARN = _function_arn("execute-task")
-SWEEPER_ARN = _function_arn("daily-sweeper")
-PARAM_ARN = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
-TOKENS_PARAM = _sub("/task-scheduler/${Stage}/api-tokens")
-SECRET_PARAM = _sub("/task-scheduler/${Stage}/webhook-secret")
+[EXECUTOR_ARN] = permissions.EXECUTOR.stack_arns()
+TOKENS_PARAM = _sub(config.parameter_name(config.API_TOKENS_PURPOSE, STACK_SETTINGS))
+SECRET_PARAM = _sub(config.parameter_name(config.SIGNING_SECRET_PURPOSE, STACK_SETTINGS))
 
 
 def environment(function: str) -> Dict[str, Any]:
@@ -78,62 +62,6 @@ def environment(function: str) -> Dict[str, Any]:
 _STAGE_LITERALS = {config.TASKS_TABLE: None, config.WEBHOOK_SIGNING_SECRET_PARAM: None}
 
 
-def _table_statement(actions: List[str]) -> dict:
-    return {"Sid": "TasksTable", "Effect": "Allow",
-            "Action": [f"dynamodb:{action}" for action in actions],
-            "Resource": [_get("TasksTable"), _sub("${TasksTable.Arn}/index/*")]}
-
-
-def _schedules_statement() -> List[dict]:
-    return [
-        {"Sid": "Schedules", "Effect": "Allow",
-         "Action": ["scheduler:CreateSchedule", "scheduler:GetSchedule",
-                    "scheduler:DeleteSchedule"],
-         "Resource": _sub("arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}"
-                          ":schedule/${ScheduleGroup}/*")},
-        {"Sid": "PassSchedulerRole", "Effect": "Allow", "Action": "iam:PassRole",
-         "Resource": _get("SchedulerRole"),
-         "Condition": {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}},
-        # PRECISION=second invokes the executor at once for a task due within two minutes.
-        {"Sid": "InvokeExecutorNow", "Effect": "Allow", "Action": "lambda:InvokeFunction",
-         "Resource": EXECUTOR_ARN},
-    ]
-
-
-def _running_statements() -> List[dict]:
-    """What running a task needs: dead letters, notifications, the secret, the targets."""
-    return [
-        {"Sid": "DeadLetters", "Effect": "Allow", "Action": "sqs:SendMessage",
-         "Resource": _get("DeadLetterQueue")},
-        {"Fn::If": ["WithNotifications",
-                    {"Sid": "Notifications", "Effect": "Allow", "Action": "sns:Publish",
-                     "Resource": {"Ref": "NotificationTopic"}}, NO_VALUE]},
-        {"Sid": "SigningSecret", "Effect": "Allow", "Action": "ssm:GetParameter",
-         "Resource": _sub(PARAM_ARN + "/task-scheduler/${Stage}/webhook-secret")},
-        {"Fn::If": ["WithTargets",
-                    {"Sid": "AllowedTargets", "Effect": "Allow",
-                     "Action": ["sqs:SendMessage", "sns:Publish", "lambda:InvokeFunction",
-                                "events:PutEvents"],
-                     "Resource": {"Ref": "AllowedTargets"}}, NO_VALUE]},
-    ]
-
-
-def policies() -> Dict[str, List[dict]]:
-    """Each function's statements: only what that function does."""
-    return {
-        "api": [LOGS, IDENTITY, _table_statement(TABLE_ACTIONS["api"]), *_schedules_statement()],
-        "executor": [LOGS, IDENTITY, _table_statement(TABLE_ACTIONS["executor"]),
-                     *_schedules_statement(), *_running_statements()],
-        "sweeper": [LOGS, IDENTITY, _table_statement(TABLE_ACTIONS["sweeper"]),
-                    *_schedules_statement(), *_running_statements(),
-                    {"Sid": "SweeperContinues", "Effect": "Allow",
-                     "Action": "lambda:InvokeFunction", "Resource": SWEEPER_ARN}],
-        "authorizer": [LOGS, {"Sid": "ApiTokens", "Effect": "Allow",
-                              "Action": "ssm:GetParameter",
-                              "Resource": _sub(PARAM_ARN + "/task-scheduler/${Stage}/api-tokens")}],
-    }
-
-
 def _alarm(description: str, namespace: str, metric: str, dimension: dict) -> dict:
     return {"Type": "AWS::CloudWatch::Alarm", "Properties": {
         "AlarmDescription": description, "Namespace": namespace, "MetricName": metric,
@@ -158,23 +86,20 @@ def merge_template() -> Dict[str, Any]:
             "SSESpecification": {"SSEEnabled": True},
         }},
         "ScheduleGroup": {"Type": "AWS::Scheduler::ScheduleGroup",
-                          "Properties": {"Name": _sub("task-scheduler-${Stage}")}},
+                          "Properties": {"Name": _sub(config.scheduler_group(STACK_SETTINGS))}},
         "SchedulerRole": {"Type": "AWS::IAM::Role", "Properties": {
-            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]}}},
+            "AssumeRolePolicyDocument": permissions.scheduler_trust_policy(
+                {"Ref": "AWS::AccountId"})}},
         # Separate from the role, so the executor can name the role without a cycle.
         "SchedulerInvokesExecutor": {"Type": "AWS::IAM::Policy", "Properties": {
-            "PolicyName": "invoke-executor", "Roles": [{"Ref": "SchedulerRole"}],
-            "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Action": "lambda:InvokeFunction",
-                "Resource": [_get("ExecuteTask"), _sub("${ExecuteTask.Arn}:*")]}]}}},
+            "PolicyName": permissions.SCHEDULER_POLICY_NAME, "Roles": [{"Ref": "SchedulerRole"}],
+            "PolicyDocument": permissions.scheduler_role_policy(
+                _get("ExecuteTask"), _sub("${ExecuteTask.Arn}:*"))}},
         "DeadLetterQueue": {"Type": "AWS::SQS::Queue", "Properties": {
             "MessageRetentionPeriod": 14 * 86400, "SqsManagedSseEnabled": True}},
         # Not encrypted with the aws/sns key: CloudWatch alarms could not publish to it.
         "NotificationTopic": {"Type": "AWS::SNS::Topic", "Condition": "WithNotifications",
-                              "Properties": {"DisplayName": _sub("task-scheduler ${Stage}")}},
+                              "Properties": {"DisplayName": _sub(f"{config.APP_NAME} ${{Stage}}")}},
         "DeadLettersAlarm": _alarm("A task was dead-lettered", "AWS/SQS",
                                    "ApproximateNumberOfMessagesVisible",
                                    {"Name": "QueueName",
@@ -184,17 +109,17 @@ def merge_template() -> Dict[str, Any]:
         "SweeperErrorsAlarm": _alarm("The daily sweeper Lambda failed", "AWS/Lambda", "Errors",
                                      {"Name": "FunctionName", "Value": {"Ref": "DailySweeper"}}),
     }
-    names = {"executor": "execute-task", "sweeper": "daily-sweeper"}
-    statements = policies()
     for function, logical in FUNCTIONS.items():
         properties: Dict[str, Any] = {"Environment": {"Variables": environment(function)}}
-        if function in names:
-            properties["FunctionName"] = _sub("${AWS::StackName}-" + names[function])
+        if function in NAMED_FUNCTIONS:
+            properties["FunctionName"] = _sub(
+                permissions.stack_function_name(NAMED_FUNCTIONS[function]))
         resources[logical] = {"Properties": properties}
         role = "ApiHandlerRole" if function == "api" else f"{logical}Role"
         resources[role] = {"Properties": {"Policies": [{
             "PolicyName": f"{function}-policy",
-            "PolicyDocument": {"Version": "2012-10-17", "Statement": statements[function]}}]}}
+            "PolicyDocument": {"Version": "2012-10-17",
+                               "Statement": permissions.stack_statements(function)}}]}}
     return {
         "Parameters": {
             "Stage": {"Type": "String", "Default": "dev", "AllowedPattern": "[a-z0-9-]+"},

@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import logging
 import secrets as random_secrets
-import threading
 import time
 from typing import Dict, List, Optional
 
@@ -25,10 +24,6 @@ from chalicelib import aws, config
 logger = logging.getLogger("task_scheduler.signing")
 
 PREFIX = "whsec_"
-PARAM_CACHE_SECONDS = 300
-
-_cache: dict = {}
-_lock = threading.Lock()
 _warned = False
 
 
@@ -63,18 +58,11 @@ def _configured() -> Optional[str]:
     name = config.webhook_signing_secret_param()
     if not name:
         return None
-    with _lock:
-        cached = _cache.get(name)
-        if cached and time.monotonic() - cached[0] < PARAM_CACHE_SECONDS:
-            return cached[1]
-        try:
-            value = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)[
-                "Parameter"]["Value"]
-        except (ClientError, BotoCoreError) as exc:
-            raise SigningUnavailable(f"reading the signing secret {name} failed: "
-                                     f"{exc.__class__.__name__}") from None
-        _cache[name] = (time.monotonic(), value)
-        return value
+    try:
+        return aws.get_parameter(name)  # cached: a rotation takes effect within minutes
+    except (ClientError, BotoCoreError) as exc:
+        raise SigningUnavailable(f"reading the signing secret {name} failed: "
+                                 f"{exc.__class__.__name__}") from None
 
 
 def signature_headers(message_id: str, body: bytes,
@@ -98,8 +86,3 @@ def signature_headers(message_id: str, body: bytes,
     return {"webhook-id": message_id, "webhook-timestamp": str(timestamp),
             "webhook-signature": signatures}
 
-
-def clear_cache() -> None:
-    """Forget secrets read from SSM."""
-    with _lock:
-        _cache.clear()

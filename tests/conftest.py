@@ -153,12 +153,9 @@ def public_receiver(monkeypatch, private_refused, receiver):
 
 
 def _reset_caches():
-    from chalicelib import auth, aws, config, signing, wiring
+    from chalicelib import aws, wiring
 
     aws.reset()
-    auth.clear_cache()
-    signing.clear_cache()
-    config._account_cache.clear()
     wiring.reset()
 
 

@@ -4,7 +4,7 @@ import json
 import boto3
 import pytest
 
-from chalicelib import bootstrap
+from chalicelib import permissions
 from chalicelib.executor import execute_task
 from tests.conftest import runtime
 from tests.test_api import spec_example, task_count
@@ -213,7 +213,7 @@ def test_nothing_allowed_by_default(api, aws):
 
 
 def test_policy_grants_exactly_the_allowlist():
-    statements = bootstrap.target_statements(
+    statements = permissions.target_statements(
         "arn:aws:sqs:*:*:orders-*, arn:aws:sns:eu-west-1:1:alerts,"
         "arn:aws:lambda:*:*:function:worker,arn:aws:events:*:*:event-bus/jobs")
     assert {s["Action"]: s["Resource"] for s in statements} == {
@@ -221,9 +221,9 @@ def test_policy_grants_exactly_the_allowlist():
         "sns:Publish": ["arn:aws:sns:eu-west-1:1:alerts"],
         "lambda:InvokeFunction": ["arn:aws:lambda:*:*:function:worker"],
         "events:PutEvents": ["arn:aws:events:*:*:event-bus/jobs"]}
-    assert bootstrap.target_statements("") == []
+    assert permissions.target_statements("") == []
     with pytest.raises(SystemExit):
-        bootstrap.target_statements("arn:aws:s3:::bucket")
+        permissions.target_statements("arn:aws:s3:::bucket")
 
 
 LOCAL_AWS_TASKS = [
@@ -267,11 +267,11 @@ def test_local_stage_never_runs_a_stored_aws_task(local_env, no_aws_calls, make_
 
 
 def test_dev_aws_accepts_aws_targets(local_env, aws, monkeypatch):
-    from chalicelib import config, service
+    from chalicelib import aws as clients, service
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # make dev-aws sets one
     monkeypatch.setenv("ALLOWED_TARGETS", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default")
-    monkeypatch.setattr(config, "_own_account_and_region", lambda: (ACCOUNT, REGION))
+    monkeypatch.setattr(clients, "own_account_and_region", lambda: (ACCOUNT, REGION))
     body, created = service.schedule_task(runtime(), {**spec_example(), "action": "eventbridge",
                                            "payload": {"source": "app", "detail_type": "x"}})
     assert created and body["status"] == "scheduled"

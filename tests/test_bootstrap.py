@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from chalicelib import bootstrap, config
+from chalicelib import bootstrap, config, permissions
 from tests.conftest import PROJECT_DIR
 
 
@@ -38,7 +38,7 @@ def test_creates_everything_then_changes_nothing():
         trust = json.loads(trust) if isinstance(trust, str) else trust
         assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
         policy = iam.get_role_policy(RoleName="task-scheduler-dev-scheduler",
-                                     PolicyName=bootstrap.ROLE_POLICY_NAME)["PolicyDocument"]
+                                     PolicyName=permissions.SCHEDULER_POLICY_NAME)["PolicyDocument"]
         policy = json.loads(policy) if isinstance(policy, str) else policy
         [statement] = policy["Statement"]
         assert statement["Action"] == "lambda:InvokeFunction"
@@ -115,7 +115,8 @@ def test_each_function_gets_only_its_statements(monkeypatch):
 
 
 def test_policy_is_scoped_to_the_stage_resources():
-    statements = {s["Sid"]: s for s in bootstrap.deploy_policy("prod")["Statement"]}
+    statements = {s["Sid"]: s for policy in bootstrap.deploy_policies("prod").values()
+                  for s in policy["Statement"]}
     assert statements["TasksTable"]["Resource"] == [
         "arn:aws:dynamodb:*:*:table/ScheduledTasks",
         "arn:aws:dynamodb:*:*:table/ScheduledTasks/index/*"]

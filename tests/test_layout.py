@@ -25,11 +25,14 @@ def _imports(path: Path, modules) -> set:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name in modules)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module in modules:
-                found.add(node.module)
-            # `from chalicelib import config` names the module chalicelib.config
-            found.update(f"{node.module}.{alias.name}" for alias in node.names
-                         if f"{node.module}.{alias.name}" in modules)
+            for alias in node.names:
+                # `from chalicelib import config` imports the module chalicelib.config;
+                # `from chalicelib.models import Task`, the module chalicelib.models.
+                submodule = f"{node.module}.{alias.name}"
+                if submodule in modules:
+                    found.add(submodule)
+                elif node.module in modules:
+                    found.add(node.module)
     return found
 
 

@@ -38,7 +38,7 @@ def check_allowed(arn: str, field: str) -> str:
 
 
 def _account_region():
-    return config._own_account_and_region()
+    return aws.own_account_and_region()
 
 
 _QUEUE_HOST = re.compile(r"(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue|queue)"

@@ -3,7 +3,7 @@ import abc
 import json
 from datetime import datetime, timedelta
 
-from chalicelib import aws, config
+from chalicelib import aws
 from chalicelib.models import SYSTEM_CLOCK, Clock, Task
 
 
@@ -52,5 +52,5 @@ def minute_before(at: datetime) -> datetime:
 def invoke_now(task: Task) -> None:
     """Invoke the executor for the task asynchronously, now (it waits for the task's
     time, as for any early delivery)."""
-    aws.client("lambda").invoke(FunctionName=config.executor_arn(), InvocationType="Event",
+    aws.client("lambda").invoke(FunctionName=aws.executor_arn(), InvocationType="Event",
                                 Payload=executor_input(task).encode())

@@ -88,7 +88,7 @@ class RulesTrigger(Trigger):
             self._granted.add(executor_arn)
 
     def arm(self, task: Task) -> None:
-        executor_arn = config.executor_arn()
+        executor_arn = aws.executor_arn()
         self._ensure_permission(executor_arn)
         events = aws.client("events")
         events.put_rule(

@@ -95,8 +95,8 @@ class SchedulerTrigger(Trigger):
             "FlexibleTimeWindow": {"Mode": "OFF"},
             "State": "ENABLED",
             "Target": {
-                "Arn": config.executor_arn(),
-                "RoleArn": config.scheduler_role_arn(),
+                "Arn": aws.executor_arn(),
+                "RoleArn": aws.scheduler_role_arn(),
                 "Input": executor_input(task),
                 "RetryPolicy": {"MaximumRetryAttempts": 185,
                                 "MaximumEventAgeInSeconds": 86400},

@@ -1,0 +1,95 @@
+"""One table of IAM statements feeds both the chalice policy files and the merged template:
+they grant each function the same actions, on the same stage's resources."""
+import json
+
+import pytest
+
+from chalicelib import bootstrap, config, infra, permissions
+from tests.conftest import PROJECT_DIR
+
+STAGES = ("dev", "prod")
+# One pattern of each kind ALLOWED_TARGETS accepts.
+EVERY_TARGET = ("arn:aws:sqs:*:*:orders,arn:aws:sns:*:*:alerts,"
+                "arn:aws:lambda:*:*:function:worker,arn:aws:events:*:*:event-bus/jobs")
+
+
+def _actions(statements):
+    found = set()
+    for statement in statements:
+        actions = statement["Action"]
+        found |= {actions} if isinstance(actions, str) else set(actions)
+    return found
+
+
+def _template_statements(template, function, conditions):
+    """A function's statements in the template, its Fn::If resolved by conditions."""
+    role = "ApiHandlerRole" if function == "api" else f"{infra.FUNCTIONS[function]}Role"
+    statements = []
+    for statement in template["Resources"][role]["Properties"]["Policies"][0][
+            "PolicyDocument"]["Statement"]:
+        if "Fn::If" in statement:
+            condition, when_true, _ = statement["Fn::If"]
+            if condition not in conditions:
+                continue
+            statement = when_true
+        statements.append(statement)
+    return statements
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_files_and_template_grant_each_function_the_same_actions(stage):
+    template = json.loads((PROJECT_DIR / "infra" / "resources.json").read_text())
+    for function in permissions.FUNCTION_STATEMENTS:
+        committed = json.loads(bootstrap.policy_path(stage, function).read_text())
+        # The stages name no ALLOWED_TARGETS; bootstrap makes their notification topic.
+        in_template = _template_statements(template, function, {"WithNotifications"})
+        assert _actions(committed["Statement"]) == _actions(in_template), (stage, function)
+
+
+def test_with_allowed_targets_both_grant_the_target_actions():
+    env = {**bootstrap.stage_environment("prod"), config.ALLOWED_TARGETS: EVERY_TARGET}
+    template = infra.merge_template()
+    for function in permissions.FUNCTION_STATEMENTS:
+        in_stage = permissions.stage_statements(function, env)
+        in_template = _template_statements(template, function,
+                                           {"WithNotifications", "WithTargets"})
+        assert _actions(in_stage) == _actions(in_template), function
+
+
+def test_each_resource_is_the_stages_own():
+    env = bootstrap.stage_environment("dev")
+    arns = {statement["Sid"]: statement["Resource"]
+            for function in permissions.FUNCTION_STATEMENTS
+            for statement in permissions.stage_statements(function, env)}
+    assert arns["DeadLetters"] == f"arn:aws:sqs:*:*:{config.dlq_name(env)}"
+    assert arns["Notifications"] == f"arn:aws:sns:*:*:{config.notify_topic_name(env)}"
+    assert arns["SweeperContinues"] == ("arn:aws:lambda:*:*:function:"
+                                        "task-scheduler-dev-daily_sweeper")
+    assert arns["InvokeExecutorNow"].endswith(":function:" + config.executor_function_name(env))
+    assert arns["TasksTable"][0] == "arn:aws:dynamodb:*:*:table/ScheduledTasks-dev"
+
+
+def test_rules_mode_adds_its_statements_to_the_stage_only():
+    env = {**bootstrap.stage_environment("dev"), config.TRIGGER_BACKEND: "rules"}
+    sids = {statement["Sid"] for statement in permissions.stage_statements("api", env)}
+    assert {"Rules", "RulesInvokePermission"} <= sids
+    rules = next(s for s in permissions.stage_statements("api", env) if s["Sid"] == "Rules")
+    assert rules["Resource"] == f"arn:aws:events:*:*:rule/{config.rule_prefix(env)}*"
+    assert "events:PutRule" not in _actions(permissions.stack_statements("api"))
+
+
+def test_template_names_match_the_stage_names():
+    template = infra.merge_template()
+    group = template["Resources"]["ScheduleGroup"]["Properties"]["Name"]["Fn::Sub"]
+    assert group.replace("${Stage}", "prod") == config.scheduler_group({config.STAGE: "prod"})
+    outputs = template["Outputs"]
+    assert outputs["ApiTokensParameter"]["Value"]["Fn::Sub"].replace("${Stage}", "prod") == \
+        config.parameter_name(config.API_TOKENS_PURPOSE, {config.STAGE: "prod"})
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_config_json_names_the_stages_parameters_as_config_does(stage):
+    env = bootstrap.stage_environment(stage)
+    assert config.api_tokens_param(env) == config.parameter_name(config.API_TOKENS_PURPOSE, env)
+    assert config.webhook_signing_secret_param(env) == config.parameter_name(
+        config.SIGNING_SECRET_PURPOSE, env)
