@@ -101,6 +101,30 @@ class InvalidPageToken(StoreError):
     """A next_token that this store did not make, or made for other filters."""
 
 
+# ---------------------------------------------------------------- what a run meets
+# Internal too: a run records them as its error; the local server says them and exits.
+
+class DeadlineExceeded(Exception):
+    """A webhook's request and its response took longer than the run may."""
+
+    def __init__(self, seconds: float):
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+class BlockedAddress(Exception):
+    """A target is, or resolves to, an address webhooks may not reach (the SSRF guard)."""
+
+
+class SigningUnavailable(Exception):
+    """The signing secret could not be read or parsed; a later attempt may succeed."""
+
+
+class LocalSetupError(Exception):
+    """A file beside the local data is unusable: the local server says which and why, and
+    does not start."""
+
+
 def normalize_framework_error(body) -> Optional[dict]:
     """The API's error body for one of Chalice's own ({"Code", "Message"}), else None."""
     if isinstance(body, dict) and "Code" in body and "code" not in body:

@@ -20,15 +20,12 @@ from typing import Dict, List, Optional
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import aws, config
+from chalicelib.errors import SigningUnavailable
 
 logger = logging.getLogger("task_scheduler.signing")
 
 PREFIX = "whsec_"
 _warned = False
-
-
-class SigningUnavailable(Exception):
-    """The signing secret could not be read or parsed; a later attempt may succeed."""
 
 
 def new_secret() -> str:

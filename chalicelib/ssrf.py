@@ -16,16 +16,14 @@ from typing import Optional, Union
 
 from requests.adapters import HTTPAdapter
 
+from chalicelib.errors import BlockedAddress
+
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 # Injectable for tests: (host, port, family, type) -> [(family, type, proto, name, sockaddr)]
 resolver = socket.getaddrinfo
 
 CARRIER_GRADE_NAT = ipaddress.ip_network("100.64.0.0/10")
-
-
-class BlockedAddress(Exception):
-    """The target is, or resolves to, an address webhooks may not reach."""
 
 
 def is_blocked(address: Address) -> bool:

@@ -12,6 +12,7 @@ from urllib3.util import parse_url
 
 from chalicelib import ssrf, threads
 from chalicelib.actions.base import ActionResult
+from chalicelib.errors import BlockedAddress, DeadlineExceeded
 
 RESPONSE_KEPT_BYTES = 1024
 ERROR_EXCERPT = 200
@@ -55,7 +56,7 @@ def pin(request: requests.PreparedRequest) -> Optional[ActionResult]:
     port = target.port or (443 if target.scheme == "https" else 80)
     try:
         request.pinned_address = ssrf.resolve_allowed(host, port)
-    except ssrf.BlockedAddress as exc:
+    except BlockedAddress as exc:
         return ActionResult(False, error=f"refused: {exc}")
     except (OSError, UnicodeError) as exc:
         return ActionResult(False, error=f"DNS lookup of {host} failed: "
@@ -63,14 +64,6 @@ def pin(request: requests.PreparedRequest) -> Optional[ActionResult]:
     request.pinned_host = host
     request.headers["Host"] = target.netloc
     return None
-
-
-class DeadlineExceeded(Exception):
-    """The request and its response took longer than the run may."""
-
-    def __init__(self, seconds: float):
-        super().__init__(seconds)
-        self.seconds = seconds
 
 
 def send(session: requests.Session, request: requests.PreparedRequest,

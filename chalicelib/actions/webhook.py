@@ -17,7 +17,7 @@ from urllib3.util import Url, parse_url
 from chalicelib import config, retries, signing, ssrf
 from chalicelib.actions import exchange
 from chalicelib.actions.base import Action, ActionContext, ActionResult, payload_error
-from chalicelib.errors import shown
+from chalicelib.errors import DeadlineExceeded, SigningUnavailable, shown
 
 WEBHOOK_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
 MAX_DATA_BYTES = 64 * 1024
@@ -169,7 +169,7 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
         request = session.prepare_request(requests.Request(
             payload.get("method", "POST"), payload["url"], data=body or None,
             headers=headers))
-    except signing.SigningUnavailable as exc:
+    except SigningUnavailable as exc:
         return ActionResult(False, error=f"not signed: {exc}", retryable=True)
     except (requests.RequestException, ValueError) as exc:
         # Only the class: the message of an invalid header quotes its (secret) value.
@@ -181,7 +181,7 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
             return refused
     try:
         response, excerpt = exchange.send(session, request, timeout)
-    except exchange.DeadlineExceeded as exc:
+    except DeadlineExceeded as exc:
         return ActionResult(False, error=f"timeout: no complete response within "
                                          f"{exc.seconds:g} s", retryable=True)
     except requests.Timeout:

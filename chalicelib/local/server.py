@@ -15,6 +15,7 @@ import threading
 from typing import Callable, Optional, Tuple
 
 from chalicelib import config, observability
+from chalicelib.errors import LocalSetupError
 from chalicelib.signing import new_secret, parse_secrets
 
 logger = logging.getLogger("task_scheduler.local")
@@ -27,11 +28,6 @@ _banner_parts: Optional[Tuple[str, str]] = None
 # A generated token is at least this long; one written by hand must not be a guess away.
 MIN_TOKEN_LENGTH = 8
 _TOKEN = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no spaces
-
-
-class LocalSetupError(Exception):
-    """A file beside the local data is unusable: the server says which and why, and
-    does not start."""
 
 
 def _kept(name: str, make: Callable[[], str], check: Callable[[str], None]) -> str:
