@@ -225,18 +225,18 @@ def due_tasks(*names):
 
 
 @pytest.fixture
-def lanes(monkeypatch):
+def lanes():
     """make(workers, names, **options) -> a dispatcher over a ListStore of those tasks, with
     a hand-moved clock; its runs are held until ended. Nothing runs in the background."""
     ran = []
-    monkeypatch.setattr(local, "execute_task",
-                        lambda runtime, task_id, *args: ran.append(task_id))
 
     def make(workers, names, **options):
         clock = SimpleNamespace(now=100.0)
         threads, store = HeldThreads(), ListStore(due_tasks(*names))
         dispatcher = local.Dispatcher(Runtime(store, LocalTrigger()), workers, grace=0.2,
-                                      monotonic=lambda: clock.now, threads=threads, **options)
+                                      monotonic=lambda: clock.now, threads=threads,
+                                      execute=lambda runtime, task_id, _: ran.append(task_id),
+                                      **options)
         dispatcher.ran, dispatcher.clock, dispatcher.held, dispatcher.store = (
             ran, clock, threads, store)
         return dispatcher

@@ -66,13 +66,15 @@ class Dispatcher:
     """The in-process scheduler loop over `runtime`'s store, and the runs it has started.
 
     `grace`, `slow_lane` and `slow_per_host` default to the module's values; `monotonic`
-    (the lanes' clock) and `threads` (where runs start) let a test step through the lanes."""
+    (the lanes' clock), `threads` (where runs start) and `execute` (what a run is) let a
+    test step through the lanes."""
 
     def __init__(self, runtime: Runtime, workers: int, run_prefix: str = "",
                  grace: Optional[float] = None, slow_lane: Optional[int] = None,
                  slow_per_host: Optional[int] = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 threads: Optional[DaemonThreads] = None):
+                 threads: Optional[DaemonThreads] = None,
+                 execute: Callable[[Runtime, str, str], object] = execute_task):
         self._runtime = runtime
         self._clock = runtime.clock
         self._run_prefix = run_prefix
@@ -84,6 +86,7 @@ class Dispatcher:
         self._slow_lane = SLOW_LANE if slow_lane is None else slow_lane
         self._slow_per_host = SLOW_PER_HOST if slow_per_host is None else slow_per_host
         self._monotonic = monotonic
+        self._execute = execute
         self._threads = threads or DaemonThreads("task-run", keep_idle=workers)
         self._condition = threading.Condition()
         # Everything below is guarded by _condition.
@@ -289,7 +292,7 @@ class Dispatcher:
     def _run(self, task_id: str) -> None:
         failed = True
         try:
-            failed = not self._guarded(f"task {task_id}", execute_task, self._runtime,
+            failed = not self._guarded(f"task {task_id}", self._execute, self._runtime,
                                        task_id, self._run_prefix)
         finally:
             with self._condition:
