@@ -58,20 +58,20 @@ def own_account_and_region() -> Tuple[str, str]:
 
 def executor_arn() -> str:
     """ARN of the execute_task Lambda: EXECUTOR_ARN, or derived from this account."""
-    explicit = config.executor_arn_setting()
-    if explicit:
-        return explicit
-    account, region = own_account_and_region()
-    return f"arn:aws:lambda:{region}:{account}:function:{config.executor_function_name()}"
+    return config.executor_arn_setting() or _in_this_account(
+        "arn:aws:lambda:{region}:{account}:function:" + config.executor_function_name())
 
 
 def scheduler_role_arn() -> str:
     """ARN of the scheduler role: SCHEDULER_ROLE_ARN, or derived from this account."""
-    explicit = config.scheduler_role_arn_setting()
-    if explicit:
-        return explicit
-    account, _ = own_account_and_region()
-    return f"arn:aws:iam::{account}:role/{config.scheduler_role_name()}"
+    return config.scheduler_role_arn_setting() or _in_this_account(
+        "arn:aws:iam::{account}:role/" + config.scheduler_role_name())
+
+
+def _in_this_account(template: str) -> str:
+    # Asked of STS only when the stage did not set the ARN.
+    account, region = own_account_and_region()
+    return template.format(account=account, region=region)
 
 
 def get_parameter(name: str) -> str:
