@@ -51,11 +51,12 @@ def run_budget_ms(task) -> int:
 
 def sweep(runtime: Runtime,
           time_left_ms: Optional[Callable[[], int]] = None,
-          hand_off: Optional[Callable[[Task], None]] = None) -> dict:
+          hand_off: Optional[Callable[[Task], None]] = None,
+          rearm_until: Optional[datetime] = None) -> dict:
     """Run every due task (waiting past its time, or running past its lease) through the
     executor, priority 9 first, earliest first within a priority; then make sure every
-    task due before the next sweep still has its trigger. Reads grow with that work, not
-    with the table.
+    task due before the next sweep (or `rearm_until`) still has its trigger. Reads grow
+    with that work, not with the table.
 
     With a time budget, a task runs here only while its own worst case still fits
     (`run_budget_ms`); one that does not is given to `hand_off` (the executor Lambda, with
@@ -97,7 +98,7 @@ def sweep(runtime: Runtime,
         counts[execution.status if execution.outcome == RAN else execution.outcome] += 1
     if not counts["deferred"]:
         trigger = runtime.trigger
-        for task in store.due(next_sweep_after(now), batch):
+        for task in store.due(rearm_until or next_sweep_after(now), batch):
             if not task.waiting or task.next_run_at <= now:
                 continue  # running, or due now: the first pass (or its continuation) has it
             if not fits(HANDOFF_MS):

@@ -78,17 +78,16 @@ def test_without_a_hand_off_a_task_that_does_not_fit_waits_and_smaller_ones_stil
     assert runtime().store.get(small.task_id).status == "completed"
 
 
-def test_sweeper_reads_grow_with_due_work_not_table_size(aws, make_task, monkeypatch):
-    # The next sweep a minute away: this measures the due pass alone (the re-arm pass
-    # reads the tasks due before the next sweep, see the next tests).
-    monkeypatch.setattr(sweeper, "next_sweep_after", lambda moment: moment + timedelta(minutes=1))
+def test_sweeper_reads_grow_with_due_work_not_table_size(aws, make_task):
+    # Re-arming only what is due within a minute: this measures the due pass alone (the
+    # re-arm pass reads the tasks due before the next sweep, see the next tests).
     for i in range(1000):
         make_task(due_in=3600 + i, action="log", payload={"message": "later"},
                   priority=i % 10)
     for i in range(5):
         make_task(due_in=-60, action="log", payload={"message": "due"}, priority=i)
     counter = QueryCounter()
-    summary = sweeper.sweep(runtime())
+    summary = sweeper.sweep(runtime(), rearm_until=utcnow() + timedelta(minutes=1))
     assert summary["completed"] == 5
     assert 5 <= counter.scanned <= 5 + 2  # DynamoDB's reads: the due items, not the table
     assert "Scan" not in counter.operations
@@ -108,14 +107,12 @@ def _schedule_names():
     return {s["Name"] for s in client.list_schedules(GroupName=config.scheduler_group())["Schedules"]}
 
 
-@pytest.fixture
-def next_sweep_in_a_day(monkeypatch):
-    """Pin the next sweep 24 h ahead, whatever the time of day the suite runs at."""
-    monkeypatch.setattr(sweeper, "next_sweep_after", lambda moment: moment + timedelta(days=1))
+def a_day_ahead():
+    """The next sweep's distance pinned at 24 h, whatever the time of day the suite runs at."""
+    return utcnow() + timedelta(days=1)
 
 
-def test_sweeper_rearms_vanished_triggers_of_tasks_due_before_next_sweep(aws, make_task,
-                                                                         next_sweep_in_a_day):
+def test_sweeper_rearms_vanished_triggers_of_tasks_due_before_next_sweep(aws, make_task):
     soon = make_task(due_in=3600, action="log", payload={"message": "soon"})
     recurring = make_task(due_in=7200, action="log", payload={"message": "every day"},
                           run_at="cron(0 9 * * ? *)", schedule_kind="cron")
@@ -123,21 +120,21 @@ def test_sweeper_rearms_vanished_triggers_of_tasks_due_before_next_sweep(aws, ma
     intact = make_task(due_in=1800, action="log", payload={"message": "armed"})
     runtime().trigger.arm(intact)
     assert _schedule_names() == {f"task-{intact.task_id}"}
-    summary = sweeper.sweep(runtime())
+    summary = sweeper.sweep(runtime(), rearm_until=a_day_ahead())
     assert summary["rearmed"] == 2 and summary["checked"] == 3
     assert _schedule_names() == {f"task-{t.task_id}" for t in (soon, recurring, intact)}
     assert f"task-{far.task_id}" not in _schedule_names()  # beyond the next sweep
-    assert "rearmed" not in sweeper.sweep(runtime())  # nothing missing the second time
+    assert "rearmed" not in sweeper.sweep(runtime(), rearm_until=a_day_ahead())  # all there
 
 
-def test_sweeper_rearms_rules_too(rules_mode, make_task, next_sweep_in_a_day):
+def test_sweeper_rearms_rules_too(rules_mode, make_task):
     task = make_task(due_in=3600, action="log", payload={"message": "soon"})
-    assert sweeper.sweep(runtime())["rearmed"] == 1
+    assert sweeper.sweep(runtime(), rearm_until=a_day_ahead())["rearmed"] == 1
     events = boto3.client("events")
     [target] = events.list_targets_by_rule(Rule=f"{config.rule_prefix()}{task.task_id}")[
         "Targets"]
     assert json.loads(target["Input"]) == {"task_id": task.task_id}
-    assert "rearmed" not in sweeper.sweep(runtime())
+    assert "rearmed" not in sweeper.sweep(runtime(), rearm_until=a_day_ahead())
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 execute_task.
 
 A dispatcher thread sleeps until the earliest due time in the store (or until a task is
-added or changed: the local trigger's arm and after_run wake it), then starts the due tasks, highest priority
-first, on reused threads. The store stays the source of truth, so a restart loses nothing:
+added or changed: the local trigger's arm and after_run wake it), then starts the due
+tasks, highest priority first, on reused threads. The store stays the source of truth, so a restart loses nothing:
 at start, runs cut off by the last stop are made due again, and everything that fell due
 while the server was down runs at once. The daily sweeper also runs on its schedule.
 
