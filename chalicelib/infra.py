@@ -50,6 +50,7 @@ def environment(function: str) -> Dict[str, Any]:
         config.WEBHOOK_SIGNING_SECRET_PARAM: SECRET_PARAM,
         config.ALLOWED_TARGETS: {"Fn::Join": [",", {"Ref": "AllowedTargets"}]},
         config.PRECISION: {"Ref": "Precision"},
+        config.ALLOW_PRIVATE_TARGETS: {"Fn::If": ["WithPrivateTargets", "true", "false"]},
     }
     if function == "authorizer":
         # The merge is deep: names copied from config.json are removed, not left behind.
@@ -129,9 +130,14 @@ def merge_template() -> Dict[str, Any]:
             "Notifications": {"Type": "String", "Default": "on", "AllowedValues": ["on", "off"]},
             "Precision": {"Type": "String", "Default": "minute",
                           "AllowedValues": ["minute", "second"]},
+            "PrivateTargets": {"Type": "String", "Default": "off", "AllowedValues": ["on", "off"],
+                               "Description": "on: webhooks may reach private and loopback "
+                                              "addresses (ALLOW_PRIVATE_TARGETS; a local "
+                                              "emulator, or receivers inside your VPC)"},
         },
         "Conditions": {
             "WithNotifications": {"Fn::Equals": [{"Ref": "Notifications"}, "on"]},
+            "WithPrivateTargets": {"Fn::Equals": [{"Ref": "PrivateTargets"}, "on"]},
             "WithTargets": {"Fn::Not": [{"Fn::Equals": [
                 {"Fn::Join": ["", {"Ref": "AllowedTargets"}]}, ""]}]},
         },
