@@ -10,12 +10,17 @@ STAGE ?= dev
 # times faster; pip is the fallback. Neither compiles every module up front: Python
 # compiles what the server imports, once, the first time it imports it.
 UV := $(shell command -v uv 2>/dev/null)
+EMULATOR_VENV := .venv-emulator
 ifeq ($(UV),)
 NEW_VENV = $(PYTHON) -m venv $(VENV)
 INSTALL = $(BIN)/pip install --quiet --disable-pip-version-check --no-compile
+NEW_EMULATOR_VENV = $(PYTHON) -m venv $(EMULATOR_VENV)
+EMULATOR_INSTALL = $(EMULATOR_VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile
 else
 NEW_VENV = $(UV) venv --quiet --seed --python $(PYTHON) $(VENV)
 INSTALL = $(UV) pip install --quiet --python $(BIN)/python
+NEW_EMULATOR_VENV = $(UV) venv --quiet --seed --python $(PYTHON) $(EMULATOR_VENV)
+EMULATOR_INSTALL = $(UV) pip install --quiet --python $(EMULATOR_VENV)/bin/python
 endif
 
 $(BIN)/python:
@@ -36,9 +41,17 @@ $(VENV)/.dev-installed: $(VENV)/.local-installed requirements-dev.txt
 dev: $(VENV)/.local-installed
 	$(BIN)/python -m chalicelib.local
 
-# The same server on the DynamoDB adapter, against an in-process moto server.
-dev-aws: $(VENV)/.dev-installed
-	$(BIN)/python -m chalicelib.local --with-moto
+# MiniStack (a local AWS emulator) in its own venv: it pins a botocore of its own.
+$(EMULATOR_VENV)/.installed: requirements-emulator.txt
+	$(NEW_EMULATOR_VENV)
+	$(EMULATOR_INSTALL) -r requirements-emulator.txt
+	touch $@
+
+# The deployed shape on MiniStack: the packaged template deployed through its
+# CloudFormation, tasks fired by its EventBridge Scheduler, execute_task run from the zip.
+# (`python -m chalicelib.local --with-moto` is the local server on moto's DynamoDB.)
+dev-aws: $(VENV)/.local-installed $(EMULATOR_VENV)/.installed
+	$(BIN)/python -m chalicelib.emulator
 
 # Debian's Chromium for the dashboard's browser tests (Playwright drives /usr/bin/chromium;
 # its own browser downloads are not used). `make dev` does not install it.
@@ -52,7 +65,7 @@ $(VENV)/.browser-installed: | $(BIN)/python
 # Most of the suite waits (on servers, receivers, the browser), so more workers than
 # cores pays: TEST_WORKERS=4 on 2 cores.
 TEST_WORKERS ?= 4
-test: $(VENV)/.dev-installed $(VENV)/.browser-installed
+test: $(VENV)/.dev-installed $(VENV)/.browser-installed $(EMULATOR_VENV)/.installed
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
 
 # The loop while editing: no moto (integration), no processes or browser (e2e), and a
@@ -108,4 +121,4 @@ reset-local:
 	rm -rf .chalice/local-data
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) $(EMULATOR_VENV) build .pytest_cache

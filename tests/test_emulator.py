@@ -1,0 +1,93 @@
+"""The deployed shape end to end on MiniStack: the packaged template deployed through its
+CloudFormation, requests through its API Gateway and our token authorizer, tasks fired by
+its EventBridge Scheduler, execute_task run from the zip, webhooks at a real receiver."""
+import json
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from standardwebhooks import Webhook
+
+from chalicelib import config, emulator
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e  # an emulator process running Lambda handlers
+
+TOKEN = "emulator-test-token-0123"
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """The dev stage deployed on a MiniStack of this module's own (port, log, build)."""
+    folder = tmp_path_factory.mktemp("emulator")
+    started = emulator.start(free_port(), folder / "ministack.log")
+    try:
+        built = emulator.package("dev", folder / "build")
+        deployment = emulator.deploy(started.endpoint, built, "dev", {"PrivateTargets": "on"})
+        yield emulator.seed_secrets(deployment, TOKEN)
+    finally:
+        started.stop()
+
+
+def call(deployment, method, path, body=None, token=TOKEN):
+    """(status, JSON body) of a request through the emulator's API Gateway."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(deployment.api_url + path, method=method, headers=headers,
+                                     data=json.dumps(body).encode() if body else None)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def schedules(deployment):
+    scheduler = emulator.clients(deployment.endpoint)("scheduler")
+    return [s["Name"] for s in scheduler.list_schedules(
+        GroupName=config.scheduler_group({"STAGE": deployment.stage}))["Schedules"]]
+
+
+def wait_for(predicate, timeout=90.0):
+    # The emulator's scheduler looks for due schedules every 10 s; a busy machine is slower.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError("not within the time")
+
+
+def test_a_webhook_goes_through_every_part_of_the_deployed_stack(deployed, receiver):
+    run_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=3)
+    status, created = call(deployed, "POST", "/schedule-task", {
+        "action": "webhook", "run_at": run_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "payload": {"url": receiver.url, "data": {"msg": "Hello from Lambda"}}})
+    assert status == 201, created
+    task_id = created["task_id"]
+    assert schedules(deployed) == [f"task-{task_id}"]  # armed in its Scheduler
+
+    [request] = wait_for(lambda: list(receiver.requests))
+    assert request["received_at"] >= run_at  # never early
+    headers = {name: value for name, value in request["headers"].items()
+               if name.startswith("webhook-")}
+    assert Webhook(deployed.signing_secret).verify(request["body"], headers) == {
+        "msg": "Hello from Lambda"}
+    assert request["headers"]["idempotency-key"] == f"{task_id}:{created['run_at']}"
+
+    shown = wait_for(lambda: (found := call(deployed, "GET", f"/tasks/{task_id}")[1])
+                     ["status"] == "completed" and found)
+    [run] = shown["runs"]
+    assert run["outcome"] == "succeeded" and run["http_status"] == 200
+    assert wait_for(lambda: schedules(deployed) == [])  # a one-time schedule removes itself
+
+
+@pytest.mark.parametrize("token,status", [(None, 401), ("not-the-token", 403)])
+def test_the_token_authorizer_guards_the_api(deployed, token, status):
+    answer, _ = call(deployed, "GET", "/tasks", token=token)
+    assert answer == status
+    assert call(deployed, "GET", "/health", token=None)[0] == 200  # no token needed
