@@ -51,6 +51,12 @@ def schedules(deployment):
         GroupName=config.scheduler_group({"STAGE": deployment.stage}))["Schedules"]]
 
 
+def soon():
+    """A run_at still ahead when the POST gets through (a cold API handler on a busy
+    machine takes seconds)."""
+    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=10)
+
+
 def wait_for(predicate, timeout=90.0):
     # The emulator's scheduler looks for due schedules every 10 s; a busy machine is slower.
     deadline = time.monotonic() + timeout
@@ -63,7 +69,7 @@ def wait_for(predicate, timeout=90.0):
 
 
 def test_a_webhook_goes_through_every_part_of_the_deployed_stack(deployed, receiver):
-    run_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=3)
+    run_at = soon()
     status, created = call(deployed, "POST", "/schedule-task", {
         "action": "webhook", "run_at": run_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "payload": {"url": receiver.url, "data": {"msg": "Hello from Lambda"}}})
@@ -91,3 +97,66 @@ def test_the_token_authorizer_guards_the_api(deployed, token, status):
     answer, _ = call(deployed, "GET", "/tasks", token=token)
     assert answer == status
     assert call(deployed, "GET", "/health", token=None)[0] == 200  # no token needed
+
+
+def stack_resource(deployment, logical_id):
+    """The physical id of one of the stack's resources."""
+    cloudformation = emulator.clients(deployment.endpoint)("cloudformation")
+    return cloudformation.describe_stack_resource(
+        StackName=f"{config.APP_NAME}-{deployment.stage}",
+        LogicalResourceId=logical_id)["StackResourceDetail"]["PhysicalResourceId"]
+
+
+def messages(deployment, queue_url):
+    """The JSON bodies waiting in a queue, taken off it."""
+    sqs = emulator.clients(deployment.endpoint)("sqs")
+    found = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                WaitTimeSeconds=1).get("Messages", [])
+    return [json.loads(message["Body"]) for message in found]
+
+
+def test_a_failing_receiver_is_retried_then_dead_lettered_and_notified(deployed, receiver):
+    client = emulator.clients(deployed.endpoint)
+    # An SQS queue subscribed to the notification topic, to see what it publishes.
+    inbox = client("sqs").create_queue(QueueName="notifications-seen")["QueueUrl"]
+    inbox_arn = client("sqs").get_queue_attributes(
+        QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    client("sns").subscribe(TopicArn=stack_resource(deployed, "NotificationTopic"),
+                            Protocol="sqs", Endpoint=inbox_arn,
+                            Attributes={"RawMessageDelivery": "true"})
+    receiver.status = 500
+    run_at = soon()
+    status, created = call(deployed, "POST", "/schedule-task", {
+        "action": "webhook", "run_at": run_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "max_attempts": 2, "payload": {"url": receiver.url, "data": {"n": 1}}})
+    assert status == 201, created
+    task_id = created["task_id"]
+
+    shown = wait_for(lambda: (found := call(deployed, "GET", f"/tasks/{task_id}")[1])
+                     ["status"] == "failed" and found, timeout=150)
+    assert [run["http_status"] for run in shown["runs"]] == [500, 500]
+    assert len(receiver.requests) == 2
+    keys = {request["headers"]["idempotency-key"] for request in receiver.requests}
+    assert keys == {f"{task_id}:{created['run_at']}"}  # one firing, retried
+    [letter] = wait_for(lambda: messages(deployed, deployed.outputs["DeadLetterQueueUrl"]))
+    assert (letter["event"], letter["task_id"], letter["http_status"]) == (
+        "task_dead_lettered", task_id, 500)
+    [notice] = wait_for(lambda: messages(deployed, inbox))
+    assert (notice["event"], notice["task_id"]) == ("task_failed", task_id)
+
+
+def test_a_recurring_task_fires_again_at_its_next_firing(deployed, receiver):
+    status, created = call(deployed, "POST", "/schedule-task", {
+        "action": "webhook", "run_at": "rate(1 minute)",
+        "payload": {"url": receiver.url, "data": {"every": "minute"}}})
+    assert status == 201, created
+    task_id = created["task_id"]
+    wait_for(lambda: len(receiver.requests) >= 2, timeout=170)
+    first, second = receiver.requests[:2]
+    assert first["headers"]["idempotency-key"] != second["headers"]["idempotency-key"]
+    assert timedelta(seconds=45) < second["received_at"] - first["received_at"] \
+        < timedelta(seconds=75)
+    shown = call(deployed, "GET", f"/tasks/{task_id}")[1]
+    assert shown["status"] in ("scheduled", "running") and len(shown["runs"]) >= 2
+    assert call(deployed, "DELETE", f"/tasks/{task_id}")[0] == 200
+    assert wait_for(lambda: f"task-{task_id}" not in schedules(deployed))
