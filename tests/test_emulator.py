@@ -160,3 +160,56 @@ def test_a_recurring_task_fires_again_at_its_next_firing(deployed, receiver):
     assert shown["status"] in ("scheduled", "running") and len(shown["runs"]) >= 2
     assert call(deployed, "DELETE", f"/tasks/{task_id}")[0] == 200
     assert wait_for(lambda: f"task-{task_id}" not in schedules(deployed))
+
+
+def test_the_daily_sweeper_fired_by_its_rule_runs_a_task_whose_trigger_was_deleted(
+        deployed, receiver):
+    client = emulator.clients(deployed.endpoint)
+    events = client("events")
+    rule = stack_resource(deployed, "DailySweeperDailySweeperEvent")
+    status, created = call(deployed, "POST", "/schedule-task", {
+        "action": "webhook", "run_at": soon().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "payload": {"url": receiver.url, "data": {"swept": True}}})
+    assert status == 201, created
+    task_id = created["task_id"]
+    client("scheduler").delete_schedule(  # behind the service's back
+        Name=f"task-{task_id}", GroupName=config.scheduler_group({"STAGE": deployed.stage}))
+    # The sweeper's own rule, made to fire every minute instead of daily at 09:00 UTC.
+    events.put_rule(Name=rule, ScheduleExpression="rate(1 minute)", State="ENABLED")
+    try:
+        [request] = wait_for(lambda: list(receiver.requests), timeout=150)
+    finally:
+        events.put_rule(Name=rule, ScheduleExpression="cron(0 9 * * ? *)", State="ENABLED")
+    assert json.loads(request["body"]) == {"swept": True}
+    shown = wait_for(lambda: (found := call(deployed, "GET", f"/tasks/{task_id}")[1])
+                     ["status"] == "completed" and found)
+    assert len(shown["runs"]) == 1
+
+
+@pytest.fixture(scope="module")
+def second_precision(tmp_path_factory):
+    """The dev stage deployed with Precision=second, on a MiniStack of its own."""
+    folder = tmp_path_factory.mktemp("emulator-second")
+    started = emulator.start(free_port(), folder / "ministack.log")
+    try:
+        built = emulator.package("dev", folder / "build")
+        deployment = emulator.deploy(started.endpoint, built, "dev",
+                                     {"PrivateTargets": "on", "Precision": "second"})
+        yield emulator.seed_secrets(deployment, TOKEN)
+    finally:
+        started.stop()
+
+
+def test_precision_second_arms_a_minute_early_and_runs_on_the_second(second_precision,
+                                                                     receiver):
+    # Far enough ahead to be armed in the Scheduler (a minute before its minute), not
+    # invoked at once; the executor then waits in Lambda for the exact second.
+    run_at = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=150)
+    status, created = call(second_precision, "POST", "/schedule-task", {
+        "action": "webhook", "run_at": run_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "payload": {"url": receiver.url, "data": {"on": "time"}}})
+    assert status == 201, created
+    assert schedules(second_precision) == [f"task-{created['task_id']}"]
+    [request] = wait_for(lambda: list(receiver.requests), timeout=240)
+    lateness = request["received_at"] - run_at
+    assert timedelta(0) <= lateness < timedelta(seconds=2), lateness
