@@ -51,6 +51,7 @@ def environment(function: str) -> Dict[str, Any]:
         config.ALLOWED_TARGETS: {"Fn::Join": [",", {"Ref": "AllowedTargets"}]},
         config.PRECISION: {"Ref": "Precision"},
         config.ALLOW_PRIVATE_TARGETS: {"Fn::If": ["WithPrivateTargets", "true", "false"]},
+        config.TRIGGER_BACKEND: {"Ref": "Trigger"},
     }
     if function == "authorizer":
         # The merge is deep: names copied from config.json are removed, not left behind.
@@ -130,6 +131,10 @@ def merge_template() -> Dict[str, Any]:
             "Notifications": {"Type": "String", "Default": "on", "AllowedValues": ["on", "off"]},
             "Precision": {"Type": "String", "Default": "minute",
                           "AllowedValues": ["minute", "second"]},
+            "Trigger": {"Type": "String", "Default": "scheduler",
+                        "AllowedValues": ["scheduler", "rules"],
+                        "Description": "what arms each task (TRIGGER_BACKEND): an EventBridge "
+                                       "Scheduler schedule, or the older one-shot rule"},
             "PrivateTargets": {"Type": "String", "Default": "off", "AllowedValues": ["on", "off"],
                                "Description": "on: webhooks may reach private and loopback "
                                               "addresses (ALLOW_PRIVATE_TARGETS; a local "
@@ -138,6 +143,7 @@ def merge_template() -> Dict[str, Any]:
         "Conditions": {
             "WithNotifications": {"Fn::Equals": [{"Ref": "Notifications"}, "on"]},
             "WithPrivateTargets": {"Fn::Equals": [{"Ref": "PrivateTargets"}, "on"]},
+            "WithRules": {"Fn::Equals": [{"Ref": "Trigger"}, "rules"]},
             "WithTargets": {"Fn::Not": [{"Fn::Equals": [
                 {"Fn::Join": ["", {"Ref": "AllowedTargets"}]}, ""]}]},
         },

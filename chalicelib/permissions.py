@@ -90,7 +90,8 @@ EXECUTOR = Resource("lambda", ("function:{}",), config.executor_function_name,
 SWEEPER = Resource("lambda", ("function:{}",),
                    lambda env: config.function_name(config.SWEEPER_FUNCTION, env),
                    stack_function_name(config.SWEEPER_FUNCTION))
-TASK_RULES = Resource("events", ("rule/{}*",), config.rule_prefix)  # not in the template
+TASK_RULES = Resource("events", ("rule/{}*",), config.rule_prefix,
+                      config.rule_prefix(STACK_SETTINGS))
 API_TOKENS_PARAMETER = Resource(
     "ssm", ("parameter/{}",), lambda env: config.api_tokens_param(env).lstrip("/"),
     config.parameter_name(config.API_TOKENS_PURPOSE, STACK_SETTINGS).lstrip("/"))
@@ -149,14 +150,14 @@ PASS_SCHEDULER_ROLE = Statement(
 # PRECISION=second invokes the executor at once for a task due within two minutes; the
 # sweeper hands it a task too long for the sweeper's own time left.
 INVOKE_EXECUTOR_NOW = Statement("InvokeExecutorNow", ("lambda:InvokeFunction",), EXECUTOR)
-# The older trigger design (TRIGGER_BACKEND=rules), which the template does not offer.
+# The older trigger design (TRIGGER_BACKEND=rules; the template's Trigger=rules).
 RULES = Statement("Rules", ("events:PutRule", "events:PutTargets", "events:RemoveTargets",
                             "events:DeleteRule", "events:ListTargetsByRule",
                             "events:DescribeRule"), TASK_RULES,
-                  in_stage=_rules_backend, in_stack=False)
+                  in_stage=_rules_backend, in_stack="WithRules")
 RULES_INVOKE_PERMISSION = Statement("RulesInvokePermission",
                                     ("lambda:AddPermission", "lambda:GetPolicy"), EXECUTOR,
-                                    in_stage=_rules_backend, in_stack=False)
+                                    in_stage=_rules_backend, in_stack="WithRules")
 # Without DLQ_URL (chalice deploy) the queue is found by its name.
 DEAD_LETTERS = Statement("DeadLetters", ("sqs:SendMessage", "sqs:GetQueueUrl"),
                          DEAD_LETTER_QUEUE)

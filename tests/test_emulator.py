@@ -18,17 +18,24 @@ pytestmark = pytest.mark.e2e  # an emulator process running Lambda handlers
 TOKEN = "emulator-test-token-0123"
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
-    """The dev stage deployed on a MiniStack of this module's own (port, log, build)."""
+def deploy_on_its_own_emulator(tmp_path_factory, **parameters):
+    """The dev stage deployed with these template parameters on a MiniStack of its own
+    (port, log, build folder); stopped when the generator is closed."""
     folder = tmp_path_factory.mktemp("emulator")
     started = emulator.start(free_port(), folder / "ministack.log")
     try:
         built = emulator.package("dev", folder / "build")
-        deployment = emulator.deploy(started.endpoint, built, "dev", {"PrivateTargets": "on"})
+        deployment = emulator.deploy(started.endpoint, built, "dev",
+                                     {"PrivateTargets": "on", **parameters})
         yield emulator.seed_secrets(deployment, TOKEN)
     finally:
         started.stop()
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """The dev stage as `make dev-aws` deploys it."""
+    yield from deploy_on_its_own_emulator(tmp_path_factory)
 
 
 def call(deployment, method, path, body=None, token=TOKEN):
@@ -188,16 +195,37 @@ def test_the_daily_sweeper_fired_by_its_rule_runs_a_task_whose_trigger_was_delet
 
 @pytest.fixture(scope="module")
 def second_precision(tmp_path_factory):
-    """The dev stage deployed with Precision=second, on a MiniStack of its own."""
-    folder = tmp_path_factory.mktemp("emulator-second")
-    started = emulator.start(free_port(), folder / "ministack.log")
-    try:
-        built = emulator.package("dev", folder / "build")
-        deployment = emulator.deploy(started.endpoint, built, "dev",
-                                     {"PrivateTargets": "on", "Precision": "second"})
-        yield emulator.seed_secrets(deployment, TOKEN)
-    finally:
-        started.stop()
+    """The dev stage deployed with Precision=second."""
+    yield from deploy_on_its_own_emulator(tmp_path_factory, Precision="second")
+
+
+@pytest.fixture(scope="module")
+def rules_trigger(tmp_path_factory):
+    """The dev stage deployed with Trigger=rules (one-shot EventBridge rules)."""
+    yield from deploy_on_its_own_emulator(tmp_path_factory, Trigger="rules")
+
+
+def test_in_rules_mode_a_one_shot_rule_fires_the_task_and_is_removed(rules_trigger, receiver):
+    events = emulator.clients(rules_trigger.endpoint)("events")
+    prefix = config.rule_prefix({"STAGE": rules_trigger.stage})
+
+    def task_rules():
+        names = [rule["Name"] for rule in events.list_rules(NamePrefix=prefix)["Rules"]]
+        return names or None
+
+    status, created = call(rules_trigger, "POST", "/schedule-task", {
+        "action": "webhook", "run_at": soon().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "payload": {"url": receiver.url, "data": {"by": "rule"}}})
+    assert status == 201, created
+    task_id = created["task_id"]
+    assert task_rules() == [f"{prefix}{task_id}"]
+    assert schedules(rules_trigger) == []
+    [request] = wait_for(lambda: list(receiver.requests), timeout=150)
+    assert json.loads(request["body"]) == {"by": "rule"}
+    assert request["received_at"] >= datetime.fromisoformat(created["run_at"][:-1] + "+00:00")
+    wait_for(lambda: call(rules_trigger, "GET", f"/tasks/{task_id}")[1]["status"]
+             == "completed")
+    assert wait_for(lambda: task_rules() is None and "gone")
 
 
 def test_precision_second_arms_a_minute_early_and_runs_on_the_second(second_precision,

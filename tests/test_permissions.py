@@ -69,13 +69,16 @@ def test_each_resource_is_the_stages_own():
     assert arns["TasksTable"][0] == "arn:aws:dynamodb:*:*:table/ScheduledTasks-dev"
 
 
-def test_rules_mode_adds_its_statements_to_the_stage_only():
+def test_rules_mode_adds_its_statements_to_the_stage_and_to_the_template_with_rules():
     env = {**bootstrap.stage_environment("dev"), config.TRIGGER_BACKEND: "rules"}
     sids = {statement["Sid"] for statement in permissions.stage_statements("api", env)}
     assert {"Rules", "RulesInvokePermission"} <= sids
     rules = next(s for s in permissions.stage_statements("api", env) if s["Sid"] == "Rules")
     assert rules["Resource"] == f"arn:aws:events:*:*:rule/{config.rule_prefix(env)}*"
-    assert "events:PutRule" not in _actions(permissions.stack_statements("api"))
+    template = infra.merge_template()
+    assert "events:PutRule" not in _actions(_template_statements(template, "api", set()))
+    with_rules = _template_statements(template, "api", {"WithRules"})
+    assert {"events:PutRule", "lambda:AddPermission"} <= _actions(with_rules)
 
 
 def test_template_names_match_the_stage_names():
