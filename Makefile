@@ -63,10 +63,11 @@ $(VENV)/.browser-installed: | $(BIN)/python
 
 # Every test, in parallel workers (each test has its own ports, data folder and moto).
 # Most of the suite waits (on servers, receivers, the browser), so more workers than
-# cores pays: TEST_WORKERS=4 on 2 cores.
-TEST_WORKERS ?= 4
+# cores pays: TEST_WORKERS=5 on 2 cores, one of them for the emulator's tests (their
+# xdist_group), which mostly wait on its schedules.
+TEST_WORKERS ?= 5
 test: $(VENV)/.dev-installed $(VENV)/.browser-installed $(EMULATOR_VENV)/.installed
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # The loop while editing: no moto (integration), no processes or browser (e2e), and a
 # smaller fuzz; `make test` runs all of it.

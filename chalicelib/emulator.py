@@ -15,6 +15,7 @@ Nothing here runs in Lambda.
 """
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import secrets
@@ -22,8 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
@@ -103,15 +102,23 @@ def start(port: int, log: Path, bin_dir: Path = EMULATOR_BIN,
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise EmulatorError(f"MiniStack exited with {process.returncode}: see {log}")
-        try:
-            with urllib.request.urlopen(f"{emulator.endpoint}/_ministack/health",
-                                        timeout=1) as response:
-                if response.status == 200:
-                    return emulator
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.1)
+        if _answers(port):
+            return emulator
+        time.sleep(0.1)
     emulator.stop()
     raise EmulatorError(f"MiniStack did not answer within {timeout:.0f} s: see {log}")
+
+
+def _answers(port: int) -> bool:
+    """Whether MiniStack on the port answers its health check."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        connection.request("GET", "/_ministack/health")
+        return connection.getresponse().status == 200
+    except OSError:  # not listening yet, or reset while starting
+        return False
+    finally:
+        connection.close()
 
 
 def package(stage: str, out_dir: Path) -> Path:

@@ -51,7 +51,13 @@ def pytest_configure(config):
                                        "external tool (chalice package, cfn-lint, bandit)")
 
 
+# Modules whose tests mostly wait (minutes, on an emulator's schedules): they start first,
+# so that parallel workers run the rest of the suite meanwhile.
+WAIT_FIRST = ("test_emulator.py",)
+
+
 def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in WAIT_FIRST)  # stable: order kept
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if used & PROCESS_FIXTURES and not item.get_closest_marker("e2e"):
