@@ -1,14 +1,16 @@
-"""Lazily built boto3 clients, one per service and endpoint, with standard retries; the
+"""Lazily built botocore clients, one per service and endpoint, with standard retries; the
 account this process runs in; SSM parameters read at most once per PARAMETER_CACHE_SECONDS.
 
-boto3 reads AWS_ENDPOINT_URL itself, so pointing the app at moto, LocalStack or
-DynamoDB Local needs no code here; the cache keys include it so tests can switch.
+botocore reads AWS_ENDPOINT_URL itself, so pointing the app at moto, MiniStack or
+DynamoDB Local needs no code here; the cache keys include it so tests can switch. The
+clients are botocore's own (boto3 adds nothing we use): Lambda's runtime and an emulator's
+environment both provide botocore, and not importing boto3 shortens a cold start.
 """
 import threading
 import time
 from typing import Dict, Tuple
 
-import boto3
+import botocore.session
 from botocore.config import Config
 
 from chalicelib import config
@@ -34,14 +36,14 @@ def _key(service: str):
 
 
 def client(service: str):
-    """A cached boto3 client for service (throttling retried by botocore's standard mode)."""
+    """A cached client for service (throttling retried by botocore's standard mode)."""
     key = _key(service)
     found = _clients.get(key)
     if found is None:
         with _lock:
             found = _clients.get(key)
             if found is None:
-                found = boto3.session.Session().client(service, config=_RETRIES)
+                found = botocore.session.get_session().create_client(service, config=_RETRIES)
                 _clients[key] = found
     return found
 
@@ -77,7 +79,7 @@ def _in_this_account(template: str) -> str:
 def get_parameter(name: str) -> str:
     """The decrypted value of an SSM parameter, read again after PARAMETER_CACHE_SECONDS.
 
-    boto3's ClientError and BotoCoreError reach the caller, which knows what they mean."""
+    botocore's ClientError and BotoCoreError reach the caller, which knows what they mean."""
     # Held during the read: callers arriving together make one SSM call, not one each.
     with _parameters_lock:
         cached = _parameters.get(name)

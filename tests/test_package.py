@@ -82,6 +82,41 @@ def test_the_packaged_app_imports_as_lambda_imports_it(packaged, tmp_path):
     assert name == "task-scheduler" and chalice_file.startswith(str(tmp_path / "task"))
 
 
+# An environment with botocore and no boto3 (a plain MiniStack install has just that).
+WITHOUT_BOTO3 = """
+import sys
+
+
+class NoBoto3:
+    def find_spec(self, name, path=None, target=None):
+        if name == "boto3" or name.startswith("boto3."):
+            raise ImportError("boto3 is not in this environment")
+
+
+sys.meta_path.insert(0, NoBoto3())
+import app
+from chalicelib import aws
+from chalicelib.store import dynamodb
+
+aws.client("dynamodb")
+print(dynamodb.from_item(dynamodb._deserialize(dynamodb._serialize(dynamodb.to_item(
+    app.service.Task("t", "log", {}, "rate(1 hour)", "rate", None))))).task_id)
+"""
+
+
+def test_the_packaged_app_needs_botocore_only(packaged, tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(packaged[0] / "out" / "deployment.zip") as archive:
+        archive.extractall(tmp_path / "task")
+    env = {"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_LAMBDA_FUNCTION_NAME": "task-scheduler-dev"}
+    result = subprocess.run([sys.executable, "-c", WITHOUT_BOTO3], cwd=tmp_path / "task",
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["t"]
+
+
 def _function(template, handler):
     matches = [r for r in template["Resources"].values()
                if r["Type"] == "AWS::Serverless::Function"

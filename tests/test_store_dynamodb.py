@@ -1,6 +1,8 @@
 """DynamoDB adapter specifics: the due query reads due items only (ScannedCount)."""
 from datetime import timedelta
 
+import pytest
+
 from chalicelib import aws as aws_clients, config
 from chalicelib.models import Run, Transition, utcnow
 from tests.conftest import runtime
@@ -93,3 +95,17 @@ def test_name_search_finds_tasks_stored_before_the_search_attribute(aws, make_ta
     # The older item matches only as written: "EXPORT" finds the newer one alone.
     assert {t.task_id for t in store.list(None, 10, None, name="EXPORT").tasks} == {
         newer.task_id}
+
+
+def test_attribute_values_round_trip_what_items_hold():
+    from decimal import Decimal
+
+    from chalicelib.store.attribute_values import deserialize, serialize
+
+    value = {"s": "ü", "n": 7, "d": Decimal("1.5"), "b": False, "none": None,
+             "list": [1, "x", {"deep": [True]}]}
+    assert serialize(value)["M"]["n"] == {"N": "7"} and serialize(True) == {"BOOL": True}
+    back = deserialize(serialize(value))
+    assert back == {**value, "n": Decimal(7), "list": [Decimal(1), "x", {"deep": [True]}]}
+    with pytest.raises(TypeError):
+        serialize(1.5)  # as boto3: a float must be a Decimal, or it loses precision

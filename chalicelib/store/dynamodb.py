@@ -12,7 +12,6 @@ import json
 from datetime import datetime, timedelta
 from typing import Any, Dict, Iterator, List, Optional
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
@@ -22,13 +21,12 @@ from chalicelib.models import (
     WAITING, Option, Page, Run, Task, Transition, iso, iso_ms, parse_iso,
 )
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
+from chalicelib.store.attribute_values import deserialize, serialize
 
 # DynamoDB deletes a finished task this long after it finished (the table's TTL attribute).
 TTL_ATTRIBUTE = "ExpiresAt"
 FINISHED = (COMPLETED, FAILED, CANCELLED)
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 PRIORITIES = range(9, -1, -1)
 # A name search reads at most SEARCH_READS pages per request, each of SEARCH_PAGE_PER_MATCH
@@ -455,11 +453,11 @@ def _run_from_item(item: Dict[str, Any]) -> Run:
 
 
 def _serialize(values: Dict[str, Any]) -> Dict[str, Any]:
-    return {key: _serializer.serialize(value) for key, value in values.items()}
+    return {key: serialize(value) for key, value in values.items()}
 
 
 def _deserialize(item: Dict[str, Any]) -> Dict[str, Any]:
-    return {key: _deserializer.deserialize(value) for key, value in item.items()}
+    return {key: deserialize(value) for key, value in item.items()}
 
 
 def table_definition(table_name: str) -> Dict[str, Any]:
