@@ -15,12 +15,12 @@ ifeq ($(UV),)
 NEW_VENV = $(PYTHON) -m venv $(VENV)
 INSTALL = $(BIN)/pip install --quiet --disable-pip-version-check --no-compile
 NEW_EMULATOR_VENV = $(PYTHON) -m venv $(EMULATOR_VENV)
-EMULATOR_INSTALL = $(EMULATOR_VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile
+EMULATOR_INSTALL = $(EMULATOR_VENV)/bin/pip install --quiet --disable-pip-version-check
 else
 NEW_VENV = $(UV) venv --quiet --seed --python $(PYTHON) $(VENV)
 INSTALL = $(UV) pip install --quiet --python $(BIN)/python
 NEW_EMULATOR_VENV = $(UV) venv --quiet --seed --python $(PYTHON) $(EMULATOR_VENV)
-EMULATOR_INSTALL = $(UV) pip install --quiet --python $(EMULATOR_VENV)/bin/python
+EMULATOR_INSTALL = $(UV) pip install --quiet --compile-bytecode --python $(EMULATOR_VENV)/bin/python
 endif
 
 $(BIN)/python:
@@ -41,7 +41,8 @@ $(VENV)/.dev-installed: $(VENV)/.local-installed requirements-dev.txt
 dev: $(VENV)/.local-installed
 	$(BIN)/python -m chalicelib.local
 
-# MiniStack (a local AWS emulator) in its own venv: it pins a botocore of its own.
+# MiniStack (a local AWS emulator) in its own venv: it pins a botocore of its own. Compiled
+# at install: every Lambda process it starts imports botocore from here.
 $(EMULATOR_VENV)/.installed: requirements-emulator.txt
 	$(NEW_EMULATOR_VENV)
 	$(EMULATOR_INSTALL) -r requirements-emulator.txt

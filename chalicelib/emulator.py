@@ -217,6 +217,33 @@ def seed_secrets(deployment: Deployment, token: Optional[str] = None) -> Deploym
     return deployment
 
 
+def wait_until_serving(deployment: Deployment, timeout: float = 180.0) -> Deployment:
+    """Return once the API answers /health and an authorized GET /tasks: each function's
+    first invocation starts a Python process that imports the app (seconds, more on a busy
+    machine), which API Gateway may not wait for."""
+    deadline = time.monotonic() + timeout
+    for path, headers in (("/health", {}),
+                          ("/tasks?limit=1", {"Authorization": f"Bearer {deployment.token}"})):
+        while _status(deployment.api_url + path, headers) != 200:
+            if time.monotonic() > deadline:
+                raise EmulatorError(f"the API did not answer {path} within {timeout:.0f} s")
+            time.sleep(0.5)
+    return deployment
+
+
+def _status(url: str, headers: Dict[str, str]) -> Optional[int]:
+    parts = url.split("/", 3)  # http:, "", host:port, path
+    host, port = parts[2].rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("GET", "/" + parts[3], headers=headers)
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
 def banner(deployment: Deployment, seconds: float) -> str:
     """What a person needs to try the deployed stack."""
     url = deployment.api_url
@@ -248,9 +275,9 @@ def main(argv=None) -> int:
     emulator = start(args.port, data / "ministack.log")
     try:
         built = package(args.stage, data / args.stage)
-        deployment = seed_secrets(deploy(emulator.endpoint, built, args.stage,
-                                         {"PrivateTargets": "on"}),
-                                  os.environ.get(config.API_TOKENS))
+        deployment = wait_until_serving(seed_secrets(
+            deploy(emulator.endpoint, built, args.stage, {"PrivateTargets": "on"}),
+            os.environ.get(config.API_TOKENS)))
         print(banner(deployment, time.monotonic() - started), file=sys.stderr, flush=True)
         print(json.dumps({"event": "deployed", "api": deployment.api_url,
                           "endpoint": deployment.endpoint}), flush=True)

@@ -36,7 +36,7 @@ def stack(ministack, stage, **parameters):
     started, built = ministack
     deployment = emulator.deploy(started.endpoint, built, stage,
                                  {"PrivateTargets": "on", **parameters})
-    return emulator.seed_secrets(deployment, TOKEN)
+    return emulator.wait_until_serving(emulator.seed_secrets(deployment, TOKEN))
 
 
 @pytest.fixture(scope="module")
