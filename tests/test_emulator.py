@@ -282,3 +282,13 @@ def test_precision_second_arms_a_minute_early_and_runs_on_the_second(waiting_lon
     [request] = wait_for(lambda: list(receiver.requests), timeout=240)
     lateness = request["received_at"] - run_at
     assert timedelta(0) <= lateness < timedelta(seconds=2), lateness
+
+
+def test_the_package_carries_no_bytecode_of_this_machine(ministack):
+    import zipfile
+
+    _, built = ministack
+    with zipfile.ZipFile(built / "deployment.zip") as archive:
+        names = archive.namelist()
+    assert "app.py" in names and "chalicelib/executor.py" in names
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
