@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,16 +123,37 @@ def _answers(port: int) -> bool:
         connection.close()
 
 
+# What `chalice package` reads: the app, its library, its requirements, the stage config and
+# policies, and the resources merged into the template.
+PACKAGED = ("app.py", "requirements.txt", "chalicelib", ".chalice/config.json", "infra")
+
+
 def package(stage: str, out_dir: Path) -> Path:
     """`chalice package` of the stage with infra/resources.json merged in (as `make package`
-    builds it); the folder holding sam.json and deployment.zip."""
+    builds it); the folder holding sam.json and deployment.zip.
+
+    It builds from a copy of the project beside out_dir: chalice keeps a zip cache in the
+    project's .chalice/deployments, which a second build at the same time (parallel tests)
+    could read half-written, and the copy carries no bytecode."""
+    source = out_dir.parent / f"{out_dir.name}-source"
+    shutil.rmtree(source, ignore_errors=True)
+    for name in PACKAGED:
+        origin = config.PROJECT_DIR / name
+        if origin.is_dir():
+            shutil.copytree(origin, source / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, source / name)
+    for policy in (config.PROJECT_DIR / ".chalice").glob("policy-*.json"):
+        shutil.copy2(policy, source / ".chalice" / policy.name)
     chalice = Path(sys.executable).parent / "chalice"
     env = {**os.environ, "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION",
                                                                "us-east-1")}
     result = subprocess.run(
         [str(chalice), "package", "--stage", stage, "--merge-template",
-         str(config.PROJECT_DIR / "infra" / "resources.json"), str(out_dir)],
-        cwd=config.PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300)
+         str(source / "infra" / "resources.json"), str(out_dir)],
+        cwd=source, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         raise EmulatorError(f"chalice package failed:\n{result.stdout}{result.stderr}")
     without_bytecode(out_dir / "deployment.zip")
