@@ -45,6 +45,10 @@ def api_route(path, methods=("GET",), authorizer=DEFAULT_AUTHORIZER, query=()):
             except SchedulerError as error:
                 return Response(body=error.body(), status_code=error.status)
             response = body if isinstance(body, Response) else Response(body=body)
+            if isinstance(response.body, dict) and "version" in response.body:
+                # A task's answer: its version is the ETag an If-Match may name.
+                response.headers = {**(response.headers or {}),
+                                    "ETag": f'"{response.body["version"]}"'}
             if app.current_request.method == "HEAD":  # the GET's status and headers only
                 headers = {"Content-Type": "application/json", **(response.headers or {})}
                 response = Response(body="", headers=headers,
@@ -71,7 +75,7 @@ def schedule_task():
     return Response(body=body, status_code=201 if created else 200)
 
 
-@api_route("/tasks", query=("status", "name", "limit", "next_token"))
+@api_route("/tasks", query=("status", "name", "tag", "limit", "next_token"))
 def list_tasks():
     return service.list_tasks(wiring.runtime(), app.current_request.query_params)
 
@@ -81,14 +85,44 @@ def get_task(task_id):
     return service.get_task(wiring.runtime(), task_id)
 
 
+@api_route("/tasks/{task_id}", methods=["PATCH"])
+def update_task(task_id):
+    request = app.current_request
+    return service.update_task(wiring.runtime(), task_id, request.raw_body,
+                               request.headers.get("if-match"))
+
+
 @api_route("/tasks/{task_id}", methods=["DELETE"])
 def cancel_task(task_id):
-    return service.cancel_task(wiring.runtime(), task_id)
+    return service.cancel_task(wiring.runtime(), task_id,
+                               app.current_request.headers.get("if-match"))
 
 
 @api_route("/tasks/{task_id}/retry", methods=["POST"])
 def retry_task(task_id):
-    return service.retry_task(wiring.runtime(), task_id, app.current_request.raw_body)
+    request = app.current_request
+    return service.retry_task(wiring.runtime(), task_id, request.raw_body,
+                              request.headers.get("if-match"))
+
+
+@api_route("/tasks/{task_id}/pause", methods=["POST"])
+def pause_task(task_id):
+    request = app.current_request
+    return service.pause_task(wiring.runtime(), task_id, request.raw_body,
+                              request.headers.get("if-match"))
+
+
+@api_route("/tasks/{task_id}/resume", methods=["POST"])
+def resume_task(task_id):
+    return service.resume_task(wiring.runtime(), task_id,
+                               app.current_request.headers.get("if-match"))
+
+
+@api_route("/tasks/{task_id}/run", methods=["POST"])
+def run_task_now(task_id):
+    body = service.run_task_now(wiring.runtime(), task_id,
+                                app.current_request.headers.get("if-match"))
+    return Response(body=body, status_code=202)
 
 
 @api_route("/preview", query=("run_at", "timezone", "count"))

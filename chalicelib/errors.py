@@ -55,6 +55,13 @@ class Conflict(SchedulerError):
     code = "conflict"
 
 
+class PreconditionFailed(SchedulerError):
+    """The task changed since the version the client's If-Match names."""
+
+    status = 412
+    code = "precondition_failed"
+
+
 class StoreUnavailable(SchedulerError):
     """The store cannot take or keep a write now (read-only or full disk, its file gone):
     nothing was acknowledged, and trying again later may work."""

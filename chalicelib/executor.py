@@ -6,18 +6,18 @@ alike.
 """
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import (
-    actions, config, deadletters, observability, retries, schedules,
+    actions, changes, config, deadletters, lifecycle, observability,
 )
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
-    COMPLETED, FAILED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, RUNNING, SCHEDULED, WAITING, Run,
+    COMPLETED, PAUSED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, RUNNING, SCHEDULED, WAITING, Run,
     Task, Transition, iso,
 )
 from chalicelib.wiring import Runtime
@@ -71,6 +71,15 @@ def execute_task(runtime: Runtime, task_id: str, run_prefix: str = "") -> Execut
     if isinstance(task, Execution):
         return task
     started = clock.now()
+    missed = _missed(task, started)
+    if missed is not None and missed.run_firing is None:
+        return _skip_missed(runtime, task, missed, started)
+    skipped = []
+    if missed is not None:  # run the firing catch_up chose; record those it passed over
+        task = replace(task, firing_at=missed.run_firing)
+        skipped = missed.skipped
+        observability.event("firings_caught_up", task_id=task_id, catch_up=task.catch_up,
+                            firing=iso(missed.run_firing), skipped=len(skipped))
     lateness_ms = int((started - task.next_run_at).total_seconds() * 1000)
     observability.event("run_started", task_id=task_id, run_id=run_id, attempt=task.attempts,
                         action=task.action, lateness_ms=lateness_ms)
@@ -82,7 +91,9 @@ def execute_task(runtime: Runtime, task_id: str, run_prefix: str = "") -> Execut
         http_status=result.http_status, error=result.error,
         duration_ms=int((ended - started).total_seconds() * 1000),
     )
-    change, final_failure = plan(task, result, ended)
+    change, final_failure = lifecycle.after_run(task, result.success, result.retryable,
+                                                result.retry_after, started, ended)
+    change.skipped = skipped + change.skipped
     try:
         finished = store.finish(task, run, change, ended)
     except ClaimLost:
@@ -127,24 +138,29 @@ def _perform(task: Task, run_id: str) -> actions.ActionResult:
     return result
 
 
-def plan(task: Task, result: actions.ActionResult, ended: datetime):
-    """(Transition, final_failure) after a run: done, next firing, or a retry."""
-    following = None
-    if task.recurring:
-        following = schedules.from_task(task).next_after(max(ended, task.firing_at))
-    if not result.success and result.retryable and task.attempts < task.max_attempts:
-        retry_at = retries.retry_time(task.attempts, ended, result.retry_after)
-        # A recurring task retries its current run only until its next firing is due:
-        # later firings are never lost to a retry.
-        if following is None or retry_at < following:
-            return Transition(RETRYING, next_run_at=retry_at), False
-    final_failure = not result.success
-    if not task.recurring:
-        return Transition(FAILED if final_failure else COMPLETED), final_failure
-    if following is None:
-        return Transition(COMPLETED), final_failure
-    return Transition(SCHEDULED, next_run_at=following, firing_at=following,
-                      reset_attempts=True), final_failure
+def _missed(task: Task, now: datetime) -> Optional[lifecycle.CatchUp]:
+    """What catch_up makes of the firings the claimed task missed (None: it runs as is).
+    Only a firing's first attempt asks: a retry or an extra run is not a firing."""
+    if task.attempts != 1 or task.extra_run_key is not None:
+        return None
+    return lifecycle.catch_up(task, now)
+
+
+def _skip_missed(runtime: Runtime, task: Task, missed: lifecycle.CatchUp,
+                 now: datetime) -> "Execution":
+    """Record the missed firings as skipped and wait for the next (catch_up none)."""
+    change = Transition(COMPLETED if missed.finished else SCHEDULED,
+                        next_run_at=missed.next_run_at, firing_at=missed.firing_at,
+                        reset_attempts=True, skipped=missed.skipped)
+    try:
+        finished = runtime.store.finish(task, None, change, now)
+    except ClaimLost:
+        return Execution(task.task_id, SKIPPED)
+    runtime.trigger.after_run(finished)
+    observability.event("firings_skipped", task_id=task.task_id, catch_up=task.catch_up,
+                        skipped=len(missed.skipped), status=finished.status,
+                        next_run_at=iso(finished.next_run_at) if finished.waiting else None)
+    return Execution(task.task_id, SKIPPED, status=finished.status)
 
 
 def _report(task: Task, run: Run, final_failure: bool) -> None:
@@ -191,6 +207,13 @@ def _claim(runtime: Runtime, task_id: str, run_id: str):
             observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
                                 reason="unknown task")
             return Execution(task_id, UNKNOWN)
+        if current.status == PAUSED:
+            if _pause_has_ended(runtime, current, now) and waits < MAX_EARLY_WAITS:
+                waits += 1
+                continue  # resumed: claim it if it is due now
+            observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
+                                reason="paused", status=current.status)
+            return Execution(task_id, SKIPPED, status=current.status)
         if current.status == RUNNING:
             # Running elsewhere: a duplicate delivery, or a retry of an invocation that
             # died holding the lease. Look again when the lease expires, so a dead run
@@ -218,7 +241,35 @@ def _claim(runtime: Runtime, task_id: str, run_id: str):
         waits += 1
 
 
+def _pause_has_ended(runtime: Runtime, task: Task, now: datetime) -> bool:
+    """Resume a task whose pause ends by now (its paused_until); True when it did, or
+    another writer changed it meanwhile (look again)."""
+    if task.paused_until is None or task.paused_until > now:
+        # A trigger of a paused task that an earlier change failed to remove: remove it,
+        # and keep only the one that ends the pause.
+        runtime.trigger.disarm(replace(task, status=SCHEDULED))
+        if task.paused_until is not None:
+            runtime.trigger.arm(task)
+        return False
+
+    def end_pause(current: Task) -> Task:
+        if current.status != PAUSED or current.paused_until is None \
+                or current.paused_until > now:
+            raise changes.NotAllowed(current)
+        return lifecycle.resumed(current, now)[0]
+
+    try:
+        resumed = changes.apply(runtime, task.task_id, end_pause)
+    except changes.NotAllowed:
+        return True
+    observability.event("task_resumed", task_id=task.task_id, status=resumed.status,
+                        next_run_at=iso(resumed.next_run_at), by_until=True)
+    return True
+
+
 def idempotency_key(task: Task) -> str:
     """Stable across deliveries and retries of one run: the task and the firing it
-    belongs to (a replay is a new firing, so a new key)."""
+    belongs to (a replay is a new firing, so a new key; an extra run has its own)."""
+    if task.extra_run_key:
+        return f"{task.task_id}:{task.extra_run_key}"
     return f"{task.task_id}:{iso(task.firing_at)}"

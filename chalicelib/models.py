@@ -15,13 +15,17 @@ RETRYING = "retrying"
 COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"
+PAUSED = "paused"
 
-STATUSES = (SCHEDULED, RUNNING, RETRYING, COMPLETED, FAILED, CANCELLED)
+STATUSES = (SCHEDULED, RUNNING, RETRYING, PAUSED, COMPLETED, FAILED, CANCELLED)
 WAITING = (SCHEDULED, RETRYING)
 FINISHED = (COMPLETED, FAILED, CANCELLED)
+# What a client may still change (PATCH, pause, run now): a task that waits or is paused.
+CHANGEABLE = (SCHEDULED, RETRYING, PAUSED)
 
 RUN_SUCCEEDED = "succeeded"
 RUN_FAILED = "failed"
+RUN_SKIPPED = "skipped"  # a firing that did not run (catch_up, overlap): recorded, not run
 
 MAX_RUNS_KEPT = 20
 
@@ -139,6 +143,29 @@ class Task:
     notify: str = option("failure", "when the notification topic hears of a run: its final "
                                     "failure, or every run", type="string",
                          enum=["failure", "always"])
+    start_at: Optional[str] = option(None, "recurring only: no firing before this date-time",
+                                     type="string", format="date-time", nullable=True)
+    end_at: Optional[str] = option(None, "recurring only: no firing after this date-time; "
+                                         "the task is completed then", type="string",
+                                   format="date-time", nullable=True)
+    max_runs: Optional[int] = option(None, "recurring only: completed after this many runs "
+                                           "(runs_done)", type="integer", minimum=1,
+                                     maximum=1_000_000, nullable=True)
+    catch_up: str = option("latest", "firings missed while it could not run (service down, "
+                                     "paused): run the latest once, none, or all (oldest "
+                                     "first, at most 100)", type="string",
+                           enum=["latest", "none", "all"])
+    overlap: str = option("skip", "recurring only: a firing due while the previous run still "
+                                  "runs is skipped, or runs right after it (at most one waits)",
+                          type="string", enum=["skip", "buffer_one"])
+    window_minutes: int = option(0, "each firing runs at a stable moment within this many "
+                                    "minutes after its time (spreads a herd)",
+                                 type="integer", minimum=0, maximum=1440)
+    tags: Dict[str, str] = option({}, "labels to find the task by (GET /tasks?tag=key:value)",
+                                  type="object", maxProperties=10,
+                                  propertyNames={"type": "string", "minLength": 1,
+                                                 "maxLength": 128},
+                                  additionalProperties={"type": "string", "maxLength": 256})
     attempts: int = 0
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
@@ -148,6 +175,14 @@ class Task:
     firing_at: Optional[datetime] = None
     idempotency_key: Optional[str] = None
     request_hash: Optional[str] = None
+    # Raised by every stored change: the ETag, and the condition of every client change.
+    version: int = 1
+    runs_done: int = 0
+    paused_until: Optional[datetime] = None
+    # An extra run asked for by POST .../run of a recurring task: its own key, and whether
+    # the task goes back to paused after it.
+    extra_run_key: Optional[str] = None
+    pause_after_run: bool = False
 
     def __post_init__(self):
         if self.firing_at is None:
@@ -163,6 +198,16 @@ class Task:
         """Whether the task waits for its next firing."""
         return self.status in WAITING
 
+    @property
+    def wake_at(self) -> Optional[datetime]:
+        """When the executor must next look at the task: its next run while it waits, the
+        end of its pause when it was paused until a time; None otherwise."""
+        if self.status in WAITING:
+            return self.next_run_at
+        if self.status == PAUSED:
+            return self.paused_until
+        return None
+
     def to_api(self) -> Dict[str, Any]:
         """JSON shape of GET /tasks/{id} (without upcoming, which needs the schedule)."""
         return {
@@ -174,8 +219,13 @@ class Task:
             **{declared.name: getattr(self, declared.name) for declared in OPTIONS},
             "status": self.status,
             "attempts": self.attempts,
-            # A finished task runs no more, whatever time its last firing left behind.
-            "next_run_at": None if self.status in FINISHED else iso(self.next_run_at),
+            "runs_done": self.runs_done,
+            "version": self.version,
+            # A finished or paused task runs no more (until resumed), whatever time its
+            # last firing left behind.
+            "next_run_at": iso(self.next_run_at) if self.status in WAITING + (RUNNING,)
+            else None,
+            "paused_until": iso(self.paused_until) if self.status == PAUSED else None,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
             "runs": [run.to_api() for run in sorted(
@@ -196,13 +246,15 @@ OPTIONS: Tuple[Option, ...] = _options()
 @dataclass
 class Transition:
     """What a finished run changes: the new status, when the task next needs to run
-    (a retry or the next firing), which firing that belongs to, and whether the attempt
-    count starts again (a new firing)."""
+    (a retry or the next firing), which firing that belongs to, whether the attempt
+    count starts again (a new firing), the firings it passed over and whether a run ended."""
 
     status: str
     next_run_at: Optional[datetime] = None
     firing_at: Optional[datetime] = None
     reset_attempts: bool = False
+    skipped: List[Run] = field(default_factory=list)  # firings passed over, recorded
+    counts_run: bool = False  # a firing's run ended (runs_done + 1)
 
 
 @dataclass

@@ -26,11 +26,17 @@ RUN = {
     "properties": {
         "run_id": {"type": "string"}, "attempt": {"type": "integer"},
         "started_at": {"type": "string"}, "ended_at": STRING_OR_NULL,
-        "outcome": {"type": "string", "nullable": True, "enum": ["succeeded", "failed", None]},
+        "outcome": {"type": "string", "nullable": True, "enum": ["succeeded", "failed", "skipped", None]},
         "http_status": {"type": "integer", "nullable": True},
         "error": STRING_OR_NULL, "duration_ms": {"type": "integer", "nullable": True},
     },
 }
+
+def _openapi(schema: dict) -> dict:
+    """A declared option's schema in OpenAPI 3.0's words (which has no propertyNames: the
+    key rule is said in the description)."""
+    return {key: value for key, value in schema.items() if key != "propertyNames"}
+
 
 TASK_FIELDS = {
     "action": {"type": "string", "enum": sorted(actions.REGISTRY),
@@ -43,7 +49,7 @@ TASK_FIELDS = {
         "example": "2030-05-19T17:56:00Z"},
     "timezone": {"type": "string", "description": "IANA zone for cron and HH:MM",
                  "example": "Europe/Berlin"},
-    **{declared.name: {**declared.schema, "description": declared.help,
+    **{declared.name: {**_openapi(declared.schema), "description": declared.help,
                        **({"default": declared.default} if declared.default is not None
                           else {})}
        for declared in models.OPTIONS},
@@ -51,6 +57,10 @@ TASK_FIELDS = {
 
 TASK_REQUEST = {"type": "object", "required": ["action", "payload", "run_at"],
                 "additionalProperties": False, "properties": TASK_FIELDS}
+# PATCH: any field but the action, at least one.
+TASK_UPDATE = {"type": "object", "minProperties": 1, "additionalProperties": False,
+               "properties": {name: schema for name, schema in TASK_FIELDS.items()
+                              if name != "action"}}
 
 CREATED = {
     "type": "object",
@@ -63,14 +73,18 @@ CREATED = {
 TASK = {
     "type": "object",
     "required": ["task_id", "action", "payload", "run_at", "status", "attempts", "next_run_at",
-                 "upcoming", "created_at", "updated_at", "runs"],
+                 "upcoming", "created_at", "updated_at", "runs", "version", "runs_done"],
     "properties": {
         "task_id": {"type": "string"},
         "action": {"type": "string"}, "payload": {"type": "object"},
         "run_at": {"type": "string"}, "timezone": {"type": "string"},
-        **{declared.name: declared.schema for declared in models.OPTIONS},
+        **{declared.name: _openapi(declared.schema) for declared in models.OPTIONS},
         "status": {"type": "string", "enum": list(models.STATUSES)},
         "attempts": {"type": "integer"}, "next_run_at": TIME_OR_NULL,
+        "runs_done": {"type": "integer", "description": "runs ended (max_runs counts them)"},
+        "version": {"type": "integer", "description": (
+            "raised by every change; the ETag, and what If-Match names")},
+        "paused_until": {**TIME_OR_NULL, "description": "a paused task resumes by itself then"},
         "upcoming": {"type": "array", "items": TIME, "maxItems": 5},
         "created_at": TIME, "updated_at": TIME,
         "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
@@ -94,7 +108,8 @@ def _json(schema_name, description):
 
 def _errors(*statuses):
     texts = {400: "invalid request", 404: "no such task", 409: "state does not allow it",
-             413: "request body over 256 KiB", 415: "not JSON"}
+             412: "If-Match names another version", 413: "request body over 256 KiB",
+             415: "not JSON"}
     responses = {str(status): _json("Error", texts[status]) for status in statuses}
     responses["401"] = _json("GatewayError", "missing or invalid token")
     responses["403"] = _json("GatewayError", "token refused")
@@ -102,6 +117,28 @@ def _errors(*statuses):
 
 
 TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "description": (
+    'the task\'s ETag ("<version>"): the change is made only while the task is still at it'),
+    "schema": {"type": "string"}, "example": '"3"'}
+ETAG = {"ETag": {"description": 'the task\'s version, quoted ("3")',
+                 "schema": {"type": "string"}}}
+
+
+def _task(description: str, status: str = "200") -> dict:
+    """A response with the task and its ETag."""
+    return {status: {**_json("Task", description), "headers": ETAG}}
+
+
+def _change(summary: str, answer: str, body=None, status: str = "200") -> dict:
+    """A POST that changes a task (pause, resume, run)."""
+    operation = {"summary": summary, "security": [{"bearer": []}],
+                 "parameters": [TASK_ID, IF_MATCH],
+                 "responses": {**_task(answer, status), **_errors(400, 404, 409, 412)}}
+    if body is not None:
+        operation["requestBody"] = {"required": False, "content": {"application/json": {
+            "schema": body}}}
+        operation["responses"].update(_errors(413, 415))
+    return {"post": operation}
 
 
 def document(server_url: str = "/") -> dict:
@@ -110,13 +147,14 @@ def document(server_url: str = "/") -> dict:
     return {
         "openapi": "3.0.3",
         "info": {"title": "task-scheduler", "version": "1.0.0",
-                 "description": "Call this URL at that time: schedule, inspect, cancel and "
-                                "replay tasks."},
+                 "description": "Call this URL at that time: schedule, inspect, change, "
+                                "pause, run, cancel and replay tasks."},
         "servers": [{"url": server_url}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Error": ERROR, "GatewayError": GATEWAY_ERROR, "Run": RUN,
-                        "Preview": PREVIEW, "TaskRequest": TASK_REQUEST, "TaskCreated": CREATED, "Task": TASK,
+                        "Preview": PREVIEW, "TaskRequest": TASK_REQUEST, "TaskUpdate": TASK_UPDATE,
+                        "TaskCreated": CREATED, "Task": TASK,
                         "TaskPage": {"type": "object", "required": ["tasks", "next_token"],
                                      "properties": {
                                          "tasks": {"type": "array", "items": {
@@ -141,6 +179,9 @@ def document(server_url: str = "/") -> dict:
                     {"name": "name", "in": "query", "description": (
                         "a part of the task's name, any case"), "schema": {
                         "type": "string", "maxLength": validation.MAX_NAME_LENGTH}},
+                    {"name": "tag", "in": "query", "description": (
+                        "key:value, one of the task's tags"), "schema": {"type": "string"},
+                     "example": "team:billing"},
                     {"name": "limit", "in": "query", "schema": {
                         "type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
                     {"name": "next_token", "in": "query", "schema": {"type": "string"}}],
@@ -148,18 +189,35 @@ def document(server_url: str = "/") -> dict:
             "/tasks/{task_id}": {
                 "parameters": [TASK_ID],
                 "get": {"summary": "Show a task", "security": secured,
-                        "responses": {"200": _json("Task", "the task"), **_errors(404)}},
+                        "responses": {**_task("the task"), **_errors(404)}},
+                "patch": {"summary": "Change a task that waits or is paused (any field but "
+                                     "the action); a new time re-arms it",
+                          "security": secured, "parameters": [IF_MATCH],
+                          "requestBody": {"required": True, "content": {"application/json": {
+                              "schema": {"$ref": "#/components/schemas/TaskUpdate"}}}},
+                          "responses": {**_task("the task after the change"),
+                                        **_errors(400, 404, 409, 412, 413, 415)}},
                 "delete": {"summary": "Cancel a task", "security": secured,
-                           "responses": {"200": _json("Task", "cancelled"),
-                                         **_errors(404, 409)}}},
+                           "parameters": [IF_MATCH],
+                           "responses": {**_task("cancelled"), **_errors(404, 409, 412)}}},
             "/tasks/{task_id}/retry": {"post": {
                 "summary": "Replay a failed task", "security": secured,
-                "parameters": [TASK_ID],
+                "parameters": [TASK_ID, IF_MATCH],
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": {"type": "object", "additionalProperties": False,
                                "properties": {"run_at": TIME}}}}},
-                "responses": {"200": _json("Task", "scheduled again"),
-                              **_errors(400, 404, 409, 413, 415)}}},
+                "responses": {**_task("scheduled again"),
+                              **_errors(400, 404, 409, 412, 413, 415)}}},
+            "/tasks/{task_id}/pause": _change(
+                "Pause a scheduled or retrying task: its trigger is removed (until a time, "
+                "or until resumed)", "paused",
+                body={"type": "object", "additionalProperties": False,
+                      "properties": {"until": TIME}}),
+            "/tasks/{task_id}/resume": _change(
+                "Resume a paused task; the firings it missed follow its catch_up", "scheduled"),
+            "/tasks/{task_id}/run": _change(
+                "Run a task once now, outside its schedule (its own Idempotency-Key)",
+                "the run is on its way", status="202"),
             "/preview": {"get": {
                 "summary": "The next firings of a run_at, validated as POST /schedule-task "
                            "validates it; stores nothing", "security": secured,

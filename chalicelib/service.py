@@ -8,13 +8,18 @@ import re
 import uuid
 from typing import Any, Dict, Optional, Tuple
 
-from chalicelib import actions, observability, schedules
+from dataclasses import replace
+
+from chalicelib import actions, changes, lifecycle, observability, schedules
 from chalicelib.errors import (
-    Conflict, InvalidPageToken, StateConflict, TaskExists, TaskNotFound, ValidationError,
+    Conflict, InvalidPageToken, TaskExists, TaskNotFound, ValidationError,
 )
-from chalicelib.models import SCHEDULED, Task, iso
+from chalicelib.models import (
+    CANCELLED, CHANGEABLE, FAILED, OPTIONS, PAUSED, RETRYING, SCHEDULED, WAITING, Task, iso,
+)
 from chalicelib.validation import (
-    parse_list_query, parse_new_task, parse_preview, parse_replay,
+    check_between_fields, echo, parse_json_body, parse_list_query, parse_new_task,
+    parse_pause, parse_preview, parse_replay, parse_update, parse_when,
 )
 from chalicelib.wiring import Runtime
 
@@ -22,6 +27,9 @@ logger = logging.getLogger("task_scheduler.service")
 
 UPCOMING_COUNT = 5
 MAX_IDEMPOTENCY_KEY = 255
+OPTION_NAMES = {declared.name for declared in OPTIONS}
+# Fields whose change moves the task's next firing.
+TIMING = {"when", "start_at", "end_at", "window_minutes"}
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -42,7 +50,7 @@ def schedule_task(runtime: Runtime, body: Any,
         except TaskNotFound:
             pass
     new = parse_new_task(body, now)
-    task = Task(
+    task = _with_first_run(Task(
         task_id=task_id,
         action=new.action,
         payload=new.payload,
@@ -56,7 +64,7 @@ def schedule_task(runtime: Runtime, body: Any,
         idempotency_key=idempotency_key,
         request_hash=request_hash if idempotency_key else None,
         **new.options,
-    )
+    ), now)
     try:
         store.create(task)
     except TaskExists:  # a repeat that arrived while the first was being stored
@@ -112,17 +120,8 @@ def _undo(runtime: Runtime, task: Task) -> None:
             logger.exception("undoing task %s: %s failed", task.task_id, step)
 
 
-def _undo_replay(runtime: Runtime, task: Task, previous: Task) -> None:
-    try:
-        if not runtime.store.undo_replay(task, previous):
-            logger.warning("task %s moved on before its replay could be undone", task.task_id)
-    except Exception:  # noqa: BLE001 - the arming error is what the caller sees
-        logger.exception("undoing the replay of task %s failed", task.task_id)
-
-
-def _not_allowed(conflict: StateConflict, verb: str, reason: str) -> Conflict:
+def _not_allowed(current: Task, verb: str, reason: str) -> Conflict:
     """The 409 for a change the task's current status does not allow."""
-    current = conflict.current
     return Conflict(f"task {current.task_id} is {current.status}: {reason}", field="task_id",
                     code=f"not_{verb}")
 
@@ -136,13 +135,18 @@ def describe(task: Task) -> Dict[str, Any]:
 
 
 def upcoming(task: Task, count: int = UPCOMING_COUNT):
-    """The task's next firings (none once it no longer waits)."""
-    if not task.waiting or task.next_run_at is None:
-        return []
-    following = []
-    if task.recurring:
-        following = schedules.from_task(task).upcoming(task.next_run_at, count - 1)
-    return [task.next_run_at] + following
+    """The task's next runs (none once it no longer waits)."""
+    return lifecycle.upcoming(task, count)
+
+
+def _with_first_run(task: Task, now) -> Task:
+    """The task with its first firing after `now` (within start_at / end_at) and the
+    moment it runs (within window_minutes), or a 400 when there is none."""
+    first = lifecycle.first_run(task, now)
+    if first is None:
+        raise ValidationError(f"run_at has no firing between now and end_at {task.end_at}",
+                              field="end_at")
+    return replace(task, firing_at=first[0], next_run_at=first[1])
 
 
 def _known_id(task_id: str) -> str:
@@ -180,34 +184,159 @@ def preview(runtime: Runtime, params: Optional[Dict[str, str]]) -> Dict[str, Any
     return parse_preview(params, runtime.clock.now())
 
 
-def cancel_task(runtime: Runtime, task_id: str) -> Dict[str, Any]:
-    """DELETE /tasks/{task_id}: cancel a waiting task and remove its trigger."""
-    try:
-        task = runtime.store.cancel(_known_id(task_id), runtime.clock.now())
-    except StateConflict as conflict:
-        raise _not_allowed(conflict, "cancelled", "it can no longer be cancelled") from None
-    runtime.trigger.disarm(task)
+def cancel_task(runtime: Runtime, task_id: str,
+                if_match: Optional[str] = None) -> Dict[str, Any]:
+    """DELETE /tasks/{task_id}: cancel a waiting or paused task and remove its trigger."""
+    now = runtime.clock.now()
+
+    def cancel(task: Task) -> Task:
+        if task.status not in CHANGEABLE:
+            raise _not_allowed(task, "cancelled", "it can no longer be cancelled")
+        return replace(task, status=CANCELLED, updated_at=now)
+
+    task = changes.apply(runtime, _known_id(task_id), cancel, _if_match(if_match))
     observability.event("task_cancelled", task_id=task_id)
     return describe(task)
 
 
-def retry_task(runtime: Runtime, task_id: str, raw_body: Optional[bytes]) -> Dict[str, Any]:
+def retry_task(runtime: Runtime, task_id: str, raw_body: Optional[bytes],
+               if_match: Optional[str] = None) -> Dict[str, Any]:
     """POST /tasks/{task_id}/retry: run a failed task again, now or at `run_at`."""
     now = runtime.clock.now()
     run_at = parse_replay(raw_body, now)
-    store = runtime.store
-    previous = store.get(_known_id(task_id))
-    try:
-        task = store.replay(task_id, run_at, now)
-    except StateConflict as conflict:
-        raise _not_allowed(conflict, "retried", "only a failed task can be retried") from None
-    try:
-        runtime.trigger.arm(task)
-    except Exception:
-        # Without its trigger the replay would wait for the daily sweep: put the task
-        # back as it was, so the caller's error is the whole story and a retry works.
-        logger.exception("arming the replay of task %s failed; undoing it", task_id)
-        _undo_replay(runtime, task, previous)
-        raise
+
+    def replay(task: Task) -> Task:
+        if task.status != FAILED:
+            raise _not_allowed(task, "retried", "only a failed task can be retried")
+        return replace(task, status=SCHEDULED, attempts=0, next_run_at=run_at,
+                       firing_at=run_at, updated_at=now)
+
+    task = changes.apply(runtime, _known_id(task_id), replay, _if_match(if_match))
     observability.event("task_replayed", task_id=task_id, next_run_at=iso(task.next_run_at))
     return describe(task)
+
+
+def update_task(runtime: Runtime, task_id: str, raw_body: Optional[bytes],
+                if_match: Optional[str] = None) -> Dict[str, Any]:
+    """PATCH /tasks/{task_id}: change any field but the action of a task that waits or is
+    paused; a change of when re-arms it."""
+    now = runtime.clock.now()
+    body = parse_json_body(raw_body)
+    action = runtime.store.get(_known_id(task_id)).action
+    wanted = parse_update(body, action, now)
+
+    def update(task: Task) -> Task:
+        if task.status not in CHANGEABLE:
+            raise _not_allowed(task, "updated", "only a task that waits or is paused can "
+                                                "be changed")
+        return _updated(task, wanted, now)
+
+    task = changes.apply(runtime, task_id, update, _if_match(if_match))
+    observability.event("task_updated", task_id=task_id, fields=sorted(wanted),
+                        next_run_at=iso(task.next_run_at), version=task.version)
+    return describe(task)
+
+
+def _updated(task: Task, wanted: Dict[str, Any], now) -> Task:
+    """`task` with the validated changes, its firing recomputed when its timing changed."""
+    options = {name: value for name, value in wanted.items() if name in OPTION_NAMES}
+    after = replace(task, updated_at=now, **options)
+    if "payload" in wanted:
+        after.payload = wanted["payload"]
+    if "when" in wanted:
+        run_at, zone = wanted["when"]
+        run_at = task.run_at if run_at is None else run_at
+        schedule, tz, _ = parse_when(run_at, zone, now)
+        if zone is None and schedule.recurring and task.timezone != "UTC":
+            schedule, tz, _ = parse_when(run_at, task.timezone, now)  # its zone stays
+        after.run_at, after.schedule_kind, after.timezone = echo(schedule), schedule.kind, tz.key
+    check_between_fields(after.recurring, {o.name: getattr(after, o.name) for o in OPTIONS},
+                         now)
+    if after.max_runs is not None and after.max_runs <= after.runs_done:
+        raise ValidationError(f"max_runs must be more than the {after.runs_done} runs done",
+                              field="max_runs")
+    if not TIMING & set(wanted):
+        return after
+    first_moment = _with_first_run(after, now)
+    after.firing_at, after.next_run_at = first_moment.firing_at, first_moment.next_run_at
+    if after.status == RETRYING:  # the pending retry is dropped for the new time
+        after.status, after.attempts = SCHEDULED, 0
+    if task.extra_run_key is not None and task.status == SCHEDULED:
+        after.next_run_at = task.next_run_at  # the extra run asked for still runs now
+    return after
+
+
+def pause_task(runtime: Runtime, task_id: str, raw_body: Optional[bytes],
+               if_match: Optional[str] = None) -> Dict[str, Any]:
+    """POST /tasks/{task_id}/pause: stop a waiting task firing (until a time, or resume)."""
+    now = runtime.clock.now()
+    until = parse_pause(raw_body, now)
+
+    def pause(task: Task) -> Task:
+        if task.status not in WAITING:
+            raise _not_allowed(task, "paused", "only a scheduled or retrying task can be "
+                                               "paused")
+        # A pending extra run is dropped; the task's own next firing is kept for resume.
+        next_run_at = lifecycle.spread(task, task.firing_at) if task.extra_run_key \
+            else task.next_run_at
+        return replace(task, status=PAUSED, paused_until=until, updated_at=now,
+                       extra_run_key=None, pause_after_run=False, next_run_at=next_run_at)
+
+    task = changes.apply(runtime, _known_id(task_id), pause, _if_match(if_match))
+    observability.event("task_paused", task_id=task_id, until=iso(until))
+    return describe(task)
+
+
+def resume_task(runtime: Runtime, task_id: str,
+                if_match: Optional[str] = None) -> Dict[str, Any]:
+    """POST /tasks/{task_id}/resume: a paused task waits again; the firings it missed
+    follow its catch_up."""
+    now = runtime.clock.now()
+
+    def resume(task: Task) -> Task:
+        if task.status != PAUSED:
+            raise _not_allowed(task, "resumed", "only a paused task can be resumed")
+        return lifecycle.resumed(task, now)[0]
+
+    task = changes.apply(runtime, _known_id(task_id), resume, _if_match(if_match))
+    observability.event("task_resumed", task_id=task_id, status=task.status,
+                        next_run_at=iso(task.next_run_at), by_until=False)
+    return describe(task)
+
+
+def run_task_now(runtime: Runtime, task_id: str,
+                 if_match: Optional[str] = None) -> Dict[str, Any]:
+    """POST /tasks/{task_id}/run: one run now, outside the schedule."""
+    now = schedules.ceil_second(runtime.clock.now())
+
+    def run_now(task: Task) -> Task:
+        if task.status not in CHANGEABLE:
+            raise _not_allowed(task, "run", "only a task that waits or is paused can be run "
+                                            "now")
+        if task.status == RETRYING:
+            # Its pending retry is the run that waits: it runs now, as the same delivery.
+            return replace(task, next_run_at=now, updated_at=now)
+        if not task.recurring:
+            # A one-time task's run moves to now: it is then finished.
+            return replace(task, status=SCHEDULED, next_run_at=now, firing_at=now,
+                           paused_until=None, updated_at=now)
+        return replace(task, status=SCHEDULED, next_run_at=now, updated_at=now,
+                       extra_run_key=f"run-{uuid.uuid4().hex}",
+                       pause_after_run=task.status == PAUSED)
+
+    task = changes.apply(runtime, _known_id(task_id), run_now, _if_match(if_match))
+    observability.event("task_run_requested", task_id=task_id)
+    return describe(task)
+
+
+def _if_match(header: Optional[str]) -> Optional[int]:
+    """The version an If-Match header names ("3", W/"3" or 3; * or none: any)."""
+    if header is None or header.strip() == "*":
+        return None
+    text = header.strip()
+    text = text[2:] if text.startswith("W/") else text
+    text = text.strip('"')
+    if not schedules.is_number(text):
+        raise ValidationError('If-Match must be a task\'s ETag: its version in quotes ("3")',
+                              field="If-Match")
+    return int(text)

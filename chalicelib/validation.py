@@ -1,19 +1,22 @@
 """Turn an untrusted request into a validated task, or a ValidationError naming the field."""
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Dict, Optional, Tuple
 from zoneinfo import ZoneInfo
 
 from chalicelib import actions, config, schedules
 from chalicelib.errors import PayloadTooLarge, ValidationError
-from chalicelib.models import OPTIONS, STATUSES, Option, iso
+from chalicelib.models import OPTIONS, STATUSES, Option, iso, parse_iso
 
 MAX_BODY_BYTES = 256 * 1024
 # What and when are checked by their own rules below; every option by its declaration.
 RULE_FIELDS = ("action", "payload", "run_at", "timezone")
 TASK_FIELDS = set(RULE_FIELDS) | {declared.name for declared in OPTIONS}
 MAX_NAME_LENGTH = next(o for o in OPTIONS if o.name == "name").schema["maxLength"]
+DEFAULTS = {declared.name: declared.default for declared in OPTIONS}
+RECURRING_ONLY = ("start_at", "end_at", "max_runs", "overlap")
+TAGS_SCHEMA = next(o for o in OPTIONS if o.name == "tags").schema
 
 
 @dataclass
@@ -76,7 +79,17 @@ def parse_option(declared: Option, body: Dict[str, Any]) -> Any:
     if not _conforms(value, declared.schema):
         raise ValidationError(f"{declared.name} must be {describe_schema(declared.schema)}",
                               field=declared.name)
+    if declared.schema.get("format") == "date-time":
+        return _normalized_time(declared.name, value)
     return value
+
+
+def _normalized_time(name: str, text: str) -> str:
+    # Stored and shown as the API's one time format, UTC.
+    try:
+        return iso(schedules.parse_iso(text.strip()).at)
+    except ValidationError as error:
+        raise ValidationError(error.message.replace("run_at", name, 1), field=name) from None
 
 
 def _conforms(value: Any, schema: Dict[str, Any]) -> bool:
@@ -85,8 +98,15 @@ def _conforms(value: Any, schema: Dict[str, Any]) -> bool:
         return (isinstance(value, int) and not isinstance(value, bool)
                 and schema.get("minimum", value) <= value <= schema.get("maximum", value))
     if kind == "string":
-        return (isinstance(value, str) and len(value) <= schema.get("maxLength", len(value))
+        return (isinstance(value, str)
+                and schema.get("minLength", 0) <= len(value) <= schema.get("maxLength",
+                                                                           len(value))
                 and ("enum" not in schema or value in schema["enum"]))
+    if kind == "object":
+        return (isinstance(value, dict) and len(value) <= schema["maxProperties"]
+                and all(_conforms(key, schema["propertyNames"])
+                        and _conforms(item, schema["additionalProperties"])
+                        for key, item in value.items()))
     if kind == "boolean":
         return isinstance(value, bool)
     if kind == "array":
@@ -103,8 +123,16 @@ def describe_schema(schema: Dict[str, Any]) -> str:
         return f"a whole number from {schema['minimum']} to {schema['maximum']}"
     if kind == "string" and "enum" in schema:
         return " or ".join(f"'{choice}'" for choice in schema["enum"])
+    if kind == "string" and schema.get("format") == "date-time":
+        return "an ISO 8601 date-time (e.g. 2030-05-19T17:56:00Z) or null"
     if kind == "string":
-        return f"a string of at most {schema['maxLength']} characters"
+        return (f"a string of {schema.get('minLength', 0)}-{schema['maxLength']} characters"
+                if schema.get("minLength") else
+                f"a string of at most {schema['maxLength']} characters")
+    if kind == "object":
+        return (f"an object of at most {schema['maxProperties']} entries, each key "
+                f"{describe_schema(schema['propertyNames'])} and each value "
+                f"{describe_schema(schema['additionalProperties'])}")
     if kind == "boolean":
         return "true or false"
     return (f"a list of at most {schema['maxItems']} items, each "
@@ -135,15 +163,79 @@ def parse_new_task(body: Any, now: datetime) -> NewTask:
 
     schedule, tz, next_run_at = parse_when(body.get("run_at"), body.get("timezone"), now)
     options = {declared.name: parse_option(declared, body) for declared in OPTIONS}
+    check_between_fields(schedule.kind != schedules.ONCE, options, now)
     return NewTask(
         action=action_name,
         payload=payload,
-        run_at=_echo(schedule),
+        run_at=echo(schedule),
         schedule=schedule,
         next_run_at=next_run_at,
         timezone=tz.key,
         options=options,
     )
+
+
+def check_between_fields(recurring: bool, options: Dict[str, Any], now: datetime) -> None:
+    """The rules that tie a task's fields together, once each passed its own."""
+    if not recurring:
+        for name in RECURRING_ONLY:
+            if options.get(name, DEFAULTS[name]) != DEFAULTS[name]:
+                raise ValidationError(f"{name} applies to recurring tasks only (cron, rate or "
+                                      "HH:MM), not to a one-time run_at", field=name)
+    start, end = parse_iso(options.get("start_at")), parse_iso(options.get("end_at"))
+    if end is not None and end <= now:
+        raise ValidationError(f"end_at {iso(end)} is not in the future", field="end_at")
+    if end is not None and start is not None and end <= start:
+        raise ValidationError("end_at must be after start_at", field="end_at")
+
+
+def parse_update(body: Any, action_name: str, now: datetime) -> Dict[str, Any]:
+    """The fields a PATCH changes, each validated as POST validates it (the rules between
+    fields are checked on the task they make): payload, run_at with timezone (as
+    "schedule": (schedule, zone)), and options."""
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object", code="invalid_json")
+    if "action" in body:
+        raise ValidationError("action cannot be changed: schedule a new task instead",
+                              field="action")
+    unknown = sorted(set(body) - TASK_FIELDS)
+    if unknown:
+        raise ValidationError(f"'{unknown[0]}' is not a field of a task (allowed: "
+                              f"{', '.join(sorted(TASK_FIELDS - {'action'}))})",
+                              field=unknown[0], code="unknown_field")
+    if not body:
+        raise ValidationError("the body names no field to change", code="invalid_json")
+    changes: Dict[str, Any] = {}
+    if "payload" in body:
+        changes["payload"] = actions.REGISTRY[action_name].validate(body["payload"])
+    if "run_at" in body or "timezone" in body:
+        changes["when"] = (body.get("run_at"), body.get("timezone"))
+    for declared in OPTIONS:
+        if declared.name in body:
+            changes[declared.name] = parse_option(declared, body)
+    return changes
+
+
+def parse_pause(raw: Optional[bytes], now: datetime) -> Optional[datetime]:
+    """The optional body of POST /tasks/{id}/pause: {"until": ISO date-time} or nothing."""
+    if not raw or not raw.strip():
+        return None
+    body = parse_json_body(raw)
+    if not isinstance(body, dict) or set(body) - {"until"}:
+        raise ValidationError("the body may hold only until, an ISO 8601 date-time",
+                              field=None, code="invalid_json")
+    until = body.get("until")
+    if until is None:
+        return None
+    if not isinstance(until, str):
+        raise ValidationError("until must be an ISO 8601 date-time", field="until")
+    moment = parse_iso(_normalized_time("until", until))
+    if moment <= now:
+        raise ValidationError(f"until {iso(moment)} is not in the future", field="until")
+    if moment > now + timedelta(days=config.max_horizon_days()):
+        raise ValidationError(f"until is more than {config.max_horizon_days()} days ahead "
+                              "(MAX_HORIZON_DAYS)", field="until")
+    return moment
 
 
 def parse_when(run_at: Any, timezone_name: Any,
@@ -176,12 +268,12 @@ def parse_preview(params: Optional[Dict[str, str]], now: datetime) -> Dict[str, 
     firings = [first]
     if schedule.kind != schedules.ONCE:
         firings += schedule.upcoming(first, int(count_text) - 1)
-    return {"run_at": _echo(schedule), "timezone": tz.key,
+    return {"run_at": echo(schedule), "timezone": tz.key,
             "recurring": schedule.kind != schedules.ONCE,
             "next": [iso(moment) for moment in firings]}
 
 
-def _echo(schedule: schedules.Schedule) -> str:
+def echo(schedule: schedules.Schedule) -> str:
     # An ISO time is echoed normalised to UTC; cron() and rate() in the form sent to AWS
     # (schedules.parse normalises case and spacing); HH:MM as given.
     if isinstance(schedule, schedules.OneTime):

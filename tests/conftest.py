@@ -190,6 +190,12 @@ class RecordingTrigger:
     def disarm(self, task):
         self.calls.append(("disarm", task.task_id))
 
+    def rearm(self, previous, current):
+        # As the port does it: what `previous` armed goes, what `current` needs comes.
+        self.disarm(previous)
+        if current.wake_at is not None:
+            self.arm(current)
+
     def ensure_armed(self, task):
         self.calls.append(("ensure_armed", task.task_id))
         return False
@@ -419,6 +425,27 @@ def refused_url():
 
 # ---------------------------------------------------------------- stored tasks
 
+@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.integration),
+                        "sqlite"])
+def store(request, monkeypatch, tmp_path):
+    """The adapter under test: DynamoDB and SQLite selected the way the app selects them
+    (TASK_STORE), the in-memory one put into the runtime as a test does."""
+    from chalicelib import wiring
+
+    if request.param == "memory":
+        from chalicelib.store.memory import InMemoryTaskStore
+
+        with wiring.overridden(store=InMemoryTaskStore()):
+            yield runtime().store
+        return
+    if request.param == "dynamodb":
+        request.getfixturevalue("aws")
+    else:
+        monkeypatch.setenv("TASK_STORE", "sqlite")
+        monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "tasks.sqlite3"))
+    yield runtime().store
+
+
 @pytest.fixture
 def make_task():
     """Store a task directly (for states the API cannot create, such as overdue ones)."""
@@ -428,7 +455,8 @@ def make_task():
              schedule_kind="once", **fields):
         now = utcnow()
         fields.setdefault("created_at", now - timedelta(hours=1))
-        next_run_at = (now + timedelta(seconds=due_in)).replace(microsecond=0)
+        next_run_at = fields.pop("next_run_at", None) or (
+            now + timedelta(seconds=due_in)).replace(microsecond=0)
         task = Task(
             task_id=str(uuid.uuid4()), action=action,
             payload=payload if payload is not None else {"message": "hi"},

@@ -1,7 +1,8 @@
 """execute_task against a real HTTP receiver on 127.0.0.1 and moto."""
 import json
 import threading
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
@@ -188,7 +189,8 @@ def test_stray_firing_of_a_cancelled_task_removes_its_schedule(api, receiver):
     # The cancel was stored but its disarm failed: the cron schedule kept firing.
     body = {"action": "webhook", "payload": {"url": receiver.url}, "run_at": "rate(5 minutes)"}
     task_id = api.post("/schedule-task", body).json["task_id"]
-    runtime().store.cancel(task_id, utcnow())
+    stored = runtime().store.get(task_id)
+    runtime().store.update(replace(stored, status="cancelled"), stored.version)
     assert f"task-{task_id}" in {s["Name"] for s in schedules_in_group()}
     assert execute_task(runtime(), task_id).outcome == "skipped"
     assert f"task-{task_id}" not in {s["Name"] for s in schedules_in_group()}
@@ -299,12 +301,13 @@ def test_recurring_task_with_no_further_firing_completes_and_loses_its_trigger(
         aws, receiver, make_task):
     from chalicelib import aws as aws_clients
 
-    last_year = utcnow().year  # its last firing is due now, none follows this year
+    last_year = utcnow().year  # its last firing is due, none follows this year
+    last = datetime(last_year, 12, 31, 23, 55, tzinfo=timezone.utc)
     task = make_task(payload=webhook(receiver.url), schedule_kind="cron",
-                     run_at=f"cron(0/5 * * * ? {last_year})")
+                     run_at=f"cron(0/5 * * * ? {last_year})", next_run_at=last,
+                     firing_at=last)
     runtime().trigger.arm(task)
-    fake_end = Clock(now=lambda: utcnow().replace(year=last_year, month=12, day=31,
-                                                  hour=23, minute=58))
+    fake_end = Clock(now=lambda: last + timedelta(minutes=1))
     result = execute_task(runtime(fake_end), task.task_id)
     assert result.status == "completed"
     stored = runtime().store.get(task.task_id)

@@ -1,11 +1,13 @@
 """The use cases behind the API, on the in-memory store with a recording trigger and a fixed
 clock: no app, no moto, no files."""
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from chalicelib import service
-from chalicelib.errors import Conflict, TaskNotFound, ValidationError
+from chalicelib.errors import Conflict, PreconditionFailed, TaskNotFound, ValidationError
+from chalicelib.executor import execute_task
 from chalicelib.models import RUN_FAILED, Clock, Run, Transition
 from chalicelib.store.memory import InMemoryTaskStore
 from chalicelib.wiring import Runtime
@@ -119,3 +121,196 @@ def test_a_next_token_of_another_listing_is_a_400_on_next_token(runtime):
 def test_preview_counts_from_the_runtimes_clock(runtime):
     preview = service.preview(runtime, {"run_at": "rate(1 hour)", "count": "2"})
     assert preview["next"] == ["2030-05-19T18:00:00Z", "2030-05-19T19:00:00Z"]
+
+
+# ---------------------------------------------------------------- managing tasks
+
+def hourly(**extra):
+    return body(run_at="cron(0 * * * ? *)", **extra)
+
+
+def _json(data) -> bytes:
+    return json.dumps(data).encode()
+
+
+def test_patch_changes_fields_recomputes_the_firing_and_rearms(runtime):
+    created, _ = service.schedule_task(runtime, hourly(name="a"))
+    task_id = created["task_id"]
+    changed = service.update_task(runtime, task_id, _json({
+        "run_at": "cron(30 9 * * ? *)", "timezone": "Europe/Berlin", "name": "b",
+        "tags": {"team": "ops"}, "priority": 9}), '"1"')
+    assert changed["version"] == 2 and changed["name"] == "b"
+    assert changed["next_run_at"] == "2030-05-20T07:30:00Z"  # 09:30 in Berlin (CEST)
+    assert changed["tags"] == {"team": "ops"} and changed["priority"] == 9
+    assert runtime.trigger.calls[-2:] == [("disarm", task_id), ("arm", task_id)]
+    stored = runtime.store.get(task_id)
+    assert stored.firing_at == stored.next_run_at and stored.timezone == "Europe/Berlin"
+
+
+def test_patch_keeps_the_zone_of_a_recurring_task_when_only_run_at_changes(runtime):
+    created, _ = service.schedule_task(runtime, hourly(timezone="Asia/Tokyo"))
+    changed = service.update_task(runtime, created["task_id"],
+                                  _json({"run_at": "cron(0 9 * * ? *)"}))
+    assert changed["timezone"] == "Asia/Tokyo"
+    assert changed["next_run_at"] == "2030-05-20T00:00:00Z"
+    one_time = service.update_task(runtime, created["task_id"],
+                                   _json({"run_at": "2030-05-21T10:00:00+02:00"}))
+    assert (one_time["timezone"], one_time["next_run_at"]) == ("UTC", "2030-05-21T08:00:00Z")
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"action": "webhook"}, "action"),
+    ({"run_at": "2020-01-01T00:00:00Z"}, "run_at"),
+    ({"timezone": "Mars/Olympus"}, "timezone"),
+    ({"payload": {"message": 3}}, "payload.message"),
+    ({"priority": 10}, "priority"),
+    ({"start_at": "yesterday"}, "start_at"),
+    ({"end_at": "2030-05-19T16:00:00Z"}, "end_at"),  # not in the future
+    ({"start_at": "2030-06-01T00:00:00Z", "end_at": "2030-05-30T00:00:00Z"}, "end_at"),
+    ({"end_at": "2030-05-19T17:30:00Z"}, "end_at"),  # no firing left
+    ({"max_runs": 0}, "max_runs"),
+    ({"catch_up": "some"}, "catch_up"),
+    ({"overlap": "queue"}, "overlap"),
+    ({"window_minutes": 1441}, "window_minutes"),
+    ({"tags": {"": "x"}}, "tags"),
+    ({"tags": {f"k{i}": "v" for i in range(11)}}, "tags"),
+    ({"tags": {"k": "v" * 257}}, "tags"),
+    ({"tags": ["a"]}, "tags"),
+    ({"colour": "red"}, "colour"),
+])
+def test_every_bad_patch_is_a_400_naming_the_field_and_changes_nothing(runtime, change,
+                                                                       field):
+    created, _ = service.schedule_task(runtime, hourly())
+    before = runtime.store.get(created["task_id"])
+    calls = list(runtime.trigger.calls)
+    with pytest.raises(ValidationError) as refused:
+        service.update_task(runtime, created["task_id"], _json(change))
+    assert refused.value.field == field, refused.value.message
+    assert runtime.store.get(created["task_id"]) == before
+    assert runtime.trigger.calls == calls
+
+
+@pytest.mark.parametrize("field, value", [("start_at", "2030-06-01T00:00:00Z"),
+                                          ("end_at", "2030-06-01T00:00:00Z"),
+                                          ("max_runs", 3), ("overlap", "buffer_one")])
+def test_recurring_only_fields_are_refused_on_a_one_time_task(runtime, field, value):
+    with pytest.raises(ValidationError) as refused:
+        service.schedule_task(runtime, body(**{field: value}))
+    assert refused.value.field == field
+    assert service.list_tasks(runtime, {})["tasks"] == []
+
+
+def test_if_match_of_another_version_is_a_412_and_changes_nothing(runtime):
+    created, _ = service.schedule_task(runtime, hourly())
+    task_id = created["task_id"]
+    service.update_task(runtime, task_id, _json({"name": "first"}), '"1"')
+    for call in (lambda: service.update_task(runtime, task_id, _json({"name": "x"}), '"1"'),
+                 lambda: service.pause_task(runtime, task_id, None, 'W/"1"'),
+                 lambda: service.cancel_task(runtime, task_id, "1")):
+        with pytest.raises(PreconditionFailed) as stale:
+            call()
+        assert (stale.value.status, stale.value.field) == (412, "If-Match")
+    assert runtime.store.get(task_id).name == "first"
+    with pytest.raises(ValidationError) as garbage:
+        service.update_task(runtime, task_id, _json({"name": "x"}), "latest")
+    assert garbage.value.field == "If-Match"
+    assert service.update_task(runtime, task_id, _json({"name": "y"}), "*")["version"] == 3
+
+
+def test_pause_removes_the_trigger_and_resume_brings_it_back(runtime):
+    created, _ = service.schedule_task(runtime, hourly())
+    task_id = created["task_id"]
+    paused = service.pause_task(runtime, task_id, None)
+    assert (paused["status"], paused["next_run_at"], paused["upcoming"]) == ("paused", None, [])
+    assert runtime.trigger.calls[-1] == ("disarm", task_id)
+    with pytest.raises(Conflict) as twice:
+        service.pause_task(runtime, task_id, None)
+    assert twice.value.code == "not_paused"
+    resumed = service.resume_task(runtime, task_id)
+    assert resumed["status"] == "scheduled" and resumed["next_run_at"] == "2030-05-19T18:00:00Z"
+    assert runtime.trigger.calls[-1] == ("arm", task_id)
+    with pytest.raises(Conflict) as again:
+        service.resume_task(runtime, task_id)
+    assert again.value.code == "not_resumed"
+
+
+@pytest.mark.parametrize("until, field", [("2030-05-19T16:00:00Z", "until"),
+                                          ("soon", "until"), (5, "until")])
+def test_a_bad_until_is_a_400(runtime, until, field):
+    created, _ = service.schedule_task(runtime, hourly())
+    with pytest.raises(ValidationError) as refused:
+        service.pause_task(runtime, created["task_id"], _json({"until": until}))
+    assert refused.value.field == field
+    assert runtime.store.get(created["task_id"]).status == "scheduled"
+
+
+def test_pause_until_arms_only_the_end_of_the_pause(runtime):
+    created, _ = service.schedule_task(runtime, hourly())
+    paused = service.pause_task(runtime, created["task_id"],
+                                _json({"until": "2030-05-19T20:00:00+00:00"}))
+    assert paused["paused_until"] == "2030-05-19T20:00:00Z"
+    stored = runtime.store.get(created["task_id"])
+    assert stored.wake_at == datetime(2030, 5, 19, 20, 0, tzinfo=timezone.utc)
+    assert runtime.trigger.calls[-1] == ("arm", created["task_id"])
+
+
+def test_run_now_of_a_recurring_task_is_an_extra_run_that_keeps_the_schedule(runtime):
+    created, _ = service.schedule_task(runtime, hourly())
+    task_id = created["task_id"]
+    running = service.run_task_now(runtime, task_id)
+    assert running["next_run_at"] == "2030-05-19T17:00:00Z"
+    stored = runtime.store.get(task_id)
+    assert stored.extra_run_key and stored.firing_at == datetime(2030, 5, 19, 18, 0,
+                                                                  tzinfo=timezone.utc)
+    result = execute_task(runtime, task_id)
+    assert result.outcome == "ran"
+    after = runtime.store.get(task_id)
+    assert after.status == "scheduled" and after.runs_done == 1
+    assert after.next_run_at == after.firing_at == datetime(2030, 5, 19, 18, 0,
+                                                            tzinfo=timezone.utc)
+    assert after.extra_run_key is None
+
+
+def test_run_now_of_a_paused_task_runs_once_and_it_stays_paused(runtime):
+    created, _ = service.schedule_task(runtime, hourly())
+    task_id = created["task_id"]
+    service.pause_task(runtime, task_id, None)
+    service.run_task_now(runtime, task_id)
+    execute_task(runtime, task_id)
+    after = runtime.store.get(task_id)
+    assert after.status == "paused" and after.runs_done == 1
+    assert runtime.trigger.calls[-1][0] == "after_run"
+
+
+def test_run_now_of_a_one_time_task_finishes_it(runtime):
+    created, _ = service.schedule_task(runtime, body())
+    service.run_task_now(runtime, created["task_id"])
+    assert execute_task(runtime, created["task_id"]).status == "completed"
+    with pytest.raises(Conflict) as done:
+        service.run_task_now(runtime, created["task_id"])
+    assert done.value.code == "not_run"
+
+
+def test_a_running_or_finished_task_cannot_be_changed(runtime):
+    created, _ = service.schedule_task(runtime, body())
+    task_id = created["task_id"]
+    runtime.store.claim(task_id, "r1", NOW + timedelta(hours=1))
+    for call, code in ((lambda: service.update_task(runtime, task_id, _json({"name": "x"})),
+                        "not_updated"),
+                       (lambda: service.pause_task(runtime, task_id, None), "not_paused"),
+                       (lambda: service.run_task_now(runtime, task_id), "not_run")):
+        with pytest.raises(Conflict) as refused:
+            call()
+        assert refused.value.code == code and "is running" in refused.value.message
+
+
+def test_max_runs_ends_the_task_completed_with_runs_done(runtime):
+    created, _ = service.schedule_task(runtime, hourly(max_runs=2))
+    task_id = created["task_id"]
+    assert len(service.get_task(runtime, task_id)["upcoming"]) == 2
+    for hour in (18, 19):
+        at = NOW.replace(hour=hour)
+        clock = Runtime(runtime.store, runtime.trigger, Clock(now=lambda at=at: at))
+        execute_task(clock, task_id)
+    final = service.get_task(runtime, task_id)
+    assert (final["status"], final["runs_done"]) == ("completed", 2)

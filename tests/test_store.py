@@ -1,36 +1,16 @@
 """Store contract: every case runs against the three adapters (in-memory, DynamoDB on moto,
-SQLite)."""
+SQLite), through the `store` fixture of conftest."""
 import threading
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from chalicelib import wiring
 from chalicelib.errors import (
     ClaimLost, InvalidPageToken, StateConflict, TaskExists, TaskNotFound,
 )
 from chalicelib.models import OPTIONS, Run, Transition, utcnow
-from tests.conftest import runtime
 
-
-@pytest.fixture(params=["memory", pytest.param("dynamodb", marks=pytest.mark.integration),
-                        "sqlite"])
-def store(request, monkeypatch, tmp_path):
-    """The adapter under test: DynamoDB and SQLite selected the way the app selects them
-    (TASK_STORE), the in-memory one put into the runtime as a test does."""
-    if request.param == "memory":
-        from chalicelib.store.memory import InMemoryTaskStore
-
-        with wiring.overridden(store=InMemoryTaskStore()):
-            yield runtime().store
-        return
-    if request.param == "dynamodb":
-        request.getfixturevalue("aws")
-    else:
-        monkeypatch.setenv("TASK_STORE", "sqlite")
-        monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "tasks.sqlite3"))
-    yield runtime().store
 
 def test_round_trip_keeps_every_field(store, make_task):
     task = make_task(payload={"url": "https://example.com", "data": {"f": 1.25, "n": None,
@@ -52,7 +32,8 @@ def a_value_other_than_the_default(declared):
                                                        default=None))]
     candidates = {"integer": [schema.get("maximum"), schema.get("minimum")],
                   "string": list(schema.get("enum", [])) + ["a value"],
-                  "boolean": [True, False]}[schema["type"]]
+                  "boolean": [True, False],
+                  "object": [{"team": "ops", "tier": ""}]}[schema["type"]]
     return next(value for value in candidates if value != declared.default)
 
 
@@ -61,6 +42,11 @@ def test_round_trip_keeps_every_declared_option(store, make_task):
     chosen = {declared.name: a_value_other_than_the_default(declared) for declared in OPTIONS}
     stored = store.get(make_task(**chosen).task_id)
     assert {name: getattr(stored, name) for name in chosen} == chosen
+
+
+def _cancel(store, task_id):
+    task = store.get(task_id)
+    return store.update(replace(task, status="cancelled"), task.version)
 
 
 def test_create_twice_is_refused(store, make_task):
@@ -105,38 +91,92 @@ def test_only_one_of_many_concurrent_claims_wins(store, make_task):
 
 
 def test_finish_needs_the_claim(store, make_task):
-    store = store
     task = make_task()
     claimed = store.claim(task.task_id, "r1", utcnow())
+    # Its lease expires and another invocation takes the task over.
+    taken_over = store.claim(task.task_id, "r2", utcnow() + timedelta(minutes=3))
     run = Run(run_id="r1", attempt=1, started_at=utcnow(), ended_at=utcnow(),
               outcome="succeeded", duration_ms=1)
-    stale = claimed.__class__(**{**claimed.__dict__, "run_id": "someone-else"})
-    with pytest.raises(ClaimLost):
-        store.finish(stale, run, Transition("completed"), utcnow())
-    done = store.finish(claimed, run, Transition("completed"), utcnow())
-    assert done.status == "completed" and done.runs[0].run_id == "r1"
     with pytest.raises(ClaimLost):
         store.finish(claimed, run, Transition("completed"), utcnow())
+    done = store.finish(taken_over, replace(run, run_id="r2"), Transition("completed"),
+                        utcnow())
+    assert done.status == "completed" and done.runs[0].run_id == "r2"
+    with pytest.raises(ClaimLost):
+        store.finish(taken_over, run, Transition("completed"), utcnow())
 
 
-def test_cancel_only_while_waiting(store, make_task):
-    task = make_task(due_in=60)
-    assert store.cancel(task.task_id, utcnow()).status == "cancelled"
+def test_update_writes_only_on_the_version_it_read(store, make_task):
+    task = store.get(make_task(due_in=60).task_id)
+    changed = store.update(replace(task, name="renamed"), task.version)
+    assert changed.version == task.version + 1
+    assert store.get(task.task_id).name == "renamed"
     with pytest.raises(StateConflict) as conflict:
-        store.cancel(task.task_id, utcnow())
-    assert conflict.value.current.status == "cancelled"
+        store.update(replace(task, name="stale"), task.version)
+    assert conflict.value.current.name == "renamed"
+    assert conflict.value.current.version == task.version + 1
     with pytest.raises(TaskNotFound):
-        store.cancel("missing", utcnow())
+        store.update(replace(task, task_id="5c0d1f6e-0000-4000-8000-000000000000"), 1)
 
 
-def test_replay_only_a_failed_task(store, make_task):
-    task = make_task(due_in=60)
+def test_of_concurrent_updates_on_one_version_exactly_one_wins(store, make_task):
+    task = store.get(make_task(due_in=60).task_id)
+    wins, barrier = [], threading.Barrier(6)
+
+    def change(label):
+        barrier.wait()
+        try:
+            store.update(replace(task, name=label), task.version)
+            wins.append(label)
+        except StateConflict:
+            pass
+
+    threads = [threading.Thread(target=change, args=(f"writer-{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1
+    stored = store.get(task.task_id)
+    assert stored.name == wins[0] and stored.version == task.version + 1
+
+
+def test_a_claim_raises_the_version_so_a_change_read_before_it_loses(store, make_task):
+    task = store.get(make_task().task_id)
+    claimed = store.claim(task.task_id, "r1", utcnow())
+    assert claimed.version == task.version + 1
     with pytest.raises(StateConflict) as conflict:
-        store.replay(task.task_id, utcnow(), utcnow())
-    assert conflict.value.current.task_id == task.task_id
-    assert conflict.value.current.status == "scheduled"
-    with pytest.raises(TaskNotFound):
-        store.replay("missing", utcnow(), utcnow())
+        store.update(replace(task, status="paused"), task.version)
+    assert conflict.value.current.status == "running"
+
+
+def test_a_paused_task_is_never_claimed_and_due_only_at_its_until(store, make_task):
+    task = store.get(make_task(due_in=-5).task_id)
+    until = (utcnow() + timedelta(minutes=10)).replace(microsecond=0)
+    paused = store.update(replace(task, status="paused", paused_until=until), task.version)
+    assert paused.wake_at == until
+    with pytest.raises(ClaimLost):
+        store.claim(task.task_id, "r1", utcnow())
+    assert list(store.due(utcnow(), 10)) == []
+    assert [t.task_id for t in store.due(until, 10)] == [task.task_id]
+    assert store.next_due_after(utcnow()) == until
+    forever = store.update(replace(paused, paused_until=None), paused.version)
+    assert list(store.due(utcnow() + timedelta(days=400), 10)) == []
+    assert store.get(task.task_id).paused_until is None and forever.status == "paused"
+
+
+def test_the_lifecycle_state_round_trips(store, make_task):
+    task = store.get(make_task(due_in=60, run_at="rate(5 minutes)",
+                               schedule_kind="rate").task_id)
+    until = (utcnow() + timedelta(hours=1)).replace(microsecond=0)
+    stored = store.update(replace(task, runs_done=7, extra_run_key="run-abc",
+                                  pause_after_run=True, paused_until=until,
+                                  runs=[Run("skipped-x", 0, until, until, "skipped",
+                                            error="missed")]), task.version)
+    again = store.get(task.task_id)
+    assert (again.runs_done, again.extra_run_key, again.pause_after_run,
+            again.paused_until) == (7, "run-abc", True, until)
+    assert again.runs[0].outcome == "skipped" and again.version == stored.version
 
 
 def test_a_returned_task_is_the_callers_own_copy(store, make_task):
@@ -147,25 +187,6 @@ def test_a_returned_task_is_the_callers_own_copy(store, make_task):
     task.payload["data"]["n"] = 3
     again = store.get(task.task_id)
     assert again.payload["data"]["n"] == 1 and again.status == "scheduled"
-
-
-def test_undo_replay_restores_the_failed_task_only_while_the_replay_waits(store, make_task):
-    task = make_task()
-    claimed = store.claim(task.task_id, "r1", utcnow())
-    run = Run(run_id="r1", attempt=1, started_at=utcnow(), ended_at=utcnow(),
-              outcome="failed", error="HTTP 500")
-    failed = store.finish(claimed, run, Transition("failed"), utcnow())
-    replayed = store.replay(task.task_id, utcnow() + timedelta(minutes=5), utcnow())
-    assert store.undo_replay(replayed, failed) is True
-    back = store.get(task.task_id)
-    assert back.status == "failed" and back.attempts == failed.attempts
-    assert back.next_run_at == failed.next_run_at and back.runs[0].run_id == "r1"
-    assert [t.task_id for t in store.due(utcnow() + timedelta(hours=1), 10)] == []
-    # Once the replay has run (or been replayed again), undoing it changes nothing.
-    replayed = store.replay(task.task_id, utcnow() - timedelta(seconds=1), utcnow())
-    store.claim(task.task_id, "r2", utcnow())
-    assert store.undo_replay(replayed, failed) is False
-    assert store.get(task.task_id).status == "running"
 
 
 def test_running_task_is_due_again_only_after_its_lease(store, make_task):
@@ -205,7 +226,7 @@ def test_finished_and_cancelled_tasks_are_never_due(store, make_task):
     claimed = store.claim(done.task_id, "r", utcnow())
     store.finish(claimed, Run("r", 1, utcnow(), utcnow(), "succeeded"), Transition("completed"),
                  utcnow())
-    store.cancel(cancelled.task_id, utcnow())
+    _cancel(store, cancelled.task_id)
     assert list(store.due(utcnow() + timedelta(days=1), 10)) == []
     assert store.next_due_after(utcnow()) is None
 
@@ -247,7 +268,7 @@ def test_recover_running_makes_cut_off_runs_due_now(store, make_task):
 
 def test_list_by_status_is_newest_first_and_pages(store, make_task):
     tasks = [make_task(due_in=60 + i) for i in range(5)]
-    store.cancel(tasks[0].task_id, utcnow())
+    _cancel(store, tasks[0].task_id)
     page = store.list("scheduled", 2, None)
     assert len(page.tasks) == 2 and page.next_token
     rest = store.list("scheduled", 10, page.next_token)

@@ -1,4 +1,5 @@
 """DynamoDB adapter specifics: the due query reads due items only (ScannedCount)."""
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -63,15 +64,29 @@ def test_finished_tasks_expire_after_the_retention_and_replay_keeps_them(aws, ma
     run = Run(run_id="r1", attempt=1, started_at=utcnow(), ended_at=utcnow(),
               outcome="failed", error="HTTP 500")
     failed = store.finish(claimed, run, Transition("failed"), utcnow())
-    store.cancel(cancelled.task_id, utcnow())
+    store.update(replace(cancelled, status="cancelled"), cancelled.version)
     in_30_days = (utcnow() + timedelta(days=30)).timestamp()
     assert _expires(waiting.task_id) is None
     assert abs(_expires(done.task_id) - in_30_days) < 60
     assert abs(_expires(cancelled.task_id) - in_30_days) < 60
-    replayed = store.replay(done.task_id, utcnow() + timedelta(minutes=5), utcnow())
+    again = utcnow() + timedelta(minutes=5)
+    replayed = store.update(replace(failed, status="scheduled", next_run_at=again,
+                                    firing_at=again, attempts=0), failed.version)
     assert _expires(done.task_id) is None  # waiting again: never deleted under it
-    store.undo_replay(replayed, failed)
+    store.update(replace(failed, status="failed"), replayed.version)
     assert _expires(done.task_id) is not None
+
+
+def test_an_item_from_before_versions_is_version_0_and_can_be_changed(aws, make_task):
+    task = make_task(due_in=600)
+    client = aws_clients.client("dynamodb")
+    client.update_item(TableName=config.tasks_table(), Key={"TaskID": {"S": task.task_id}},
+                       UpdateExpression="REMOVE Version, RunsDone")
+    store = runtime().store
+    old = store.get(task.task_id)
+    assert (old.version, old.runs_done) == (0, 0)
+    changed = store.update(replace(old, name="migrated"), 0)
+    assert changed.version == 1 and store.get(task.task_id).name == "migrated"
 
 
 def test_bootstrap_turns_on_time_to_live(aws):

@@ -3,11 +3,12 @@ import abc
 import base64
 import binascii
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from chalicelib.errors import InvalidPageToken
-from chalicelib.models import Page, Run, Task, Transition
+from chalicelib.errors import ClaimLost, InvalidPageToken, StateConflict, TaskNotFound
+from chalicelib.models import MAX_RUNS_KEPT, RETRYING, Page, Run, Task, Transition
 
 # How long a claimed run may take before another invocation may take it over. The claim
 # is taken after any early wait, so a run needs at most the webhook's overall deadline
@@ -49,29 +50,38 @@ class TaskStore(abc.ABC):
         any) otherwise; of concurrent callers exactly one succeeds."""
 
     @abc.abstractmethod
-    def finish(self, task: Task, run: Run, change: Transition, now: datetime) -> Task:
-        """Record the run and its transition, only while `task.run_id` still holds the
-        claim (raises ClaimLost otherwise)."""
+    def update(self, task: Task, version: int) -> Task:
+        """Write `task` whole, as version `version` + 1, only while the stored task is still
+        at `version`: the one conditional write behind every change a client asks for and
+        every finished run. Raises TaskNotFound, or StateConflict with the task as stored;
+        of concurrent callers with the same version exactly one succeeds."""
 
-    @abc.abstractmethod
-    def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
-        """Make a failed task wait again for `run_at`, attempts reset (TaskNotFound /
-        StateConflict otherwise)."""
-
-    @abc.abstractmethod
-    def undo_replay(self, replayed: Task, previous: Task) -> bool:
-        """Put a task back as `previous` (failed) while it still waits for the replay that
-        made it `replayed` (used when the replay's trigger could not be armed). False
-        when it has moved on since."""
-
-    @abc.abstractmethod
-    def cancel(self, task_id: str, now: datetime) -> Task:
-        """Mark a waiting task cancelled (TaskNotFound / StateConflict otherwise)."""
+    def finish(self, task: Task, run: Optional[Run], change: Transition,
+               now: datetime) -> Task:
+        """Record a run (and the firings it skipped) and its transition, only while the
+        claim `task` came from still holds (ClaimLost otherwise)."""
+        kept = sorted(([run] if run else []) + list(change.skipped)
+                      + [r for r in task.runs if run is None or r.run_id != run.run_id],
+                      key=lambda r: r.started_at, reverse=True)[:MAX_RUNS_KEPT]
+        after = replace(
+            task, status=change.status, runs=kept, updated_at=now, lease_until=None,
+            next_run_at=change.next_run_at or task.next_run_at,
+            firing_at=change.firing_at or task.firing_at,
+            attempts=0 if change.reset_attempts else task.attempts,
+            runs_done=task.runs_done + int(change.counts_run),
+            # An extra run ends with its firing; a retry of it keeps its key.
+            extra_run_key=task.extra_run_key if change.status == RETRYING else None,
+            pause_after_run=task.pause_after_run and change.status == RETRYING)
+        try:
+            return self.update(after, task.version)
+        except (StateConflict, TaskNotFound) as lost:
+            raise ClaimLost(task.task_id, getattr(lost, "current", None)) from None
 
     @abc.abstractmethod
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
-        """Tasks due at `now` (waiting, or running past their lease), highest priority
-        first, then earliest; reads grow with the due work, not with the table."""
+        """Tasks due at `now` (waiting, running past their lease, or paused until a time
+        that has come: `Task.wake_at`), highest priority first, then earliest; reads grow
+        with the due work, not with the table."""
 
     @abc.abstractmethod
     def next_due_after(self, now: datetime) -> Optional[datetime]:

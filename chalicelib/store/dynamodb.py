@@ -1,14 +1,18 @@
 """DynamoDB adapter of the task store.
 
-One item per task, hash key TaskID. Two global secondary indexes:
-- DueIndex (sparse, projects all attributes): DueBucket = "P<priority>", DueAt = when the task next needs
-  attention. Only tasks that wait (scheduled, retrying: DueAt = next_run_at) or hold a
-  lease (running: DueAt = lease expiry) carry these attributes, so the due query reads
+One item per task, hash key TaskID, with a Version raised by every write: a claim is one
+conditional UpdateItem, every other change one PutItem conditioned on the version it read.
+Two global secondary indexes:
+- DueIndex (sparse, projects all attributes): DueBucket = "P<priority>", DueAt = when the
+  task next needs attention. Only tasks that wait (scheduled, retrying: DueAt =
+  next_run_at), are paused until a time (DueAt = its end) or hold a lease (running: DueAt
+  = lease expiry) carry these attributes, so the due query reads
   due items only, one Query per priority from 9 down to 0, and never the whole table.
 - StatusIndex: Status, CreatedAt, for listing by status newest first.
 """
 import functools
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -17,15 +21,14 @@ from botocore.exceptions import ClientError
 from chalicelib import aws, config
 from chalicelib.errors import ClaimLost, StateConflict, TaskExists, TaskNotFound
 from chalicelib.models import (
-    CANCELLED, COMPLETED, FAILED, MAX_RUNS_KEPT, OPTIONS, RETRYING, RUNNING, SCHEDULED,
-    WAITING, Option, Page, Run, Task, Transition, iso, iso_ms, parse_iso,
+    FINISHED, OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso, iso_ms,
+    parse_iso,
 )
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
 from chalicelib.store.attribute_values import deserialize, serialize
 
 # DynamoDB deletes a finished task this long after it finished (the table's TTL attribute).
 TTL_ATTRIBUTE = "ExpiresAt"
-FINISHED = (COMPLETED, FAILED, CANCELLED)
 
 
 PRIORITIES = range(9, -1, -1)
@@ -104,90 +107,35 @@ class DynamoDBTaskStore(TaskStore):
             return self._update(
                 task_id,
                 "SET #status = :running, RunId = :run_id, LeaseUntil = :lease, "
-                "DueAt = :lease, UpdatedAt = :now, Attempts = Attempts + :one",
+                "DueAt = :lease, UpdatedAt = :now, Attempts = Attempts + :one, "
+                "Version = if_not_exists(Version, :zero) + :one",
                 "(#status IN (:scheduled, :retrying) AND NextRunAt <= :now_key) "
                 "OR (#status = :running AND LeaseUntil < :now_key)",
                 {":running": RUNNING, ":scheduled": SCHEDULED, ":retrying": RETRYING,
                  ":run_id": run_id, ":lease": iso_ms(lease_until),
-                 ":now": iso(now), ":now_key": iso_ms(now), ":one": 1})
+                 ":now": iso(now), ":now_key": iso_ms(now), ":one": 1, ":zero": 0})
         except _Refused as refused:
             raise ClaimLost(task_id, refused.current) from None
 
-    def finish(self, task: Task, run: Run, change: Transition, now: datetime) -> Task:
-        runs = ([run] + [r for r in task.runs if r.run_id != run.run_id])[:MAX_RUNS_KEPT]
-        values: Dict[str, Any] = {
-            ":status": change.status, ":run_id": task.run_id, ":running": RUNNING,
-            ":runs": [_run_to_item(r) for r in runs], ":now": iso(now),
-        }
-        sets = ["#status = :status", "Runs = :runs", "UpdatedAt = :now"]
-        removes = ["LeaseUntil"]
-        next_run_at = change.next_run_at or task.next_run_at
-        values[":next"] = iso_ms(next_run_at)
-        sets.append("NextRunAt = :next")
-        if change.firing_at is not None:
-            values[":firing"] = iso_ms(change.firing_at)
-            sets.append("FiringAt = :firing")
-        if change.reset_attempts:
-            values[":zero"] = 0
-            sets.append("Attempts = :zero")
-        if change.status in WAITING:
-            values[":due_at"] = iso_ms(next_run_at)
-            values[":bucket"] = due_bucket(task.priority)
-            sets += ["DueAt = :due_at", "DueBucket = :bucket"]
-        else:
-            removes += ["DueAt", "DueBucket"]
-            values[":expires"] = expires_at(now)
-            sets.append(f"{TTL_ATTRIBUTE} = :expires")
-        try:
-            return self._update(task.task_id,
-                                f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
-                                "#status = :running AND RunId = :run_id", values)
-        except _Refused:
-            raise ClaimLost(task.task_id) from None
-
-    def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
-        priority = self.get(task_id).priority  # its due bucket; the update re-checks state
-        try:
-            return self._update(
-                task_id,
-                "SET #status = :scheduled, Attempts = :zero, NextRunAt = :at, "
-                "FiringAt = :at, DueAt = :at, DueBucket = :bucket, UpdatedAt = :now "
-                f"REMOVE {TTL_ATTRIBUTE}",
-                "#status = :failed",
-                {":scheduled": SCHEDULED, ":failed": FAILED, ":zero": 0,
-                 ":at": iso_ms(run_at), ":now": iso(now), ":bucket": due_bucket(priority)})
-        except _Refused as refused:
-            raise _state_error(task_id, refused.current) from None
-
-    def undo_replay(self, replayed: Task, previous: Task) -> bool:
+    def update(self, task: Task, version: int) -> Task:
+        after = replace(task, version=version + 1)
+        # An item from before versions has none: it is version 0.
+        condition = ("attribute_exists(TaskID) AND "
+                     + ("(attribute_not_exists(Version) OR Version = :version)" if version == 0
+                        else "Version = :version"))
         try:
             self._client.put_item(
-                TableName=self.table_name,
-                Item=_serialize(to_item(previous)),
-                ConditionExpression="#status = :scheduled AND FiringAt = :firing "
-                                    "AND Attempts = :zero",
-                ExpressionAttributeNames={"#status": "Status"},
-                ExpressionAttributeValues=_serialize({
-                    ":scheduled": SCHEDULED, ":firing": iso_ms(replayed.firing_at),
-                    ":zero": 0}),
-            )
+                TableName=self.table_name, Item=_serialize(to_item(after)),
+                ConditionExpression=condition,
+                ExpressionAttributeValues=_serialize({":version": version}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
-        return True
-
-    def cancel(self, task_id: str, now: datetime) -> Task:
-        try:
-            return self._update(
-                task_id,
-                f"SET #status = :cancelled, UpdatedAt = :now, {TTL_ATTRIBUTE} = :expires "
-                "REMOVE DueAt, DueBucket",
-                "#status IN (:scheduled, :retrying)",
-                {":cancelled": CANCELLED, ":scheduled": SCHEDULED, ":retrying": RETRYING,
-                 ":now": iso(now), ":expires": expires_at(now)})
-        except _Refused as refused:
-            raise _state_error(task_id, refused.current) from None
+            if not _is_condition_failure(error):
+                raise
+            old = error.response.get("Item")
+            raise _state_error(task.task_id, from_item(_deserialize(old)) if old else None
+                               ) from None
+        return after
 
     def _update(self, task_id: str, update: str, condition: str,
                 values: Dict[str, Any]) -> Task:
@@ -338,10 +286,12 @@ class DynamoDBTaskStore(TaskStore):
 
     def _expire_lease(self, item: Dict[str, Any], now: datetime) -> int:
         try:
-            self._update(item["TaskID"], "SET LeaseUntil = :lease, DueAt = :lease",
+            self._update(item["TaskID"], "SET LeaseUntil = :lease, DueAt = :lease, "
+                         "Version = if_not_exists(Version, :zero) + :one",
                          "#status = :running AND RunId = :run_id",
                          {":lease": iso_ms(now - timedelta(milliseconds=1)),
-                          ":running": RUNNING, ":run_id": item.get("RunId")})
+                          ":running": RUNNING, ":run_id": item.get("RunId"), ":zero": 0,
+                          ":one": 1})
         except _Refused:
             return 0  # finished meanwhile
         return 1
@@ -363,6 +313,8 @@ def to_item(task: Task) -> Dict[str, Any]:
         "CreatedAt": iso_ms(task.created_at),
         "UpdatedAt": iso(task.updated_at),
         "Runs": [_run_to_item(run) for run in task.runs],
+        "Version": task.version,
+        "RunsDone": task.runs_done,
     }
     optional = {
         **{attribute_name(declared): getattr(task, declared.name) for declared in OPTIONS},
@@ -372,13 +324,17 @@ def to_item(task: Task) -> Dict[str, Any]:
         "LeaseUntil": iso_ms(task.lease_until),
         "IdempotencyKey": task.idempotency_key,
         "RequestHash": task.request_hash,
+        "PausedUntil": iso_ms(task.paused_until),
+        "ExtraRunKey": task.extra_run_key,
+        "PauseAfterRun": task.pause_after_run or None,
     }
     item.update({key: value for key, value in optional.items() if value is not None})
     if task.name:
         item["NameSearch"] = task.name.casefold()  # DynamoDB's contains() is case-sensitive
-    if task.status in WAITING and task.next_run_at is not None:
+    due = task.lease_until if task.status == RUNNING else task.wake_at
+    if due is not None:
         item["DueBucket"] = due_bucket(task.priority)
-        item["DueAt"] = iso_ms(task.next_run_at)
+        item["DueAt"] = iso_ms(due)
     if task.status in FINISHED and task.updated_at is not None:
         item[TTL_ATTRIBUTE] = expires_at(task.updated_at)
     return item
@@ -409,6 +365,11 @@ def from_item(item: Dict[str, Any]) -> Task:
         firing_at=parse_iso(item.get("FiringAt")),
         idempotency_key=item.get("IdempotencyKey"),
         request_hash=item.get("RequestHash"),
+        version=int(item.get("Version", 0)),
+        runs_done=int(item.get("RunsDone", 0)),
+        paused_until=parse_iso(item.get("PausedUntil")),
+        extra_run_key=item.get("ExtraRunKey"),
+        pause_after_run=bool(item.get("PauseAfterRun", False)),
         **{declared.name: _option_from_item(declared, item) for declared in OPTIONS},
     )
 

@@ -11,10 +11,7 @@ from datetime import datetime, timedelta
 from typing import Dict, Iterator, List, Optional
 
 from chalicelib.errors import ClaimLost, StateConflict, TaskExists, TaskNotFound
-from chalicelib.models import (
-    CANCELLED, FAILED, MAX_RUNS_KEPT, RUNNING, SCHEDULED, WAITING, Page, Run, Task,
-    Transition, iso_ms,
-)
+from chalicelib.models import RUNNING, WAITING, Page, Task, iso_ms
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
 
 
@@ -41,44 +38,15 @@ class InMemoryTaskStore(TaskStore):
                 raise ClaimLost(task_id, copy.deepcopy(task))
             return self._put(replace(
                 task, status=RUNNING, run_id=run_id, attempts=task.attempts + 1,
-                lease_until=now + timedelta(seconds=LEASE_SECONDS), updated_at=now))
+                lease_until=now + timedelta(seconds=LEASE_SECONDS), updated_at=now,
+                version=task.version + 1))
 
-    def finish(self, task: Task, run: Run, change: Transition, now: datetime) -> Task:
+    def update(self, task: Task, version: int) -> Task:
         with self._lock:
-            current = self._tasks.get(task.task_id)
-            if current is None or current.status != RUNNING or current.run_id != task.run_id:
-                raise ClaimLost(task.task_id)
-            runs = ([run] + [r for r in current.runs if r.run_id != run.run_id])
-            return self._put(replace(
-                current, status=change.status, runs=copy.deepcopy(runs[:MAX_RUNS_KEPT]),
-                updated_at=now, lease_until=None,
-                next_run_at=change.next_run_at or current.next_run_at,
-                firing_at=change.firing_at or current.firing_at,
-                attempts=0 if change.reset_attempts else current.attempts))
-
-    def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
-        with self._lock:
-            current = self._existing(task_id)
-            if current.status != FAILED:
+            current = self._existing(task.task_id)
+            if current.version != version:
                 raise StateConflict(copy.deepcopy(current))
-            return self._put(replace(current, status=SCHEDULED, attempts=0,
-                                     next_run_at=run_at, firing_at=run_at, updated_at=now))
-
-    def undo_replay(self, replayed: Task, previous: Task) -> bool:
-        with self._lock:
-            current = self._tasks.get(previous.task_id)
-            if (current is None or current.status != SCHEDULED or current.attempts != 0
-                    or current.firing_at != replayed.firing_at):
-                return False
-            self._put(previous)
-            return True
-
-    def cancel(self, task_id: str, now: datetime) -> Task:
-        with self._lock:
-            current = self._existing(task_id)
-            if current.status not in WAITING:
-                raise StateConflict(copy.deepcopy(current))
-            return self._put(replace(current, status=CANCELLED, updated_at=now))
+            return self._put(replace(task, version=version + 1))
 
     def delete(self, task_id: str) -> None:
         with self._lock:
@@ -91,6 +59,7 @@ class InMemoryTaskStore(TaskStore):
                        if task.status == RUNNING and (task.run_id or "").startswith(run_prefix)]
             for task in cut_off:
                 task.lease_until = expired
+                task.version += 1
             return len(cut_off)
 
     def _existing(self, task_id: str) -> Task:
@@ -144,12 +113,10 @@ class InMemoryTaskStore(TaskStore):
 
 
 def _due_at(task: Task) -> Optional[datetime]:
-    """When the task is due: its next run while it waits, its lease's end while it runs."""
-    if task.status in WAITING:
-        return task.next_run_at
+    """When the task is due: when it wakes (Task.wake_at), its lease's end while it runs."""
     if task.status == RUNNING:
         return task.lease_until
-    return None
+    return task.wake_at
 
 
 def _claimable(task: Task, now: datetime) -> bool:

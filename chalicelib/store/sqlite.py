@@ -1,7 +1,8 @@
 """SQLite adapter of the task store: the local stage's embedded store.
 
-Same semantics as the DynamoDB adapter: a claim is one conditional UPDATE; due_at is set
-only while a task waits (next_run_at) or holds a lease (lease expiry), and partial indexes
+Same semantics as the DynamoDB adapter: a claim is one conditional UPDATE, every other change
+one UPDATE conditioned on the version it read; due_at is set only while a task waits
+(next_run_at), is paused until a time, or holds a lease (lease expiry), and partial indexes
 cover just those rows, so the due query reads due rows only, one query per priority. WAL
 journal with synchronous=FULL: a committed write survives a crash. One connection per
 thread; the writers of one process queue on a lock, other processes through busy_timeout;
@@ -13,6 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -21,8 +23,7 @@ from chalicelib.errors import (
     ClaimLost, StateConflict, StoreUnavailable, TaskExists, TaskNotFound,
 )
 from chalicelib.models import (
-    CANCELLED, FAILED, MAX_RUNS_KEPT, OPTIONS, RETRYING, RUNNING, SCHEDULED, WAITING, Option,
-    Page, Run, Task, Transition, iso_ms, parse_iso, utcnow,
+    OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso_ms, parse_iso, utcnow,
 )
 from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
 
@@ -52,7 +53,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     runs          TEXT NOT NULL DEFAULT '[]',
     firing_at     TEXT,
     idempotency_key TEXT,
-    request_hash  TEXT
+    request_hash  TEXT,
+    version       INTEGER NOT NULL DEFAULT 0,
+    runs_done     INTEGER NOT NULL DEFAULT 0,
+    paused_until  TEXT,
+    extra_run_key TEXT,
+    pause_after_run INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (priority, due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_due_time ON tasks (due_at) WHERE due_at IS NOT NULL;
@@ -62,10 +68,12 @@ CREATE TABLE IF NOT EXISTS store_health (id INTEGER PRIMARY KEY, checked_at TEXT
 """
 # Columns added after the first release (and any task option declared since), and how;
 # statements are built from these constants and the declarations, never from input.
-MIGRATED_COLUMNS = ("firing_at", "idempotency_key", "request_hash") + tuple(
-    declared.name for declared in OPTIONS)
+COUNTERS = ("version", "runs_done", "pause_after_run")  # 0 in a row from before them
+MIGRATED_COLUMNS = ("firing_at", "idempotency_key", "request_hash", "paused_until",
+                    "extra_run_key") + COUNTERS + tuple(declared.name for declared in OPTIONS)
 ADD_COLUMN = {column: "ALTER TABLE tasks ADD COLUMN " + column + " " + (
-    "INTEGER" if OPTION_TYPES.get(column) in ("integer", "boolean") else "TEXT")
+    "INTEGER NOT NULL DEFAULT 0" if column in COUNTERS
+    else "INTEGER" if OPTION_TYPES.get(column) in ("integer", "boolean") else "TEXT")
     for column in MIGRATED_COLUMNS}
 # The WAL is cut back to this after each checkpoint, so a file that grew while the disk
 # was full does not keep the space once it is free again.
@@ -77,15 +85,17 @@ logger = logging.getLogger("task_scheduler.store")
 # always bound as parameters).
 COLUMNS = ("task_id", "action", "payload", "run_at", "schedule_kind", "timezone", "status",
            "attempts", "next_run_at", "created_at", "updated_at", "run_id", "lease_until",
-           "due_at", "runs", "firing_at", "idempotency_key", "request_hash") + tuple(
+           "due_at", "runs", "firing_at", "idempotency_key", "request_hash", "version",
+           "runs_done", "paused_until", "extra_run_key", "pause_after_run") + tuple(
     declared.name for declared in OPTIONS)
 INSERT_TASK = ("INSERT INTO tasks (" + ", ".join(COLUMNS) + ") "  # nosec B608 - constant columns
                "VALUES (" + ", ".join("?" for _ in COLUMNS) + ")")
 ASSIGN_ALL = ", ".join(f"{column} = ?" for column in COLUMNS)
-RESTORE_TASK = ("UPDATE tasks SET " + ASSIGN_ALL +  # nosec B608 - constant columns
-                " WHERE task_id = ? AND status = ? AND firing_at = ? AND attempts = 0")
+UPDATE_TASK = ("UPDATE tasks SET " + ASSIGN_ALL +  # nosec B608 - constant columns
+               " WHERE task_id = ? AND version = ?")
 CLAIM_TASK = ("UPDATE tasks SET status = ?, run_id = ?, lease_until = ?, due_at = ?, "
-              "updated_at = ?, attempts = attempts + 1 WHERE task_id = ? AND "
+              "updated_at = ?, attempts = attempts + 1, version = version + 1 "
+              "WHERE task_id = ? AND "
               "((status IN (?, ?) AND next_run_at <= ?) OR (status = ? AND lease_until < ?))")
 
 
@@ -244,50 +254,14 @@ class SQLiteTaskStore(TaskStore):
             raise ClaimLost(task_id, from_row(row) if row else None)
         return from_row(row)
 
-    def finish(self, task: Task, run: Run, change: Transition, now: datetime) -> Task:
-        runs = ([run] + [r for r in task.runs if r.run_id != run.run_id])[:MAX_RUNS_KEPT]
-        next_value = iso_ms(change.next_run_at or task.next_run_at)
-        firing = iso_ms(change.firing_at or task.firing_at)
-        due_at = next_value if change.status in WAITING else None
+    def update(self, task: Task, version: int) -> Task:
+        row = to_row(replace(task, version=version + 1))
         with self._connection() as db:
-            updated = db.execute(
-                "UPDATE tasks SET status = ?, runs = ?, updated_at = ?, next_run_at = ?, "
-                "firing_at = ?, due_at = ?, lease_until = NULL, "
-                "attempts = CASE WHEN ? THEN 0 ELSE attempts END "
-                "WHERE task_id = ? AND status = ? AND run_id = ?",
-                (change.status, _runs_json(runs), iso_ms(now), next_value, firing, due_at,
-                 change.reset_attempts, task.task_id, RUNNING, task.run_id)).rowcount
-            row = db.execute("SELECT * FROM tasks WHERE task_id = ?",
-                             (task.task_id,)).fetchone()
-        if not updated:
-            raise ClaimLost(task.task_id)
-        return from_row(row)
-
-    def replay(self, task_id: str, run_at: datetime, now: datetime) -> Task:
-        at = iso_ms(run_at)
-        with self._connection() as db:
-            updated = db.execute(
-                "UPDATE tasks SET status = ?, attempts = 0, next_run_at = ?, firing_at = ?, "
-                "due_at = ?, updated_at = ? WHERE task_id = ? AND status = ?",
-                (SCHEDULED, at, at, at, iso_ms(now), task_id, FAILED)).rowcount
-            row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return _changed_or_raise(task_id, row, updated)
-
-    def undo_replay(self, replayed: Task, previous: Task) -> bool:
-        row = to_row(previous)
-        with self._connection() as db:
-            return db.execute(
-                RESTORE_TASK, [*(row[column] for column in COLUMNS), previous.task_id,
-                               SCHEDULED, iso_ms(replayed.firing_at)]).rowcount == 1
-
-    def cancel(self, task_id: str, now: datetime) -> Task:
-        with self._connection() as db:
-            updated = db.execute(
-                "UPDATE tasks SET status = ?, updated_at = ?, due_at = NULL "
-                "WHERE task_id = ? AND status IN (?, ?)",
-                (CANCELLED, iso_ms(now), task_id, SCHEDULED, RETRYING)).rowcount
-            row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return _changed_or_raise(task_id, row, updated)
+            updated = db.execute(UPDATE_TASK, [*(row[column] for column in COLUMNS),
+                                               task.task_id, version]).rowcount
+            stored = db.execute("SELECT * FROM tasks WHERE task_id = ?",
+                                (task.task_id,)).fetchone()
+        return _changed_or_raise(task.task_id, stored, updated)
 
     def delete(self, task_id: str) -> None:
         with self._connection() as db:
@@ -297,7 +271,7 @@ class SQLiteTaskStore(TaskStore):
         expired = iso_ms(now - timedelta(milliseconds=1))
         with self._connection() as db:
             return db.execute(
-                "UPDATE tasks SET lease_until = ?, due_at = ? "
+                "UPDATE tasks SET lease_until = ?, due_at = ?, version = version + 1 "
                 "WHERE status = ? AND substr(run_id, 1, ?) = ?",
                 (expired, expired, RUNNING, len(run_prefix), run_prefix)).rowcount
 
@@ -406,7 +380,7 @@ def _make_private(path: Path, own_folder: bool) -> None:
 
 def to_row(task: Task) -> Dict[str, Any]:
     """The row of a task."""
-    waiting = task.status in WAITING and task.next_run_at is not None
+    due = task.lease_until if task.status == RUNNING else task.wake_at
     return {
         "task_id": task.task_id, "action": task.action,
         "payload": json.dumps(task.payload, separators=(",", ":"), ensure_ascii=False),
@@ -415,9 +389,12 @@ def to_row(task: Task) -> Dict[str, Any]:
         "attempts": task.attempts, "next_run_at": iso_ms(task.next_run_at),
         "created_at": iso_ms(task.created_at), "updated_at": iso_ms(task.updated_at),
         "run_id": task.run_id, "lease_until": iso_ms(task.lease_until),
-        "due_at": iso_ms(task.next_run_at) if waiting else None,
+        "due_at": iso_ms(due),
         "runs": _runs_json(task.runs), "firing_at": iso_ms(task.firing_at),
         "idempotency_key": task.idempotency_key, "request_hash": task.request_hash,
+        "version": task.version, "runs_done": task.runs_done,
+        "paused_until": iso_ms(task.paused_until), "extra_run_key": task.extra_run_key,
+        "pause_after_run": int(task.pause_after_run),
         **{declared.name: _option_to_column(declared, getattr(task, declared.name))
            for declared in OPTIONS},
     }
@@ -450,7 +427,9 @@ def from_row(row: sqlite3.Row) -> Task:
         run_id=row["run_id"], lease_until=parse_iso(row["lease_until"]),
         runs=[_run_from_dict(run) for run in json.loads(row["runs"])],
         firing_at=parse_iso(row["firing_at"]), idempotency_key=row["idempotency_key"],
-        request_hash=row["request_hash"],
+        request_hash=row["request_hash"], version=row["version"],
+        runs_done=row["runs_done"], paused_until=parse_iso(row["paused_until"]),
+        extra_run_key=row["extra_run_key"], pause_after_run=bool(row["pause_after_run"]),
         **{declared.name: _option_from_column(declared, row[declared.name])
            for declared in OPTIONS},
     )

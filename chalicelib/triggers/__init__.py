@@ -15,12 +15,21 @@ class Trigger(abc.ABC):
 
     @abc.abstractmethod
     def arm(self, task: Task) -> None:
-        """Make the task fire at task.next_run_at (one-time) or on its expression
-        (recurring). Idempotent: arming an armed task changes nothing."""
+        """Make the task fire at its wake_at: next_run_at while it waits (one-time, or
+        its expression), the end of its pause when paused until a time. Idempotent:
+        arming an armed task changes nothing."""
 
     @abc.abstractmethod
     def disarm(self, task: Task) -> None:
         """Remove the task's trigger; a trigger that is already gone is fine."""
+
+    def rearm(self, previous: Task, current: Task) -> None:
+        """Move the trigger from what `previous` needed to what `current` needs (after a
+        change: new time, paused, resumed, cancelled). Nothing `previous` armed is left
+        behind; `current` ends armed at its wake_at, or not at all."""
+        self.disarm(previous)
+        if current.wake_at is not None:
+            self.arm(current)
 
     def ensure_armed(self, task: Task) -> bool:
         """Re-arm the task if its trigger has vanished; True when it had to."""
@@ -33,9 +42,12 @@ class Trigger(abc.ABC):
         return None
 
     def after_run(self, task: Task) -> None:
-        """Called with the task as stored after a run: drop what no longer fires."""
-        if not task.waiting:
+        """Called with the task as stored after a run: drop what no longer fires, arm
+        what wakes it next."""
+        if task.wake_at is None:
             self.disarm(task)
+        elif not task.waiting:  # paused again after an extra run, until a time
+            self.arm(task)
 
 
 def executor_input(task: Task) -> str:

@@ -24,6 +24,9 @@ class LocalTrigger(Trigger):
         # Nothing to remove: a cancelled task is no longer in the due index.
         return None
 
+    def rearm(self, previous: Task, current: Task) -> None:
+        self.arm(current)  # the dispatcher reads the new due time from the store
+
     def after_run(self, task: Task) -> None:
-        if task.waiting:
+        if task.wake_at is not None:
             self.arm(task)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
-from chalicelib.models import SYSTEM_CLOCK, Clock, Task
+from chalicelib.models import SCHEDULED, SYSTEM_CLOCK, Clock, Task
 from chalicelib.triggers import Trigger, executor_input
 
 TARGET_ID = "executor"
@@ -63,8 +63,9 @@ def _has_statement(lambda_client, executor_arn: str) -> bool:
 
 
 def _expression(task: Task, now: datetime) -> str:
-    """The one-shot cron of the task's next firing, in UTC."""
-    at = task.next_run_at
+    """The one-shot cron of the task's wake time (next firing, retry, end of a pause),
+    in UTC."""
+    at = task.wake_at
     if at.replace(second=0, microsecond=0) <= now:
         # A rule fires at the start of its minute; that minute has begun, so the
         # earliest it can fire is the next one (the executor never runs it early).
@@ -104,10 +105,10 @@ class RulesTrigger(Trigger):
 
     def arm_recheck(self, task: Task, at: datetime) -> None:
         # One rule per task: moving it to the lease's expiry is the recheck.
-        self.arm(replace(task, next_run_at=at))
+        self.arm(replace(task, status=SCHEDULED, next_run_at=at))
 
     def ensure_armed(self, task: Task) -> bool:
-        # The rule must exist, have its target, and fire at the task's next time (a
+        # The rule must exist, have its target, and fire at the task's wake time (a
         # recheck may have moved it).
         events = aws.client("events")
         name = rule_name(task.task_id)
@@ -132,8 +133,15 @@ class RulesTrigger(Trigger):
             if error.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
 
+    def rearm(self, previous: Task, current: Task) -> None:
+        # One rule per task: putting it again moves it; nothing else is left behind.
+        if current.wake_at is not None:
+            self.arm(current)
+        else:
+            self.disarm(current)
+
     def after_run(self, task: Task) -> None:
-        if task.waiting:
-            self.arm(task)  # the next firing of a recurring task, or a retry
+        if task.wake_at is not None:
+            self.arm(task)  # the next firing of a recurring task, a retry, a pause's end
         else:
             self.disarm(task)

@@ -1,7 +1,9 @@
 """EventBridge Scheduler adapter: one schedule per task in SCHEDULER_GROUP.
 
 A task's own schedule is `task-<id>`: at() for a one-time task (ActionAfterCompletion
-DELETE, so a fired schedule removes itself), or its cron()/rate() for a recurring one.
+DELETE, so a fired schedule removes itself), or its cron()/rate() for a recurring one
+(bounded by start_at / end_at, updated in place when the task changes). A paused task
+has none, or `wake-<id>-<time>` at the end of its pause.
 A retry, or a replay of a task that already ran, is its own one-time schedule
 `retry-<id>-<time>`, so it never collides with a schedule that is still being deleted;
 so is a recheck at the expiry of a lease that a crashed run may have left,
@@ -12,15 +14,18 @@ given, so every one-time schedule is set to the minute before its task's minute 
 executor waits in the Lambda for the task's second. A recurring task is then armed one
 firing at a time (`fire-<id>-<time>`, one-time schedules), since a cron expression cannot
 be moved a minute earlier in general. A time too close for that (about two minutes) is not
-scheduled at all: the executor is invoked at once and waits.
+scheduled at all: the executor is invoked at once and waits. A task with window_minutes is
+armed one firing at a time too, each at its own moment.
 """
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Dict
 
 from botocore.exceptions import ClientError
 
-from chalicelib import aws, config
-from chalicelib.models import RETRYING, Task
-from chalicelib.schedules import OneTime, from_task
+from chalicelib import aws, config, lifecycle
+from chalicelib.models import PAUSED, RETRYING, RUNNING, SCHEDULED, Task, parse_iso
+from chalicelib.schedules import OneTime, Schedule
 from chalicelib.triggers import Trigger, executor_input, invoke_now, minute_before
 
 
@@ -48,13 +53,39 @@ def recheck_schedule_name(task: Task, at: datetime) -> str:
     return f"recheck-{task.task_id}-{at.strftime('%Y%m%d%H%M%S')}"
 
 
-def _plan(task: Task):
-    """(name, schedule) of the trigger that fires the task's next run."""
+def wake_schedule_name(task: Task) -> str:
+    """Name of the one-time schedule that ends a pause at task.paused_until."""
+    return f"wake-{task.task_id}-{task.paused_until.strftime('%Y%m%d%H%M%S')}"
+
+
+def standing(task: Task) -> bool:
+    """Whether a recurring task is armed by a schedule of its own expression (else one
+    firing at a time: PRECISION=second, or a window that moves each firing)."""
+    return task.recurring and config.precision() == "minute" and not task.window_minutes
+
+
+def _wanted(task: Task) -> Dict[str, Schedule]:
+    """The schedules the task needs in its state, by name."""
+    if task.status == PAUSED:
+        return {wake_schedule_name(task): OneTime(at=task.paused_until)} \
+            if task.paused_until else {}
+    if task.status == RUNNING and standing(task):
+        return {schedule_name(task.task_id): lifecycle.schedule_of(task)}
+    if not task.waiting or task.next_run_at is None:
+        return {}
+    one_off = OneTime(at=task.next_run_at)
+    if standing(task):
+        wanted: Dict[str, Schedule] = {schedule_name(task.task_id): lifecycle.schedule_of(task)}
+        if task.status == RETRYING or task.next_run_at != task.firing_at:
+            # A retry, a caught-up or buffered firing, an extra run: besides the standing
+            # schedule, its own one-time schedule.
+            wanted[retry_schedule_name(task)] = one_off
+        return wanted
     if task.status == RETRYING or (not task.recurring and task.runs):
-        return retry_schedule_name(task), OneTime(at=task.next_run_at)
-    if task.recurring and config.precision() == "second":
-        return firing_schedule_name(task), OneTime(at=task.next_run_at)
-    return schedule_name(task.task_id), from_task(task)
+        return {retry_schedule_name(task): one_off}
+    if task.recurring:
+        return {firing_schedule_name(task): one_off}
+    return {schedule_name(task.task_id): one_off}
 
 
 def _not_found(error: ClientError) -> bool:
@@ -65,7 +96,18 @@ class SchedulerTrigger(Trigger):
     """Arms tasks as EventBridge Scheduler schedules."""
 
     def arm(self, task: Task) -> None:
-        self._create(task, *_plan(task))
+        for name, schedule in _wanted(task).items():
+            self._create(task, name, schedule)
+
+    def rearm(self, previous: Task, current: Task) -> None:
+        wanted = _wanted(current)
+        for name in sorted(set(_wanted(previous)) - set(wanted)):
+            self._delete(name)
+        for name, schedule in wanted.items():
+            # The standing schedule keeps its name whatever its expression or bounds:
+            # updated in place, never deleted and made again (no moment without it).
+            self._create(task=current, name=name, schedule=schedule,
+                         update=name == schedule_name(current.task_id))
 
     def arm_recheck(self, task: Task, at: datetime) -> None:
         # The scheduler fires anywhere in the minute it is given: the minute after `at`
@@ -74,13 +116,16 @@ class SchedulerTrigger(Trigger):
         start = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
         self._create(task, recheck_schedule_name(task, start), OneTime(at=start), exact=True)
 
-    def _create(self, task: Task, name: str, schedule, exact: bool = False) -> None:
+    def _create(self, task: Task, name: str, schedule, exact: bool = False,
+                update: bool = False) -> None:
         # A time that has passed (an immediate replay, an overdue re-arm) is set a few
         # seconds ahead, so it is still in the future when the scheduler gets it.
         earliest = (self.clock.now() + MIN_LEAD).replace(microsecond=0) + timedelta(seconds=1)
         if not schedule.recurring and not exact and config.precision() == "second":
             early = minute_before(schedule.at)
             if early < earliest:  # too close to be armed a minute early: wait in Lambda
+                if update:
+                    self._delete(name)  # the time it held is no longer the task's
                 invoke_now(task)
                 return
             schedule = OneTime(at=early)
@@ -102,48 +147,72 @@ class SchedulerTrigger(Trigger):
                                 "MaximumEventAgeInSeconds": 86400},
             },
         }
+        if schedule.recurring:
+            # start_at / end_at bound the standing schedule itself.
+            bounds = (("StartDate", task.start_at), ("EndDate", task.end_at))
+            request.update({key: parse_iso(value) for key, value in bounds if value})
+        else:
+            request["ActionAfterCompletion"] = "DELETE"
+        client = aws.client("scheduler")
+        if update:
+            try:
+                client.update_schedule(**request)
+                return
+            except ClientError as error:
+                if not _not_found(error):
+                    raise
         # No ClientToken of our own: the SDK's generated one already makes its retries
         # idempotent, and a repeated create of the same name is a ConflictException.
-        if not schedule.recurring:
-            request["ActionAfterCompletion"] = "DELETE"
         try:
-            aws.client("scheduler").create_schedule(**request)
+            client.create_schedule(**request)
         except ClientError as error:
             if error.response["Error"]["Code"] != "ConflictException":
                 raise
             # Already armed (same name in the group): nothing to do.
 
-    def ensure_armed(self, task: Task) -> bool:
-        name, _ = _plan(task)
+    def _delete(self, name: str) -> None:
         try:
-            aws.client("scheduler").get_schedule(Name=name, GroupName=config.scheduler_group())
-            return False
+            aws.client("scheduler").delete_schedule(Name=name,
+                                                    GroupName=config.scheduler_group())
         except ClientError as error:
             if not _not_found(error):
                 raise
-        self.arm(task)
-        return True
 
-    def disarm(self, task: Task) -> None:
-        names = {schedule_name(task.task_id)}
-        if task.next_run_at is not None:
-            names.add(_plan(task)[0])
-            if task.runs:  # a retry of a recurring task may be armed
-                names.add(retry_schedule_name(task))
-        for name in sorted(names):
+    def ensure_armed(self, task: Task) -> bool:
+        missing = False
+        for name in _wanted(task):
             try:
-                aws.client("scheduler").delete_schedule(
-                    Name=name, GroupName=config.scheduler_group())
+                aws.client("scheduler").get_schedule(Name=name,
+                                                     GroupName=config.scheduler_group())
             except ClientError as error:
                 if not _not_found(error):
                     raise
+                missing = True
+        if missing:
+            self.arm(task)
+        return missing
+
+    def disarm(self, task: Task) -> None:
+        names = {schedule_name(task.task_id), *_wanted(task)}
+        if task.next_run_at is not None:
+            names.add(firing_schedule_name(task))
+            if task.runs:  # a retry of a recurring task may be armed
+                names.add(retry_schedule_name(task))
+        for name in sorted(names):
+            self._delete(name)
 
     def after_run(self, task: Task) -> None:
-        if task.status == RETRYING:
-            self.arm(task)  # the retry's own one-time schedule
-        elif task.recurring and task.waiting and config.precision() == "second":
-            self.arm(task)  # the next firing's own one-time schedule
-        elif task.recurring and not task.waiting:
+        if task.status == PAUSED:
+            # Paused again after an extra run: nothing fires but the end of the pause.
+            self.disarm(replace(task, status=SCHEDULED))
+            self.arm(task)
+        elif task.waiting:
+            # The standing schedule is there; what a run adds is a one-time schedule: a
+            # retry, the next firing of a task armed one firing at a time, a buffered run.
+            for name, schedule in _wanted(task).items():
+                if name != schedule_name(task.task_id) or not task.recurring:
+                    self._create(task, name, schedule)
+        elif task.recurring:
             # A fired one-time schedule deletes itself; a recurring task that has no
             # further firing still holds one.
             self.disarm(task)

@@ -1,0 +1,136 @@
+"""chalicelib.changes on every store adapter: each change is one conditional write, races
+have exactly one winner, and the trigger always ends matching the stored task."""
+import json
+import random
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from chalicelib import service
+from chalicelib.errors import Conflict, PreconditionFailed
+from chalicelib.executor import EARLY, RAN, execute_task
+from chalicelib.models import Clock
+from chalicelib.triggers import Trigger
+from chalicelib.wiring import Runtime
+
+NOW = datetime(2030, 5, 19, 17, 0, tzinfo=timezone.utc)
+DUE = NOW + timedelta(minutes=1)
+
+
+class ScheduleTable(Trigger):
+    """A trigger shaped like EventBridge Scheduler's one-time schedules: an entry per (task,
+    time). Arming is slow and adds one; disarming removes the task's entries. A stale arm
+    that lands after a newer one leaves two behind unless the change reconciles."""
+
+    def __init__(self, clock):
+        super().__init__(clock)
+        self.armed = set()
+        self._lock = threading.Lock()
+
+    def arm(self, task):
+        time.sleep(random.uniform(0, 0.01))  # widen the race
+        with self._lock:
+            self.armed.add((task.task_id, task.wake_at))
+
+    def disarm(self, task):
+        with self._lock:
+            self.armed = {entry for entry in self.armed if entry[0] != task.task_id}
+
+    def entries(self, task_id):
+        return {entry for entry in self.armed if entry[0] == task_id}
+
+
+def runtime_on(store, at=NOW):
+    clock = Clock(now=lambda: at, sleep=lambda seconds: None)
+    return Runtime(store, ScheduleTable(clock), clock)
+
+
+def expected_entries(rt, task_id):
+    task = rt.store.get(task_id)
+    return {(task_id, task.wake_at)} if task.wake_at is not None else set()
+
+
+def together(*calls):
+    """Run the calls at once in threads: each one's result or exception."""
+    results = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def run(index, call):
+        barrier.wait()
+        try:
+            results[index] = call()
+        except Exception as error:  # noqa: BLE001 - the outcome under test
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=pair) for pair in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def new_task(rt, run_at="2030-05-19T17:01:00Z"):
+    body = {"action": "log", "payload": {"message": "hi"}, "run_at": run_at}
+    created, _ = service.schedule_task(rt, body)
+    return created["task_id"]
+
+
+def patch(rt, task_id, change, if_match=None):
+    return lambda: service.update_task(rt, task_id, json.dumps(change).encode(), if_match)
+
+
+def test_two_patches_with_the_same_if_match_one_wins_one_412(store):
+    for _ in range(5):
+        rt = runtime_on(store)
+        task_id = new_task(rt, "cron(0 * * * ? *)")
+        results = together(patch(rt, task_id, {"run_at": "cron(15 * * * ? *)"}, '"1"'),
+                           patch(rt, task_id, {"run_at": "cron(45 * * * ? *)"}, '"1"'))
+        won = [r for r in results if isinstance(r, dict)]
+        lost = [r for r in results if isinstance(r, PreconditionFailed)]
+        assert len(won) == 1 and len(lost) == 1, results
+        stored = store.get(task_id)
+        assert stored.version == 2 and stored.run_at == won[0]["run_at"]
+        assert rt.trigger.entries(task_id) == expected_entries(rt, task_id)
+
+
+def test_racing_patches_without_if_match_all_apply_and_the_trigger_follows_the_last(store):
+    rt = runtime_on(store)
+    task_id = new_task(rt, "cron(0 * * * ? *)")
+    minutes = (5, 20, 35, 50)
+    results = together(*(patch(rt, task_id, {"run_at": f"cron({m} * * * ? *)"})
+                         for m in minutes))
+    assert all(isinstance(r, dict) for r in results), results
+    stored = store.get(task_id)
+    assert stored.version == 1 + len(minutes)
+    assert rt.trigger.entries(task_id) == expected_entries(rt, task_id)
+
+
+@pytest.mark.parametrize("change", ["patch", "pause"])
+def test_a_change_racing_a_firing_exactly_one_wins(store, change):
+    outcomes = set()
+    for _ in range(12):
+        rt = runtime_on(store)
+        task_id = new_task(rt)
+        due = runtime_on(store, DUE)
+        due.trigger.armed = rt.trigger.armed  # one table of schedules
+        asked = (patch(due, task_id, {"run_at": "2030-05-19T18:00:00Z"}) if change == "patch"
+                 else lambda: service.pause_task(due, task_id, None))
+        fired, changed = together(lambda: execute_task(due, task_id), asked)
+        stored = store.get(task_id)
+        if fired.outcome == RAN:
+            # The run claimed it first: the change met a running or finished task.
+            assert isinstance(changed, Conflict), changed
+            assert stored.status == "completed"
+            outcomes.add("ran")
+        else:
+            # The change landed first: the firing found the task moved or paused.
+            assert fired.outcome in (EARLY, "skipped") and isinstance(changed, dict)
+            assert stored.status == ("scheduled" if change == "patch" else "paused")
+            assert stored.runs == []
+            outcomes.add("changed")
+        if stored.status != "completed":
+            assert due.trigger.entries(task_id) == expected_entries(due, task_id)
+    assert outcomes  # each iteration had exactly one winner (both kinds usually appear)
