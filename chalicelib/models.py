@@ -52,15 +52,17 @@ def iso(moment: Optional[datetime]) -> Optional[str]:
     """UTC YYYY-MM-DDTHH:MM:SSZ, the one time format of the API and the store."""
     if moment is None:
         return None
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: it pads a year before 1000 to four digits, as parse_iso needs.
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(
+        timespec="seconds") + "Z"
 
 
 def iso_ms(moment: Optional[datetime]) -> Optional[str]:
     """UTC time with milliseconds, for run records where sub-second matters."""
     if moment is None:
         return None
-    text = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    return text[:-3] + "Z"
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(
+        timespec="milliseconds") + "Z"
 
 
 def parse_iso(text: Optional[str]) -> Optional[datetime]:

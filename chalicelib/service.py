@@ -162,11 +162,11 @@ def get_task(runtime: Runtime, task_id: str) -> Dict[str, Any]:
 
 
 def list_tasks(runtime: Runtime, params: Optional[Dict[str, str]]) -> Dict[str, Any]:
-    """GET /tasks: one page, optionally filtered by status and name."""
+    """GET /tasks: one page, optionally filtered by status, name and tag."""
     query = parse_list_query(params)
     try:
         page = runtime.store.list(query["status"], query["limit"], query["next_token"],
-                                  query["name"])
+                                  query["name"], query["tag"])
     except InvalidPageToken as error:
         raise ValidationError(str(error), field="next_token",
                               code="invalid_next_token") from None

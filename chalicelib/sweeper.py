@@ -53,8 +53,9 @@ def sweep(runtime: Runtime,
           time_left_ms: Optional[Callable[[], int]] = None,
           hand_off: Optional[Callable[[Task], None]] = None,
           rearm_until: Optional[datetime] = None) -> dict:
-    """Run every due task (waiting past its time, or running past its lease) through the
-    executor, priority 9 first, earliest first within a priority; then make sure every
+    """Run every due task (waiting past its time, paused until a time that has come, or
+    running past its lease) through the executor (which applies the task's catch_up to
+    the firings it missed), priority 9 first, earliest first within a priority; then make sure every
     task due before the next sweep (or `rearm_until`) still has its trigger. Reads grow
     with that work, not with the table.
 
@@ -99,7 +100,7 @@ def sweep(runtime: Runtime,
     if not counts["deferred"]:
         trigger = runtime.trigger
         for task in store.due(rearm_until or next_sweep_after(now), batch):
-            if not task.waiting or task.next_run_at <= now:
+            if task.wake_at is None or task.wake_at <= now:
                 continue  # running, or due now: the first pass (or its continuation) has it
             if not fits(HANDOFF_MS):
                 counts["deferred"] += 1

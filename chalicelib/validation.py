@@ -86,8 +86,12 @@ def parse_option(declared: Option, body: Dict[str, Any]) -> Any:
 
 def _normalized_time(name: str, text: str) -> str:
     # Stored and shown as the API's one time format, UTC.
+    return iso(_parse_time(name, text))
+
+
+def _parse_time(name: str, text: str) -> datetime:
     try:
-        return iso(schedules.parse_iso(text.strip()).at)
+        return schedules.parse_iso(text.strip()).at
     except ValidationError as error:
         raise ValidationError(error.message.replace("run_at", name, 1), field=name) from None
 
@@ -229,7 +233,7 @@ def parse_pause(raw: Optional[bytes], now: datetime) -> Optional[datetime]:
         return None
     if not isinstance(until, str):
         raise ValidationError("until must be an ISO 8601 date-time", field="until")
-    moment = parse_iso(_normalized_time("until", until))
+    moment = _parse_time("until", until)
     if moment <= now:
         raise ValidationError(f"until {iso(moment)} is not in the future", field="until")
     if moment > now + timedelta(days=config.max_horizon_days()):
@@ -282,8 +286,8 @@ def echo(schedule: schedules.Schedule) -> str:
 
 
 def parse_list_query(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
-    """status, name (a part of the task's name, any case), limit (1-100, default 50) and
-    next_token of GET /tasks."""
+    """status, name (a part of the task's name, any case), tag (key:value), limit (1-100,
+    default 50) and next_token of GET /tasks."""
     params = params or {}
     status = params.get("status") or None
     if status is not None and status not in STATUSES:
@@ -296,7 +300,20 @@ def parse_list_query(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
         raise ValidationError(f"name must be at most {MAX_NAME_LENGTH} characters",
                               field="name")
     return {"status": status, "limit": int(limit_text),
-            "next_token": params.get("next_token") or None, "name": name}
+            "next_token": params.get("next_token") or None, "name": name,
+            "tag": _parse_tag(params.get("tag"))}
+
+
+def _parse_tag(text: Optional[str]) -> Optional[Tuple[str, str]]:
+    """tag=key:value (the value may be empty; the key may not hold a colon)."""
+    if text is None or text == "":
+        return None
+    key, colon, value = text.partition(":")
+    if not colon or not _conforms(key, TAGS_SCHEMA["propertyNames"]) or not _conforms(
+            value, TAGS_SCHEMA["additionalProperties"]):
+        raise ValidationError("tag must be key:value, a key of 1-128 characters and a value "
+                              "of at most 256", field="tag")
+    return key, value
 
 
 def parse_replay(raw: Optional[bytes], now: datetime) -> datetime:

@@ -326,6 +326,9 @@ class Api:
     def delete(self, path, **kwargs):
         return self.request("DELETE", path, **kwargs)
 
+    def patch(self, path, body=None, **kwargs):
+        return self.request("PATCH", path, body, **kwargs)
+
     def invoke(self, task_id):
         return self.client.lambda_.invoke("execute_task", {"task_id": task_id}).payload
 

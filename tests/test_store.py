@@ -325,3 +325,26 @@ def test_a_token_is_refused_under_another_name_filter(store, make_task):
         store.list(None, 1, page.next_token, name="other")
     with pytest.raises(InvalidPageToken):
         store.list(None, 1, page.next_token)
+
+
+@pytest.mark.parametrize("status", [None, "scheduled"])
+def test_list_filters_on_one_tag_with_the_other_filters_and_pages(store, make_task, status):
+    billing = {make_task(due_in=60, tags={"team": "billing", "env": "prod"},
+                         name=f"invoice {i}").task_id for i in range(7)}
+    make_task(due_in=60, tags={"team": "ops"}, name="invoice x")
+    make_task(due_in=60, tags={"team:billing": "yes"})
+    make_task(due_in=60)
+    seen, token = [], None
+    while True:
+        page = store.list(status, 3, token, tag=("team", "billing"))
+        seen += [t.task_id for t in page.tasks]
+        token = page.next_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(billing)
+    named = store.list(status, 50, None, name="INVOICE 3", tag=("team", "billing"))
+    assert [t.name for t in named.tasks] == ["invoice 3"]
+    assert store.list(status, 50, None, tag=("team", "")).tasks == []
+    with pytest.raises(InvalidPageToken):
+        first = store.list(status, 3, None, tag=("team", "billing"))
+        store.list(status, 3, first.next_token, tag=("team", "ops"))

@@ -206,8 +206,9 @@ def test_statements_name_every_column_of_a_row(make_task, sqlite_store):
 def test_every_list_shape_reads_through_an_index(sqlite_store):
     from chalicelib.store.sqlite import LIST_TASKS
 
-    for (by_status, after), query in LIST_TASKS.items():
-        params = [None, None] + ["scheduled"] * by_status + ["a", "b"] * after + [10]
+    for (by_status, after, by_tag), query in LIST_TASKS.items():
+        params = ([None, None] + ["scheduled"] * by_status + ["team", "ops"] * by_tag
+                  + ["a", "b"] * after + [10])
         plan = " ".join(row[3] for row in sqlite_store._raw().execute(
             "EXPLAIN QUERY PLAN " + query, params))
         assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, (by_status, after, plan)

@@ -56,6 +56,16 @@ AWS_FIELDS = ["queue_url", "message", "delay_seconds", "group_id", "topic_arn", 
               "detail"]
 other_payloads = st.dictionaries(st.sampled_from(AWS_FIELDS + ["message", "data"]),
                                  st.one_of(json_values, urls), max_size=4)
+TAG_TEXT = st.one_of(st.text(max_size=5), st.just("k" * 129), st.just("v" * 257), st.just(""))
+LIFECYCLE_FIELDS = {
+    "start_at": st.one_of(ISO, json_scalars), "end_at": st.one_of(ISO, json_scalars),
+    "max_runs": st.one_of(st.sampled_from([0, 1, 1_000_000, 1_000_001, -1]), json_scalars),
+    "catch_up": st.one_of(st.sampled_from(["latest", "none", "all", "ALL"]), json_scalars),
+    "overlap": st.one_of(st.sampled_from(["skip", "buffer_one", "queue"]), json_scalars),
+    "window_minutes": st.one_of(st.sampled_from([0, 1, 1440, 1441]), json_scalars),
+    "tags": st.one_of(st.dictionaries(TAG_TEXT, st.one_of(TAG_TEXT, json_scalars),
+                                      max_size=12), json_values),
+}
 bodies = st.fixed_dictionaries(
     {"action": st.one_of(st.sampled_from(["webhook", "log", "sqs", "sns", "lambda",
                                           "eventbridge", "nope", ""]), json_scalars),
@@ -64,7 +74,7 @@ bodies = st.fixed_dictionaries(
     optional={"timezone": st.one_of(st.sampled_from(["UTC", "Europe/Berlin", "Mars/Base",
                                                      "../etc", ""]), json_scalars),
               "name": json_scalars, "priority": json_scalars, "max_attempts": json_scalars,
-              "notify": json_scalars, "unknown": json_values})
+              "notify": json_scalars, "unknown": json_values, **LIFECYCLE_FIELDS})
 
 
 def _parse_body(body) -> None:
@@ -109,6 +119,45 @@ def test_generated_preview_queries_are_an_answer_or_a_4xx(params):
                        st.text(max_size=30), max_size=4))
 def test_generated_list_queries_are_an_answer_or_a_4xx(params):
     _assert_client_error(validation.parse_list_query, params)
+
+
+changes = st.fixed_dictionaries({}, optional={
+    "run_at": run_ats, "timezone": st.one_of(st.sampled_from(["UTC", "Asia/Tokyo", "Mars/X"]),
+                                             json_scalars),
+    "payload": st.one_of(st.fixed_dictionaries({"message": json_scalars}), json_values),
+    "action": json_scalars, "name": json_scalars, "priority": json_scalars,
+    "unknown": json_values, **LIFECYCLE_FIELDS})
+
+
+@FUZZ
+@given(changes, st.sampled_from(["scheduled", "paused", "retrying"]))
+def test_generated_patches_are_a_changed_task_or_a_4xx_that_changes_nothing(change, status):
+    from dataclasses import replace
+
+    from chalicelib import service
+    from chalicelib.models import Clock
+    from chalicelib.store.memory import InMemoryTaskStore
+    from chalicelib.wiring import Runtime
+    from tests.conftest import RecordingTrigger
+
+    rt = Runtime(InMemoryTaskStore(), RecordingTrigger(), Clock(now=lambda: NOW))
+    created, _ = service.schedule_task(rt, {"action": "log", "payload": {"message": "x"},
+                                            "run_at": "cron(0 * * * ? *)"})
+    stored = rt.store.get(created["task_id"])
+    stored = rt.store.update(replace(stored, status=status), stored.version)
+    try:
+        after = service.update_task(rt, stored.task_id, json.dumps(change).encode())
+    except SchedulerError as error:
+        assert 400 <= error.status < 500, error.body()
+        assert rt.store.get(stored.task_id) == stored
+        return
+    assert after["version"] == stored.version + 1 and after["status"] in (status, "scheduled")
+
+
+@FUZZ
+@given(st.one_of(st.fixed_dictionaries({"until": st.one_of(ISO, json_values)}), json_values))
+def test_generated_pause_bodies_are_a_time_or_a_4xx(body):
+    _assert_client_error(validation.parse_pause, json.dumps(body).encode(), NOW)
 
 
 @pytest.mark.parametrize("url", ["http://[zz]/x", "http://[::1/x", "http://]/x", "http://a[b]/x",

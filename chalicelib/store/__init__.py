@@ -5,10 +5,12 @@ import binascii
 import json
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from chalicelib.errors import ClaimLost, InvalidPageToken, StateConflict, TaskNotFound
 from chalicelib.models import MAX_RUNS_KEPT, RETRYING, Page, Run, Task, Transition
+
+Tag = Tuple[str, str]  # a tag filter: (key, value)
 
 # How long a claimed run may take before another invocation may take it over. The claim
 # is taken after any early wait, so a run needs at most the webhook's overall deadline
@@ -37,9 +39,10 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
-             name: Optional[str] = None) -> Page:
+             name: Optional[str] = None, tag: Optional[Tag] = None) -> Page:
         """One page of tasks, newest first where the store can order them, optionally of
-        one status and with `name` in their name (case-insensitive). A page may hold fewer
+        one status, with `name` in their name (case-insensitive) and with the tag `tag`
+        (key, value). A page may hold fewer
         than `limit` while next_token is set; a token of another listing is
         InvalidPageToken."""
 
@@ -99,18 +102,20 @@ class TaskStore(abc.ABC):
 
 
 def encode_token(key: Optional[Dict[str, Any]], status: Optional[str],
-                 name: Optional[str] = None) -> Optional[str]:
+                 name: Optional[str] = None, tag: Optional[Tag] = None) -> Optional[str]:
     """An opaque next_token: a page's last key and the filters it belongs to."""
     if not key:
         return None
-    data = {"k": key, "s": status, **({"n": name} if name else {})}
+    data = {"k": key, "s": status, **({"n": name} if name else {}),
+            **({"t": list(tag)} if tag else {})}
     raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_token(token: Optional[str], status: Optional[str],
                  valid_key: Callable[[Any], bool],
-                 name: Optional[str] = None) -> Optional[Dict[str, Any]]:
+                 name: Optional[str] = None,
+                 tag: Optional[Tag] = None) -> Optional[Dict[str, Any]]:
     """The key inside a next_token made for the same filters, or InvalidPageToken."""
     if not token:
         return None
@@ -118,9 +123,10 @@ def decode_token(token: Optional[str], status: Optional[str],
         data = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode()))
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         data = None
-    if (not isinstance(data, dict) or not {"k", "s"} <= set(data) <= {"k", "s", "n"}
+    if (not isinstance(data, dict) or not {"k", "s"} <= set(data) <= {"k", "s", "n", "t"}
             or not valid_key(data["k"])):
         raise InvalidPageToken("next_token is not a token this API returned")
-    if data["s"] != status or data.get("n") != (name or None):
+    if (data["s"] != status or data.get("n") != (name or None)
+            or data.get("t") != (list(tag) if tag else None)):
         raise InvalidPageToken("next_token belongs to a listing with other filters")
     return data["k"]

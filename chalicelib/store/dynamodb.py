@@ -24,7 +24,7 @@ from chalicelib.models import (
     FINISHED, OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso, iso_ms,
     parse_iso,
 )
-from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
+from chalicelib.store import LEASE_SECONDS, Tag, TaskStore, decode_token, encode_token
 from chalicelib.store.attribute_values import deserialize, serialize
 
 # DynamoDB deletes a finished task this long after it finished (the table's TTL attribute).
@@ -32,7 +32,7 @@ TTL_ATTRIBUTE = "ExpiresAt"
 
 
 PRIORITIES = range(9, -1, -1)
-# A name search reads at most SEARCH_READS pages per request, each of SEARCH_PAGE_PER_MATCH
+# A name or tag search reads at most SEARCH_READS pages per request, each of SEARCH_PAGE_PER_MATCH
 # items per match wanted, at most SEARCH_PAGE.
 SEARCH_READS = 10
 SEARCH_PAGE = 200
@@ -172,8 +172,8 @@ class DynamoDBTaskStore(TaskStore):
         return from_item(_deserialize(response["Item"]))
 
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
-             name: Optional[str] = None) -> Page:
-        start_key = decode_token(next_token, status, _is_table_key, name)
+             name: Optional[str] = None, tag: Optional[Tag] = None) -> Page:
+        start_key = decode_token(next_token, status, _is_table_key, name, tag)
         if status:
             read = functools.partial(
                 self._client.query, TableName=self.table_name, IndexName=config.STATUS_INDEX,
@@ -182,29 +182,38 @@ class DynamoDBTaskStore(TaskStore):
                 ExpressionAttributeValues={":status": {"S": status}})
         else:
             read = functools.partial(self._client.scan, TableName=self.table_name)
-        if not name:
+        if not name and not tag:
             response = read(Limit=limit, **({"ExclusiveStartKey": start_key}
                                             if start_key else {}))
             tasks = [from_item(_deserialize(item)) for item in response.get("Items", [])]
             return Page(tasks=tasks,
                         next_token=encode_token(response.get("LastEvaluatedKey"), status))
-        return self._search(read, status, name, limit, start_key)
+        return self._search(read, status, name, tag, limit, start_key)
 
-    def _search(self, read, status: Optional[str], name: str, limit: int,
-                start_key: Optional[Dict[str, Any]]) -> Page:
+    def _search(self, read, status: Optional[str], name: Optional[str], tag: Optional[Tag],
+                limit: int, start_key: Optional[Dict[str, Any]]) -> Page:
         # A filter applies after the read: follow pages until `limit` matches, reading at
         # most SEARCH_READS pages of a few times `limit` items per call (the page may then
         # be short, with a token). Items stored before NameSearch existed match on Name
         # as written (case-sensitive).
         found: List[Dict[str, Any]] = []
-        names = {**read.keywords.get("ExpressionAttributeNames", {}), "#name": "Name"}
-        values = {**read.keywords.get("ExpressionAttributeValues", {}),
-                  ":folded": {"S": name.casefold()}, ":name": {"S": name}}
+        names = dict(read.keywords.get("ExpressionAttributeNames", {}))
+        values = dict(read.keywords.get("ExpressionAttributeValues", {}))
+        clauses = []
+        if name:
+            names["#name"] = "Name"
+            values.update({":folded": {"S": name.casefold()}, ":name": {"S": name}})
+            clauses.append("(contains(NameSearch, :folded) OR "
+                           "(attribute_not_exists(NameSearch) AND contains(#name, :name)))")
+        if tag:
+            # A tag key is any text: it is always an attribute name placeholder.
+            names.update({"#tags": "Tags", "#tag_key": tag[0]})
+            values[":tag_value"] = {"S": tag[1]}
+            clauses.append("#tags.#tag_key = :tag_value")
         for _ in range(SEARCH_READS):
             response = read(
                 Limit=min(SEARCH_PAGE, SEARCH_PAGE_PER_MATCH * limit),
-                FilterExpression="contains(NameSearch, :folded) OR "
-                                 "(attribute_not_exists(NameSearch) AND contains(#name, :name))",
+                FilterExpression=" AND ".join(clauses),
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
                 **({"ExclusiveStartKey": start_key} if start_key else {}))
             items = response.get("Items", [])
@@ -213,16 +222,16 @@ class DynamoDBTaskStore(TaskStore):
                 if len(found) == limit:
                     more = index < len(items) - 1 or "LastEvaluatedKey" in response
                     key = _page_key(item, status) if more else None
-                    return self._page(found, key, status, name)
+                    return self._page(found, key, status, name, tag)
             start_key = response.get("LastEvaluatedKey")
             if not start_key:
                 break
-        return self._page(found, start_key, status, name)
+        return self._page(found, start_key, status, name, tag)
 
     @staticmethod
-    def _page(items, key, status, name) -> Page:
+    def _page(items, key, status, name, tag) -> Page:
         return Page(tasks=[from_item(_deserialize(item)) for item in items],
-                    next_token=encode_token(key, status, name))
+                    next_token=encode_token(key, status, name, tag))
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
         for priority in PRIORITIES:

@@ -12,7 +12,7 @@ from typing import Dict, Iterator, List, Optional
 
 from chalicelib.errors import ClaimLost, StateConflict, TaskExists, TaskNotFound
 from chalicelib.models import RUNNING, WAITING, Page, Task, iso_ms
-from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
+from chalicelib.store import LEASE_SECONDS, Tag, TaskStore, decode_token, encode_token
 
 
 class InMemoryTaskStore(TaskStore):
@@ -79,13 +79,14 @@ class InMemoryTaskStore(TaskStore):
             return copy.deepcopy(self._existing(task_id))
 
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
-             name: Optional[str] = None) -> Page:
-        after = decode_token(next_token, status, _is_page_key, name)
+             name: Optional[str] = None, tag: Optional[Tag] = None) -> Page:
+        after = decode_token(next_token, status, _is_page_key, name, tag)
         folded = name.casefold() if name else None
         with self._lock:
             matching = [task for task in self._tasks.values()
                         if (status is None or task.status == status)
-                        and (folded is None or folded in (task.name or "").casefold())]
+                        and (folded is None or folded in (task.name or "").casefold())
+                        and (tag is None or task.tags.get(tag[0]) == tag[1])]
             matching.sort(key=_page_key_of, reverse=True)  # newest first, as SQLite lists
             if after:
                 start = (after["created_at"], after["task_id"])
@@ -94,7 +95,8 @@ class InMemoryTaskStore(TaskStore):
         token = None
         if len(matching) > limit:
             created_at, task_id = _page_key_of(page[-1])
-            token = encode_token({"created_at": created_at, "task_id": task_id}, status, name)
+            token = encode_token({"created_at": created_at, "task_id": task_id}, status, name,
+                                 tag)
         return Page(tasks=page, next_token=token)
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:

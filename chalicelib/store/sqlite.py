@@ -25,7 +25,7 @@ from chalicelib.errors import (
 from chalicelib.models import (
     OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso_ms, parse_iso, utcnow,
 )
-from chalicelib.store import LEASE_SECONDS, TaskStore, decode_token, encode_token
+from chalicelib.store import LEASE_SECONDS, Tag, TaskStore, decode_token, encode_token
 
 PRIORITIES = range(9, -1, -1)
 OPTION_TYPES = {declared.name: declared.schema["type"] for declared in OPTIONS}
@@ -99,10 +99,13 @@ CLAIM_TASK = ("UPDATE tasks SET status = ?, run_id = ?, lease_until = ?, due_at 
               "((status IN (?, ?) AND next_run_at <= ?) OR (status = ? AND lease_until < ?))")
 
 
-def _list_query(by_status: bool, after: bool) -> str:
+def _list_query(by_status: bool, after: bool, by_tag: bool = False) -> str:
     clauses = ["(? IS NULL OR instr(casefold(name), ?) > 0)"]
     if by_status:
         clauses.append("status = ?")
+    if by_tag:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(tasks.tags) WHERE json_each.key = ? "
+                       "AND json_each.value = ?)")
     if after:
         clauses.append("(created_at, task_id) < (?, ?)")
     return ("SELECT * FROM tasks WHERE " + " AND ".join(clauses) +  # nosec B608 - constant clauses
@@ -111,8 +114,9 @@ def _list_query(by_status: bool, after: bool) -> str:
 
 # One statement per shape, so each keeps its index: (status, created_at, task_id) or
 # (created_at, task_id), entered at the page's key.
-LIST_TASKS = {(by_status, after): _list_query(by_status, after)
-              for by_status in (False, True) for after in (False, True)}
+LIST_TASKS = {(by_status, after, by_tag): _list_query(by_status, after, by_tag)
+              for by_status in (False, True) for after in (False, True)
+              for by_tag in (False, True)}
 
 
 class SQLiteTaskStore(TaskStore):
@@ -285,23 +289,25 @@ class SQLiteTaskStore(TaskStore):
         return from_row(row)
 
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
-             name: Optional[str] = None) -> Page:
-        after = decode_token(next_token, status, _is_page_key, name)
+             name: Optional[str] = None, tag: Optional[Tag] = None) -> Page:
+        after = decode_token(next_token, status, _is_page_key, name, tag)
         folded = name.casefold() if name else None
         params: List[Any] = [folded, folded]
         if status:
             params.append(status)
+        if tag:
+            params += list(tag)
         if after:
             params += [after["created_at"], after["task_id"]]
         with self._reading() as db:
-            rows = db.execute(LIST_TASKS[bool(status), bool(after)],
+            rows = db.execute(LIST_TASKS[bool(status), bool(after), bool(tag)],
                               params + [limit + 1]).fetchall()
         tasks = [from_row(row) for row in rows[:limit]]
         token = None
         if len(rows) > limit:
             last = rows[limit - 1]
             token = encode_token({"created_at": last["created_at"], "task_id": last["task_id"]},
-                                 status, name)
+                                 status, name, tag)
         return Page(tasks=tasks, next_token=token)
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
