@@ -559,10 +559,10 @@ class DevServer:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
-    def schedule(self, url, run_at, **extra):
+    def schedule(self, url, run_at, run_at_text=None, **extra):
         status, body = self.request("POST", "/schedule-task", {
             "action": "webhook", "payload": {"url": url, "data": {"msg": "Hello from Lambda"}},
-            "run_at": run_at.strftime("%Y-%m-%dT%H:%M:%SZ"), **extra})
+            "run_at": run_at_text or run_at.strftime("%Y-%m-%dT%H:%M:%SZ"), **extra})
         assert status == 201, body
         return body["task_id"]
 
