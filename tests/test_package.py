@@ -96,11 +96,12 @@ class NoBoto3:
 sys.meta_path.insert(0, NoBoto3())
 import app
 from chalicelib import aws
+from chalicelib.models import Task
 from chalicelib.store import dynamodb
 
 aws.client("dynamodb")
 print(dynamodb.from_item(dynamodb._deserialize(dynamodb._serialize(dynamodb.to_item(
-    app.service.Task("t", "log", {}, "rate(1 hour)", "rate", None))))).task_id)
+    Task("t", "log", {}, "rate(1 hour)", "rate", None, tags={"k": "v"}))))).task_id)
 """
 
 

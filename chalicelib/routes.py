@@ -1,0 +1,132 @@
+"""The HTTP API as a blueprint: each route parses its input, calls one use case, returns.
+
+`api_route` is the one place domain errors become HTTP answers and a task's version
+becomes its ETag; `app.py` registers the blueprint.
+"""
+import functools
+
+from chalice import AuthResponse, Blueprint, IAMAuthorizer, Response
+
+from chalicelib import auth, config, dashboard, openapi, service, wiring
+from chalicelib.errors import SchedulerError
+from chalicelib.validation import check_query, parse_json_body
+
+api = Blueprint(__name__)
+
+
+@api.authorizer()
+def token_auth(auth_request):
+    """Allow every route to a valid bearer token, nothing to anyone else."""
+    if auth.is_authorized(auth_request.token):
+        return AuthResponse(routes=["*"], principal_id="api-client")
+    return AuthResponse(routes=[], principal_id="anonymous")
+
+
+# Read at import on purpose: the authorizer is part of the API definition chalice builds
+# when it deploys or packages, with the stage's environment applied.
+DEFAULT_AUTHORIZER = IAMAuthorizer() if config.auth_mode() == "iam" else token_auth
+
+
+def api_route(path, methods=("GET",), authorizer=DEFAULT_AUTHORIZER, query=()):
+    """app.route plus the single mapping of domain errors to HTTP answers; query
+    parameters other than `query` are refused, as unknown body fields are."""
+    def decorate(handler):
+        @functools.wraps(handler)
+        def wrapped(*args, **kwargs):
+            try:
+                check_query(api.current_request.query_params, query)
+                body = handler(*args, **kwargs)
+            except SchedulerError as error:
+                return Response(body=error.body(), status_code=error.status)
+            response = body if isinstance(body, Response) else Response(body=body)
+            if isinstance(response.body, dict) and "version" in response.body:
+                # A task's answer: its version is the ETag an If-Match may name.
+                response.headers = {**(response.headers or {}),
+                                    "ETag": f'"{response.body["version"]}"'}
+            if api.current_request.method == "HEAD":  # the GET's status and headers only
+                headers = {"Content-Type": "application/json", **(response.headers or {})}
+                response = Response(body="", headers=headers,
+                                    status_code=response.status_code)
+            return response
+        return api.route(path, methods=list(methods), authorizer=authorizer)(wrapped)
+    return decorate
+
+
+@api_route("/schedule-task", methods=["POST"])
+def schedule_task():
+    request = api.current_request
+    body, created = service.schedule_task(wiring.runtime(), parse_json_body(request.raw_body),
+                                          request.headers.get("idempotency-key"))
+    return Response(body=body, status_code=201 if created else 200)
+
+
+@api_route("/tasks", query=("status", "name", "tag", "limit", "next_token"))
+def list_tasks():
+    return service.list_tasks(wiring.runtime(), api.current_request.query_params)
+
+
+@api_route("/tasks/{task_id}")
+def get_task(task_id):
+    return service.get_task(wiring.runtime(), task_id)
+
+
+@api_route("/tasks/{task_id}", methods=["PATCH"])
+def update_task(task_id):
+    request = api.current_request
+    return service.update_task(wiring.runtime(), task_id, request.raw_body,
+                               request.headers.get("if-match"))
+
+
+@api_route("/tasks/{task_id}", methods=["DELETE"])
+def cancel_task(task_id):
+    return service.cancel_task(wiring.runtime(), task_id,
+                               api.current_request.headers.get("if-match"))
+
+
+@api_route("/tasks/{task_id}/retry", methods=["POST"])
+def retry_task(task_id):
+    request = api.current_request
+    return service.retry_task(wiring.runtime(), task_id, request.raw_body,
+                              request.headers.get("if-match"))
+
+
+@api_route("/tasks/{task_id}/pause", methods=["POST"])
+def pause_task(task_id):
+    request = api.current_request
+    return service.pause_task(wiring.runtime(), task_id, request.raw_body,
+                              request.headers.get("if-match"))
+
+
+@api_route("/tasks/{task_id}/resume", methods=["POST"])
+def resume_task(task_id):
+    return service.resume_task(wiring.runtime(), task_id,
+                               api.current_request.headers.get("if-match"))
+
+
+@api_route("/tasks/{task_id}/run", methods=["POST"])
+def run_task_now(task_id):
+    body = service.run_task_now(wiring.runtime(), task_id,
+                                api.current_request.headers.get("if-match"))
+    return Response(body=body, status_code=202)
+
+
+@api_route("/preview", query=("run_at", "timezone", "count"))
+def preview():
+    return service.preview(wiring.runtime(), api.current_request.query_params)
+
+
+@api_route("/", methods=["GET", "HEAD"], authorizer=None)
+def dashboard_page():
+    return Response(body=dashboard.page(), headers=dashboard.headers(), status_code=200)
+
+
+@api_route("/health", methods=["GET", "HEAD"], authorizer=None)
+def health():
+    return service.health(wiring.runtime())
+
+
+@api_route("/openapi.json", methods=["GET", "HEAD"], authorizer=None)
+def openapi_document():
+    request = api.current_request
+    return openapi.document(openapi.server_url(request.headers.get("host"),
+                                               request.context.get("stage")))
