@@ -5,9 +5,11 @@ import sys
 
 from tests.conftest import PROJECT_DIR
 
-# A literal date-time handed to the API (run_at, --at) expires once it is past, or beyond
+# A literal date-time handed to the API (run_at, until, start/end; --at, --until, --start,
+# --end) expires once it is past, or beyond
 # MAX_HORIZON_DAYS ahead; examples compute theirs with `date -u -d ...`.
-LITERAL_RUN_AT = re.compile(r"""(?:"run_at"\s*:\s*"|--at[ =]+['"]?)\d{4}-\d\d-\d\dT""")
+LITERAL_RUN_AT = re.compile(r"""(?:"(?:run_at|until|start_at|end_at)"\s*:\s*"|"""
+                            r"""--(?:at|until|start|end)[ =]+['"]?)\d{4}-\d\d-\d\dT""")
 
 
 def _taskctl_help() -> str:
