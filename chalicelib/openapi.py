@@ -67,7 +67,8 @@ CREATED = {
     "required": ["message", "task_id", "status", "run_at", "next_run_at"],
     "properties": {"message": {"type": "string"}, "task_id": {"type": "string"},
                    "status": {"type": "string", "enum": list(models.STATUSES)},
-                   "run_at": {"type": "string"}, "next_run_at": TIME_OR_NULL},
+                   "run_at": {"type": "string"}, "next_run_at": TIME_OR_NULL,
+                   "version": {"type": "integer", "description": "the ETag If-Match may name"}},
 }
 
 TASK = {
@@ -168,8 +169,9 @@ def document(server_url: str = "/") -> dict:
                                 "schema": {"type": "string", "maxLength": 255}}],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/TaskRequest"}}}},
-                "responses": {"201": _json("TaskCreated", "scheduled"),
-                              "200": _json("TaskCreated", "a repeat of an Idempotency-Key"),
+                "responses": {"201": {**_json("TaskCreated", "scheduled"), "headers": ETAG},
+                              "200": {**_json("TaskCreated", "a repeat of an Idempotency-Key"),
+                                      "headers": ETAG},
                               **_errors(400, 409, 413, 415)}}},
             "/tasks": {"get": {
                 "summary": "List tasks", "security": secured,

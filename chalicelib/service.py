@@ -87,7 +87,8 @@ def schedule_task(runtime: Runtime, body: Any,
 def created_body(task: Task) -> Dict[str, Any]:
     """The SPEC's answer to POST /schedule-task."""
     return {"message": "Task scheduled successfully", "task_id": task.task_id,
-            "status": task.status, "run_at": task.run_at, "next_run_at": iso(task.next_run_at)}
+            "status": task.status, "run_at": task.run_at, "next_run_at": iso(task.next_run_at),
+            "version": task.version}
 
 
 def _task_id_for(idempotency_key: Optional[str]) -> str:
