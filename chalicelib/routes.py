@@ -70,43 +70,42 @@ def get_task(task_id):
     return service.get_task(wiring.runtime(), task_id)
 
 
+def _body():
+    return api.current_request.raw_body
+
+
+def _if_match():
+    return api.current_request.headers.get("if-match")
+
+
 @api_route("/tasks/{task_id}", methods=["PATCH"])
 def update_task(task_id):
-    request = api.current_request
-    return service.update_task(wiring.runtime(), task_id, request.raw_body,
-                               request.headers.get("if-match"))
+    return service.update_task(wiring.runtime(), task_id, _body(), _if_match())
 
 
 @api_route("/tasks/{task_id}", methods=["DELETE"])
 def cancel_task(task_id):
-    return service.cancel_task(wiring.runtime(), task_id,
-                               api.current_request.headers.get("if-match"))
+    return service.cancel_task(wiring.runtime(), task_id, _if_match())
 
 
 @api_route("/tasks/{task_id}/retry", methods=["POST"])
 def retry_task(task_id):
-    request = api.current_request
-    return service.retry_task(wiring.runtime(), task_id, request.raw_body,
-                              request.headers.get("if-match"))
+    return service.retry_task(wiring.runtime(), task_id, _body(), _if_match())
 
 
 @api_route("/tasks/{task_id}/pause", methods=["POST"])
 def pause_task(task_id):
-    request = api.current_request
-    return service.pause_task(wiring.runtime(), task_id, request.raw_body,
-                              request.headers.get("if-match"))
+    return service.pause_task(wiring.runtime(), task_id, _body(), _if_match())
 
 
 @api_route("/tasks/{task_id}/resume", methods=["POST"])
 def resume_task(task_id):
-    return service.resume_task(wiring.runtime(), task_id,
-                               api.current_request.headers.get("if-match"))
+    return service.resume_task(wiring.runtime(), task_id, _if_match())
 
 
 @api_route("/tasks/{task_id}/run", methods=["POST"])
 def run_task_now(task_id):
-    body = service.run_task_now(wiring.runtime(), task_id,
-                                api.current_request.headers.get("if-match"))
+    body = service.run_task_now(wiring.runtime(), task_id, _if_match())
     return Response(body=body, status_code=202)
 
 

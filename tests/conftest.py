@@ -165,6 +165,26 @@ def _reset_caches():
     wiring.reset()
 
 
+def together(*calls):
+    """Run the calls at once in threads: each one's result or exception."""
+    results = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def run(index, call):
+        barrier.wait()
+        try:
+            results[index] = call()
+        except Exception as error:  # noqa: BLE001 - the outcome under test
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=pair) for pair in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def runtime(clock=None):
     """The runtime the app would use under the current settings, on `clock` if given."""
     from dataclasses import replace

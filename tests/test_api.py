@@ -60,7 +60,9 @@ def test_spec_example_is_stored_and_armed_once(api):
     assert response.status_code == 201
     body = response.json
     assert body == {"message": "Task scheduled successfully", "task_id": body["task_id"],
-                    "status": "scheduled", "run_at": run_at, "next_run_at": run_at}
+                    "status": "scheduled", "run_at": run_at, "next_run_at": run_at,
+                    "version": 1}
+    assert response.headers["ETag"] == '"1"'
     assert len(body["task_id"]) == 36 and body["task_id"][14] == "4"  # uuid4
 
     shown = api.get(f"/tasks/{body['task_id']}")

@@ -14,6 +14,7 @@ from chalicelib.executor import EARLY, RAN, execute_task
 from chalicelib.models import Clock
 from chalicelib.triggers import Trigger
 from chalicelib.wiring import Runtime
+from tests.conftest import together
 
 NOW = datetime(2030, 5, 19, 17, 0, tzinfo=timezone.utc)
 DUE = NOW + timedelta(minutes=1)
@@ -50,26 +51,6 @@ def runtime_on(store, at=NOW):
 def expected_entries(rt, task_id):
     task = rt.store.get(task_id)
     return {(task_id, task.wake_at)} if task.wake_at is not None else set()
-
-
-def together(*calls):
-    """Run the calls at once in threads: each one's result or exception."""
-    results = [None] * len(calls)
-    barrier = threading.Barrier(len(calls))
-
-    def run(index, call):
-        barrier.wait()
-        try:
-            results[index] = call()
-        except Exception as error:  # noqa: BLE001 - the outcome under test
-            results[index] = error
-
-    threads = [threading.Thread(target=run, args=pair) for pair in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def new_task(rt, run_at="2030-05-19T17:01:00Z"):

@@ -1,6 +1,6 @@
 """Store contract: every case runs against the three adapters (in-memory, DynamoDB on moto,
 SQLite), through the `store` fixture of conftest."""
-import threading
+import functools
 from dataclasses import replace
 from datetime import timedelta
 
@@ -10,6 +10,7 @@ from chalicelib.errors import (
     ClaimLost, InvalidPageToken, StateConflict, TaskExists, TaskNotFound,
 )
 from chalicelib.models import OPTIONS, Run, Transition, utcnow
+from tests.conftest import together
 
 
 def test_round_trip_keeps_every_field(store, make_task):
@@ -70,23 +71,10 @@ def test_claim_not_yet_due_is_lost_with_the_current_task(store, make_task):
 
 def test_only_one_of_many_concurrent_claims_wins(store, make_task):
     task = make_task()
-    barrier = threading.Barrier(8)
-    wins = []
-
-    def claim(run_id):
-        barrier.wait()
-        try:
-            store.claim(task.task_id, run_id, utcnow())
-            wins.append(run_id)
-        except ClaimLost:
-            pass
-
-    threads = [threading.Thread(target=claim, args=(f"run-{i}",)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(wins) == 1
+    results = together(*(functools.partial(store.claim, task.task_id, f"run-{i}", utcnow())
+                         for i in range(8)))
+    wins = [result.run_id for result in results if not isinstance(result, ClaimLost)]
+    assert len(wins) == 1 and sum(isinstance(r, ClaimLost) for r in results) == 7
     assert store.get(task.task_id).run_id == wins[0]
 
 
@@ -121,22 +109,10 @@ def test_update_writes_only_on_the_version_it_read(store, make_task):
 
 def test_of_concurrent_updates_on_one_version_exactly_one_wins(store, make_task):
     task = store.get(make_task(due_in=60).task_id)
-    wins, barrier = [], threading.Barrier(6)
-
-    def change(label):
-        barrier.wait()
-        try:
-            store.update(replace(task, name=label), task.version)
-            wins.append(label)
-        except StateConflict:
-            pass
-
-    threads = [threading.Thread(target=change, args=(f"writer-{i}",)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(wins) == 1
+    results = together(*(functools.partial(store.update, replace(task, name=f"writer-{i}"),
+                                           task.version) for i in range(6)))
+    wins = [result.name for result in results if not isinstance(result, StateConflict)]
+    assert len(wins) == 1 and sum(isinstance(r, StateConflict) for r in results) == 5
     stored = store.get(task.task_id)
     assert stored.name == wins[0] and stored.version == task.version + 1
 
