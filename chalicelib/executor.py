@@ -208,9 +208,24 @@ def _claim(runtime: Runtime, task_id: str, run_id: str):
                                 reason="unknown task")
             return Execution(task_id, UNKNOWN)
         if current.status == PAUSED:
-            if _pause_has_ended(runtime, current, now) and waits < MAX_EARLY_WAITS:
+            until = current.paused_until
+            if until is None:
+                # A trigger an earlier change failed to remove: remove it.
+                trigger.disarm(replace(current, status=SCHEDULED))
+            elif until > now:
+                # Woken early (a trigger fires within its minute): wait for the pause's
+                # end when it is close, else leave its own trigger to wake it.
+                early = (until - now).total_seconds()
+                if early <= EARLY_WAIT_LIMIT_SECONDS[config.precision()] \
+                        and waits < MAX_EARLY_WAITS:
+                    clock.sleep(early + 0.01 * waits)
+                    waits += 1
+                    continue
+                trigger.ensure_armed(current)
+            elif waits < MAX_EARLY_WAITS:
+                _end_pause(runtime, current, now)
                 waits += 1
-                continue  # resumed: claim it if it is due now
+                continue  # resumed (or changed meanwhile): claim it if it is due now
             observability.event("delivery_skipped", task_id=task_id, run_id=run_id,
                                 reason="paused", status=current.status)
             return Execution(task_id, SKIPPED, status=current.status)
@@ -241,16 +256,9 @@ def _claim(runtime: Runtime, task_id: str, run_id: str):
         waits += 1
 
 
-def _pause_has_ended(runtime: Runtime, task: Task, now: datetime) -> bool:
-    """Resume a task whose pause ends by now (its paused_until); True when it did, or
-    another writer changed it meanwhile (look again)."""
-    if task.paused_until is None or task.paused_until > now:
-        # A trigger of a paused task that an earlier change failed to remove: remove it,
-        # and keep only the one that ends the pause.
-        runtime.trigger.disarm(replace(task, status=SCHEDULED))
-        if task.paused_until is not None:
-            runtime.trigger.arm(task)
-        return False
+def _end_pause(runtime: Runtime, task: Task, now: datetime) -> None:
+    """Resume a task whose pause ended by now (its paused_until), as a resume would; a task
+    another writer changed meanwhile is left as it is."""
 
     def end_pause(current: Task) -> Task:
         if current.status != PAUSED or current.paused_until is None \
@@ -261,10 +269,9 @@ def _pause_has_ended(runtime: Runtime, task: Task, now: datetime) -> bool:
     try:
         resumed = changes.apply(runtime, task.task_id, end_pause)
     except changes.NotAllowed:
-        return True
+        return
     observability.event("task_resumed", task_id=task.task_id, status=resumed.status,
                         next_run_at=iso(resumed.next_run_at), by_until=True)
-    return True
 
 
 def idempotency_key(task: Task) -> str:

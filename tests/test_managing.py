@@ -162,3 +162,36 @@ def test_rules_mode_patch_moves_the_rule_and_pause_removes_it(rules_mode, api, r
     [name] = rule_names()
     assert events.describe_rule(Name=name)["ScheduleExpression"] == (
         f"cron({until.minute} {until.hour} {until.day} {until.month} ? {until.year})")
+
+
+class MovingClock:
+    """A clock whose sleep moves it on (an executor that waits sees the time it waited for)."""
+
+    def __init__(self, start):
+        self.moment = start
+
+    def now(self):
+        return self.moment
+
+    def sleep(self, seconds):
+        self.moment += timedelta(seconds=seconds)
+
+
+def test_a_wake_within_a_minute_of_the_pause_end_waits_for_it(api, receiver):
+    task_id = api.post("/schedule-task", webhook(receiver, in_minutes(120))).json["task_id"]
+    until = parse_iso(in_minutes(10))
+    api.post(f"/tasks/{task_id}/pause", {"until": until.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    far = MovingClock(until - timedelta(minutes=5))
+    with wiring.overridden(clock=Clock(now=far.now, sleep=far.sleep)):
+        assert api.invoke(task_id)["outcome"] == "skipped"  # far early: left to its trigger
+    assert far.moment == until - timedelta(minutes=5)
+    assert [name.split("-")[0] for name in own(task_id)] == ["wake"]
+    near = MovingClock(until - timedelta(seconds=40))
+    with wiring.overridden(clock=Clock(now=near.now, sleep=near.sleep)):
+        # It waits out the 40 s, resumes the task, and leaves it for its own time.
+        assert api.invoke(task_id)["outcome"] == "early"
+    assert near.moment >= until
+    task = api.get(f"/tasks/{task_id}").json
+    assert task["status"] == "scheduled" and task["paused_until"] is None
+    assert list(own(task_id)) == [f"task-{task_id}"]
+    assert receiver.requests == []
