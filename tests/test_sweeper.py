@@ -8,7 +8,7 @@ from botocore.awsrequest import AWSResponse
 import pytest
 
 from chalicelib import aws as aws_clients, config, sweeper
-from chalicelib.models import utcnow
+from chalicelib.models import Clock, utcnow
 from tests.conftest import runtime
 from tests.test_store_dynamodb import QueryCounter
 
@@ -267,3 +267,24 @@ def test_one_task_failing_to_run_does_not_stop_the_sweep(memory, make_task):
     failing = replace(memory, store=ClaimFailsFor(memory.store, tasks[0].task_id))
     summary = sweeper.sweep(failing)
     assert summary["error"] == 1 and summary["completed"] == 2
+
+
+@pytest.mark.parametrize("catch_up, delivered, skipped", [("latest", 1, 3), ("none", 0, 4),
+                                                            ("all", 4, 0)])
+def test_the_sweeper_applies_catch_up_to_firings_whose_trigger_never_came(
+        aws, receiver, make_task, catch_up, delivered, skipped):
+    # An hourly task whose trigger vanished: at the sweep, four firings have passed, the
+    # last one 30 minutes ago (missed, not merely late).
+    top = utcnow().replace(minute=0, second=0, microsecond=0)
+    first = top - timedelta(hours=3)
+    task = make_task(payload={"url": receiver.url}, schedule_kind="cron",
+                     run_at="cron(0 * * * ? *)", next_run_at=first, firing_at=first,
+                     catch_up=catch_up)
+    at_sweep = runtime(Clock(now=lambda: top + timedelta(minutes=30)))
+    for _ in range(6):  # `all` runs one firing per pass, oldest first
+        sweeper.sweep(at_sweep, time_left_ms=lambda: 900_000)
+    assert len(receiver.requests) == delivered
+    stored = at_sweep.store.get(task.task_id)
+    outcomes = [run.outcome for run in stored.runs]
+    assert (outcomes.count("succeeded"), outcomes.count("skipped")) == (delivered, skipped)
+    assert stored.status == "scheduled" and stored.next_run_at == top + timedelta(hours=1)
