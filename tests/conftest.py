@@ -383,6 +383,7 @@ class Receiver:
         self.script = []  # statuses to answer first, one per request, then `status`
         self.reply_headers = {}
         self.delay = 0.0
+        self.on_request = None  # called with each request as it arrives (a test's hook)
         self.body = b'{"ok": true}'
         self._lock = threading.Lock()
         receiver = self
@@ -401,6 +402,8 @@ class Receiver:
                         "received_at": received_at,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
                         "body": body})
+                if receiver.on_request is not None:
+                    receiver.on_request(receiver.requests[-1])
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver._lock:

@@ -603,3 +603,49 @@ def test_notifications_on_final_failure_and_on_success_when_asked(aws, receiver,
     bodies = [json.loads(m["Body"]) for m in sqs.receive_message(
         QueueUrl=inbox, MaxNumberOfMessages=10)["Messages"]]
     assert sorted(b["event"] for b in bodies) == ["task_failed", "task_succeeded"]
+
+
+# ---------------------------------------------------------------- overlap
+
+class MovingClock:
+    """A fixed clock that a test moves on (here: while the receiver handles a request)."""
+
+    def __init__(self, start):
+        self.moment = start
+
+    def now(self):
+        return self.moment
+
+    def sleep(self, seconds):
+        self.moment += timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("overlap", ["skip", "buffer_one"])
+def test_firings_that_came_during_a_long_run_follow_overlap(memory, receiver, overlap):
+    from chalicelib import service
+
+    clock = MovingClock(datetime(2030, 5, 19, 9, 0, tzinfo=timezone.utc))
+    rt = runtime(Clock(now=clock.now, sleep=clock.sleep))
+    created, _ = service.schedule_task(rt, {
+        "action": "webhook", "payload": {"url": receiver.url}, "run_at": "cron(* * * * ? *)",
+        "overlap": overlap})
+    task_id = created["task_id"]
+    clock.moment = datetime(2030, 5, 19, 9, 1, tzinfo=timezone.utc)
+    # The run takes 3 minutes 5 seconds: the firings of 09:02, 09:03 and 09:04 come meanwhile.
+    receiver.on_request = lambda request: clock.sleep(185)
+    assert execute_task(rt, task_id).outcome == "ran"
+    receiver.on_request = None
+    after = rt.store.get(task_id)
+    skipped = sorted(run.started_at.minute for run in after.runs if run.outcome == "skipped")
+    if overlap == "skip":
+        assert skipped == [2, 3, 4]
+        assert after.next_run_at == datetime(2030, 5, 19, 9, 5, tzinfo=timezone.utc)
+        return
+    # buffer_one: the newest of them runs right after the run ended, once.
+    assert skipped == [2, 3]
+    assert after.next_run_at == clock.moment and after.firing_at.minute == 4
+    assert execute_task(rt, task_id).outcome == "ran"
+    assert len(receiver.requests) == 2
+    assert receiver.requests[1]["headers"]["idempotency-key"].endswith("09:04:00Z")
+    assert rt.store.get(task_id).next_run_at == datetime(2030, 5, 19, 9, 5,
+                                                         tzinfo=timezone.utc)
