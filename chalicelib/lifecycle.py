@@ -81,13 +81,16 @@ def upcoming(task: Task, count: int) -> List[datetime]:
     if count <= 0:
         return []
     found = [task.next_run_at]
-    firing = task.firing_at
-    while task.recurring and len(found) < count:
+    if task.pause_after_run:
+        return found  # an extra run of a paused task: paused again after it
+    firing: Optional[datetime] = task.firing_at
+    if task.extra_run_key is not None and task.recurring:
+        found.append(spread(task, firing))  # the firing the extra run leaves pending
+    while task.recurring and len(found) < count and firing is not None:
         firing = next_firing(task, firing)
-        if firing is None:
-            break
-        found.append(spread(task, firing))
-    return found
+        if firing is not None:
+            found.append(spread(task, firing))
+    return found[:count]
 
 
 def skipped_run(firing: datetime, reason: str) -> Run:

@@ -153,3 +153,11 @@ def test_an_extra_run_leaves_the_pending_firing_and_may_pause_again():
     assert change.firing_at == T0 + timedelta(hours=1) and change.counts_run
     paused = _after(replace(extra, pause_after_run=True))
     assert paused.status == "paused"
+
+
+def test_upcoming_of_a_pending_extra_run_keeps_the_firing_it_leaves():
+    extra = recurring(extra_run_key="run-1", next_run_at=T0 - timedelta(minutes=30))
+    assert lifecycle.upcoming(extra, 3) == [T0 - timedelta(minutes=30), T0,
+                                            T0 + timedelta(hours=1)]
+    paused_after = replace(extra, pause_after_run=True)
+    assert lifecycle.upcoming(paused_after, 3) == [T0 - timedelta(minutes=30)]
