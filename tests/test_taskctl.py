@@ -99,12 +99,13 @@ def test_list_prints_an_aligned_table_and_json(taskctl, server):
 
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "STATUS", "ACTION", "NEXT", "RUN", "ATTEMPTS"]
+    assert header.split() == ["ID", "NAME", "STATUS", "ACTION", "NEXT", "RUN", "ATTEMPTS",
+                              "TAGS"]
     # Tasks made in the same millisecond come in task_id order, so the order is not checked.
     assert sorted(row.split()[:4] for row in rows) == sorted(
         [task_id, f"list-{marker}-{n}", "scheduled", "log"] for n, task_id in enumerate(ids))
     assert {row.index("scheduled") for row in rows} == {header.index("STATUS")}
-    assert all(row.split()[-1] == "0/3" for row in rows)
+    assert all(row.split()[-2:] == ["0/3", "-"] for row in rows)
 
     for args in (["--json", "list", "--name", marker], ["list", "--name", marker, "--json"]):
         listed = taskctl(*args)
