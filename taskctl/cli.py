@@ -17,7 +17,8 @@ exit codes:
   1    server error: a 5xx answer, a redirect (not followed), or the API could not
        be reached; tail: --timeout passed first
   2    user error: bad flags or arguments, or any 4xx answer (401/403 wrong token,
-       404 unknown task, 409 not possible in the task's state)
+       404 unknown task, 409 not possible in the task's state, 412 --if-match names
+       an older version)
   3    tail: the task finished failed (every attempt used up)
   130  interrupted (Ctrl-C)
 
@@ -26,10 +27,16 @@ environment:
   TASKCTL_TOKEN  the bearer token; --token wins. It is never printed.
 
 examples:
-  taskctl schedule --webhook https://example.com/hook --data '{{"msg": "hi"}}' \
+  taskctl schedule --webhook https://example.com/hook --data '{{"msg": "hi"}}' \\
       --at "$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)"
-  taskctl schedule --webhook https://example.com/hook --at 'cron(0 9 ? * MON-FRI *)' --timezone Europe/Berlin
+  taskctl schedule --webhook https://example.com/hook --at 'cron(0 9 ? * MON-FRI *)' \\
+      --timezone Europe/Berlin
+  taskctl schedule --action log --payload '{{"message": "tick"}}' --at 'rate(1 hour)' \\
+      --max-runs 24 --catch-up none --window 5 --tag team=ops
   taskctl list --status failed
+  taskctl list --tag team:ops
+  taskctl update 3f0c... --at 'cron(30 8 ? * MON-FRI *)' --if-match 2
+  taskctl pause 3f0c... --until "$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)"
   taskctl tail 3f0c...
 """
 
@@ -37,6 +44,10 @@ examples:
 FINISHED = {"completed": 0, "cancelled": 0, "failed": 3}
 # The longest pause between tail's polls: time.sleep overflows on much larger ones.
 MAX_INTERVAL = 86400.0
+
+
+# The value of a --no-... flag: the field is sent as null (not set).
+CLEAR = object()
 
 
 class UsageError(Exception):
@@ -97,37 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     schedule = command("schedule", schedule_command,
                        "schedule a task: a webhook by default, or any action with "
                        "--action and --payload")
-    schedule.add_argument("--at", dest="run_at", required=True, metavar="RUN_AT",
-                          help="ISO date-time (2026-05-19T17:56:00Z), cron(...), rate(...) "
-                          "or HH:MM (every day)")
-    schedule.add_argument("--timezone", help="IANA zone for cron and HH:MM (default UTC)")
-    schedule.add_argument("--name", help="a label for the task")
-    schedule.add_argument("--priority", type=int, help="0-9, higher runs first (default 5)")
-    schedule.add_argument("--max-attempts", type=positive_int, help="1-10 (default 3)")
-    schedule.add_argument("--notify", choices=["failure", "always"],
-                          help="when to notify (default failure)")
+    add_task_flags(schedule, update=False)
     schedule.add_argument("--idempotency-key", metavar="KEY",
                           help="repeating a request with the same key returns the first task")
     schedule.add_argument("--action", default="webhook",
                           help="webhook (default), log, sqs, sns, lambda, eventbridge")
-    schedule.add_argument("--payload", metavar="JSON",
-                          help="the action's input, JSON or @file (instead of the webhook flags)")
-    webhook = schedule.add_argument_group("webhook")
-    webhook.add_argument("--webhook", dest="hook_url", metavar="URL", help="where to send it")
+    webhook = add_payload_flags(schedule, " (instead of the webhook flags)")
     # Before --webhook, `schedule --url` named the webhook while `taskctl --url` names the
     # API: still accepted after the subcommand, with a warning.
     webhook.add_argument("--url", dest="hook_url", action=DeprecatedWebhookUrl,
                          help=argparse.SUPPRESS)
-    webhook.add_argument("--data", metavar="JSON", help="the JSON body, JSON or @file")
-    webhook.add_argument("--method", help="POST (default), PUT, PATCH, DELETE or GET")
-    webhook.add_argument("--header", action="append", metavar="K:V",
-                         help="a header to send (repeatable)")
-    webhook.add_argument("--timeout", type=positive_int, metavar="SECONDS",
-                         help="how long to wait for the receiver, 1-60 (default 10)")
 
     listing = command("list", list_command, "list tasks, newest first")
     listing.add_argument("--status", help="only tasks in this status")
     listing.add_argument("--name", help="only tasks whose name contains this (any case)")
+    listing.add_argument("--tag", metavar="KEY:VALUE", help="only tasks with this tag")
     listing.add_argument("--limit", type=positive_int,
                          help="tasks per request, 1-100 (default 50)")
     listing.add_argument("--all", action="store_true", help="follow every page")
@@ -135,13 +130,42 @@ def build_parser() -> argparse.ArgumentParser:
     show = command("show", show_command, "a task, its upcoming firings and its runs")
     show.add_argument("task_id", metavar="ID")
 
-    cancel = command("cancel", cancel_command, "cancel a waiting task")
+    update = command("update", update_command,
+                     "change a waiting or paused task: only the fields given (a new time "
+                     "re-arms it)")
+    update.add_argument("task_id", metavar="ID")
+    add_task_flags(update, update=True)
+    add_payload_flags(update, ": replaces the whole payload",
+                      "a new webhook payload, replacing the whole old one: --webhook is "
+                      "required with any of these")
+    add_if_match(update)
+
+    pause = command("pause", pause_command,
+                    "pause a scheduled or retrying task: it does not fire until resumed")
+    pause.add_argument("task_id", metavar="ID")
+    pause.add_argument("--until", metavar="ISO",
+                       help="resume by itself then, an ISO date-time (default: until resumed)")
+    add_if_match(pause)
+
+    resume = command("resume", resume_command,
+                     "resume a paused task (firings it missed follow its catch_up)")
+    resume.add_argument("task_id", metavar="ID")
+    add_if_match(resume)
+
+    run_now = command("run", run_command,
+                      "run a waiting or paused task once now, outside its schedule")
+    run_now.add_argument("task_id", metavar="ID")
+    add_if_match(run_now)
+
+    cancel = command("cancel", cancel_command, "cancel a waiting or paused task")
     cancel.add_argument("task_id", metavar="ID")
+    add_if_match(cancel)
 
     retry = command("retry", retry_command, "run a failed task again")
     retry.add_argument("task_id", metavar="ID")
     retry.add_argument("--at", dest="run_at", metavar="ISO",
                        help="when, an ISO date-time (default: now)")
+    add_if_match(retry)
 
     preview = command("preview", preview_command,
                       "the next firings of a run_at, nothing scheduled")
@@ -159,6 +183,88 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--timeout", type=positive_seconds(), metavar="SECONDS",
                       help="give up (exit 1) after this long")
     return parser
+
+
+def add_task_flags(parser: argparse.ArgumentParser, update: bool) -> None:
+    """The fields schedule sets and update changes; update may also clear the optional ones
+    (--no-...)."""
+    parser.add_argument("--at", dest="run_at", required=not update, metavar="RUN_AT",
+                        help="ISO date-time (2026-05-19T17:56:00Z), cron(...), rate(...) "
+                        "or HH:MM (every day)")
+    parser.add_argument("--timezone", help="IANA zone for cron and HH:MM (default UTC)")
+    clearable(parser, update, "--name", help="a label for the task")
+    parser.add_argument("--priority", type=int, help="0-9, higher runs first (default 5)")
+    parser.add_argument("--max-attempts", type=positive_int, help="1-10 (default 3)")
+    parser.add_argument("--notify", choices=["failure", "always"],
+                        help="when to notify (default failure)")
+    lifecycle = parser.add_argument_group(
+        "lifecycle", "--start, --end, --max-runs and --overlap apply to recurring tasks only")
+    clearable(lifecycle, update, "--start", dest="start_at", metavar="ISO",
+              help="no firing before this date-time")
+    clearable(lifecycle, update, "--end", dest="end_at", metavar="ISO",
+              help="no firing after this date-time; the task is completed then")
+    clearable(lifecycle, update, "--max-runs", type=positive_int, metavar="N",
+              help="completed after this many runs, 1-1000000")
+    lifecycle.add_argument("--catch-up", choices=["latest", "none", "all"],
+                           help="firings missed while it could not run: run the latest "
+                           "once (default), none, or all")
+    lifecycle.add_argument("--overlap", choices=["skip", "buffer_one"],
+                           help="a firing due while the last run still runs: skip it "
+                           "(default) or run it right after")
+    lifecycle.add_argument("--window", dest="window_minutes", type=int, metavar="MINUTES",
+                           help="each firing runs at a stable moment within this many "
+                           "minutes after its time, 0-1440 (default 0)")
+    tags = lifecycle.add_mutually_exclusive_group() if update else lifecycle
+    tags.add_argument("--tag", action="append", metavar="KEY=VALUE",
+                      help="a tag (repeatable, at most 10)"
+                      + ("; replaces every tag the task has" if update else ""))
+    if update:
+        tags.add_argument("--no-tags", dest="tag", action="store_const", const=[],
+                          help="remove every tag")
+
+
+def clearable(parser, update: bool, flag: str, **kwargs) -> None:
+    """`flag`, and for update also `--no-...` to clear the field (send null)."""
+    if not update:
+        parser.add_argument(flag, **kwargs)
+        return
+    pair = parser.add_mutually_exclusive_group()
+    action = pair.add_argument(flag, **kwargs)
+    pair.add_argument(f"--no-{flag[2:]}", dest=action.dest, action="store_const", const=CLEAR,
+                      help=f"unset {flag}")
+
+
+def add_payload_flags(parser: argparse.ArgumentParser, payload_help: str,
+                      webhook_help: Optional[str] = None):
+    """--payload and the webhook flags; returns the webhook group."""
+    parser.add_argument("--payload", metavar="JSON",
+                        help=f"the action's input, JSON or @file{payload_help}")
+    webhook = parser.add_argument_group("webhook", webhook_help)
+    webhook.add_argument("--webhook", dest="hook_url", metavar="URL", help="where to send it")
+    webhook.add_argument("--data", metavar="JSON", help="the JSON body, JSON or @file")
+    webhook.add_argument("--method", help="POST (default), PUT, PATCH, DELETE or GET")
+    webhook.add_argument("--header", action="append", metavar="K:V",
+                         help="a header to send (repeatable)")
+    webhook.add_argument("--timeout", type=positive_int, metavar="SECONDS",
+                         help="how long to wait for the receiver, 1-60 (default 10)")
+    return webhook
+
+
+def add_if_match(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--if-match", type=version, metavar="VERSION",
+                        help="change the task only while it is at this version (show prints "
+                        "it); otherwise HTTP 412 and nothing changes")
+
+
+def version(text: str) -> int:
+    """An argparse type: a task's version, as show prints it or as its ETag ("3", W/"3")."""
+    bare = text.strip()
+    bare = bare[2:] if bare.startswith("W/") else bare
+    try:
+        return positive_int(bare.strip('"'))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a task's version, a whole number greater than 0, not {text!r}") from None
 
 
 def positive_int(text: str) -> int:
@@ -214,9 +320,7 @@ def schedule_command(client: Client, args: argparse.Namespace) -> None:
 
 def schedule_body(args: argparse.Namespace) -> Dict[str, Any]:
     """The POST /schedule-task body the flags describe."""
-    webhook_flags = [flag for flag, value in (
-        ("--webhook", args.hook_url), ("--data", args.data), ("--method", args.method),
-        ("--header", args.header), ("--timeout", args.timeout)) if value is not None]
+    webhook_flags = given_webhook_flags(args)
     if args.payload is not None:
         if webhook_flags:
             raise UsageError(f"{webhook_flags[0]} cannot be combined with --payload")
@@ -226,69 +330,149 @@ def schedule_body(args: argparse.Namespace) -> Dict[str, Any]:
     elif not args.hook_url:
         raise UsageError("--webhook is required for a webhook (or give --action and --payload)")
     else:
-        payload = {"url": args.hook_url}
-        if args.data is not None:
-            payload["data"] = parse_json(args.data, "--data")
-        if args.method:
-            payload["method"] = args.method.upper()
-        if args.header:
-            payload["headers"] = dict(parse_header(header) for header in args.header)
-        if args.timeout is not None:
-            payload["timeout"] = args.timeout
-    body = {"action": args.action, "payload": payload, "run_at": args.run_at,
-            "timezone": args.timezone, "name": args.name, "priority": args.priority,
-            "max_attempts": args.max_attempts, "notify": args.notify}
-    return {key: value for key, value in body.items() if value is not None}
+        payload = webhook_payload(args)
+    return {"action": args.action, "payload": payload, **task_fields(args)}
+
+
+def update_body(args: argparse.Namespace) -> Dict[str, Any]:
+    """The PATCH /tasks/{id} body: only the fields the flags name."""
+    body = task_fields(args)
+    webhook_flags = given_webhook_flags(args)
+    if args.payload is not None:
+        if webhook_flags:
+            raise UsageError(f"{webhook_flags[0]} cannot be combined with --payload")
+        body["payload"] = parse_json(args.payload, "--payload")
+    elif webhook_flags:
+        if not args.hook_url:
+            # PATCH replaces the payload whole: a lone --data would drop the URL.
+            raise UsageError(f"{webhook_flags[0]} needs --webhook: the new payload replaces "
+                             "the whole old one")
+        body["payload"] = webhook_payload(args)
+    if not body:
+        raise UsageError("nothing to change: give at least one field's flag "
+                         "(taskctl update --help)")
+    return body
+
+
+def given_webhook_flags(args: argparse.Namespace) -> List[str]:
+    """The webhook flags on the command line, in order."""
+    return [flag for flag, value in (
+        ("--webhook", args.hook_url), ("--data", args.data), ("--method", args.method),
+        ("--header", args.header), ("--timeout", args.timeout)) if value is not None]
+
+
+def webhook_payload(args: argparse.Namespace) -> Dict[str, Any]:
+    """The webhook payload of --webhook, --data, --method, --header and --timeout."""
+    payload = {"url": args.hook_url}
+    if args.data is not None:
+        payload["data"] = parse_json(args.data, "--data")
+    if args.method:
+        payload["method"] = args.method.upper()
+    if args.header:
+        payload["headers"] = dict(parse_header(header) for header in args.header)
+    if args.timeout is not None:
+        payload["timeout"] = args.timeout
+    return payload
+
+
+def task_fields(args: argparse.Namespace) -> Dict[str, Any]:
+    """The when and option fields the flags give (a --no-... flag as null)."""
+    fields = {"run_at": args.run_at, "timezone": args.timezone, "name": args.name,
+              "priority": args.priority, "max_attempts": args.max_attempts,
+              "notify": args.notify, "start_at": args.start_at, "end_at": args.end_at,
+              "max_runs": args.max_runs, "catch_up": args.catch_up, "overlap": args.overlap,
+              "window_minutes": args.window_minutes,
+              "tags": None if args.tag is None else parse_tags(args.tag)}
+    return {key: None if value is CLEAR else value
+            for key, value in fields.items() if value is not None}
 
 
 def list_command(client: Client, args: argparse.Namespace) -> None:
     """taskctl list."""
-    page = client.list_tasks(args.status, args.name, args.limit)
+    def page_of(next_token: Optional[str] = None) -> dict:
+        return client.list_tasks(args.status, args.name, args.limit, next_token, args.tag)
+
+    page = page_of()
     tasks = list(page.get("tasks", []))
     while args.all and page.get("next_token"):
-        page = client.list_tasks(args.status, args.name, args.limit, page["next_token"])
+        page = page_of(page["next_token"])
         tasks += page.get("tasks", [])
     if args.json:
         return print_json({"tasks": tasks, "next_token": page.get("next_token")})
     if not tasks:
         print("no tasks")
     else:
-        print_table(["ID", "NAME", "STATUS", "ACTION", "NEXT RUN", "ATTEMPTS"],
+        print_table(["ID", "NAME", "STATUS", "ACTION", "NEXT RUN", "ATTEMPTS", "TAGS"],
                     [[task["task_id"], shorten(task.get("name"), 30), task.get("status"),
-                      task.get("action"), next_run(task), attempts(task)] for task in tasks])
+                      task.get("action"), next_run_cell(task), attempts(task),
+                      shorten(tag_text(task.get("tags"), ","), 40)] for task in tasks])
     if page.get("next_token"):
         print("more tasks: --all lists every page", file=sys.stderr)
 
 
 def show_command(client: Client, args: argparse.Namespace) -> None:
     """taskctl show ID."""
-    task = client.get_task(args.task_id)
-    if args.json:
+    print_task(client.get_task(args.task_id), args.json)
+
+
+def update_command(client: Client, args: argparse.Namespace) -> None:
+    """taskctl update ID [flags]."""
+    print_task(client.update(args.task_id, update_body(args), args.if_match), args.json)
+
+
+def pause_command(client: Client, args: argparse.Namespace) -> None:
+    """taskctl pause ID [--until ISO]."""
+    print_task(client.pause(args.task_id, args.until, args.if_match), args.json)
+
+
+def resume_command(client: Client, args: argparse.Namespace) -> None:
+    """taskctl resume ID."""
+    print_task(client.resume(args.task_id, args.if_match), args.json)
+
+
+def run_command(client: Client, args: argparse.Namespace) -> None:
+    """taskctl run ID."""
+    print_task(client.run_now(args.task_id, args.if_match), args.json)
+
+
+def print_task(task: Dict[str, Any], as_json: bool = False) -> None:
+    """A task as show prints it: its fields, upcoming firings and runs (or its JSON)."""
+    if as_json:
         return print_json(task)
     zone = task.get("timezone")
+    window = task.get("window_minutes")
     print_fields([
         ("id", task["task_id"]), ("name", task.get("name")), ("status", task.get("status")),
+        ("paused_until", task.get("paused_until")),
         ("action", task.get("action")), ("payload", json.dumps(task.get("payload"))),
         ("run_at", task.get("run_at") + (f" ({zone})" if zone and zone != "UTC" else "")),
         ("next run", next_run(task)), ("attempts", attempts(task)),
+        ("runs_done", runs_done(task)),
         ("priority", task.get("priority")), ("notify", task.get("notify")),
+        ("start_at", task.get("start_at")), ("end_at", task.get("end_at")),
+        ("catch_up", task.get("catch_up")), ("overlap", task.get("overlap")),
+        ("window", None if window is None else f"{window} min"),
+        ("tags", tag_text(task.get("tags"), ", ")), ("version", task.get("version")),
         ("created", task.get("created_at")), ("updated", task.get("updated_at"))])
     if task.get("upcoming"):
         print("\nupcoming")
         for moment in task["upcoming"]:
             print(f"  {moment}")
     runs = task.get("runs") or []
-    print(f"\nruns ({len(runs)})" if runs else "\nno runs yet")
-    if runs:
+    skipped = sum(run.get("outcome") == "skipped" for run in runs)
+    if not runs:
+        print("\nno runs yet")
+    else:
+        print(f"\nruns ({len(runs)}, {skipped} skipped)" if skipped else f"\nruns ({len(runs)})")
         print_table(["ATTEMPT", "STARTED", "OUTCOME", "HTTP", "DURATION", "ERROR"],
-                    [[run.get("attempt"), run.get("started_at"), run.get("outcome") or "running",
-                      run.get("http_status"), duration(run), run.get("error")]
-                     for run in runs], indent="  ")
+                    [[None if skipped_run(run) else run.get("attempt"), run.get("started_at"),
+                      run.get("outcome") or "running", run.get("http_status"), duration(run),
+                      run.get("error")] for run in runs], indent="  ")
 
 
 def cancel_command(client: Client, args: argparse.Namespace) -> None:
     """taskctl cancel ID."""
-    task = client.cancel(args.task_id)
+    task = client.cancel(args.task_id, args.if_match)
     if args.json:
         return print_json(task)
     print(f"task {task['task_id']} {task.get('status')}")
@@ -296,7 +480,7 @@ def cancel_command(client: Client, args: argparse.Namespace) -> None:
 
 def retry_command(client: Client, args: argparse.Namespace) -> None:
     """taskctl retry ID [--at ISO]."""
-    task = client.retry(args.task_id, args.run_at)
+    task = client.retry(args.task_id, args.run_at, args.if_match)
     if args.json:
         return print_json(task)
     print(f"task {task['task_id']} {task.get('status')}, next run {next_run(task)}")
@@ -330,7 +514,10 @@ def tail_command(client: Client, args: argparse.Namespace) -> int:
             if run.get("outcome") and key not in printed_runs:
                 printed_runs.add(key)
                 changed = True
-                if not args.json:
+                if not args.json and skipped_run(run):
+                    print(f"{run.get('started_at')}  firing skipped"
+                          f"{run_details(run)}", flush=True)
+                elif not args.json:
                     print(f"{run.get('ended_at') or run.get('started_at')}  run "
                           f"attempt {run.get('attempt')}: {run['outcome']}"
                           f"{run_details(run)}", flush=True)
@@ -339,7 +526,8 @@ def tail_command(client: Client, args: argparse.Namespace) -> int:
             changed = True
             if not args.json:
                 waiting = f", next run {next_run(task)}" if task.get("upcoming") else ""
-                print(f"{task.get('updated_at')}  status {status}{waiting}", flush=True)
+                until = f" until {task['paused_until']}" if task.get("paused_until") else ""
+                print(f"{task.get('updated_at')}  status {status}{until}{waiting}", flush=True)
         if changed and args.json:
             print(json.dumps(task), flush=True)
         if status in FINISHED:
@@ -374,6 +562,19 @@ def parse_header(text: str):
     if not colon or not name.strip():
         raise UsageError(f"--header must look like Name:value, not {text!r}")
     return name.strip(), value.strip()
+
+
+def parse_tags(pairs: List[str]) -> Dict[str, str]:
+    """KEY=VALUE flags into the tags object (the value may be empty, a key given once)."""
+    tags: Dict[str, str] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise UsageError(f"--tag must look like key=value, not {pair!r}")
+        if key in tags:
+            raise UsageError(f"--tag {key} is given twice")
+        tags[key] = value
+    return tags
 
 
 def describe_api_error(error: ApiError) -> str:
@@ -427,6 +628,31 @@ def next_run(task: Dict[str, Any]) -> Optional[str]:
     # upcoming is empty once a task stops waiting, while next_run_at keeps its last value.
     upcoming = task.get("upcoming") or []
     return upcoming[0] if upcoming else None
+
+
+def next_run_cell(task: Dict[str, Any]) -> Optional[str]:
+    """list's NEXT RUN: the next firing, or until when a paused task is paused."""
+    if task.get("status") == "paused" and task.get("paused_until"):
+        return f"until {task['paused_until']}"
+    return next_run(task)
+
+
+def tag_text(tags: Optional[Dict[str, str]], separator: str) -> Optional[str]:
+    """key=value pairs, in key order."""
+    return separator.join(f"{key}={tags[key]}" for key in sorted(tags)) if tags else None
+
+
+def runs_done(task: Dict[str, Any]) -> Optional[str]:
+    """runs_done, out of max_runs when it has one."""
+    if task.get("runs_done") is None:
+        return None
+    limit = task.get("max_runs")
+    return f"{task['runs_done']}/{limit}" if limit else str(task["runs_done"])
+
+
+def skipped_run(run: Dict[str, Any]) -> bool:
+    """Whether the run is a firing that did not run (catch_up, overlap)."""
+    return run.get("outcome") == "skipped"
 
 
 def attempts(task: Dict[str, Any]) -> str:

@@ -56,23 +56,50 @@ class Client:
         return self._call("POST", "/schedule-task", body, headers=headers)
 
     def list_tasks(self, status: Optional[str] = None, name: Optional[str] = None,
-                   limit: Optional[int] = None, next_token: Optional[str] = None) -> dict:
-        """GET /tasks: one page."""
+                   limit: Optional[int] = None, next_token: Optional[str] = None,
+                   tag: Optional[str] = None) -> dict:
+        """GET /tasks: one page; `tag` is key:value."""
         return self._call("GET", "/tasks", query={
-            "status": status, "name": name, "limit": limit, "next_token": next_token})
+            "status": status, "name": name, "tag": tag, "limit": limit,
+            "next_token": next_token})
 
     def get_task(self, task_id: str) -> dict:
         """GET /tasks/{task_id}."""
         return self._call("GET", f"/tasks/{_segment(task_id)}")
 
-    def cancel(self, task_id: str) -> dict:
-        """DELETE /tasks/{task_id}."""
-        return self._call("DELETE", f"/tasks/{_segment(task_id)}")
+    def update(self, task_id: str, body: Dict[str, Any],
+               if_match: Optional[int] = None) -> dict:
+        """PATCH /tasks/{task_id}: change the fields in `body`."""
+        return self._call("PATCH", f"/tasks/{_segment(task_id)}", body,
+                          headers=_if_match(if_match))
 
-    def retry(self, task_id: str, run_at: Optional[str] = None) -> dict:
+    def cancel(self, task_id: str, if_match: Optional[int] = None) -> dict:
+        """DELETE /tasks/{task_id}."""
+        return self._call("DELETE", f"/tasks/{_segment(task_id)}", headers=_if_match(if_match))
+
+    def retry(self, task_id: str, run_at: Optional[str] = None,
+              if_match: Optional[int] = None) -> dict:
         """POST /tasks/{task_id}/retry, now or at `run_at`."""
         body = {"run_at": run_at} if run_at else None
-        return self._call("POST", f"/tasks/{_segment(task_id)}/retry", body)
+        return self._call("POST", f"/tasks/{_segment(task_id)}/retry", body,
+                          headers=_if_match(if_match))
+
+    def pause(self, task_id: str, until: Optional[str] = None,
+              if_match: Optional[int] = None) -> dict:
+        """POST /tasks/{task_id}/pause, until resumed or until `until`."""
+        body = {"until": until} if until else None
+        return self._call("POST", f"/tasks/{_segment(task_id)}/pause", body,
+                          headers=_if_match(if_match))
+
+    def resume(self, task_id: str, if_match: Optional[int] = None) -> dict:
+        """POST /tasks/{task_id}/resume."""
+        return self._call("POST", f"/tasks/{_segment(task_id)}/resume",
+                          headers=_if_match(if_match))
+
+    def run_now(self, task_id: str, if_match: Optional[int] = None) -> dict:
+        """POST /tasks/{task_id}/run: one extra run now, outside the schedule (202)."""
+        return self._call("POST", f"/tasks/{_segment(task_id)}/run",
+                          headers=_if_match(if_match))
 
     def preview(self, run_at: str, timezone: Optional[str] = None,
                 count: Optional[int] = None) -> dict:
@@ -117,6 +144,11 @@ class Client:
 def _segment(task_id: str) -> str:
     # An id is one path segment: a "/" or "?" in it must not reach another route.
     return urllib.parse.quote(task_id, safe="")
+
+
+def _if_match(version: Optional[int]) -> Dict[str, str]:
+    # The task's ETag is its version in quotes; without one any version is changed.
+    return {"If-Match": f'"{version}"'} if version is not None else {}
 
 
 def _answer(status: int, raw: bytes, base_url: str) -> dict:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +70,43 @@ def far_future_task(server, name=None):
     return body["task_id"]
 
 
+def recurring_task(server, **fields):
+    """A log task every hour (fields added to the POST), stored through the API."""
+    status, body = server.request("POST", "/schedule-task", {
+        "action": "log", "payload": {"message": "tick"}, "run_at": "rate(1 hour)", **fields})
+    assert status == 201, body
+    return body["task_id"]
+
+
+def stored(server, task_id):
+    status, body = server.request("GET", f"/tasks/{task_id}")
+    assert status == 200, body
+    return body
+
+
+def wait_for(server, task_id, condition, timeout=60):
+    """The task once `condition(task)` holds (generous: CI may be very busy)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        task = stored(server, task_id)
+        if condition(task):
+            return task
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition never held; the task is {task}")
+        time.sleep(0.1)
+
+
+def fields_of(output):
+    """The field lines show prints before its first blank line: label -> value (labels
+    are padded to line the values up, at least two spaces before each)."""
+    return dict(re.split(r" {2,}", line, maxsplit=1)
+                for line in output.split("\n\n")[0].splitlines())
+
+
+def upcoming_of(output):
+    return output.split("upcoming\n")[1].split("\n\n")[0].split()
+
+
 def test_schedule_a_webhook_and_tail_it_until_delivered(taskctl, receiver, tmp_path):
     data = tmp_path / "data.json"
     data.write_text('{"msg": "Hello from taskctl"}')
@@ -99,12 +137,13 @@ def test_list_prints_an_aligned_table_and_json(taskctl, server):
 
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "STATUS", "ACTION", "NEXT", "RUN", "ATTEMPTS"]
+    assert header.split() == ["ID", "NAME", "STATUS", "ACTION", "NEXT", "RUN", "ATTEMPTS",
+                              "TAGS"]
     # Tasks made in the same millisecond come in task_id order, so the order is not checked.
     assert sorted(row.split()[:4] for row in rows) == sorted(
         [task_id, f"list-{marker}-{n}", "scheduled", "log"] for n, task_id in enumerate(ids))
     assert {row.index("scheduled") for row in rows} == {header.index("STATUS")}
-    assert all(row.split()[-1] == "0/3" for row in rows)
+    assert all(row.split()[-2:] == ["0/3", "-"] for row in rows)
 
     for args in (["--json", "list", "--name", marker], ["list", "--name", marker, "--json"]):
         listed = taskctl(*args)
@@ -272,6 +311,27 @@ def test_preview_of_a_weekday_cron_in_berlin(taskctl):
     (["preview", "cron(0 9 * * * *)"], "(field run_at, HTTP 400)"),
     (["preview", "rate(5 minutes)", "--count", "99"], "count must be a whole number"),
     (["--url", "localhost:8000", "list"], "must start with http:// or https://"),
+    (["update", "3f0c0000-0000-4000-8000-000000000000"], "nothing to change"),
+    (["update", "3f0c0000-0000-4000-8000-000000000000", "--data", "{}"],
+     "--data needs --webhook: the new payload replaces the whole old one"),
+    (["update", "3f0c0000-0000-4000-8000-000000000000", "--payload", "{}", "--webhook",
+      "http://127.0.0.1:9/hook"], "--webhook cannot be combined with --payload"),
+    (["update", "3f0c0000-0000-4000-8000-000000000000", "--tag", "team"],
+     "--tag must look like key=value, not 'team'"),
+    (["schedule", "--action", "log", "--payload", "{}", "--at", "10:00", "--tag", "a=1",
+      "--tag", "a=2"], "--tag a is given twice"),
+    (["update", "3f0c0000-0000-4000-8000-000000000000", "--tag", "a=1", "--no-tags"],
+     "argument --no-tags: not allowed with argument --tag"),
+    (["update", "3f0c0000-0000-4000-8000-000000000000", "--end", "tomorrow", "--no-end"],
+     "argument --no-end: not allowed with argument --end"),
+    (["update", "3f0c0000-0000-4000-8000-000000000000", "--catch-up", "sometimes"],
+     "argument --catch-up: invalid choice: 'sometimes'"),
+    (["pause", "3f0c0000-0000-4000-8000-000000000000", "--if-match", "v3"],
+     "argument --if-match: must be a task's version"),
+    (["resume", "3f0c0000-0000-4000-8000-000000000000"],
+     "no task with id 3f0c0000-0000-4000-8000-000000000000 (field task_id, HTTP 404)"),
+    (["run", "3f0c0000-0000-4000-8000-000000000000"], "HTTP 404"),
+    (["list", "--tag", "team"], "(field tag, HTTP 400)"),
 ])
 def test_user_errors_exit_2_with_the_message(taskctl, args, message):
     result = taskctl(*args)
@@ -319,6 +379,266 @@ def test_retry_of_a_waiting_task_is_a_conflict(taskctl, server):
 
     assert result.returncode == 2
     assert "HTTP 409" in result.stderr
+
+
+# ---------------------------------------------------------------- managing tasks
+
+def test_schedule_with_tags_and_the_lifecycle_flags(taskctl, server):
+    start, end = in_seconds(3600), in_seconds(3 * 86400)
+
+    scheduled = taskctl("--json", "schedule", "--action", "log", "--payload",
+                        '{"message": "tick"}', "--at", "rate(1 hour)", "--start", start,
+                        "--end", end, "--max-runs", "7", "--catch-up", "all", "--overlap",
+                        "buffer_one", "--window", "3", "--tag", "team=ops", "--tag",
+                        "note=a=b:c", "--tag", "empty=")
+
+    assert scheduled.returncode == 0, scheduled.stderr
+    task_id = json.loads(scheduled.stdout)["task_id"]
+    task = stored(server, task_id)
+    assert {key: task[key] for key in ("start_at", "end_at", "max_runs", "catch_up", "overlap",
+                                       "window_minutes", "tags")} == {
+        "start_at": start, "end_at": end, "max_runs": 7, "catch_up": "all",
+        "overlap": "buffer_one", "window_minutes": 3,
+        "tags": {"team": "ops", "note": "a=b:c", "empty": ""}}
+    shown = taskctl("show", task_id)
+    assert shown.returncode == 0, shown.stderr
+    fields = fields_of(shown.stdout)
+    assert fields["tags"] == "empty=, note=a=b:c, team=ops"
+    assert (fields["start_at"], fields["end_at"]) == (start, end)
+    assert (fields["runs_done"], fields["catch_up"], fields["overlap"], fields["window"]) == (
+        "0/7", "all", "buffer_one", "3 min")
+    assert (fields["version"], fields["paused_until"], fields["status"]) == (
+        "1", "-", "scheduled")
+    assert start <= upcoming_of(shown.stdout)[0] <= end
+
+
+def test_schedule_refuses_recurring_only_flags_on_a_one_time_task(taskctl):
+    result = taskctl("schedule", "--action", "log", "--payload", '{"message": "once"}',
+                     "--at", in_seconds(3600), "--overlap", "buffer_one")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "overlap applies to recurring tasks only" in result.stderr
+    assert "(field overlap, HTTP 400)" in result.stderr
+
+
+def test_list_filters_by_one_tag_and_shows_tags_and_pauses(taskctl, server):
+    marker = uuid.uuid4().hex[:8]
+    tagged = [recurring_task(server, tags={"batch": marker, "team": "ops"}) for _ in range(2)]
+    recurring_task(server, tags={"batch": f"{marker}-other"})
+    recurring_task(server, tags={"team": marker})
+    until = in_seconds(3600)
+    status, body = server.request("POST", f"/tasks/{tagged[0]}/pause", {"until": until})
+    assert status == 200, body
+
+    table = taskctl("list", "--tag", f"batch:{marker}")
+    paused = taskctl("--json", "list", "--tag", f"batch:{marker}", "--status", "paused")
+
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[-1] == "TAGS"
+    rows = {row.split()[0]: row for row in rows}
+    assert sorted(rows) == sorted(tagged)
+    assert rows[tagged[0]].split()[2:4] == ["paused", "log"]
+    assert f"until {until}" in rows[tagged[0]]
+    assert rows[tagged[1]].split()[2] == "scheduled"
+    assert {row.split()[-1] for row in rows.values()} == {f"batch={marker},team=ops"}
+    assert paused.returncode == 0, paused.stderr
+    assert [task["task_id"] for task in json.loads(paused.stdout)["tasks"]] == [tagged[0]]
+
+
+def test_update_changes_only_the_fields_given_and_prints_the_task(taskctl, server):
+    task_id = recurring_task(server, name="before", priority=7, tags={"old": "1"})
+
+    updated = taskctl("update", task_id, "--at", "cron(0 9 ? * MON-FRI *)", "--timezone",
+                      "Europe/Berlin", "--name", "after", "--max-runs", "5", "--window", "10",
+                      "--catch-up", "none", "--tag", "team=ops", "--tag", "env=prod")
+
+    assert updated.returncode == 0, updated.stderr
+    fields = fields_of(updated.stdout)
+    assert (fields["id"], fields["name"], fields["status"]) == (task_id, "after", "scheduled")
+    assert fields["run_at"] == "cron(0 9 ? * MON-FRI *) (Europe/Berlin)"
+    assert (fields["tags"], fields["runs_done"], fields["window"], fields["version"]) == (
+        "env=prod, team=ops", "0/5", "10 min", "2")
+    assert len(upcoming_of(updated.stdout)) == 5
+    task = stored(server, task_id)
+    assert (task["priority"], task["catch_up"], task["tags"], task["timezone"]) == (
+        7, "none", {"team": "ops", "env": "prod"}, "Europe/Berlin")
+
+    cleared = taskctl("update", task_id, "--no-tags", "--no-max-runs", "--no-name", "--json")
+
+    assert cleared.returncode == 0, cleared.stderr
+    body = json.loads(cleared.stdout)
+    assert (body["tags"], body["max_runs"], body["name"], body["version"]) == ({}, None, None, 3)
+    assert (body["run_at"], body["window_minutes"]) == ("cron(0 9 ? * MON-FRI *)", 10)
+
+
+def test_update_with_a_stale_if_match_is_412_and_changes_nothing(taskctl, server):
+    task_id = far_future_task(server, "v1")
+
+    first = taskctl("update", task_id, "--name", "v2", "--if-match", "1")
+    stale = taskctl("update", task_id, "--name", "v3", "--if-match", "1")
+    as_etag = taskctl("update", task_id, "--priority", "8", "--if-match", '"2"')
+
+    assert first.returncode == 0, first.stderr
+    assert fields_of(first.stdout)["version"] == "2"
+    assert stale.returncode == 2 and stale.stdout == ""
+    assert f"task {task_id} is at version 2, not the one If-Match names" in stale.stderr
+    assert "(field If-Match, HTTP 412)" in stale.stderr
+    assert as_etag.returncode == 0, as_etag.stderr
+    task = stored(server, task_id)
+    assert (task["name"], task["priority"], task["version"]) == ("v2", 8, 3)
+
+
+@pytest.mark.parametrize("command", ["pause", "resume", "run", "cancel"])
+def test_every_change_with_a_stale_if_match_is_412(taskctl, server, command):
+    task_id = far_future_task(server)
+    status, body = server.request(*(
+        ("POST", f"/tasks/{task_id}/pause") if command == "resume"
+        else ("PATCH", f"/tasks/{task_id}", {"name": "moved on"})))
+    assert status == 200 and body["version"] == 2, body
+
+    result = taskctl(command, task_id, "--if-match", "1")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "(field If-Match, HTTP 412)" in result.stderr
+    after = stored(server, task_id)
+    assert (after["version"], after["status"]) == (2, body["status"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-runs", "3"], "max_runs applies to recurring tasks only (cron, rate or HH:MM), "
+                          "not to a one-time run_at (field max_runs, HTTP 400)"),
+    (["--window", "2000"],
+     "window_minutes must be a whole number from 0 to 1440 (field window_minutes, HTTP 400)"),
+    (["--at", "next tuesday"], "(field run_at, HTTP 400)"),
+    (["--webhook", "ftp://example.com/x"], "(field payload"),
+])
+def test_update_refused_by_the_api_names_the_field(taskctl, server, flags, message):
+    task_id = far_future_task(server)
+
+    result = taskctl("update", task_id, *flags)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert stored(server, task_id)["version"] == 1
+
+
+def test_update_a_finished_task_is_a_conflict(taskctl, server):
+    task_id = far_future_task(server)
+    assert server.request("DELETE", f"/tasks/{task_id}")[0] == 200
+
+    result = taskctl("update", task_id, "--name", "too late")
+
+    assert result.returncode == 2
+    assert f"task {task_id} is cancelled" in result.stderr and "HTTP 409" in result.stderr
+
+
+def test_update_the_webhook_then_run_it_now(taskctl, server, receiver):
+    task_id = server.schedule(receiver.url + "?old",
+                              datetime.now(timezone.utc) + timedelta(days=1))
+
+    updated = taskctl("update", task_id, "--webhook", receiver.url, "--data", '{"v": 2}',
+                      "--header", "X-Step: 2")
+    ran = taskctl("run", task_id, "--if-match", fields_of(updated.stdout)["version"])
+
+    assert updated.returncode == 0, updated.stderr
+    payload = json.loads(fields_of(updated.stdout)["payload"])
+    assert (payload["url"], payload["data"], payload["headers"]) == (
+        receiver.url, {"v": 2}, {"X-Step": "2"})
+    assert ran.returncode == 0, ran.stderr
+    assert fields_of(ran.stdout)["id"] == task_id
+    server.wait_status(task_id, "completed")
+    assert len(receiver.requests) == 1
+    assert json.loads(receiver.requests[0]["body"]) == {"v": 2}
+    assert receiver.requests[0]["headers"]["x-step"] == "2"
+
+
+def test_pause_then_resume(taskctl, server):
+    task_id = recurring_task(server)
+
+    paused = taskctl("pause", task_id)
+    paused_again = taskctl("pause", task_id)
+    resumed = taskctl("resume", task_id)
+    resumed_again = taskctl("resume", task_id)
+
+    assert paused.returncode == 0, paused.stderr
+    fields = fields_of(paused.stdout)
+    assert (fields["status"], fields["paused_until"], fields["next run"]) == ("paused", "-", "-")
+    assert "upcoming" not in paused.stdout
+    assert paused_again.returncode == 2
+    assert "only a scheduled or retrying task can be paused" in paused_again.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    assert (fields_of(resumed.stdout)["status"], fields_of(resumed.stdout)["version"]) == (
+        "scheduled", "3")
+    assert len(upcoming_of(resumed.stdout)) == 5
+    assert resumed_again.returncode == 2 and "HTTP 409" in resumed_again.stderr
+
+
+def test_pause_until_a_time_resumes_by_itself(taskctl, server):
+    task_id = recurring_task(server)
+    until = in_seconds(4)  # taskctl must start and ask before then, on a busy machine too
+
+    paused = taskctl("pause", task_id, "--until", until)
+
+    assert paused.returncode == 0, paused.stderr
+    assert (fields_of(paused.stdout)["status"], fields_of(paused.stdout)["paused_until"]) == (
+        "paused", until)
+    task = server.wait_status(task_id, "scheduled")
+    assert task["paused_until"] is None and task["upcoming"]
+    assert task["runs"] == []  # its hourly firing was not due meanwhile
+
+
+def test_pause_until_a_past_time_is_refused(taskctl, server):
+    task_id = recurring_task(server)
+
+    result = taskctl("pause", task_id, "--until", in_seconds(-60))
+
+    assert result.returncode == 2
+    assert "is not in the future (field until, HTTP 400)" in result.stderr
+    assert stored(server, task_id)["status"] == "scheduled"
+
+
+def test_run_a_paused_recurring_task_once_and_it_stays_paused(taskctl, server):
+    task_id = recurring_task(server)
+    assert server.request("POST", f"/tasks/{task_id}/pause")[0] == 200
+
+    ran = taskctl("run", task_id)
+
+    assert ran.returncode == 0, ran.stderr
+    task = wait_for(server, task_id,
+                    lambda task: task["runs_done"] == 1 and task["status"] == "paused")
+    assert [run["outcome"] for run in task["runs"]] == ["succeeded"]
+    assert fields_of(taskctl("show", task_id).stdout)["runs_done"] == "1"
+
+
+def test_a_firing_missed_while_paused_shows_as_skipped(taskctl, server):
+    run_at = in_seconds(3)  # it must still wait when the pause arrives, on a busy machine too
+    status, body = server.request("POST", "/schedule-task", {
+        "action": "log", "payload": {"message": "missed"}, "run_at": run_at,
+        "catch_up": "none"})
+    assert status == 201, body
+    task_id = body["task_id"]
+    assert server.request("POST", f"/tasks/{task_id}/pause")[0] == 200
+    due = datetime.fromisoformat(run_at.replace("Z", "+00:00"))
+    while datetime.now(timezone.utc) <= due:  # its firing passes while it is paused
+        time.sleep(0.05)
+
+    resumed = taskctl("resume", task_id)
+    shown = taskctl("show", task_id)
+    tail = taskctl("tail", task_id, "--timeout", "20")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert fields_of(resumed.stdout)["status"] == "completed"  # catch_up none: nothing left
+    assert shown.returncode == 0, shown.stderr
+    runs = shown.stdout.split("runs (1, 1 skipped)\n")[1].splitlines()
+    attempt, started, outcome, http_status, duration, *reason = runs[1].split()
+    assert (attempt, started[:19], outcome, http_status, duration) == (
+        "-", run_at[:19], "skipped", "-", "-")
+    assert " ".join(reason) == "missed while the task could not run (catch_up none)"
+    assert tail.returncode == 0, tail.stdout + tail.stderr
+    assert "firing skipped  missed while the task could not run" in tail.stdout
+    assert "run attempt" not in tail.stdout
 
 
 @pytest.mark.parametrize("args", [["list"], ["show", "3f0c0000-0000-4000-8000-000000000000"],
