@@ -568,3 +568,88 @@ def test_a_finished_task_shows_no_next_run(memory_api):
     assert memory_api.get(f"/tasks/{task_id}").json["next_run_at"] is None
     [listed] = memory_api.get("/tasks?status=cancelled").json["tasks"]
     assert listed["next_run_at"] is None
+
+
+# ---------------------------------------------------------------- managing tasks: refusals
+
+def _recurring(**extra):
+    return {**spec_example(), "run_at": "cron(0 9 * * ? *)", **extra}
+
+
+def _in_days(days):
+    return (utcnow() + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+NEW_FIELD_REFUSALS = [
+    ("start_at", "tomorrow"), ("start_at", 5), ("end_at", "2001-01-01T00:00:00Z"),
+    ("end_at", "2030-02-30T00:00:00Z"), ("max_runs", 0), ("max_runs", 1_000_001),
+    ("max_runs", "3"), ("catch_up", "some"), ("catch_up", None), ("overlap", "queue"),
+    ("window_minutes", -1), ("window_minutes", 1441), ("window_minutes", 1.5),
+    ("tags", ["a"]), ("tags", {"": "x"}), ("tags", {"k" * 129: "x"}),
+    ("tags", {"k": "v" * 257}), ("tags", {"k": 1}),
+    ("tags", {f"k{i}": "v" for i in range(11)}),
+]
+
+
+@pytest.mark.parametrize("field, value", NEW_FIELD_REFUSALS)
+def test_every_bad_value_of_a_new_field_is_a_400_naming_it_and_stores_nothing(
+        memory_api, field, value):
+    response = memory_api.post("/schedule-task", _recurring(**{field: value}))
+    assert response.status_code == 400, response.json
+    assert response.json["field"] == field and response.json["message"]
+    assert memory_api.get("/tasks").json["tasks"] == []
+
+
+def test_start_and_end_are_checked_together_and_against_a_one_time_task(memory_api):
+    crossed = memory_api.post("/schedule-task", _recurring(start_at=_in_days(3),
+                                                           end_at=_in_days(2)))
+    assert (crossed.status_code, crossed.json["field"]) == (400, "end_at")
+    one_time = memory_api.post("/schedule-task", {**spec_example(), "end_at": _in_days(2)})
+    assert (one_time.status_code, one_time.json["field"]) == (400, "end_at")
+    assert memory_api.get("/tasks").json["tasks"] == []
+
+
+@pytest.mark.parametrize("route, body, field", [
+    ("pause", {"until": "yesterday"}, "until"), ("pause", {"until": 3}, "until"),
+    ("pause", {"until": "2001-01-01T00:00:00Z"}, "until"),
+    ("pause", {"until": _in_days(4000)}, "until"), ("pause", {"for": "1h"}, None),
+])
+def test_bad_bodies_of_the_new_routes_are_a_400_and_change_nothing(memory_api, route, body,
+                                                                    field):
+    task_id = memory_api.post("/schedule-task", _recurring()).json["task_id"]
+    response = memory_api.post(f"/tasks/{task_id}/{route}", body)
+    assert response.status_code == 400 and response.json["field"] == field, response.json
+    assert memory_api.get(f"/tasks/{task_id}").json["version"] == 1
+
+
+@pytest.mark.parametrize("method, route", [("PATCH", ""), ("POST", "/pause"),
+                                           ("POST", "/resume"), ("POST", "/run"),
+                                           ("DELETE", ""), ("POST", "/retry")])
+def test_a_bad_if_match_is_a_400_and_an_old_one_a_412_on_every_change(memory_api, method,
+                                                                       route):
+    task_id = memory_api.post("/schedule-task", _recurring()).json["task_id"]
+    memory_api.patch(f"/tasks/{task_id}", {"name": "v2"})
+    body = {"name": "x"} if method == "PATCH" else None
+    bad = memory_api.request(method, f"/tasks/{task_id}{route}", body,
+                             headers={"If-Match": "newest"})
+    assert (bad.status_code, bad.json["field"]) == (400, "If-Match")
+    old = memory_api.request(method, f"/tasks/{task_id}{route}", body,
+                             headers={"If-Match": '"1"'})
+    assert (old.status_code, old.json["code"]) == (412, "precondition_failed")
+    shown = memory_api.get(f"/tasks/{task_id}")
+    assert shown.json["version"] == 2 and shown.headers["ETag"] == '"2"'
+
+
+@pytest.mark.parametrize("tag", ["team", ":x", "k" * 129 + ":v", "k:" + "v" * 257])
+def test_a_bad_tag_filter_is_a_400_on_tag(memory_api, tag):
+    response = memory_api.get("/tasks?tag=" + tag)
+    assert (response.status_code, response.json["field"]) == (400, "tag")
+
+
+def test_patch_of_an_unknown_task_is_404_and_of_a_finished_one_409(memory_api):
+    missing = memory_api.patch("/tasks/3f0c0000-0000-4000-8000-000000000000", {"name": "x"})
+    assert missing.status_code == 404
+    task_id = memory_api.post("/schedule-task", _recurring()).json["task_id"]
+    memory_api.delete(f"/tasks/{task_id}")
+    finished = memory_api.patch(f"/tasks/{task_id}", {"name": "x"})
+    assert (finished.status_code, finished.json["code"]) == (409, "not_updated")
