@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from chalicelib import dashboard
+from chalicelib import dashboard, models
 from tests.conftest import TOKEN
 
 
@@ -73,3 +73,9 @@ def test_page_is_built_once_and_server_strings_only_go_in_as_text():
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script
     assert "localStorage" not in script and "sessionStorage" in script
+
+
+def test_the_status_filter_offers_every_status():
+    html = dashboard.page()
+    select = re.search(r'<select id="f-status">(.*?)</select>', html, re.S).group(1)
+    assert re.findall(r"<option>(\w+)", select) == list(models.STATUSES)

@@ -396,6 +396,39 @@ def test_other_actions_take_a_json_payload(page, server):
     shot(page, "13-action-refused")
 
 
+# ---------------------------------------------------------------- managing tasks
+
+def schedule_recurring(server, name, url=NOWHERE, run_at="rate(1 day)", **extra):
+    """A recurring webhook task made through the API; its id."""
+    status, body = server.request("POST", "/schedule-task", {
+        "action": "webhook", "payload": {"url": url, "data": {"task": name}},
+        "run_at": run_at, "name": name, **extra})
+    assert status == 201, body
+    return body["task_id"]
+
+
+def test_tags_column_and_tag_filter(page, server):
+    schedule_recurring(server, "tagged-billing", tags={"team": "billing-t", "env": "prod"})
+    schedule_recurring(server, "tagged-ops", tags={"team": "ops-t"})
+    sign_in(page, server.url)
+    tags = row(page, "tagged-billing").locator("td").nth(7)
+    expect(tags.locator(".tag")).to_have_text(["team=billing-t", "env=prod"])
+    expect(row(page, "tagged-ops").locator("td").nth(7)).to_have_text("team=ops-t")
+
+    tag_filter = page.get_by_label("Tag", exact=True)
+    tag_filter.fill("team:billing-t")
+    expect(page.locator("#rows tr")).to_have_count(1)
+    expect(row(page, "tagged-billing")).to_have_count(1)
+    shot(page, "21-tag-filter")
+    tag_filter.fill("team")  # no colon: the API's message under the filters, no rows
+    expect(page.locator("#f-err")).to_contain_text("key:value")
+    expect(page.locator("#rows tr")).to_have_count(0)
+    expect(page.locator("#empty")).to_be_hidden()
+    tag_filter.fill("team:nobody-t")
+    expect(page.locator("#f-err")).to_be_empty()
+    expect(page.locator("#empty")).to_be_visible()
+
+
 # ---------------------------------------------------------------- under a stage path
 
 class StagePath:

@@ -126,12 +126,14 @@
   }
 
   // ---------------------------------------------------------------- list
-  const filters = () => ({status: $('f-status').value, name: $('f-name').value.trim()});
+  const filters = () => ({status: $('f-status').value, name: $('f-name').value.trim(),
+    tag: $('f-tag').value.trim()});
   function listPath(token) {
     const q = new URLSearchParams({limit: PAGE});
     const f = filters();
     if (f.status) q.set('status', f.status);
     if (f.name) q.set('name', f.name);
+    if (f.tag) q.set('tag', f.tag);
     if (token) q.set('next_token', token);
     return `tasks?${q}`;
   }
@@ -168,6 +170,7 @@
     }
     if (JSON.stringify(page.tasks) !== JSON.stringify(state.first)) state.changed = Date.now();
     state.first = page.tasks;
+    $('f-err').textContent = '';
     render();
   }
 
@@ -209,12 +212,21 @@
     render();
   }
 
-  // A task fetched alone updates its loaded row; gone or out of the status filter, drops it.
+  // Whether a task fetched alone still belongs in the list (the name is the API's to match).
+  function matches(t) {
+    const f = filters();
+    const at = f.tag.indexOf(':');
+    return (!f.status || t.status === f.status) &&
+      (at < 0 || (t.tags || {})[f.tag.slice(0, at)] === f.tag.slice(at + 1));
+  }
+
+  // A task fetched alone updates its loaded row; gone or out of the status or tag filter,
+  // drops it.
   function putRow(id, task) {
     const i = state.extra.findIndex((t) => t.task_id === id);
     if (i < 0) return;
     const old = state.extra[i];
-    if (!task || (filters().status && task.status !== filters().status)) {
+    if (!task || !matches(task)) {
       state.extra.splice(i, 1);
     } else {
       state.extra[i] = task;
@@ -238,7 +250,7 @@
     });
     rows.forEach((tr, id) => { if (!kept.has(id)) tr.remove(); });
     rows = kept;
-    $('empty').hidden = state.tasks.length > 0;
+    $('empty').hidden = state.tasks.length > 0 || $('f-err').textContent !== '';
     $('more').hidden = !state.next;
     $('asof').hidden = !(state.extra.length && state.asOf);
     if (state.asOf) {
@@ -255,12 +267,13 @@
     const first = el('td');
     first.append(open, el('span', id.slice(0, 8), 'sub'));
     tr.append(first);
-    for (let i = 0; i < 6; i += 1) tr.append(el('td'));
+    for (let i = 0; i < 7; i += 1) tr.append(el('td'));
     return tr;
   }
 
   // A finished task keeps its last next_run_at; it is no longer "next".
   const live = (t) => ['scheduled', 'retrying', 'running'].includes(t.status);
+  const chips = (tags) => Object.entries(tags || {}).map(([k, v]) => el('span', `${k}=${v}`, 'tag'));
 
   function fillRow(tr, t) {
     const c = tr.children;
@@ -269,11 +282,14 @@
     c[1].replaceChildren(el('span', t.status, `st st-${t.status}`));
     c[2].textContent = t.action;
     const next = live(t) && t.next_run_at;
-    c[3].replaceChildren(el('span', next ? rel(next) : '—'), el('span', next ? utc(next) : '', 'sub'));
+    const until = t.status === 'paused' && t.paused_until;
+    c[3].replaceChildren(el('span', next ? rel(next) : until ? `resumes ${rel(until)}` : '—'),
+      el('span', next ? utc(next) : until ? utc(until) : '', 'sub'));
     c[4].textContent = `${t.attempts}/${t.max_attempts}`;
     c[5].textContent = t.priority;
     c[6].textContent = rel(t.updated_at);
     c[6].title = utc(t.updated_at);
+    c[7].replaceChildren(...chips(t.tags));
     tr.classList.toggle('sel', t.task_id === state.open);
   }
 
@@ -285,13 +301,20 @@
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
   $('f-status').addEventListener('change', () => resetList().catch(report));
   let nameTimer;
-  $('f-name').addEventListener('input', () => {
+  ['f-name', 'f-tag'].forEach((id) => $(id).addEventListener('input', () => {
     clearTimeout(nameTimer);
     nameTimer = setTimeout(() => resetList().catch(report), 300);
-  });
+  }));
 
+  // A filter the API refuses (tag without a colon) is said under the filters, the list empty.
   function report(e) {
-    if (!e.auth) say(`Error: ${e.message}`);
+    if (e.auth) return;
+    if (['status', 'name', 'tag'].includes(e.field)) {
+      $('f-err').textContent = e.message;
+      render();
+    } else {
+      say(`Error: ${e.message}`);
+    }
   }
 
   // ---------------------------------------------------------------- detail
