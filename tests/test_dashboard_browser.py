@@ -407,6 +407,111 @@ def schedule_recurring(server, name, url=NOWHERE, run_at="rate(1 day)", **extra)
     return body["task_id"]
 
 
+def open_task(tab, server, name):
+    """Signed in, the list searched for `name` and its task open."""
+    sign_in(tab, server.url)
+    tab.get_by_label("Name contains").fill(name)
+    expect(tab.locator("#rows tr")).to_have_count(1)
+    row(tab, name).click()
+    expect(tab.locator("#d-title")).to_have_text(name)
+
+
+def detail_button(tab, name):
+    return tab.locator("#detail").get_by_role("button", name=name, exact=True)
+
+
+def field(tab, name):
+    """The value shown for `name` in the open task's fields."""
+    return tab.locator("#d-fields dt", has_text=name).locator("xpath=following-sibling::dd[1]")
+
+
+def test_pause_until_then_resume_changes_status_and_buttons(page, server):
+    task_id = schedule_recurring(server, "pausable-daily")
+    open_task(page, server, "pausable-daily")
+    for shown in ("Pause", "Run now", "Cancel task"):
+        expect(detail_button(page, shown)).to_be_visible()
+    expect(detail_button(page, "Resume")).to_be_hidden()
+
+    until = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=0)
+    page.locator("#detail").get_by_label("until").fill(
+        until.astimezone(ZoneInfo(ZONE)).strftime("%Y-%m-%dT%H:%M:%S"))  # the browser's time
+    detail_button(page, "Pause").click()
+    expect(status_cell(page, "pausable-daily")).to_have_text("paused")
+    expect(field(page, "Status")).to_have_text("paused")
+    expect(field(page, "Paused until")).to_contain_text(utc_text(until).replace("T", " ")[:-1])
+    expect(detail_button(page, "Pause")).to_be_hidden()
+    expect(detail_button(page, "Resume")).to_be_visible()
+    for shown in ("Run now", "Cancel task"):  # a paused task may still change
+        expect(detail_button(page, shown)).to_be_visible()
+    shot(page, "18-paused")
+    stored = server.request("GET", f"/tasks/{task_id}")[1]
+    assert (stored["status"], stored["paused_until"]) == ("paused", utc_text(until))
+
+    page.get_by_label("Status").select_option("paused")  # a status of the filter now
+    expect(page.locator("#rows tr")).to_have_count(1)
+    page.get_by_label("Status").select_option("")
+
+    detail_button(page, "Resume").click()
+    expect(status_cell(page, "pausable-daily")).to_have_text("scheduled")
+    expect(field(page, "Status")).to_have_text("scheduled")
+    expect(page.locator("#d-fields dt", has_text="Paused until")).to_have_count(0)
+    expect(detail_button(page, "Resume")).to_be_hidden()
+    expect(detail_button(page, "Pause")).to_be_visible()
+    assert server.request("GET", f"/tasks/{task_id}")[1]["status"] == "scheduled"
+
+    # A click the task's status no longer allows shows the API's refusal.
+    page.locator("#d-resume").dispatch_event("click")
+    expect(page.locator("#d-err")).to_contain_text("only a paused task can be resumed")
+
+
+def test_run_now_runs_a_recurring_task_once_and_keeps_its_schedule(page, server, hooks):
+    task_id = schedule_recurring(server, "run-me-now", url=hooks.url, max_runs=5)
+    before = server.request("GET", f"/tasks/{task_id}")[1]
+    open_task(page, server, "run-me-now")
+    expect(field(page, "Runs done")).to_have_text("0 of 5")
+    expect(page.locator("#d-runs")).to_contain_text("no runs yet")
+
+    detail_button(page, "Run now").click()
+    expect(page.locator("#status")).to_contain_text(f"Started a run of task {task_id}")
+    first_run = page.locator("#d-runs tr").first
+    expect(first_run).to_contain_text("succeeded", timeout=WAIT)
+    expect(field(page, "Runs done")).to_have_text("1 of 5", timeout=WAIT)
+    expect(status_cell(page, "run-me-now")).to_have_text("scheduled", timeout=WAIT)
+    expect(detail_button(page, "Run now")).to_be_visible()
+    shot(page, "19-run-now")
+    delivered = [r for r in hooks.requests if b'"run-me-now"' in r["body"]]
+    assert len(delivered) == 1
+    after = server.request("GET", f"/tasks/{task_id}")[1]
+    assert after["runs_done"] == 1
+    assert after["next_run_at"] == before["next_run_at"]  # the schedule is unchanged
+
+
+def test_a_skipped_firing_reads_apart_from_runs(page, server):
+    """A one-time task paused over its firing, with catch_up none: resumed, the firing is
+    recorded as skipped and the task is completed."""
+    at = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
+    task_id = server.schedule(NOWHERE, at, name="skip-the-firing", catch_up="none")
+    assert server.request("POST", f"/tasks/{task_id}/pause")[0] == 200
+    open_task(page, server, "skip-the-firing")
+    expect(detail_button(page, "Resume")).to_be_visible()
+    # Its firing has passed (a function, not an expression: the page's CSP forbids eval).
+    page.wait_for_function("(t) => Date.now() > t", arg=(at.timestamp() + 1) * 1000)
+    detail_button(page, "Resume").click()
+    expect(field(page, "Status")).to_have_text("completed")
+    skipped = page.locator("#d-runs tr").first
+    expect(skipped).to_have_class("skipped")
+    expect(skipped.locator("td").nth(0)).to_have_text("—")  # no attempt was made
+    expect(skipped.locator("td").nth(2)).to_have_text("skipped")
+    expect(skipped.locator(".st-skipped")).to_have_count(1)
+    expect(skipped).to_contain_text("catch_up none")
+    assert skipped.evaluate("tr => getComputedStyle(tr.cells[1]).fontStyle") == "italic"
+    for hidden in ("Resume", "Pause", "Run now"):
+        expect(detail_button(page, hidden)).to_be_hidden()
+    shot(page, "20-skipped-run")
+    runs = server.request("GET", f"/tasks/{task_id}")[1]["runs"]
+    assert [r["outcome"] for r in runs] == ["skipped"]
+
+
 def test_tags_column_and_tag_filter(page, server):
     schedule_recurring(server, "tagged-billing", tags={"team": "billing-t", "env": "prod"})
     schedule_recurring(server, "tagged-ops", tags={"team": "ops-t"})

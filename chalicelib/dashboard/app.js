@@ -18,6 +18,9 @@
     lambda: {function_name: '', payload: {}},
     eventbridge: {event_bus: 'default', source: 'my.app', detail_type: 'Scheduled', detail: {}},
   };
+  // What the API lets each status do (SPEC, "Managing tasks").
+  const WAITING = ['scheduled', 'retrying'];
+  const CHANGEABLE = ['scheduled', 'retrying', 'paused'];
   const $ = (id) => document.getElementById(id);
   const el = (tag, text, cls) => {
     const node = document.createElement(tag);
@@ -319,6 +322,7 @@
 
   // ---------------------------------------------------------------- detail
   async function openTask(id, focus) {
+    if (id !== state.open) $('d-until').value = '';
     state.open = id;
     state.openJson = '';
     $('d-err').textContent = '';
@@ -350,7 +354,11 @@
 
   function showTask(t) {
     $('d-title').textContent = t.name || `Task ${t.task_id.slice(0, 8)}`;
-    $('d-cancel').hidden = !['scheduled', 'retrying'].includes(t.status);
+    // Only what the task's status allows (the API answers 409 to the rest).
+    const changeable = CHANGEABLE.includes(t.status);
+    ['d-run', 'd-cancel'].forEach((id) => { $(id).hidden = !changeable; });
+    $('d-pausing').hidden = !WAITING.includes(t.status);
+    $('d-resume').hidden = t.status !== 'paused';
     $('d-replay').hidden = t.status !== 'failed';
     const dl = $('d-fields');
     dl.replaceChildren();
@@ -364,6 +372,20 @@
     add('Action', t.action);
     add('Schedule', t.run_at + (t.timezone && t.timezone !== 'UTC' ? ` (${t.timezone})` : ''));
     add('Next run', live(t) && t.next_run_at ? `${utc(t.next_run_at)} (${rel(t.next_run_at)})` : '—');
+    if (t.status === 'paused') {
+      add('Paused until', t.paused_until ? `${utc(t.paused_until)} (${rel(t.paused_until)})` : 'resumed by hand');
+    }
+    const tags = el('span');
+    tags.append(...chips(t.tags));
+    add('Tags', tags.childNodes.length ? tags : '—');
+    add('Version', t.version);
+    add('Runs done', t.max_runs ? `${t.runs_done} of ${t.max_runs}` : t.runs_done);
+    if (t.start_at || t.end_at) {
+      add('Active', [t.start_at && `from ${utc(t.start_at)}`, t.end_at && `until ${utc(t.end_at)}`].filter(Boolean).join(' '));
+    }
+    add('Catch up', t.catch_up);
+    add('Overlap', t.overlap);
+    add('Window', t.window_minutes ? `${t.window_minutes} min` : 'none');
     add('Attempts', `${t.attempts} of ${t.max_attempts}`);
     add('Priority', t.priority);
     add('Notify', t.notify);
@@ -375,10 +397,14 @@
     if (!t.upcoming.length) up.append(el('li', 'nothing: the task no longer waits'));
     $('d-payload').textContent = JSON.stringify(t.payload, null, 2);
     const runs = $('d-runs');
+    // A skipped firing (catch_up, overlap) is a record, not a run: its row reads apart.
     runs.replaceChildren(...t.runs.map((r) => {
-      const tr = el('tr');
-      tr.append(el('td', r.attempt), el('td', utc(r.started_at)),
-        el('td', r.outcome || 'running'), el('td', r.http_status == null ? '—' : r.http_status),
+      const skipped = r.outcome === 'skipped';
+      const tr = el('tr', null, skipped ? 'skipped' : '');
+      const outcome = el('td');
+      outcome.append(el('span', r.outcome || 'running', `st st-${r.outcome || 'running'}`));
+      tr.append(el('td', skipped ? '—' : r.attempt), el('td', utc(r.started_at)),
+        outcome, el('td', r.http_status == null ? '—' : r.http_status),
         el('td', r.duration_ms == null ? '—' : `${r.duration_ms} ms`), el('td', r.error || ''));
       return tr;
     }));
@@ -391,23 +417,36 @@
     }
   }
 
-  async function act(button, method, suffix, done) {
+  // The buttons send no If-Match: what they do does not depend on the fields shown, and the
+  // API refuses (409, shown) what the task's status no longer allows.
+  async function act(button, method, suffix, done, body) {
     const id = state.open;
     button.disabled = true;
     $('d-err').textContent = '';
     try {
-      await api(method, `tasks/${encodeURIComponent(id)}${suffix}`);
-      say(`${done} task ${id}.`);
+      await api(method, `tasks/${encodeURIComponent(id)}${suffix}`, body);
+      say(`${done} ${id}.`);
       state.openJson = '';
       await Promise.all([refreshDetail(), refreshFirst()]);
+      return true;
     } catch (e) {
       if (!e.auth) $('d-err').textContent = e.message;
+      return false;
     } finally {
       button.disabled = false;
     }
   }
-  $('d-cancel').addEventListener('click', (ev) => act(ev.target, 'DELETE', '', 'Cancelled'));
-  $('d-replay').addEventListener('click', (ev) => act(ev.target, 'POST', '/retry', 'Replayed'));
+  const on = (id, handler) => $(id).addEventListener('click', (ev) => handler(ev.target));
+  on('d-cancel', (b) => act(b, 'DELETE', '', 'Cancelled task'));
+  on('d-replay', (b) => act(b, 'POST', '/retry', 'Replayed task'));
+  on('d-resume', (b) => act(b, 'POST', '/resume', 'Resumed task'));
+  on('d-run', (b) => act(b, 'POST', '/run', 'Started a run of task'));
+  on('d-pause', async (b) => {
+    // datetime-local, read in the browser's zone as the new task's date is.
+    const until = $('d-until').value;
+    const body = until ? {until: new Date(until).toISOString().replace(/\.\d{3}Z$/, 'Z')} : undefined;
+    if (await act(b, 'POST', '/pause', 'Paused task', body)) $('d-until').value = '';
+  });
   $('d-close').addEventListener('click', () => {
     const id = state.open;
     state.open = null;
@@ -596,6 +635,7 @@
   }
   formDefaults();
   $('n-zone').textContent = `your browser's time, ${ZONE}`;
+  $('d-zone').textContent = `your time, ${ZONE}`;
   const zones = (Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []);
   $('zones').append(...['UTC', ...zones].map((z) => { const o = el('option'); o.value = z; return o; }));
 
