@@ -425,10 +425,87 @@ def field(tab, name):
     return tab.locator("#d-fields dt", has_text=name).locator("xpath=following-sibling::dd[1]")
 
 
+def test_edit_a_task_shows_the_change_and_refuses_a_stale_edit(page, server):
+    far = (datetime.now(timezone.utc) + timedelta(days=2)).replace(microsecond=0)
+    task_id = server.schedule(NOWHERE, far, name="renamable-1", tags={"team": "edits"})
+    open_task(page, server, "renamable-1")
+    page.get_by_label("Name contains").fill("renamable")  # the new name stays in the list
+    expect(field(page, "Version")).to_have_text("1")
+    detail_button(page, "Edit").click()
+    edit = page.locator("#edit-form")
+    expect(edit.locator("h3")).to_have_text("Edit version 1")
+    expect(edit.get_by_label("Name")).to_be_focused()
+    expect(edit.get_by_label("Name")).to_have_value("renamable-1")
+    expect(edit.get_by_label("Run at")).to_have_value(utc_text(far))
+    expect(edit.get_by_label("Tags")).to_have_value("team=edits")
+    expect(edit.get_by_label("Catch up")).to_have_value("latest")
+
+    edit.get_by_role("button", name="Save changes").click()  # nothing changed: nothing sent
+    expect(edit.locator("#e-err")).to_have_text("Nothing was changed.")
+
+    # A 400 is shown next to the field the API names (start_at: recurring tasks only).
+    edit.get_by_label("Start at").fill("2031-01-01T00:00:00Z")
+    edit.get_by_role("button", name="Save changes").click()
+    start_error = edit.locator('.err[data-field="start_at"]')
+    expect(start_error).to_contain_text("recurring tasks only")
+    expect(edit.locator("#e-err")).to_be_empty()
+    shot(page, "15-edit-refused-field")
+    assert server.request("GET", f"/tasks/{task_id}")[1]["version"] == 1
+
+    later = far + timedelta(days=1, hours=3)
+    edit.get_by_label("Start at").fill("")
+    edit.get_by_label("Name").fill("renamable-2")
+    edit.get_by_label("Run at").fill(utc_text(later))
+    with page.expect_request(lambda r: r.method == "PATCH") as sent:
+        edit.get_by_role("button", name="Save changes").click()
+    assert sent.value.headers["if-match"] == '"1"'  # the version the form was filled from
+    assert sent.value.post_data_json == {"name": "renamable-2", "run_at": utc_text(later)}
+    expect(page.locator("#edit-form")).to_have_count(0)
+    expect(page.locator("#d-title")).to_have_text("renamable-2")
+    expect(field(page, "Schedule")).to_have_text(utc_text(later))
+    expect(field(page, "Version")).to_have_text("2")
+    expect(page.locator("#d-upcoming li").first).to_contain_text(
+        utc_text(later).replace("T", " ")[:-1])
+    expect(row(page, "renamable-2")).to_have_count(1)
+    expect(row(page, "renamable-1")).to_have_count(0)
+    expect(page.locator("#status")).to_contain_text("now version 2")
+    shot(page, "16-edited")
+    stored = server.request("GET", f"/tasks/{task_id}")[1]
+    assert (stored["name"], stored["run_at"], stored["version"]) == (
+        "renamable-2", utc_text(later), 2)
+    assert stored["tags"] == {"team": "edits"}  # what the form did not change stays
+
+    # Changed elsewhere while the form is open: the save is refused (412), nothing changes.
+    detail_button(page, "Edit").click()
+    expect(edit.locator("h3")).to_have_text("Edit version 2")
+    status, _ = server.request("PATCH", f"/tasks/{task_id}", {"priority": 1})
+    assert status == 200
+    edit.get_by_label("Priority").fill("9")
+    edit.get_by_role("button", name="Save changes").click()
+    expect(edit.locator("#e-err")).to_contain_text("changed meanwhile")
+    expect(edit.locator("#e-err")).to_contain_text("Reload")
+    expect(field(page, "Version")).to_have_text("3")  # the detail shows the version that won
+    expect(edit.locator("#e-note")).to_contain_text("now version 3")
+    expect(edit.get_by_label("Priority")).to_have_value("9")  # the user's edit is still there
+    shot(page, "17-edit-stale")
+    stored = server.request("GET", f"/tasks/{task_id}")[1]
+    assert (stored["priority"], stored["version"]) == (1, 3)
+
+    edit.get_by_role("button", name="Reload the task").click()
+    expect(edit.locator("h3")).to_have_text("Edit version 3")
+    expect(edit.get_by_label("Priority")).to_have_value("1")
+    expect(edit.locator("#e-err")).to_be_empty()
+    edit.get_by_label("Priority").fill("9")
+    edit.get_by_role("button", name="Save changes").click()
+    expect(field(page, "Priority")).to_have_text("9")
+    expect(field(page, "Version")).to_have_text("4")
+    assert server.request("GET", f"/tasks/{task_id}")[1]["priority"] == 9
+
+
 def test_pause_until_then_resume_changes_status_and_buttons(page, server):
     task_id = schedule_recurring(server, "pausable-daily")
     open_task(page, server, "pausable-daily")
-    for shown in ("Pause", "Run now", "Cancel task"):
+    for shown in ("Pause", "Run now", "Edit", "Cancel task"):
         expect(detail_button(page, shown)).to_be_visible()
     expect(detail_button(page, "Resume")).to_be_hidden()
 
@@ -441,7 +518,7 @@ def test_pause_until_then_resume_changes_status_and_buttons(page, server):
     expect(field(page, "Paused until")).to_contain_text(utc_text(until).replace("T", " ")[:-1])
     expect(detail_button(page, "Pause")).to_be_hidden()
     expect(detail_button(page, "Resume")).to_be_visible()
-    for shown in ("Run now", "Cancel task"):  # a paused task may still change
+    for shown in ("Run now", "Edit", "Cancel task"):  # a paused task may still change
         expect(detail_button(page, shown)).to_be_visible()
     shot(page, "18-paused")
     stored = server.request("GET", f"/tasks/{task_id}")[1]
@@ -505,14 +582,14 @@ def test_a_skipped_firing_reads_apart_from_runs(page, server):
     expect(skipped.locator(".st-skipped")).to_have_count(1)
     expect(skipped).to_contain_text("catch_up none")
     assert skipped.evaluate("tr => getComputedStyle(tr.cells[1]).fontStyle") == "italic"
-    for hidden in ("Resume", "Pause", "Run now"):
+    for hidden in ("Resume", "Pause", "Run now", "Edit"):
         expect(detail_button(page, hidden)).to_be_hidden()
     shot(page, "20-skipped-run")
     runs = server.request("GET", f"/tasks/{task_id}")[1]["runs"]
     assert [r["outcome"] for r in runs] == ["skipped"]
 
 
-def test_tags_column_and_tag_filter(page, server):
+def test_tags_column_filter_and_the_form_s_new_fields(page, server):
     schedule_recurring(server, "tagged-billing", tags={"team": "billing-t", "env": "prod"})
     schedule_recurring(server, "tagged-ops", tags={"team": "ops-t"})
     sign_in(page, server.url)
@@ -532,6 +609,48 @@ def test_tags_column_and_tag_filter(page, server):
     tag_filter.fill("team:nobody-t")
     expect(page.locator("#f-err")).to_be_empty()
     expect(page.locator("#empty")).to_be_visible()
+
+    # The schedule form: tags, and the lifecycle fields folded under their summary.
+    form = page.locator("#new-form")
+    page.get_by_label("Action").select_option("log")
+    page.get_by_label("cron, rate or HH:MM").check()
+    page.get_by_label("Expression").fill("rate(1 hour)")
+    page.get_by_label("Name", exact=True).fill("form-tagged")
+    form.get_by_label("Tags").fill("team form-t")
+    form.get_by_role("button", name="Schedule", exact=True).click()
+    expect(form.locator('.err[data-field="tags"]')).to_contain_text("line 1: write key=value")
+    form.get_by_label("Tags").fill("team=form-t\nowner=dashboard")
+    lifecycle = form.locator("summary", has_text="Notify and lifecycle")
+    lifecycle.click()
+    form.get_by_label("End at").fill("2001-01-01T00:00:00Z")
+    lifecycle.click()  # folded again: the refusal unfolds it
+    expect(form.get_by_label("End at")).to_be_hidden()
+    form.get_by_role("button", name="Schedule", exact=True).click()
+    expect(form.locator('.err[data-field="end_at"]')).to_be_visible()
+    expect(form.locator('.err[data-field="end_at"]')).to_contain_text("not in the future")
+    form.get_by_label("End at").fill("")
+    form.get_by_label("Max runs").fill("3")
+    form.get_by_label("Catch up").select_option("none")
+    form.get_by_label("Overlap").select_option("buffer_one")
+    form.get_by_label("Window").fill("5")
+    form.get_by_label("Notify").select_option("always")
+    form.get_by_role("button", name="Schedule", exact=True).click()
+    expect(page.locator("#d-title")).to_have_text("form-tagged")
+    expect(field(page, "Tags").locator(".tag")).to_have_text(["team=form-t", "owner=dashboard"])
+    expect(field(page, "Runs done")).to_have_text("0 of 3")
+    expect(field(page, "Catch up")).to_have_text("none")
+    expect(field(page, "Overlap")).to_have_text("buffer_one")
+    expect(field(page, "Window")).to_have_text("5 min")
+    expect(field(page, "Notify")).to_have_text("always")
+    shot(page, "22-form-tagged")
+    tag_filter.fill("owner:dashboard")
+    expect(page.locator("#rows tr")).to_have_count(1)
+    expect(row(page, "form-tagged")).to_have_count(1)
+    task_id = row(page, "form-tagged").get_attribute("data-id")
+    stored = server.request("GET", f"/tasks/{task_id}")[1]
+    assert stored["tags"] == {"team": "form-t", "owner": "dashboard"}
+    assert (stored["max_runs"], stored["catch_up"], stored["overlap"], stored["window_minutes"],
+            stored["notify"]) == (3, "none", "buffer_one", 5, "always")
 
 
 # ---------------------------------------------------------------- under a stage path

@@ -21,6 +21,11 @@
   // What the API lets each status do (SPEC, "Managing tasks").
   const WAITING = ['scheduled', 'retrying'];
   const CHANGEABLE = ['scheduled', 'retrying', 'paused'];
+  // The edit form's fields, named as the API names them; the last eight come from
+  // #opts-tpl, which the new task form shows too.
+  const OPTS = ['tags', 'notify', 'start_at', 'end_at', 'max_runs', 'catch_up', 'overlap', 'window_minutes'];
+  const EDIT = ['name', 'run_at', 'timezone', 'priority', 'max_attempts', ...OPTS];
+  const NUMBERS = ['priority', 'max_attempts', 'max_runs', 'window_minutes'];
   const $ = (id) => document.getElementById(id);
   const el = (tag, text, cls) => {
     const node = document.createElement(tag);
@@ -43,8 +48,8 @@
 
   const say = (text) => { $('status').textContent = text; };
 
-  async function api(method, path, body) {
-    const headers = {Authorization: `Bearer ${state.token}`};
+  async function api(method, path, body, extra) {
+    const headers = {Authorization: `Bearer ${state.token}`, ...extra};
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let res;
     try {
@@ -76,6 +81,7 @@
     state.token = null;
     state.open = null;
     state.openTask = null;
+    closeEdit();
     clearList();
     render();
     $('detail').hidden = true;
@@ -322,7 +328,10 @@
 
   // ---------------------------------------------------------------- detail
   async function openTask(id, focus) {
-    if (id !== state.open) $('d-until').value = '';
+    if (id !== state.open) {
+      closeEdit();
+      $('d-until').value = '';
+    }
     state.open = id;
     state.openJson = '';
     $('d-err').textContent = '';
@@ -356,10 +365,14 @@
     $('d-title').textContent = t.name || `Task ${t.task_id.slice(0, 8)}`;
     // Only what the task's status allows (the API answers 409 to the rest).
     const changeable = CHANGEABLE.includes(t.status);
-    ['d-run', 'd-cancel'].forEach((id) => { $(id).hidden = !changeable; });
+    ['d-edit', 'd-run', 'd-cancel'].forEach((id) => { $(id).hidden = !changeable; });
     $('d-pausing').hidden = !WAITING.includes(t.status);
     $('d-resume').hidden = t.status !== 'paused';
     $('d-replay').hidden = t.status !== 'failed';
+    if (state.edit) {
+      $('e-note').textContent = t.version === state.edit.version ? ''
+        : `The task has changed since (now version ${t.version}): saving will be refused.`;
+    }
     const dl = $('d-fields');
     dl.replaceChildren();
     const add = (name, value) => {
@@ -451,14 +464,119 @@
     const id = state.open;
     state.open = null;
     state.openTask = null;
+    closeEdit();
     $('detail').hidden = true;
     rows.forEach((tr) => tr.classList.remove('sel'));
     const back = rows.get(id);
     if (back) back.querySelector('button').focus();
   });
 
+  // ---------------------------------------------------------------- edit
+  // The form is made from #edit-tpl when Edit is pressed and filled from the task shown; a
+  // save sends only the fields changed since, with If-Match naming the version it was
+  // filled from, so a change made meanwhile (elsewhere, or by a run) is answered 412.
+  function openEdit() {
+    const t = state.openTask;
+    const made = withOpts($('edit-tpl').content.cloneNode(true));
+    $('d-edit-box').replaceChildren(made);
+    const f = $('edit-form');
+    f.querySelector('details').open = true;
+    EDIT.forEach((name) => {
+      const v = t[name];
+      f.elements.namedItem(name).value = name === 'tags'
+        ? Object.entries(v || {}).map(([k, x]) => `${k}=${x}`).join('\n') : v == null ? '' : v;
+    });
+    $('e-version').textContent = t.version;
+    state.edit = {version: t.version, base: EDIT.map((name) => f.elements.namedItem(name).value)};
+    f.addEventListener('submit', saveEdit);
+    $('e-close').addEventListener('click', closeEdit);
+    $('e-reload').addEventListener('click', async () => {
+      state.openJson = '';
+      await refreshDetail();
+      openEdit();
+    });
+    f.elements.namedItem('name').focus();
+  }
+
+  function closeEdit() {
+    state.edit = null;
+    $('d-edit-box').replaceChildren();
+  }
+  on('d-edit', openEdit);
+
+  async function saveEdit(ev) {
+    ev.preventDefault();
+    const f = ev.target;
+    const edit = state.edit;
+    f.querySelectorAll('.err').forEach((span) => { span.textContent = ''; });
+    $('e-reload').hidden = true;
+    const body = {};
+    try {
+      EDIT.forEach((name, i) => {
+        if (f.elements.namedItem(name).value !== edit.base[i]) body[name] = value(f, name);
+      });
+    } catch (e) {
+      showError(f, $('e-err'), e.field, e.message);
+      return;
+    }
+    if (!Object.keys(body).length) {
+      $('e-err').textContent = 'Nothing was changed.';
+      return;
+    }
+    const id = state.open;
+    const button = f.querySelector('button[type=submit]');
+    button.disabled = true;
+    try {
+      const task = await api('PATCH', `tasks/${encodeURIComponent(id)}`, body,
+        {'If-Match': `"${edit.version}"`});
+      if (state.edit === edit) closeEdit();
+      say(`Saved task ${id}: now version ${task.version}.`);
+      state.openJson = '';
+      await Promise.all([refreshDetail(), refreshFirst()]);
+    } catch (e) {
+      if (e.auth || state.edit !== edit) return;
+      if (e.status === 412) {
+        $('e-err').textContent = 'This task changed meanwhile: nothing was saved. Reload it to edit its current version (your changes here are dropped).';
+        $('e-reload').hidden = false;
+        state.openJson = '';
+        refreshDetail(); // the detail shows the version that won, and the note says so
+      } else {
+        showError(f, $('e-err'), e.field, e.message);
+      }
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // A field's value as the API takes it: a number, text, null when empty (a nullable field
+  // is cleared, others are refused by the API next to the field), tags an object.
+  function value(f, name) {
+    const text = f.elements.namedItem(name).value.trim();
+    if (name === 'tags') return pairs(text, '=', 'tags', 'key=value');
+    if (!text) return null;
+    return NUMBERS.includes(name) ? Number(text) : text;
+  }
+
+  // Lines of "key<sep>value" (the key before the first sep) as an object.
+  function pairs(text, sep, field, hint) {
+    const out = {};
+    text.split(/\r?\n/).forEach((line, i) => {
+      if (!line.trim()) return;
+      const at = line.indexOf(sep);
+      if (at < 1) throw new FormError(field, `line ${i + 1}: write ${hint}`);
+      out[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    });
+    return out;
+  }
+
+  // The shared tags and lifecycle fields (#opts-tpl) in place of a form's .opts.
+  function withOpts(node) {
+    node.querySelector('.opts').replaceWith($('opts-tpl').content.cloneNode(true));
+    return node;
+  }
+
   // ---------------------------------------------------------------- new task
-  const form = $('new-form');
+  const form = withOpts($('new-form'));
   const mode = () => form.querySelector('input[name=when]:checked').value;
   const errs = () => form.querySelectorAll('.err');
 
@@ -469,12 +587,17 @@
     if (!fields) $('n-err').textContent = '';
   }
 
-  // Next to the field the API names (payload.url), else its group (payload), else the form.
-  function showError(field, message) {
-    const shown = [...errs()].filter((s) => !s.closest('[hidden]'));
+  // Next to the field the API names (payload.url), else its group (payload), else the form's
+  // own line; a folded section holding it unfolds.
+  function showError(scope, fallback, field, message) {
+    const shown = [...scope.querySelectorAll('.err')].filter((s) => !s.closest('[hidden]'));
     const at = (name) => shown.find((s) => s.dataset.field === name);
-    (at(field) || at(String(field).split('.')[0]) || $('n-err')).textContent = message;
+    const span = at(field) || at(String(field).split('.')[0]) || fallback;
+    span.textContent = message;
+    const fold = span.closest('details');
+    if (fold) fold.open = true;
   }
+  const formError = (field, message) => showError(form, $('n-err'), field, message);
 
   class FormError extends Error {
     constructor(field, message) { super(message); this.field = field; }
@@ -509,13 +632,7 @@
     const out = {url: $('n-url').value.trim(), method: $('n-method').value};
     const data = json('n-data', 'payload.data', 'Data');
     if (data !== undefined) out.data = data;
-    const headers = {};
-    $('n-headers').value.split(/\r?\n/).forEach((line, i) => {
-      if (!line.trim()) return;
-      const at = line.indexOf(':');
-      if (at < 1) throw new FormError('payload.headers', `line ${i + 1}: write Name: value`);
-      headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
-    });
+    const headers = pairs($('n-headers').value, ':', 'payload.headers', 'Name: value');
     if (Object.keys(headers).length) out.headers = headers;
     return out;
   }
@@ -529,6 +646,10 @@
     if (name) body.name = name;
     [['n-prio', 'priority'], ['n-max', 'max_attempts']].forEach(([id, key]) => {
       if ($(id).value !== '') body[key] = Number($(id).value);
+    });
+    OPTS.forEach((name) => {
+      const v = value(form, name);
+      if (v !== null && !(name === 'tags' && !Object.keys(v).length)) body[name] = v;
     });
     return body;
   }
@@ -552,7 +673,7 @@
     } catch (e) {
       box.replaceChildren();
       clearErrors(['run_at', 'timezone']);
-      showError(e.field, e.message);
+      formError(e.field, e.message);
       return;
     }
     if (!w) { box.replaceChildren(); clearErrors(['run_at', 'timezone']); return; }
@@ -573,7 +694,7 @@
       if (seq !== previewSeq || e.auth) return;
       box.replaceChildren();
       clearErrors(['run_at', 'timezone']);
-      showError(e.field || 'run_at', e.message);
+      formError(e.field || 'run_at', e.message);
     }
   }
 
@@ -603,7 +724,7 @@
     try {
       body = taskBody();
     } catch (e) {
-      showError(e.field, e.message);
+      formError(e.field, e.message);
       return;
     }
     const button = form.querySelector('button[type=submit]');
@@ -617,7 +738,7 @@
       await refreshFirst();
       openTask(made.task_id);
     } catch (e) {
-      if (!e.auth) showError(e.field, e.message);
+      if (!e.auth) formError(e.field, e.message);
     } finally {
       button.disabled = false;
     }
