@@ -516,6 +516,7 @@ def test_pause_until_then_resume_changes_status_and_buttons(page, server):
     expect(status_cell(page, "pausable-daily")).to_have_text("paused")
     expect(field(page, "Status")).to_have_text("paused")
     expect(field(page, "Paused until")).to_contain_text(utc_text(until).replace("T", " ")[:-1])
+    expect(page.locator("#d-upcoming")).to_have_text("nothing while it is paused")
     expect(detail_button(page, "Pause")).to_be_hidden()
     expect(detail_button(page, "Resume")).to_be_visible()
     for shown in ("Run now", "Edit", "Cancel task"):  # a paused task may still change

@@ -407,7 +407,7 @@
     const up = $('d-upcoming');
     up.replaceChildren(...t.upcoming.map((iso) => el('li',
       `${utc(iso)}${t.timezone && t.timezone !== 'UTC' ? ` · ${inZone(iso, t.timezone)}` : ''}`)));
-    if (!t.upcoming.length) up.append(el('li', 'nothing: the task no longer waits'));
+    if (!t.upcoming.length) up.append(el('li', t.status === 'paused' ? 'nothing while it is paused' : 'nothing: the task no longer waits'));
     $('d-payload').textContent = JSON.stringify(t.payload, null, 2);
     const runs = $('d-runs');
     // A skipped firing (catch_up, overlap) is a record, not a run: its row reads apart.
