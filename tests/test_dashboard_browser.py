@@ -396,6 +396,264 @@ def test_other_actions_take_a_json_payload(page, server):
     shot(page, "13-action-refused")
 
 
+# ---------------------------------------------------------------- managing tasks
+
+def schedule_recurring(server, name, url=NOWHERE, run_at="rate(1 day)", **extra):
+    """A recurring webhook task made through the API; its id."""
+    status, body = server.request("POST", "/schedule-task", {
+        "action": "webhook", "payload": {"url": url, "data": {"task": name}},
+        "run_at": run_at, "name": name, **extra})
+    assert status == 201, body
+    return body["task_id"]
+
+
+def open_task(tab, server, name):
+    """Signed in, the list searched for `name` and its task open."""
+    sign_in(tab, server.url)
+    tab.get_by_label("Name contains").fill(name)
+    expect(tab.locator("#rows tr")).to_have_count(1)
+    row(tab, name).click()
+    expect(tab.locator("#d-title")).to_have_text(name)
+
+
+def detail_button(tab, name):
+    return tab.locator("#detail").get_by_role("button", name=name, exact=True)
+
+
+def field(tab, name):
+    """The value shown for `name` in the open task's fields."""
+    return tab.locator("#d-fields dt", has_text=name).locator("xpath=following-sibling::dd[1]")
+
+
+def test_edit_a_task_shows_the_change_and_refuses_a_stale_edit(page, server):
+    far = (datetime.now(timezone.utc) + timedelta(days=2)).replace(microsecond=0)
+    task_id = server.schedule(NOWHERE, far, name="renamable-1", tags={"team": "edits"})
+    open_task(page, server, "renamable-1")
+    page.get_by_label("Name contains").fill("renamable")  # the new name stays in the list
+    expect(field(page, "Version")).to_have_text("1")
+    detail_button(page, "Edit").click()
+    edit = page.locator("#edit-form")
+    expect(edit.locator("h3")).to_have_text("Edit version 1")
+    expect(edit.get_by_label("Name")).to_be_focused()
+    expect(edit.get_by_label("Name")).to_have_value("renamable-1")
+    expect(edit.get_by_label("Run at")).to_have_value(utc_text(far))
+    expect(edit.get_by_label("Tags")).to_have_value("team=edits")
+    expect(edit.get_by_label("Catch up")).to_have_value("latest")
+
+    edit.get_by_role("button", name="Save changes").click()  # nothing changed: nothing sent
+    expect(edit.locator("#e-err")).to_have_text("Nothing was changed.")
+
+    # A 400 is shown next to the field the API names (start_at: recurring tasks only).
+    edit.get_by_label("Start at").fill("2031-01-01T00:00:00Z")
+    edit.get_by_role("button", name="Save changes").click()
+    start_error = edit.locator('.err[data-field="start_at"]')
+    expect(start_error).to_contain_text("recurring tasks only")
+    expect(edit.locator("#e-err")).to_be_empty()
+    shot(page, "15-edit-refused-field")
+    assert server.request("GET", f"/tasks/{task_id}")[1]["version"] == 1
+
+    later = far + timedelta(days=1, hours=3)
+    edit.get_by_label("Start at").fill("")
+    edit.get_by_label("Name").fill("renamable-2")
+    edit.get_by_label("Run at").fill(utc_text(later))
+    with page.expect_request(lambda r: r.method == "PATCH") as sent:
+        edit.get_by_role("button", name="Save changes").click()
+    assert sent.value.headers["if-match"] == '"1"'  # the version the form was filled from
+    assert sent.value.post_data_json == {"name": "renamable-2", "run_at": utc_text(later)}
+    expect(page.locator("#edit-form")).to_have_count(0)
+    expect(page.locator("#d-title")).to_have_text("renamable-2")
+    expect(field(page, "Schedule")).to_have_text(utc_text(later))
+    expect(field(page, "Version")).to_have_text("2")
+    expect(page.locator("#d-upcoming li").first).to_contain_text(
+        utc_text(later).replace("T", " ")[:-1])
+    expect(row(page, "renamable-2")).to_have_count(1)
+    expect(row(page, "renamable-1")).to_have_count(0)
+    expect(page.locator("#status")).to_contain_text("now version 2")
+    shot(page, "16-edited")
+    stored = server.request("GET", f"/tasks/{task_id}")[1]
+    assert (stored["name"], stored["run_at"], stored["version"]) == (
+        "renamable-2", utc_text(later), 2)
+    assert stored["tags"] == {"team": "edits"}  # what the form did not change stays
+
+    # Changed elsewhere while the form is open: the save is refused (412), nothing changes.
+    detail_button(page, "Edit").click()
+    expect(edit.locator("h3")).to_have_text("Edit version 2")
+    status, _ = server.request("PATCH", f"/tasks/{task_id}", {"priority": 1})
+    assert status == 200
+    edit.get_by_label("Priority").fill("9")
+    edit.get_by_role("button", name="Save changes").click()
+    expect(edit.locator("#e-err")).to_contain_text("changed meanwhile")
+    expect(edit.locator("#e-err")).to_contain_text("Reload")
+    expect(field(page, "Version")).to_have_text("3")  # the detail shows the version that won
+    expect(edit.locator("#e-note")).to_contain_text("now version 3")
+    expect(edit.get_by_label("Priority")).to_have_value("9")  # the user's edit is still there
+    shot(page, "17-edit-stale")
+    stored = server.request("GET", f"/tasks/{task_id}")[1]
+    assert (stored["priority"], stored["version"]) == (1, 3)
+
+    edit.get_by_role("button", name="Reload the task").click()
+    expect(edit.locator("h3")).to_have_text("Edit version 3")
+    expect(edit.get_by_label("Priority")).to_have_value("1")
+    expect(edit.locator("#e-err")).to_be_empty()
+    edit.get_by_label("Priority").fill("9")
+    edit.get_by_role("button", name="Save changes").click()
+    expect(field(page, "Priority")).to_have_text("9")
+    expect(field(page, "Version")).to_have_text("4")
+    assert server.request("GET", f"/tasks/{task_id}")[1]["priority"] == 9
+
+
+def test_pause_until_then_resume_changes_status_and_buttons(page, server):
+    task_id = schedule_recurring(server, "pausable-daily")
+    open_task(page, server, "pausable-daily")
+    for shown in ("Pause", "Run now", "Edit", "Cancel task"):
+        expect(detail_button(page, shown)).to_be_visible()
+    expect(detail_button(page, "Resume")).to_be_hidden()
+
+    until = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=0)
+    page.locator("#detail").get_by_label("until").fill(
+        until.astimezone(ZoneInfo(ZONE)).strftime("%Y-%m-%dT%H:%M:%S"))  # the browser's time
+    detail_button(page, "Pause").click()
+    expect(status_cell(page, "pausable-daily")).to_have_text("paused")
+    expect(field(page, "Status")).to_have_text("paused")
+    expect(field(page, "Paused until")).to_contain_text(utc_text(until).replace("T", " ")[:-1])
+    expect(page.locator("#d-upcoming")).to_have_text("nothing while it is paused")
+    expect(detail_button(page, "Pause")).to_be_hidden()
+    expect(detail_button(page, "Resume")).to_be_visible()
+    for shown in ("Run now", "Edit", "Cancel task"):  # a paused task may still change
+        expect(detail_button(page, shown)).to_be_visible()
+    shot(page, "18-paused")
+    stored = server.request("GET", f"/tasks/{task_id}")[1]
+    assert (stored["status"], stored["paused_until"]) == ("paused", utc_text(until))
+
+    page.get_by_label("Status").select_option("paused")  # a status of the filter now
+    expect(page.locator("#rows tr")).to_have_count(1)
+    page.get_by_label("Status").select_option("")
+
+    detail_button(page, "Resume").click()
+    expect(status_cell(page, "pausable-daily")).to_have_text("scheduled")
+    expect(field(page, "Status")).to_have_text("scheduled")
+    expect(page.locator("#d-fields dt", has_text="Paused until")).to_have_count(0)
+    expect(detail_button(page, "Resume")).to_be_hidden()
+    expect(detail_button(page, "Pause")).to_be_visible()
+    assert server.request("GET", f"/tasks/{task_id}")[1]["status"] == "scheduled"
+
+    # A click the task's status no longer allows shows the API's refusal.
+    page.locator("#d-resume").dispatch_event("click")
+    expect(page.locator("#d-err")).to_contain_text("only a paused task can be resumed")
+
+
+def test_run_now_runs_a_recurring_task_once_and_keeps_its_schedule(page, server, hooks):
+    task_id = schedule_recurring(server, "run-me-now", url=hooks.url, max_runs=5)
+    before = server.request("GET", f"/tasks/{task_id}")[1]
+    open_task(page, server, "run-me-now")
+    expect(field(page, "Runs done")).to_have_text("0 of 5")
+    expect(page.locator("#d-runs")).to_contain_text("no runs yet")
+
+    detail_button(page, "Run now").click()
+    expect(page.locator("#status")).to_contain_text(f"Started a run of task {task_id}")
+    first_run = page.locator("#d-runs tr").first
+    expect(first_run).to_contain_text("succeeded", timeout=WAIT)
+    expect(field(page, "Runs done")).to_have_text("1 of 5", timeout=WAIT)
+    expect(status_cell(page, "run-me-now")).to_have_text("scheduled", timeout=WAIT)
+    expect(detail_button(page, "Run now")).to_be_visible()
+    shot(page, "19-run-now")
+    delivered = [r for r in hooks.requests if b'"run-me-now"' in r["body"]]
+    assert len(delivered) == 1
+    after = server.request("GET", f"/tasks/{task_id}")[1]
+    assert after["runs_done"] == 1
+    assert after["next_run_at"] == before["next_run_at"]  # the schedule is unchanged
+
+
+def test_a_skipped_firing_reads_apart_from_runs(page, server):
+    """A one-time task paused over its firing, with catch_up none: resumed, the firing is
+    recorded as skipped and the task is completed."""
+    at = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
+    task_id = server.schedule(NOWHERE, at, name="skip-the-firing", catch_up="none")
+    assert server.request("POST", f"/tasks/{task_id}/pause")[0] == 200
+    open_task(page, server, "skip-the-firing")
+    expect(detail_button(page, "Resume")).to_be_visible()
+    # Its firing has passed (a function, not an expression: the page's CSP forbids eval).
+    page.wait_for_function("(t) => Date.now() > t", arg=(at.timestamp() + 1) * 1000)
+    detail_button(page, "Resume").click()
+    expect(field(page, "Status")).to_have_text("completed")
+    skipped = page.locator("#d-runs tr").first
+    expect(skipped).to_have_class("skipped")
+    expect(skipped.locator("td").nth(0)).to_have_text("—")  # no attempt was made
+    expect(skipped.locator("td").nth(2)).to_have_text("skipped")
+    expect(skipped.locator(".st-skipped")).to_have_count(1)
+    expect(skipped).to_contain_text("catch_up none")
+    assert skipped.evaluate("tr => getComputedStyle(tr.cells[1]).fontStyle") == "italic"
+    for hidden in ("Resume", "Pause", "Run now", "Edit"):
+        expect(detail_button(page, hidden)).to_be_hidden()
+    shot(page, "20-skipped-run")
+    runs = server.request("GET", f"/tasks/{task_id}")[1]["runs"]
+    assert [r["outcome"] for r in runs] == ["skipped"]
+
+
+def test_tags_column_filter_and_the_form_s_new_fields(page, server):
+    schedule_recurring(server, "tagged-billing", tags={"team": "billing-t", "env": "prod"})
+    schedule_recurring(server, "tagged-ops", tags={"team": "ops-t"})
+    sign_in(page, server.url)
+    tags = row(page, "tagged-billing").locator("td").nth(7)
+    expect(tags.locator(".tag")).to_have_text(["team=billing-t", "env=prod"])
+    expect(row(page, "tagged-ops").locator("td").nth(7)).to_have_text("team=ops-t")
+
+    tag_filter = page.get_by_label("Tag", exact=True)
+    tag_filter.fill("team:billing-t")
+    expect(page.locator("#rows tr")).to_have_count(1)
+    expect(row(page, "tagged-billing")).to_have_count(1)
+    shot(page, "21-tag-filter")
+    tag_filter.fill("team")  # no colon: the API's message under the filters, no rows
+    expect(page.locator("#f-err")).to_contain_text("key:value")
+    expect(page.locator("#rows tr")).to_have_count(0)
+    expect(page.locator("#empty")).to_be_hidden()
+    tag_filter.fill("team:nobody-t")
+    expect(page.locator("#f-err")).to_be_empty()
+    expect(page.locator("#empty")).to_be_visible()
+
+    # The schedule form: tags, and the lifecycle fields folded under their summary.
+    form = page.locator("#new-form")
+    page.get_by_label("Action").select_option("log")
+    page.get_by_label("cron, rate or HH:MM").check()
+    page.get_by_label("Expression").fill("rate(1 hour)")
+    page.get_by_label("Name", exact=True).fill("form-tagged")
+    form.get_by_label("Tags").fill("team form-t")
+    form.get_by_role("button", name="Schedule", exact=True).click()
+    expect(form.locator('.err[data-field="tags"]')).to_contain_text("line 1: write key=value")
+    form.get_by_label("Tags").fill("team=form-t\nowner=dashboard")
+    lifecycle = form.locator("summary", has_text="Notify and lifecycle")
+    lifecycle.click()
+    form.get_by_label("End at").fill("2001-01-01T00:00:00Z")
+    lifecycle.click()  # folded again: the refusal unfolds it
+    expect(form.get_by_label("End at")).to_be_hidden()
+    form.get_by_role("button", name="Schedule", exact=True).click()
+    expect(form.locator('.err[data-field="end_at"]')).to_be_visible()
+    expect(form.locator('.err[data-field="end_at"]')).to_contain_text("not in the future")
+    form.get_by_label("End at").fill("")
+    form.get_by_label("Max runs").fill("3")
+    form.get_by_label("Catch up").select_option("none")
+    form.get_by_label("Overlap").select_option("buffer_one")
+    form.get_by_label("Window").fill("5")
+    form.get_by_label("Notify").select_option("always")
+    form.get_by_role("button", name="Schedule", exact=True).click()
+    expect(page.locator("#d-title")).to_have_text("form-tagged")
+    expect(field(page, "Tags").locator(".tag")).to_have_text(["team=form-t", "owner=dashboard"])
+    expect(field(page, "Runs done")).to_have_text("0 of 3")
+    expect(field(page, "Catch up")).to_have_text("none")
+    expect(field(page, "Overlap")).to_have_text("buffer_one")
+    expect(field(page, "Window")).to_have_text("5 min")
+    expect(field(page, "Notify")).to_have_text("always")
+    shot(page, "22-form-tagged")
+    tag_filter.fill("owner:dashboard")
+    expect(page.locator("#rows tr")).to_have_count(1)
+    expect(row(page, "form-tagged")).to_have_count(1)
+    task_id = row(page, "form-tagged").get_attribute("data-id")
+    stored = server.request("GET", f"/tasks/{task_id}")[1]
+    assert stored["tags"] == {"team": "form-t", "owner": "dashboard"}
+    assert (stored["max_runs"], stored["catch_up"], stored["overlap"], stored["window_minutes"],
+            stored["notify"]) == (3, "none", "buffer_one", 5, "always")
+
+
 # ---------------------------------------------------------------- under a stage path
 
 class StagePath:

@@ -18,6 +18,14 @@
     lambda: {function_name: '', payload: {}},
     eventbridge: {event_bus: 'default', source: 'my.app', detail_type: 'Scheduled', detail: {}},
   };
+  // What the API lets each status do (SPEC, "Managing tasks").
+  const WAITING = ['scheduled', 'retrying'];
+  const CHANGEABLE = ['scheduled', 'retrying', 'paused'];
+  // The edit form's fields, named as the API names them; the last eight come from
+  // #opts-tpl, which the new task form shows too.
+  const OPTS = ['tags', 'notify', 'start_at', 'end_at', 'max_runs', 'catch_up', 'overlap', 'window_minutes'];
+  const EDIT = ['name', 'run_at', 'timezone', 'priority', 'max_attempts', ...OPTS];
+  const NUMBERS = ['priority', 'max_attempts', 'max_runs', 'window_minutes'];
   const $ = (id) => document.getElementById(id);
   const el = (tag, text, cls) => {
     const node = document.createElement(tag);
@@ -40,8 +48,8 @@
 
   const say = (text) => { $('status').textContent = text; };
 
-  async function api(method, path, body) {
-    const headers = {Authorization: `Bearer ${state.token}`};
+  async function api(method, path, body, extra) {
+    const headers = {Authorization: `Bearer ${state.token}`, ...extra};
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let res;
     try {
@@ -73,6 +81,7 @@
     state.token = null;
     state.open = null;
     state.openTask = null;
+    closeEdit();
     clearList();
     render();
     $('detail').hidden = true;
@@ -126,12 +135,14 @@
   }
 
   // ---------------------------------------------------------------- list
-  const filters = () => ({status: $('f-status').value, name: $('f-name').value.trim()});
+  const filters = () => ({status: $('f-status').value, name: $('f-name').value.trim(),
+    tag: $('f-tag').value.trim()});
   function listPath(token) {
     const q = new URLSearchParams({limit: PAGE});
     const f = filters();
     if (f.status) q.set('status', f.status);
     if (f.name) q.set('name', f.name);
+    if (f.tag) q.set('tag', f.tag);
     if (token) q.set('next_token', token);
     return `tasks?${q}`;
   }
@@ -168,6 +179,7 @@
     }
     if (JSON.stringify(page.tasks) !== JSON.stringify(state.first)) state.changed = Date.now();
     state.first = page.tasks;
+    $('f-err').textContent = '';
     render();
   }
 
@@ -209,12 +221,21 @@
     render();
   }
 
-  // A task fetched alone updates its loaded row; gone or out of the status filter, drops it.
+  // Whether a task fetched alone still belongs in the list (the name is the API's to match).
+  function matches(t) {
+    const f = filters();
+    const at = f.tag.indexOf(':');
+    return (!f.status || t.status === f.status) &&
+      (at < 0 || (t.tags || {})[f.tag.slice(0, at)] === f.tag.slice(at + 1));
+  }
+
+  // A task fetched alone updates its loaded row; gone or out of the status or tag filter,
+  // drops it.
   function putRow(id, task) {
     const i = state.extra.findIndex((t) => t.task_id === id);
     if (i < 0) return;
     const old = state.extra[i];
-    if (!task || (filters().status && task.status !== filters().status)) {
+    if (!task || !matches(task)) {
       state.extra.splice(i, 1);
     } else {
       state.extra[i] = task;
@@ -238,7 +259,7 @@
     });
     rows.forEach((tr, id) => { if (!kept.has(id)) tr.remove(); });
     rows = kept;
-    $('empty').hidden = state.tasks.length > 0;
+    $('empty').hidden = state.tasks.length > 0 || $('f-err').textContent !== '';
     $('more').hidden = !state.next;
     $('asof').hidden = !(state.extra.length && state.asOf);
     if (state.asOf) {
@@ -255,12 +276,13 @@
     const first = el('td');
     first.append(open, el('span', id.slice(0, 8), 'sub'));
     tr.append(first);
-    for (let i = 0; i < 6; i += 1) tr.append(el('td'));
+    for (let i = 0; i < 7; i += 1) tr.append(el('td'));
     return tr;
   }
 
   // A finished task keeps its last next_run_at; it is no longer "next".
   const live = (t) => ['scheduled', 'retrying', 'running'].includes(t.status);
+  const chips = (tags) => Object.entries(tags || {}).map(([k, v]) => el('span', `${k}=${v}`, 'tag'));
 
   function fillRow(tr, t) {
     const c = tr.children;
@@ -269,11 +291,14 @@
     c[1].replaceChildren(el('span', t.status, `st st-${t.status}`));
     c[2].textContent = t.action;
     const next = live(t) && t.next_run_at;
-    c[3].replaceChildren(el('span', next ? rel(next) : '—'), el('span', next ? utc(next) : '', 'sub'));
+    const until = t.status === 'paused' && t.paused_until;
+    c[3].replaceChildren(el('span', next ? rel(next) : until ? `resumes ${rel(until)}` : '—'),
+      el('span', next ? utc(next) : until ? utc(until) : '', 'sub'));
     c[4].textContent = `${t.attempts}/${t.max_attempts}`;
     c[5].textContent = t.priority;
     c[6].textContent = rel(t.updated_at);
     c[6].title = utc(t.updated_at);
+    c[7].replaceChildren(...chips(t.tags));
     tr.classList.toggle('sel', t.task_id === state.open);
   }
 
@@ -285,17 +310,28 @@
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
   $('f-status').addEventListener('change', () => resetList().catch(report));
   let nameTimer;
-  $('f-name').addEventListener('input', () => {
+  ['f-name', 'f-tag'].forEach((id) => $(id).addEventListener('input', () => {
     clearTimeout(nameTimer);
     nameTimer = setTimeout(() => resetList().catch(report), 300);
-  });
+  }));
 
+  // A filter the API refuses (tag without a colon) is said under the filters, the list empty.
   function report(e) {
-    if (!e.auth) say(`Error: ${e.message}`);
+    if (e.auth) return;
+    if (['status', 'name', 'tag'].includes(e.field)) {
+      $('f-err').textContent = e.message;
+      render();
+    } else {
+      say(`Error: ${e.message}`);
+    }
   }
 
   // ---------------------------------------------------------------- detail
   async function openTask(id, focus) {
+    if (id !== state.open) {
+      closeEdit();
+      $('d-until').value = '';
+    }
     state.open = id;
     state.openJson = '';
     $('d-err').textContent = '';
@@ -327,8 +363,16 @@
 
   function showTask(t) {
     $('d-title').textContent = t.name || `Task ${t.task_id.slice(0, 8)}`;
-    $('d-cancel').hidden = !['scheduled', 'retrying'].includes(t.status);
+    // Only what the task's status allows (the API answers 409 to the rest).
+    const changeable = CHANGEABLE.includes(t.status);
+    ['d-edit', 'd-run', 'd-cancel'].forEach((id) => { $(id).hidden = !changeable; });
+    $('d-pausing').hidden = !WAITING.includes(t.status);
+    $('d-resume').hidden = t.status !== 'paused';
     $('d-replay').hidden = t.status !== 'failed';
+    if (state.edit) {
+      $('e-note').textContent = t.version === state.edit.version ? ''
+        : `The task has changed since (now version ${t.version}): saving will be refused.`;
+    }
     const dl = $('d-fields');
     dl.replaceChildren();
     const add = (name, value) => {
@@ -341,6 +385,20 @@
     add('Action', t.action);
     add('Schedule', t.run_at + (t.timezone && t.timezone !== 'UTC' ? ` (${t.timezone})` : ''));
     add('Next run', live(t) && t.next_run_at ? `${utc(t.next_run_at)} (${rel(t.next_run_at)})` : '—');
+    if (t.status === 'paused') {
+      add('Paused until', t.paused_until ? `${utc(t.paused_until)} (${rel(t.paused_until)})` : 'resumed by hand');
+    }
+    const tags = el('span');
+    tags.append(...chips(t.tags));
+    add('Tags', tags.childNodes.length ? tags : '—');
+    add('Version', t.version);
+    add('Runs done', t.max_runs ? `${t.runs_done} of ${t.max_runs}` : t.runs_done);
+    if (t.start_at || t.end_at) {
+      add('Active', [t.start_at && `from ${utc(t.start_at)}`, t.end_at && `until ${utc(t.end_at)}`].filter(Boolean).join(' '));
+    }
+    add('Catch up', t.catch_up);
+    add('Overlap', t.overlap);
+    add('Window', t.window_minutes ? `${t.window_minutes} min` : 'none');
     add('Attempts', `${t.attempts} of ${t.max_attempts}`);
     add('Priority', t.priority);
     add('Notify', t.notify);
@@ -349,13 +407,17 @@
     const up = $('d-upcoming');
     up.replaceChildren(...t.upcoming.map((iso) => el('li',
       `${utc(iso)}${t.timezone && t.timezone !== 'UTC' ? ` · ${inZone(iso, t.timezone)}` : ''}`)));
-    if (!t.upcoming.length) up.append(el('li', 'nothing: the task no longer waits'));
+    if (!t.upcoming.length) up.append(el('li', t.status === 'paused' ? 'nothing while it is paused' : 'nothing: the task no longer waits'));
     $('d-payload').textContent = JSON.stringify(t.payload, null, 2);
     const runs = $('d-runs');
+    // A skipped firing (catch_up, overlap) is a record, not a run: its row reads apart.
     runs.replaceChildren(...t.runs.map((r) => {
-      const tr = el('tr');
-      tr.append(el('td', r.attempt), el('td', utc(r.started_at)),
-        el('td', r.outcome || 'running'), el('td', r.http_status == null ? '—' : r.http_status),
+      const skipped = r.outcome === 'skipped';
+      const tr = el('tr', null, skipped ? 'skipped' : '');
+      const outcome = el('td');
+      outcome.append(el('span', r.outcome || 'running', `st st-${r.outcome || 'running'}`));
+      tr.append(el('td', skipped ? '—' : r.attempt), el('td', utc(r.started_at)),
+        outcome, el('td', r.http_status == null ? '—' : r.http_status),
         el('td', r.duration_ms == null ? '—' : `${r.duration_ms} ms`), el('td', r.error || ''));
       return tr;
     }));
@@ -368,35 +430,153 @@
     }
   }
 
-  async function act(button, method, suffix, done) {
+  // The buttons send no If-Match: what they do does not depend on the fields shown, and the
+  // API refuses (409, shown) what the task's status no longer allows.
+  async function act(button, method, suffix, done, body) {
     const id = state.open;
     button.disabled = true;
     $('d-err').textContent = '';
     try {
-      await api(method, `tasks/${encodeURIComponent(id)}${suffix}`);
-      say(`${done} task ${id}.`);
+      await api(method, `tasks/${encodeURIComponent(id)}${suffix}`, body);
+      say(`${done} ${id}.`);
       state.openJson = '';
       await Promise.all([refreshDetail(), refreshFirst()]);
+      return true;
     } catch (e) {
       if (!e.auth) $('d-err').textContent = e.message;
+      return false;
     } finally {
       button.disabled = false;
     }
   }
-  $('d-cancel').addEventListener('click', (ev) => act(ev.target, 'DELETE', '', 'Cancelled'));
-  $('d-replay').addEventListener('click', (ev) => act(ev.target, 'POST', '/retry', 'Replayed'));
+  const on = (id, handler) => $(id).addEventListener('click', (ev) => handler(ev.target));
+  on('d-cancel', (b) => act(b, 'DELETE', '', 'Cancelled task'));
+  on('d-replay', (b) => act(b, 'POST', '/retry', 'Replayed task'));
+  on('d-resume', (b) => act(b, 'POST', '/resume', 'Resumed task'));
+  on('d-run', (b) => act(b, 'POST', '/run', 'Started a run of task'));
+  on('d-pause', async (b) => {
+    // datetime-local, read in the browser's zone as the new task's date is.
+    const until = $('d-until').value;
+    const body = until ? {until: new Date(until).toISOString().replace(/\.\d{3}Z$/, 'Z')} : undefined;
+    if (await act(b, 'POST', '/pause', 'Paused task', body)) $('d-until').value = '';
+  });
   $('d-close').addEventListener('click', () => {
     const id = state.open;
     state.open = null;
     state.openTask = null;
+    closeEdit();
     $('detail').hidden = true;
     rows.forEach((tr) => tr.classList.remove('sel'));
     const back = rows.get(id);
     if (back) back.querySelector('button').focus();
   });
 
+  // ---------------------------------------------------------------- edit
+  // The form is made from #edit-tpl when Edit is pressed and filled from the task shown; a
+  // save sends only the fields changed since, with If-Match naming the version it was
+  // filled from, so a change made meanwhile (elsewhere, or by a run) is answered 412.
+  function openEdit() {
+    const t = state.openTask;
+    const made = withOpts($('edit-tpl').content.cloneNode(true));
+    $('d-edit-box').replaceChildren(made);
+    const f = $('edit-form');
+    f.querySelector('details').open = true;
+    EDIT.forEach((name) => {
+      const v = t[name];
+      f.elements.namedItem(name).value = name === 'tags'
+        ? Object.entries(v || {}).map(([k, x]) => `${k}=${x}`).join('\n') : v == null ? '' : v;
+    });
+    $('e-version').textContent = t.version;
+    state.edit = {version: t.version, base: EDIT.map((name) => f.elements.namedItem(name).value)};
+    f.addEventListener('submit', saveEdit);
+    $('e-close').addEventListener('click', closeEdit);
+    $('e-reload').addEventListener('click', async () => {
+      state.openJson = '';
+      await refreshDetail();
+      openEdit();
+    });
+    f.elements.namedItem('name').focus();
+  }
+
+  function closeEdit() {
+    state.edit = null;
+    $('d-edit-box').replaceChildren();
+  }
+  on('d-edit', openEdit);
+
+  async function saveEdit(ev) {
+    ev.preventDefault();
+    const f = ev.target;
+    const edit = state.edit;
+    f.querySelectorAll('.err').forEach((span) => { span.textContent = ''; });
+    $('e-reload').hidden = true;
+    const body = {};
+    try {
+      EDIT.forEach((name, i) => {
+        if (f.elements.namedItem(name).value !== edit.base[i]) body[name] = value(f, name);
+      });
+    } catch (e) {
+      showError(f, $('e-err'), e.field, e.message);
+      return;
+    }
+    if (!Object.keys(body).length) {
+      $('e-err').textContent = 'Nothing was changed.';
+      return;
+    }
+    const id = state.open;
+    const button = f.querySelector('button[type=submit]');
+    button.disabled = true;
+    try {
+      const task = await api('PATCH', `tasks/${encodeURIComponent(id)}`, body,
+        {'If-Match': `"${edit.version}"`});
+      if (state.edit === edit) closeEdit();
+      say(`Saved task ${id}: now version ${task.version}.`);
+      state.openJson = '';
+      await Promise.all([refreshDetail(), refreshFirst()]);
+    } catch (e) {
+      if (e.auth || state.edit !== edit) return;
+      if (e.status === 412) {
+        $('e-err').textContent = 'This task changed meanwhile: nothing was saved. Reload it to edit its current version (your changes here are dropped).';
+        $('e-reload').hidden = false;
+        state.openJson = '';
+        refreshDetail(); // the detail shows the version that won, and the note says so
+      } else {
+        showError(f, $('e-err'), e.field, e.message);
+      }
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // A field's value as the API takes it: a number, text, null when empty (a nullable field
+  // is cleared, others are refused by the API next to the field), tags an object.
+  function value(f, name) {
+    const text = f.elements.namedItem(name).value.trim();
+    if (name === 'tags') return pairs(text, '=', 'tags', 'key=value');
+    if (!text) return null;
+    return NUMBERS.includes(name) ? Number(text) : text;
+  }
+
+  // Lines of "key<sep>value" (the key before the first sep) as an object.
+  function pairs(text, sep, field, hint) {
+    const out = {};
+    text.split(/\r?\n/).forEach((line, i) => {
+      if (!line.trim()) return;
+      const at = line.indexOf(sep);
+      if (at < 1) throw new FormError(field, `line ${i + 1}: write ${hint}`);
+      out[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    });
+    return out;
+  }
+
+  // The shared tags and lifecycle fields (#opts-tpl) in place of a form's .opts.
+  function withOpts(node) {
+    node.querySelector('.opts').replaceWith($('opts-tpl').content.cloneNode(true));
+    return node;
+  }
+
   // ---------------------------------------------------------------- new task
-  const form = $('new-form');
+  const form = withOpts($('new-form'));
   const mode = () => form.querySelector('input[name=when]:checked').value;
   const errs = () => form.querySelectorAll('.err');
 
@@ -407,12 +587,17 @@
     if (!fields) $('n-err').textContent = '';
   }
 
-  // Next to the field the API names (payload.url), else its group (payload), else the form.
-  function showError(field, message) {
-    const shown = [...errs()].filter((s) => !s.closest('[hidden]'));
+  // Next to the field the API names (payload.url), else its group (payload), else the form's
+  // own line; a folded section holding it unfolds.
+  function showError(scope, fallback, field, message) {
+    const shown = [...scope.querySelectorAll('.err')].filter((s) => !s.closest('[hidden]'));
     const at = (name) => shown.find((s) => s.dataset.field === name);
-    (at(field) || at(String(field).split('.')[0]) || $('n-err')).textContent = message;
+    const span = at(field) || at(String(field).split('.')[0]) || fallback;
+    span.textContent = message;
+    const fold = span.closest('details');
+    if (fold) fold.open = true;
   }
+  const formError = (field, message) => showError(form, $('n-err'), field, message);
 
   class FormError extends Error {
     constructor(field, message) { super(message); this.field = field; }
@@ -447,13 +632,7 @@
     const out = {url: $('n-url').value.trim(), method: $('n-method').value};
     const data = json('n-data', 'payload.data', 'Data');
     if (data !== undefined) out.data = data;
-    const headers = {};
-    $('n-headers').value.split(/\r?\n/).forEach((line, i) => {
-      if (!line.trim()) return;
-      const at = line.indexOf(':');
-      if (at < 1) throw new FormError('payload.headers', `line ${i + 1}: write Name: value`);
-      headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
-    });
+    const headers = pairs($('n-headers').value, ':', 'payload.headers', 'Name: value');
     if (Object.keys(headers).length) out.headers = headers;
     return out;
   }
@@ -467,6 +646,10 @@
     if (name) body.name = name;
     [['n-prio', 'priority'], ['n-max', 'max_attempts']].forEach(([id, key]) => {
       if ($(id).value !== '') body[key] = Number($(id).value);
+    });
+    OPTS.forEach((name) => {
+      const v = value(form, name);
+      if (v !== null && !(name === 'tags' && !Object.keys(v).length)) body[name] = v;
     });
     return body;
   }
@@ -490,7 +673,7 @@
     } catch (e) {
       box.replaceChildren();
       clearErrors(['run_at', 'timezone']);
-      showError(e.field, e.message);
+      formError(e.field, e.message);
       return;
     }
     if (!w) { box.replaceChildren(); clearErrors(['run_at', 'timezone']); return; }
@@ -511,7 +694,7 @@
       if (seq !== previewSeq || e.auth) return;
       box.replaceChildren();
       clearErrors(['run_at', 'timezone']);
-      showError(e.field || 'run_at', e.message);
+      formError(e.field || 'run_at', e.message);
     }
   }
 
@@ -541,7 +724,7 @@
     try {
       body = taskBody();
     } catch (e) {
-      showError(e.field, e.message);
+      formError(e.field, e.message);
       return;
     }
     const button = form.querySelector('button[type=submit]');
@@ -555,7 +738,7 @@
       await refreshFirst();
       openTask(made.task_id);
     } catch (e) {
-      if (!e.auth) showError(e.field, e.message);
+      if (!e.auth) formError(e.field, e.message);
     } finally {
       button.disabled = false;
     }
@@ -573,6 +756,7 @@
   }
   formDefaults();
   $('n-zone').textContent = `your browser's time, ${ZONE}`;
+  $('d-zone').textContent = `your time, ${ZONE}`;
   const zones = (Intl.supportedValuesOf ? Intl.supportedValuesOf('timeZone') : []);
   $('zones').append(...['UTC', ...zones].map((z) => { const o = el('option'); o.value = z; return o; }));
 
