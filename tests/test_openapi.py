@@ -40,7 +40,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path, ca
         command = [str(Path(sys.executable).parent / "st"), "run", f"{server.url}/openapi.json",
                    "--checks", "not_a_server_error,status_code_conformance,"
                                "content_type_conformance,response_schema_conformance",
-                   "--max-examples", "25", "--seed", "20261123", "--workers", "2",
+                   # One worker: with two, hypothesis parses lambda sources in both threads
+                   # at once, and CPython 3.11.7's compiler then fails now and then
+                   # ("AST constructor recursion depth mismatch", seen under a full suite).
+                   "--max-examples", "25", "--seed", "20261123", "--workers", "1",
                    "--header", f"Authorization: Bearer {TOKEN}", "--request-timeout", "10",
                    "--suppress-health-check", "all"]
         # cwd: schemathesis keeps a cache folder where it runs, not in the checkout.
