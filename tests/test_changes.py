@@ -115,3 +115,28 @@ def test_a_change_racing_a_firing_exactly_one_wins(store, change):
         if stored.status != "completed":
             assert due.trigger.entries(task_id) == expected_entries(due, task_id)
     assert outcomes  # each iteration had exactly one winner (both kinds usually appear)
+
+
+def test_each_transition_on_each_store_leaves_store_and_trigger_agreeing(store):
+    rt = runtime_on(store)
+    task_id = new_task(rt, "cron(0 * * * ? *)")
+    steps = [
+        ("patch", lambda: service.update_task(rt, task_id, b'{"run_at": "cron(30 * * * ? *)"}'),
+         "scheduled", "2030-05-19T17:30:00Z"),
+        ("pause until", lambda: service.pause_task(
+            rt, task_id, b'{"until": "2030-05-19T20:00:00Z"}'), "paused", None),
+        ("resume", lambda: service.resume_task(rt, task_id), "scheduled",
+         "2030-05-19T17:30:00Z"),
+        ("run now", lambda: service.run_task_now(rt, task_id), "scheduled",
+         "2030-05-19T17:00:00Z"),
+        ("pause", lambda: service.pause_task(rt, task_id, None), "paused", None),
+        ("cancel", lambda: service.cancel_task(rt, task_id), "cancelled", None),
+    ]
+    for version, (name, step, status, next_run_at) in enumerate(steps, start=2):
+        answer = step()
+        stored = store.get(task_id)
+        assert (answer["status"], answer["next_run_at"], answer["version"]) == (
+            status, next_run_at, version), name
+        assert stored.status == status and stored.version == version, name
+        assert rt.trigger.entries(task_id) == expected_entries(rt, task_id), name
+    assert rt.trigger.entries(task_id) == set()
