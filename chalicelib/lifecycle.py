@@ -13,7 +13,8 @@ from typing import List, Optional, Tuple
 
 from chalicelib import retries, schedules
 from chalicelib.models import (
-    COMPLETED, FAILED, MAX_RUNS_KEPT, PAUSED, RETRYING, RUN_SKIPPED, SCHEDULED, Run, Task, Transition, iso,
+    COMPLETED, FAILED, MAX_RUNS_KEPT, PAUSED, RETRYING, RUN_SKIPPED, SCHEDULED, Run, Task,
+    Transition, iso,
     parse_iso,
 )
 

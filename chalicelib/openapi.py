@@ -26,7 +26,8 @@ RUN = {
     "properties": {
         "run_id": {"type": "string"}, "attempt": {"type": "integer"},
         "started_at": {"type": "string"}, "ended_at": STRING_OR_NULL,
-        "outcome": {"type": "string", "nullable": True, "enum": ["succeeded", "failed", "skipped", None]},
+        "outcome": {"type": "string", "nullable": True,
+                    "enum": ["succeeded", "failed", "skipped", None]},
         "http_status": {"type": "integer", "nullable": True},
         "error": STRING_OR_NULL, "duration_ms": {"type": "integer", "nullable": True},
     },

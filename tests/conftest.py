@@ -165,6 +165,20 @@ def _reset_caches():
     wiring.reset()
 
 
+class MovingClock:
+    """A fixed clock a test moves on: its sleep (an executor waiting) and a test's own
+    steps (a receiver's hook, say) advance it."""
+
+    def __init__(self, start):
+        self.moment = start
+
+    def now(self):
+        return self.moment
+
+    def sleep(self, seconds):
+        self.moment += timedelta(seconds=seconds)
+
+
 def together(*calls):
     """Run the calls at once in threads: each one's result or exception."""
     results = [None] * len(calls)

@@ -11,7 +11,7 @@ from chalicelib import config, schedules
 from chalicelib.executor import execute_task
 from chalicelib.models import Clock
 from chalicelib.models import utcnow
-from tests.conftest import runtime
+from tests.conftest import MovingClock, runtime
 from tests.test_api import schedules_in_group
 
 
@@ -606,19 +606,6 @@ def test_notifications_on_final_failure_and_on_success_when_asked(aws, receiver,
 
 
 # ---------------------------------------------------------------- overlap
-
-class MovingClock:
-    """A fixed clock that a test moves on (here: while the receiver handles a request)."""
-
-    def __init__(self, start):
-        self.moment = start
-
-    def now(self):
-        return self.moment
-
-    def sleep(self, seconds):
-        self.moment += timedelta(seconds=seconds)
-
 
 @pytest.mark.parametrize("overlap", ["skip", "buffer_one"])
 def test_firings_that_came_during_a_long_run_follow_overlap(memory, receiver, overlap):

@@ -7,6 +7,7 @@ import pytest
 
 from chalicelib import config, wiring
 from chalicelib.models import Clock, parse_iso, utcnow
+from tests.conftest import MovingClock
 from tests.test_api import rule_names, schedules_in_group
 
 
@@ -162,19 +163,6 @@ def test_rules_mode_patch_moves_the_rule_and_pause_removes_it(rules_mode, api, r
     [name] = rule_names()
     assert events.describe_rule(Name=name)["ScheduleExpression"] == (
         f"cron({until.minute} {until.hour} {until.day} {until.month} ? {until.year})")
-
-
-class MovingClock:
-    """A clock whose sleep moves it on (an executor that waits sees the time it waited for)."""
-
-    def __init__(self, start):
-        self.moment = start
-
-    def now(self):
-        return self.moment
-
-    def sleep(self, seconds):
-        self.moment += timedelta(seconds=seconds)
 
 
 def test_a_wake_within_a_minute_of_the_pause_end_waits_for_it(api, receiver):
