@@ -14,8 +14,7 @@ from typing import List, Optional, Tuple
 from chalicelib import retries, schedules
 from chalicelib.models import (
     COMPLETED, FAILED, MAX_RUNS_KEPT, PAUSED, RETRYING, RUN_SKIPPED, SCHEDULED, Run, Task,
-    Transition, iso,
-    parse_iso,
+    Transition, iso, parse_iso,
 )
 
 # A firing whose moment passed longer ago than this when it is looked at was missed (the
