@@ -184,9 +184,17 @@ def resumed(task: Task, now: datetime) -> Tuple[Task, List[Run]]:
     the firings it skipped, which the task's runs already hold."""
     base = replace(task, status=SCHEDULED, paused_until=None, updated_at=now,
                    extra_run_key=None, pause_after_run=False, attempts=0)
+    if task.attempts > 0:
+        # Paused while retrying (a scheduled task has no attempts): its retry waits again,
+        # unless a later firing has come meanwhile, which a recurring retry gives way to.
+        following = next_firing(task, task.firing_at) if task.recurring else None
+        if following is None or spread(task, following) > now:
+            return replace(base, status=RETRYING, attempts=task.attempts,
+                           next_run_at=max(task.next_run_at, now)), []
+        base = replace(base, firing_at=following, next_run_at=spread(task, following))
     resolution = catch_up(base, now, grace=timedelta(0))
     if resolution is None:
-        return replace(base, next_run_at=spread(task, task.firing_at)), []
+        return replace(base, next_run_at=spread(task, base.firing_at)), []
     runs = sorted(resolution.skipped + base.runs, key=lambda r: r.started_at,
                   reverse=True)[:MAX_RUNS_KEPT]
     if resolution.finished:
@@ -200,7 +208,7 @@ def after_run(task: Task, success: bool, retryable: bool, retry_after: Optional[
     """(Transition, final_failure) after a run of `task` (as claimed): a retry, the next
     firing (or one buffered by overlap), paused again after an extra run, or done."""
     extra = task.extra_run_key is not None and task.recurring
-    following = _following(task, ended, extra)
+    following = _following(task, started, ended, extra)
     if not success and retryable and task.attempts < task.max_attempts:
         retry_at = retries.retry_time(task.attempts, ended, retry_after)
         # A recurring task retries its current run only until its next firing is due:
@@ -220,9 +228,10 @@ def after_run(task: Task, success: bool, retryable: bool, retry_after: Optional[
                       skipped=skipped, counts_run=True), final_failure
 
 
-def _following(task: Task, ended: datetime, extra: bool):
-    """(firing, moment, skipped runs) of what runs next after a run that ended at
-    `ended`, or None when the schedule has no more firings."""
+def _following(task: Task, started: datetime, ended: datetime, extra: bool):
+    """(firing, moment, skipped runs) of what runs next after a run from `started` to
+    `ended`, or None when the schedule has no more firings. Firings due before the run
+    started are catch_up's (all: the oldest runs next); those that came during it, overlap's."""
     if not task.recurring:
         return None
     # An extra run leaves the pending firing (firing_at) to run; a firing's own run moves
@@ -230,8 +239,8 @@ def _following(task: Task, ended: datetime, extra: bool):
     first = task.firing_at if extra else next_firing(task, task.firing_at)
     if first is None:
         return None
-    if task.catch_up == "all" and not extra:
-        return first, spread(task, first), []  # every firing runs, oldest first
+    if task.catch_up == "all" and not extra and spread(task, first) <= started:
+        return first, spread(task, first), []  # a missed firing: the backlog drains in order
     passed = passed_firings(task, first, ended, 21)
     if passed.count == 0:
         return first, spread(task, first), []

@@ -251,8 +251,10 @@ def _updated(task: Task, wanted: Dict[str, Any], now) -> Task:
         if zone is None and schedule.recurring and task.timezone != "UTC":
             schedule, tz, _ = parse_when(run_at, task.timezone, now)  # its zone stays
         after.run_at, after.schedule_kind, after.timezone = echo(schedule), schedule.kind, tz.key
+    # An end_at the PATCH does not set may have passed meanwhile: only a new one must be
+    # ahead.
     check_between_fields(after.recurring, {o.name: getattr(after, o.name) for o in OPTIONS},
-                         now)
+                         now, end_must_be_ahead="end_at" in wanted)
     if after.max_runs is not None and after.max_runs <= after.runs_done:
         raise ValidationError(f"max_runs must be more than the {after.runs_done} runs done",
                               field="max_runs")
@@ -260,8 +262,11 @@ def _updated(task: Task, wanted: Dict[str, Any], now) -> Task:
         return after
     first_moment = _with_first_run(after, now)
     after.firing_at, after.next_run_at = first_moment.firing_at, first_moment.next_run_at
-    if after.status == RETRYING:  # the pending retry is dropped for the new time
-        after.status, after.attempts = SCHEDULED, 0
+    if after.status == RETRYING:
+        # The pending retry is dropped for the new time; a retrying extra run with it (a
+        # paused task's extra run leaves it paused, as it was).
+        after.status = PAUSED if task.pause_after_run else SCHEDULED
+        after.attempts, after.extra_run_key, after.pause_after_run = 0, None, False
     if task.extra_run_key is not None and task.status == SCHEDULED:
         after.next_run_at = task.next_run_at  # the extra run asked for still runs now
     return after

@@ -179,7 +179,8 @@ def parse_new_task(body: Any, now: datetime) -> NewTask:
     )
 
 
-def check_between_fields(recurring: bool, options: Dict[str, Any], now: datetime) -> None:
+def check_between_fields(recurring: bool, options: Dict[str, Any], now: datetime,
+                         end_must_be_ahead: bool = True) -> None:
     """The rules that tie a task's fields together, once each passed its own."""
     if not recurring:
         for name in RECURRING_ONLY:
@@ -187,7 +188,7 @@ def check_between_fields(recurring: bool, options: Dict[str, Any], now: datetime
                 raise ValidationError(f"{name} applies to recurring tasks only (cron, rate or "
                                       "HH:MM), not to a one-time run_at", field=name)
     start, end = parse_iso(options.get("start_at")), parse_iso(options.get("end_at"))
-    if end is not None and end <= now:
+    if end is not None and end <= now and end_must_be_ahead:
         raise ValidationError(f"end_at {iso(end)} is not in the future", field="end_at")
     if end is not None and start is not None and end <= start:
         raise ValidationError("end_at must be after start_at", field="end_at")

@@ -21,9 +21,10 @@ def recurring(run_at="cron(0 * * * ? *)", **fields) -> Task:
 
 
 def one_time(**fields) -> Task:
+    fields = {"next_run_at": T0, "firing_at": T0, **fields}
     return Task(task_id="5d7c1b2a-0000-4000-8000-00000000000a", action="log",
                 payload={"message": "x"}, run_at="2030-05-19T09:00:00Z", schedule_kind="once",
-                next_run_at=T0, firing_at=T0, created_at=T0 - timedelta(days=1), **fields)
+                created_at=T0 - timedelta(days=1), **fields)
 
 
 def test_start_and_end_bound_the_firings():
@@ -161,3 +162,30 @@ def test_upcoming_of_a_pending_extra_run_keeps_the_firing_it_leaves():
                                             T0 + timedelta(hours=1)]
     paused_after = replace(extra, pause_after_run=True)
     assert lifecycle.upcoming(paused_after, 3) == [T0 - timedelta(minutes=30)]
+
+
+def test_with_catch_up_all_firings_that_came_during_a_run_follow_overlap():
+    task = recurring("rate(1 minute)", catch_up="all", attempts=1)
+    # No backlog: the run started at its firing and took 90 s; 09:01 came meanwhile.
+    change = _after(task, started=T0, ended=T0 + timedelta(seconds=90))
+    assert change.firing_at == T0 + 2 * MINUTE
+    assert [run.started_at for run in change.skipped] == [T0 + MINUTE]
+    # A backlog (firings due before the run started) drains oldest first.
+    behind = _after(task, started=T0 + 5 * MINUTE, ended=T0 + 5 * MINUTE + timedelta(seconds=5))
+    assert behind.firing_at == T0 + MINUTE and behind.skipped == []
+
+
+def test_a_task_paused_while_retrying_resumes_retrying_with_its_attempts():
+    retry_at = T0 + timedelta(minutes=30)
+    paused = one_time(status="paused", attempts=1, next_run_at=retry_at, catch_up="none")
+    resumed, skipped = lifecycle.resumed(paused, T0 + timedelta(minutes=5))
+    assert (resumed.status, resumed.attempts, resumed.next_run_at) == ("retrying", 1, retry_at)
+    assert skipped == []
+    late, _ = lifecycle.resumed(paused, T0 + timedelta(hours=2))
+    assert late.status == "retrying" and late.next_run_at == T0 + timedelta(hours=2)
+    # A recurring retry gives way to the firings that came meanwhile (catch_up latest).
+    hourly = recurring(status="paused", attempts=2, next_run_at=T0 + timedelta(minutes=20))
+    resumed, skipped = lifecycle.resumed(hourly, T0 + timedelta(hours=2, minutes=10))
+    assert (resumed.status, resumed.attempts) == ("scheduled", 0)
+    assert resumed.firing_at == T0 + timedelta(hours=2)
+    assert [run.started_at for run in skipped] == [T0 + timedelta(hours=1)]

@@ -104,7 +104,9 @@ def test_resume_after_missed_firings_follows_catch_up(api, receiver, catch_up, r
     task = api.get(f"/tasks/{task_id}").json
     assert parse_iso(task["next_run_at"]) > later  # the next firing, still armed
     schedules = own(task_id)
-    assert schedules.pop(f"task-{task_id}") == ("rate(5 minutes)", None, None)
+    expression, starts, _ = schedules.pop(f"task-{task_id}")
+    assert expression == "rate(5 minutes)"
+    assert starts.astimezone(timezone.utc) == parse_iso(task["next_run_at"])  # its phase
     # Besides, at most the one-time schedule that fired the caught-up run (EventBridge
     # deletes it once fired; moto fires nothing).
     assert all(parse_iso(expression[3:-1] + "Z") <= later + timedelta(seconds=10)
@@ -183,3 +185,36 @@ def test_a_wake_within_a_minute_of_the_pause_end_waits_for_it(api, receiver):
     assert task["status"] == "scheduled" and task["paused_until"] is None
     assert list(own(task_id)) == [f"task-{task_id}"]
     assert receiver.requests == []
+
+
+def test_a_past_start_at_is_accepted_and_a_rate_keeps_its_phase_across_pause(api, receiver):
+    yesterday = (utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = webhook(receiver, "cron(0 12 * * ? *)", start_at=yesterday)
+    created = api.post("/schedule-task", body)
+    assert created.status_code == 201, created.json
+    [(_, starts, _)] = own(created.json["task_id"]).values()
+    assert starts is None  # EventBridge refuses a StartDate more than 5 minutes past
+    task_id = api.post("/schedule-task", webhook(receiver, "rate(10 minutes)",
+                                                 start_at=yesterday)).json["task_id"]
+    assert api.post(f"/tasks/{task_id}/pause").status_code == 200
+    assert api.post(f"/tasks/{task_id}/resume").status_code == 200
+    [(expression, starts, _)] = own(task_id).values()
+    expected = parse_iso(api.get(f"/tasks/{task_id}").json["next_run_at"])
+    # Made again at resume, the rate starts at the task's own next firing (its phase).
+    assert expression == "rate(10 minutes)"
+    assert starts.astimezone(timezone.utc) == expected
+
+
+def test_catch_up_all_arms_each_missed_firing_beside_the_standing_schedule(api, receiver):
+    created = utcnow()
+    task_id = api.post("/schedule-task", webhook(receiver, "rate(5 minutes)",
+                                                 catch_up="all")).json["task_id"]
+    api.post(f"/tasks/{task_id}/pause")
+    later = created + timedelta(minutes=17)
+    with at(later):
+        api.post(f"/tasks/{task_id}/resume")
+        assert api.invoke(task_id)["outcome"] == "ran"  # the oldest missed firing
+    # The next missed firing is due now: a one-time schedule fires it, not the rate's next.
+    one_offs = [name for name in own(task_id) if name.startswith("retry-")]
+    assert one_offs and api.get(f"/tasks/{task_id}").json["next_run_at"] < later.strftime(
+        "%Y-%m-%dT%H:%M:%SZ")

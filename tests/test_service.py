@@ -1,6 +1,7 @@
 """The use cases behind the API, on the in-memory store with a recording trigger and a fixed
 clock: no app, no moto, no files."""
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -314,3 +315,31 @@ def test_max_runs_ends_the_task_completed_with_runs_done(runtime):
         execute_task(clock, task_id)
     final = service.get_task(runtime, task_id)
     assert (final["status"], final["runs_done"]) == ("completed", 2)
+
+
+def test_a_patch_that_drops_a_retrying_extra_run_drops_its_key_and_pause(runtime):
+    created, _ = service.schedule_task(runtime, hourly())
+    task_id = created["task_id"]
+    service.pause_task(runtime, task_id, None)
+    service.run_task_now(runtime, task_id)
+    stored = runtime.store.get(task_id)
+    # Its extra run failed and waits for a retry.
+    runtime.store.update(replace(stored, status="retrying", attempts=1,
+                                 next_run_at=NOW + timedelta(minutes=5)), stored.version)
+    changed = service.update_task(runtime, task_id, _json({"run_at": "cron(30 * * * ? *)"}))
+    after = runtime.store.get(task_id)
+    assert changed["status"] == "paused"  # as it was before its extra run
+    assert (after.extra_run_key, after.pause_after_run, after.attempts) == (None, False, 0)
+
+
+def test_a_patch_that_leaves_a_passed_end_at_alone_is_allowed(runtime):
+    created, _ = service.schedule_task(runtime, hourly(end_at="2030-05-19T19:00:00Z"))
+    later = Runtime(runtime.store, runtime.trigger,
+                    Clock(now=lambda: NOW + timedelta(hours=2, minutes=30)))
+    stored = runtime.store.get(created["task_id"])
+    runtime.store.update(replace(stored, status="retrying", attempts=1), stored.version)
+    assert service.update_task(later, created["task_id"], _json({"name": "x"}))["name"] == "x"
+    with pytest.raises(ValidationError) as past:
+        service.update_task(later, created["task_id"],
+                            _json({"end_at": "2030-05-19T19:00:00Z"}))
+    assert past.value.field == "end_at"

@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import aws, config, lifecycle
 from chalicelib.models import PAUSED, RETRYING, RUNNING, SCHEDULED, Task, parse_iso
-from chalicelib.schedules import OneTime, Schedule
+from chalicelib.schedules import OneTime, Rate, Schedule
 from chalicelib.triggers import Trigger, executor_input, invoke_now, minute_before
 
 
@@ -64,8 +64,8 @@ def standing(task: Task) -> bool:
     return task.recurring and config.precision() == "minute" and not task.window_minutes
 
 
-def _wanted(task: Task) -> Dict[str, Schedule]:
-    """The schedules the task needs in its state, by name."""
+def _wanted(task: Task, now: datetime) -> Dict[str, Schedule]:
+    """The schedules the task needs in its state at `now`, by name."""
     if task.status == PAUSED:
         return {wake_schedule_name(task): OneTime(at=task.paused_until)} \
             if task.paused_until else {}
@@ -76,9 +76,10 @@ def _wanted(task: Task) -> Dict[str, Schedule]:
     one_off = OneTime(at=task.next_run_at)
     if standing(task):
         wanted: Dict[str, Schedule] = {schedule_name(task.task_id): lifecycle.schedule_of(task)}
-        if task.status == RETRYING or task.next_run_at != task.firing_at:
-            # A retry, a caught-up or buffered firing, an extra run: besides the standing
-            # schedule, its own one-time schedule.
+        if (task.status == RETRYING or task.next_run_at != task.firing_at
+                or task.next_run_at <= now):
+            # A retry, a caught-up or buffered firing, an extra run, a missed firing that
+            # catch_up runs: besides the standing schedule, its own one-time schedule.
             wanted[retry_schedule_name(task)] = one_off
         return wanted
     if task.status == RETRYING or (not task.recurring and task.runs):
@@ -86,6 +87,23 @@ def _wanted(task: Task) -> Dict[str, Schedule]:
     if task.recurring:
         return {firing_schedule_name(task): one_off}
     return {schedule_name(task.task_id): one_off}
+
+
+def _bounds(task: Task, schedule: Schedule, now: datetime) -> Dict[str, datetime]:
+    """StartDate / EndDate of a standing schedule. EventBridge refuses a StartDate more than
+    5 minutes past, and starts a rate counting from its StartDate (from its creation without
+    one): a rate starts at the task's next own firing, so a schedule made again (resume) or
+    updated (PATCH) keeps the task's phase; a cron starts at start_at while that is ahead."""
+    bounds: Dict[str, datetime] = {}
+    start = parse_iso(task.start_at)
+    if isinstance(schedule, Rate):
+        start = lifecycle.next_firing(task, now)
+    if start is not None and start > now:
+        bounds["StartDate"] = start
+    end = parse_iso(task.end_at)
+    if end is not None and end > now:
+        bounds["EndDate"] = end
+    return bounds
 
 
 def _not_found(error: ClientError) -> bool:
@@ -96,12 +114,13 @@ class SchedulerTrigger(Trigger):
     """Arms tasks as EventBridge Scheduler schedules."""
 
     def arm(self, task: Task) -> None:
-        for name, schedule in _wanted(task).items():
+        for name, schedule in _wanted(task, self.clock.now()).items():
             self._create(task, name, schedule)
 
     def rearm(self, previous: Task, current: Task) -> None:
-        wanted = _wanted(current)
-        for name in sorted(set(_wanted(previous)) - set(wanted)):
+        now = self.clock.now()
+        wanted = _wanted(current, now)
+        for name in sorted(set(_wanted(previous, now)) - set(wanted)):
             self._delete(name)
         for name, schedule in wanted.items():
             # The standing schedule keeps its name whatever its expression or bounds:
@@ -148,9 +167,7 @@ class SchedulerTrigger(Trigger):
             },
         }
         if schedule.recurring:
-            # start_at / end_at bound the standing schedule itself.
-            bounds = (("StartDate", task.start_at), ("EndDate", task.end_at))
-            request.update({key: parse_iso(value) for key, value in bounds if value})
+            request.update(_bounds(task, schedule, self.clock.now()))
         else:
             request["ActionAfterCompletion"] = "DELETE"
         client = aws.client("scheduler")
@@ -180,7 +197,7 @@ class SchedulerTrigger(Trigger):
 
     def ensure_armed(self, task: Task) -> bool:
         missing = False
-        for name in _wanted(task):
+        for name in _wanted(task, self.clock.now()):
             try:
                 aws.client("scheduler").get_schedule(Name=name,
                                                      GroupName=config.scheduler_group())
@@ -193,7 +210,7 @@ class SchedulerTrigger(Trigger):
         return missing
 
     def disarm(self, task: Task) -> None:
-        names = {schedule_name(task.task_id), *_wanted(task)}
+        names = {schedule_name(task.task_id), *_wanted(task, self.clock.now())}
         if task.next_run_at is not None:
             names.add(firing_schedule_name(task))
             if task.runs:  # a retry of a recurring task may be armed
@@ -209,7 +226,7 @@ class SchedulerTrigger(Trigger):
         elif task.waiting:
             # The standing schedule is there; what a run adds is a one-time schedule: a
             # retry, the next firing of a task armed one firing at a time, a buffered run.
-            for name, schedule in _wanted(task).items():
+            for name, schedule in _wanted(task, self.clock.now()).items():
                 if name != schedule_name(task.task_id) or not task.recurring:
                     self._create(task, name, schedule)
         elif task.recurring:
