@@ -270,15 +270,21 @@ def aws(monkeypatch):
     """moto with the stage bootstrapped: table and indexes, schedule group, role.
 
     DynamoDB applies a conditional write atomically; moto's in-process backend does
-    not lock, so its writes are serialised here to give the same guarantee.
+    not lock, so its writes are serialised here to give the same guarantee. The lock
+    covers each request's answer too: moto changes a stored item in place, and a read
+    answered while another thread's UpdateItem added attributes failed with "dictionary
+    changed size during iteration" (a PATCH racing a claim, now and then under load).
     """
     from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
 
     from chalicelib import bootstrap
 
     lock = threading.RLock()
     for name in ("put_item", "update_item", "delete_item", "get_item"):
         monkeypatch.setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name), lock))
+    for name in ("get_item", "put_item", "update_item", "delete_item", "query", "scan"):
+        monkeypatch.setattr(DynamoHandler, name, _atomic(getattr(DynamoHandler, name), lock))
     # Lambda invocations answer without Docker (moto's "simple" Lambda backend).
     with mock_aws(config={"lambda": {"use_docker": False}}):
         bootstrap.bootstrap(STAGE)
