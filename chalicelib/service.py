@@ -223,16 +223,18 @@ def update_task(runtime: Runtime, task_id: str, raw_body: Optional[bytes],
     paused; a change of when re-arms it."""
     now = runtime.clock.now()
     body = parse_json_body(raw_body)
-    action = runtime.store.get(_known_id(task_id)).action
-    wanted = parse_update(body, action, now)
+    wanted: Dict[str, Any] = {}
 
     def update(task: Task) -> Task:
+        # Validated against the task as read (its action checks the payload): no read of
+        # its own.
+        wanted.update(parse_update(body, task.action, now))
         if task.status not in CHANGEABLE:
             raise _not_allowed(task, "updated", "only a task that waits or is paused can "
                                                 "be changed")
         return _updated(task, wanted, now)
 
-    task = changes.apply(runtime, task_id, update, _if_match(if_match))
+    task = changes.apply(runtime, _known_id(task_id), update, _if_match(if_match))
     observability.event("task_updated", task_id=task_id, fields=sorted(wanted),
                         next_run_at=iso(task.next_run_at), version=task.version)
     return describe(task)
@@ -260,8 +262,7 @@ def _updated(task: Task, wanted: Dict[str, Any], now) -> Task:
                               field="max_runs")
     if not TIMING & set(wanted):
         return after
-    first_moment = _with_first_run(after, now)
-    after.firing_at, after.next_run_at = first_moment.firing_at, first_moment.next_run_at
+    after = _with_first_run(after, now)
     if after.status == RETRYING:
         # The pending retry is dropped for the new time; a retrying extra run with it (a
         # paused task's extra run leaves it paused, as it was).

@@ -141,7 +141,5 @@ class RulesTrigger(Trigger):
             self.disarm(current)
 
     def after_run(self, task: Task) -> None:
-        if task.wake_at is not None:
-            self.arm(task)  # the next firing of a recurring task, a retry, a pause's end
-        else:
-            self.disarm(task)
+        # The next firing of a recurring task, a retry, a pause's end; or nothing.
+        self.rearm(task, task)
