@@ -143,7 +143,8 @@ LOGS = Statement("Logs", ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:P
 # id, asked of STS.
 IDENTITY = Statement("Identity", ("sts:GetCallerIdentity",), ANYTHING)
 SCHEDULES = Statement("Schedules", ("scheduler:CreateSchedule", "scheduler:GetSchedule",
-                                    "scheduler:DeleteSchedule"), SCHEDULE_GROUP)
+                                    "scheduler:UpdateSchedule", "scheduler:DeleteSchedule"),
+                      SCHEDULE_GROUP)
 PASS_SCHEDULER_ROLE = Statement(
     "PassSchedulerRole", ("iam:PassRole",), SCHEDULER_ROLE,
     condition={"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}})
@@ -178,14 +179,17 @@ ARMING = (SCHEDULES, PASS_SCHEDULER_ROLE, INVOKE_EXECUTOR_NOW, RULES, RULES_INVO
 RUNNING = (DEAD_LETTERS, NOTIFICATIONS, SIGNING_SECRET, TARGETS)
 
 # Each function's statements: only what that function does. The API lists tasks with a
-# Scan and is the only one that creates (PutItem) or deletes them.
+# Scan and is the only one that creates or deletes them; every function changes a task
+# with a PutItem conditioned on its version (a run's result, a pause's end) and claims it
+# with an UpdateItem.
 FUNCTION_STATEMENTS: Dict[str, Tuple[Statement, ...]] = {
     "api": (LOGS, IDENTITY,
             _tasks_table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"),
             *ARMING),
-    "executor": (LOGS, IDENTITY, _tasks_table("GetItem", "UpdateItem"), *ARMING, *RUNNING),
-    "sweeper": (LOGS, IDENTITY, _tasks_table("GetItem", "UpdateItem", "Query"), *ARMING,
-                *RUNNING, SWEEPER_CONTINUES),
+    "executor": (LOGS, IDENTITY, _tasks_table("GetItem", "PutItem", "UpdateItem"), *ARMING,
+                 *RUNNING),
+    "sweeper": (LOGS, IDENTITY, _tasks_table("GetItem", "PutItem", "UpdateItem", "Query"),
+                *ARMING, *RUNNING, SWEEPER_CONTINUES),
     "authorizer": (LOGS, API_TOKENS),
 }
 

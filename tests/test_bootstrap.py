@@ -110,7 +110,8 @@ def test_each_function_gets_only_its_statements(monkeypatch):
     assert "SweeperContinues" in _sids(policies["sweeper"]) - _sids(policies["executor"])
     table = {f: next(s for s in p["Statement"] if s["Sid"] == "TasksTable")["Action"]
              for f, p in policies.items() if f != "authorizer"}
-    assert "dynamodb:PutItem" in table["api"] and "dynamodb:PutItem" not in table["executor"]
+    assert "dynamodb:DeleteItem" in table["api"]
+    assert "dynamodb:DeleteItem" not in table["executor"] + table["sweeper"]
     assert "dynamodb:Scan" not in table["executor"] + table["sweeper"]
 
 

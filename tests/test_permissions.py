@@ -96,3 +96,77 @@ def test_config_json_names_the_stages_parameters_as_config_does(stage):
     assert config.api_tokens_param(env) == config.parameter_name(config.API_TOKENS_PURPOSE, env)
     assert config.webhook_signing_secret_param(env) == config.parameter_name(
         config.SIGNING_SECRET_PURPOSE, env)
+
+
+# IAM's name of an API operation where it is not the operation's own.
+IAM_ACTION = {("lambda", "Invoke"): "lambda:InvokeFunction"}
+NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}
+
+
+class CallRecorder:
+    """The AWS actions this process's clients call, read with botocore event hooks."""
+
+    SERVICES = ("dynamodb", "scheduler", "events", "lambda", "sqs", "sns", "ssm")
+
+    def __init__(self):
+        from chalicelib import aws
+
+        self.actions = set()
+        for service in self.SERVICES:
+            aws.client(service).meta.events.register(f"before-call.{service}", self._note)
+
+    def _note(self, model, **_):
+        service = model.service_model.endpoint_prefix
+        prefix = {"events": "events"}.get(service, service)
+        self.actions.add(IAM_ACTION.get((prefix, model.name), f"{prefix}:{model.name}"))
+
+    def take(self):
+        taken, self.actions = self.actions - NEEDS_NO_PERMISSION, set()
+        return taken
+
+
+def _granted(function):
+    import os
+
+    return _actions(permissions.stage_statements(function, dict(os.environ)))
+
+
+def test_each_function_is_granted_every_action_its_code_calls(aws, receiver, refused_url):
+    """Each path a Lambda takes, run over moto: every AWS action it calls is in its policy
+    (moto does not check IAM, so a missing grant would first fail on AWS)."""
+    import json as json_module
+    from datetime import timedelta
+
+    from chalicelib import service, sweeper
+    from chalicelib.executor import execute_task
+    from chalicelib.models import Clock, utcnow
+    from tests.conftest import runtime
+
+    recorder = CallRecorder()
+    rt = runtime()
+    hook = {"action": "webhook", "payload": {"url": receiver.url}}
+    soon = (utcnow() + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    one_time = service.schedule_task(rt, {**hook, "run_at": soon})[0]["task_id"]
+    failing = service.schedule_task(rt, {"action": "webhook", "payload": {"url": refused_url},
+                                         "run_at": soon, "max_attempts": 1})[0]["task_id"]
+    hourly = service.schedule_task(rt, {**hook, "run_at": "rate(1 hour)"})[0]["task_id"]
+    service.update_task(rt, hourly, json_module.dumps({"name": "x"}).encode())
+    service.pause_task(rt, hourly, json_module.dumps(
+        {"until": (utcnow() + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")}).encode())
+    service.list_tasks(rt, {})
+    service.get_task(rt, one_time)
+    api = recorder.take()
+    later = runtime(Clock(now=lambda: utcnow() + timedelta(minutes=3)))
+    for task_id in (one_time, failing, hourly):  # a run, a dead letter, a pause's end
+        execute_task(later, task_id)
+    service.retry_task(later, failing, None)
+    service.run_task_now(later, hourly)
+    service.cancel_task(later, failing)
+    api |= recorder.take() & {"dynamodb:GetItem"}  # (the retry's own calls are the API's)
+    execute_task(later, hourly)
+    executor = recorder.take()
+    sweeper.sweep(later, time_left_ms=lambda: 900_000)
+    swept = recorder.take()
+    assert {"dynamodb:PutItem", "dynamodb:UpdateItem"} <= executor
+    for function, called in (("api", api), ("executor", executor), ("sweeper", swept)):
+        assert called <= _granted(function), (function, called - _granted(function))
