@@ -104,6 +104,15 @@ class StateConflict(StoreError):
         self.current = current
 
 
+class FlowConflict(StoreError):
+    """A flow-control key's state changed since the version the caller read; `current` is
+    its state as stored."""
+
+    def __init__(self, current):
+        super().__init__(f"flow key {current.key} changed")
+        self.current = current
+
+
 class InvalidPageToken(StoreError):
     """A next_token that this store did not make, or made for other filters."""
 

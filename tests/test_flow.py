@@ -1,7 +1,10 @@
 """chalicelib.flow: slots as leases and starts spaced by the rate."""
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from chalicelib import flow
+from chalicelib.errors import FlowConflict
 
 T0 = datetime(2030, 5, 19, 9, 0, tzinfo=timezone.utc)
 LEASE = timedelta(minutes=2)
@@ -60,3 +63,48 @@ def test_limits_without_a_rate_never_delay_by_time():
     assert decision.state.next_start is None
     assert flow.Limits(parallelism=3).spacing == timedelta(0)
     assert flow.Limits(rate=10, period="minute").spacing == timedelta(seconds=6)
+
+
+# ---------------------------------------------------------------- stored state (contract)
+
+@pytest.fixture(params=["memory", "sqlite"])
+def flow_store(request, tmp_path):
+    """The adapters that keep flow-control state so far (DynamoDB: the next step)."""
+    if request.param == "memory":
+        from chalicelib.store.memory import InMemoryTaskStore
+
+        return InMemoryTaskStore()
+    from chalicelib.store.sqlite import SQLiteTaskStore
+
+    return SQLiteTaskStore(tmp_path / "tasks.sqlite3")
+
+
+def test_a_key_not_stored_is_version_0_without_limits(flow_store):
+    fresh = flow_store.get_flow("nobody")
+    assert (fresh.version, fresh.limits, fresh.slots) == (0, flow.Limits(), {})
+
+
+def test_state_round_trips_and_writes_only_on_its_version(flow_store):
+    first = state(rate=5, parallelism=2)
+    granted = flow.acquire(first, "run-1", T0, T0 + LEASE).state
+    stored = flow_store.put_flow(granted, 0)
+    assert stored.version == 1
+    again = flow_store.get_flow("billing-api")
+    assert again.slots == {"run-1": T0 + LEASE} and again.next_start == granted.next_start
+    assert again.limits == flow.Limits(rate=5, parallelism=2)
+    with pytest.raises(FlowConflict) as stale:
+        flow_store.put_flow(granted, 0)
+    assert stale.value.current.version == 1
+
+
+def test_of_racing_acquires_on_one_version_exactly_one_is_stored(flow_store):
+    from tests.conftest import together
+
+    start = flow_store.put_flow(state(parallelism=1), 0)
+    results = together(*(
+        (lambda run_id=run_id: flow_store.put_flow(
+            flow.acquire(start, run_id, T0, T0 + LEASE).state, start.version))
+        for run_id in ("a", "b", "c", "d")))
+    stored = [r for r in results if isinstance(r, flow.FlowState)]
+    assert len(stored) == 1 and sum(isinstance(r, FlowConflict) for r in results) == 3
+    assert flow_store.get_flow("billing-api").slots == stored[0].slots

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from chalicelib.errors import ClaimLost, InvalidPageToken, StateConflict, TaskNotFound
+from chalicelib.flow import FlowState
 from chalicelib.models import MAX_RUNS_KEPT, RETRYING, Page, Run, Task, Transition
 
 Tag = Tuple[str, str]  # a tag filter: (key, value)
@@ -95,6 +96,15 @@ class TaskStore(abc.ABC):
         """Make due at `now` every running task whose run id starts with `run_prefix`,
         for a process that knows those executors are gone (the local server at start, for
         the runs of its previous life). Returns how many."""
+
+    def get_flow(self, key: str) -> FlowState:
+        """A flow-control key's shared state (version 0, no limits: a key not stored)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no flow-control state")
+
+    def put_flow(self, state: FlowState, version: int) -> FlowState:
+        """Store a key's state as version `version` + 1, only while it is still at
+        `version` (0: not stored yet); FlowConflict with the stored state otherwise."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no flow-control state")
 
     @abc.abstractmethod
     def delete(self, task_id: str) -> None:

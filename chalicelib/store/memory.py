@@ -10,7 +10,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Dict, Iterator, List, Optional
 
-from chalicelib.errors import ClaimLost, StateConflict, TaskExists, TaskNotFound
+from chalicelib.errors import ClaimLost, FlowConflict, StateConflict, TaskExists, TaskNotFound
+from chalicelib.flow import FlowState, Limits
 from chalicelib.models import RUNNING, WAITING, Page, Task, iso_ms
 from chalicelib.store import LEASE_SECONDS, Tag, TaskStore, decode_token, encode_token
 
@@ -21,6 +22,7 @@ class InMemoryTaskStore(TaskStore):
 
     def __init__(self):
         self._tasks: Dict[str, Task] = {}
+        self._flows: Dict[str, FlowState] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ writes
@@ -47,6 +49,19 @@ class InMemoryTaskStore(TaskStore):
             if current.version != version:
                 raise StateConflict(copy.deepcopy(current))
             return self._put(replace(task, version=version + 1))
+
+    def get_flow(self, key: str) -> FlowState:
+        with self._lock:
+            found = self._flows.get(key)
+        return copy.deepcopy(found) if found else FlowState(key, Limits())
+
+    def put_flow(self, state: FlowState, version: int) -> FlowState:
+        with self._lock:
+            current = self._flows.get(state.key)
+            if (current.version if current else 0) != version:
+                raise FlowConflict(copy.deepcopy(current))
+            self._flows[state.key] = replace(copy.deepcopy(state), version=version + 1)
+            return copy.deepcopy(self._flows[state.key])
 
     def delete(self, task_id: str) -> None:
         with self._lock:

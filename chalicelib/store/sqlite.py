@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from chalicelib.errors import (
-    ClaimLost, StateConflict, StoreUnavailable, TaskExists, TaskNotFound,
+    ClaimLost, FlowConflict, StateConflict, StoreUnavailable, TaskExists, TaskNotFound,
 )
+from chalicelib.flow import FlowState, Limits
 from chalicelib.models import (
     OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso_ms, parse_iso, utcnow,
 )
@@ -64,6 +65,15 @@ CREATE INDEX IF NOT EXISTS tasks_due ON tasks (priority, due_at) WHERE due_at IS
 CREATE INDEX IF NOT EXISTS tasks_due_time ON tasks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at, task_id);
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at, task_id);
+CREATE TABLE IF NOT EXISTS flow_keys (
+    key         TEXT PRIMARY KEY,
+    rate        INTEGER,
+    period      TEXT NOT NULL,
+    parallelism INTEGER,
+    slots       TEXT NOT NULL,
+    next_start  TEXT,
+    version     INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS store_health (id INTEGER PRIMARY KEY, checked_at TEXT NOT NULL);
 """
 # Columns added after the first release (and any task option declared since), and how;
@@ -267,6 +277,32 @@ class SQLiteTaskStore(TaskStore):
                                 (task.task_id,)).fetchone()
         return _changed_or_raise(task.task_id, stored, updated)
 
+    def get_flow(self, key: str) -> FlowState:
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM flow_keys WHERE key = ?", (key,)).fetchone()
+        return _flow_from_row(row) if row else FlowState(key, Limits())
+
+    def put_flow(self, state: FlowState, version: int) -> FlowState:
+        values = (state.limits.rate, state.limits.period, state.limits.parallelism,
+                  json.dumps({run: iso_ms(end) for run, end in state.slots.items()}),
+                  iso_ms(state.next_start), version + 1)
+        with self._connection() as db:
+            if version == 0:
+                written = db.execute(
+                    "INSERT OR IGNORE INTO flow_keys (key, rate, period, parallelism, slots, "
+                    "next_start, version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (state.key, *values)).rowcount
+            else:
+                written = db.execute(
+                    "UPDATE flow_keys SET rate = ?, period = ?, parallelism = ?, slots = ?, "
+                    "next_start = ?, version = ? WHERE key = ? AND version = ?",
+                    (*values, state.key, version)).rowcount
+            row = db.execute("SELECT * FROM flow_keys WHERE key = ?",
+                             (state.key,)).fetchone()
+        if not written:
+            raise FlowConflict(_flow_from_row(row))
+        return _flow_from_row(row)
+
     def delete(self, task_id: str) -> None:
         with self._connection() as db:
             db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
@@ -342,6 +378,14 @@ class SQLiteTaskStore(TaskStore):
                 "NULL AND due_at <= ? AND (due_at, task_id) > (?, ?) ORDER BY due_at, task_id "
                 "LIMIT ?", (9, iso_ms(now), "", "", 10)).fetchall()
         return [row["detail"] for row in rows]
+
+
+def _flow_from_row(row: sqlite3.Row) -> FlowState:
+    return FlowState(key=row["key"],
+                     limits=Limits(rate=row["rate"], period=row["period"],
+                                   parallelism=row["parallelism"]),
+                     slots={run: parse_iso(end) for run, end in json.loads(row["slots"]).items()},
+                     next_start=parse_iso(row["next_start"]), version=row["version"])
 
 
 def _casefold(text: Optional[str]) -> Optional[str]:
