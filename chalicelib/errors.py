@@ -48,6 +48,13 @@ class TaskNotFound(SchedulerError):
     code = "task_not_found"
 
 
+class FlowKeyNotFound(SchedulerError):
+    """No task has declared or used this flow-control key."""
+
+    status = 404
+    code = "flow_key_not_found"
+
+
 class Conflict(SchedulerError):
     """The task's state does not allow what was asked."""
 

@@ -31,6 +31,10 @@ def a_value_other_than_the_default(declared):
     if schema["type"] == "array":
         return [a_value_other_than_the_default(replace(declared, schema=schema["items"],
                                                        default=None))]
+    if "properties" in schema:  # every property set, at its first valid value
+        return {name: a_value_other_than_the_default(replace(declared, schema=rule,
+                                                             default=None))
+                for name, rule in schema["properties"].items()}
     candidates = {"integer": [schema.get("maximum"), schema.get("minimum")],
                   "string": list(schema.get("enum", [])) + ["a value"],
                   "boolean": [True, False],

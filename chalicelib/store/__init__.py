@@ -5,7 +5,7 @@ import binascii
 import json
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from chalicelib.errors import ClaimLost, InvalidPageToken, StateConflict, TaskNotFound
 from chalicelib.flow import FlowState
@@ -75,7 +75,9 @@ class TaskStore(abc.ABC):
             runs_done=task.runs_done + int(change.counts_run),
             # An extra run ends with its firing; a retry of it keeps its key.
             extra_run_key=task.extra_run_key if change.status == RETRYING else None,
-            pause_after_run=task.pause_after_run and change.status == RETRYING)
+            pause_after_run=task.pause_after_run and change.status == RETRYING,
+            # A run ends the firing's wait for its flow-control key.
+            flow_waiting=None, flow_delayed_at=None)
         try:
             return self.update(after, task.version)
         except (StateConflict, TaskNotFound) as lost:
@@ -105,6 +107,24 @@ class TaskStore(abc.ABC):
         """Store a key's state as version `version` + 1, only while it is still at
         `version` (0: not stored yet); FlowConflict with the stored state otherwise."""
         raise NotImplementedError(f"{type(self).__name__} keeps no flow-control state")
+
+    @abc.abstractmethod
+    def add_waiter(self, key: str, entry: str, task_id: str) -> None:
+        """Queue `task_id` under the flow-control key at `entry` (entries sort in the
+        order waiting tasks start); adding an entry twice keeps one."""
+
+    @abc.abstractmethod
+    def remove_waiter(self, key: str, entry: str) -> None:
+        """Take an entry out of the key's queue; one already gone is fine."""
+
+    @abc.abstractmethod
+    def waiters(self, key: str, limit: int) -> List[Tuple[str, str]]:
+        """The first `limit` (entry, task id) of the key's queue, read after every write
+        to it (strongly consistent)."""
+
+    @abc.abstractmethod
+    def count_waiters(self, key: str) -> int:
+        """How many tasks the key's queue holds."""
 
     @abc.abstractmethod
     def delete(self, task_id: str) -> None:

@@ -8,7 +8,7 @@ import copy
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from chalicelib.errors import ClaimLost, FlowConflict, StateConflict, TaskExists, TaskNotFound
 from chalicelib.flow import FlowState, Limits
@@ -23,6 +23,7 @@ class InMemoryTaskStore(TaskStore):
     def __init__(self):
         self._tasks: Dict[str, Task] = {}
         self._flows: Dict[str, FlowState] = {}
+        self._waiters: Dict[str, Dict[str, str]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ writes
@@ -62,6 +63,22 @@ class InMemoryTaskStore(TaskStore):
                 raise FlowConflict(copy.deepcopy(current))
             self._flows[state.key] = replace(copy.deepcopy(state), version=version + 1)
             return copy.deepcopy(self._flows[state.key])
+
+    def add_waiter(self, key: str, entry: str, task_id: str) -> None:
+        with self._lock:
+            self._waiters.setdefault(key, {})[entry] = task_id
+
+    def remove_waiter(self, key: str, entry: str) -> None:
+        with self._lock:
+            self._waiters.get(key, {}).pop(entry, None)
+
+    def waiters(self, key: str, limit: int) -> List[Tuple[str, str]]:
+        with self._lock:
+            return sorted(self._waiters.get(key, {}).items())[:limit]
+
+    def count_waiters(self, key: str) -> int:
+        with self._lock:
+            return len(self._waiters.get(key, {}))
 
     def delete(self, task_id: str) -> None:
         with self._lock:

@@ -74,13 +74,19 @@ CREATE TABLE IF NOT EXISTS flow_keys (
     next_start  TEXT,
     version     INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS flow_waiters (
+    key     TEXT NOT NULL,
+    entry   TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (key, entry)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS store_health (id INTEGER PRIMARY KEY, checked_at TEXT NOT NULL);
 """
 # Columns added after the first release (and any task option declared since), and how;
 # statements are built from these constants and the declarations, never from input.
 COUNTERS = ("version", "runs_done", "pause_after_run")  # 0 in a row from before them
 MIGRATED_COLUMNS = ("firing_at", "idempotency_key", "request_hash", "paused_until",
-                    "extra_run_key") + COUNTERS + tuple(declared.name for declared in OPTIONS)
+                    "extra_run_key", "flow_waiting", "flow_delayed_at") + COUNTERS + tuple(declared.name for declared in OPTIONS)
 ADD_COLUMN = {column: "ALTER TABLE tasks ADD COLUMN " + column + " " + (
     "INTEGER NOT NULL DEFAULT 0" if column in COUNTERS
     else "INTEGER" if OPTION_TYPES.get(column) in ("integer", "boolean") else "TEXT")
@@ -96,7 +102,8 @@ logger = logging.getLogger("task_scheduler.store")
 COLUMNS = ("task_id", "action", "payload", "run_at", "schedule_kind", "timezone", "status",
            "attempts", "next_run_at", "created_at", "updated_at", "run_id", "lease_until",
            "due_at", "runs", "firing_at", "idempotency_key", "request_hash", "version",
-           "runs_done", "paused_until", "extra_run_key", "pause_after_run") + tuple(
+           "runs_done", "paused_until", "extra_run_key", "pause_after_run", "flow_waiting",
+           "flow_delayed_at") + tuple(
     declared.name for declared in OPTIONS)
 INSERT_TASK = ("INSERT INTO tasks (" + ", ".join(COLUMNS) + ") "  # nosec B608 - constant columns
                "VALUES (" + ", ".join("?" for _ in COLUMNS) + ")")
@@ -303,6 +310,26 @@ class SQLiteTaskStore(TaskStore):
             raise FlowConflict(_flow_from_row(row))
         return _flow_from_row(row)
 
+    def add_waiter(self, key: str, entry: str, task_id: str) -> None:
+        with self._connection() as db:
+            db.execute("INSERT OR REPLACE INTO flow_waiters (key, entry, task_id) "
+                       "VALUES (?, ?, ?)", (key, entry, task_id))
+
+    def remove_waiter(self, key: str, entry: str) -> None:
+        with self._connection() as db:
+            db.execute("DELETE FROM flow_waiters WHERE key = ? AND entry = ?", (key, entry))
+
+    def waiters(self, key: str, limit: int) -> List[Tuple[str, str]]:
+        with self._reading() as db:
+            rows = db.execute("SELECT entry, task_id FROM flow_waiters WHERE key = ? "
+                              "ORDER BY entry LIMIT ?", (key, limit)).fetchall()
+        return [(row["entry"], row["task_id"]) for row in rows]
+
+    def count_waiters(self, key: str) -> int:
+        with self._reading() as db:
+            return db.execute("SELECT count(*) FROM flow_waiters WHERE key = ?",
+                              (key,)).fetchone()[0]
+
     def delete(self, task_id: str) -> None:
         with self._connection() as db:
             db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
@@ -445,6 +472,7 @@ def to_row(task: Task) -> Dict[str, Any]:
         "version": task.version, "runs_done": task.runs_done,
         "paused_until": iso_ms(task.paused_until), "extra_run_key": task.extra_run_key,
         "pause_after_run": int(task.pause_after_run),
+        "flow_waiting": task.flow_waiting, "flow_delayed_at": iso_ms(task.flow_delayed_at),
         **{declared.name: _option_to_column(declared, getattr(task, declared.name))
            for declared in OPTIONS},
     }
@@ -480,6 +508,7 @@ def from_row(row: sqlite3.Row) -> Task:
         request_hash=row["request_hash"], version=row["version"],
         runs_done=row["runs_done"], paused_until=parse_iso(row["paused_until"]),
         extra_run_key=row["extra_run_key"], pause_after_run=bool(row["pause_after_run"]),
+        flow_waiting=row["flow_waiting"], flow_delayed_at=parse_iso(row["flow_delayed_at"]),
         **{declared.name: _option_from_column(declared, row[declared.name])
            for declared in OPTIONS},
     )
