@@ -8,12 +8,14 @@ never one per task per second of waiting:
   back) and queued under its key at `entry`: highest priority first, then the time its
   firing was first delayed, then its id. Nothing is armed for it.
 - Each run of a key that ends frees its slot, then wakes as many of the first queued tasks
-  as the key has room for: each is made due at once (or at the rate's next start) and
-  armed (locally the dispatcher starts it; on AWS its trigger fires, within the minute or,
-  with PRECISION=second, at once). Under a rate limit, each start wakes the next queued
-  task at the next start the rate allows.
-- A task queued while the last run of its key ended could miss that wake: after queueing
-  it reads the key again and, if there is room, wakes the head of the queue itself.
+  as the key has room for. Each woken task gets a slot reserved for it in the same
+  conditional write (so a newcomer cannot take it, and two runs cannot wake for the same
+  room), is made due at once (or at the next start the rate allows) and armed: locally
+  the dispatcher starts it; on AWS its trigger fires, within the minute or, with
+  PRECISION=second, at once. Under a rate, one task is woken at a time and each start
+  wakes the next.
+- A task queued just after the last run of its key looked at the queue would miss that
+  wake: so after queueing it looks for room itself (the same wake as a run's end).
 - As a last resort a queued task is due again RECHECK after it queued (a lost wake, a run
   that died holding a slot: its lease ends meanwhile), found by the local dispatcher or the
   daily sweeper like any task whose time has passed.
@@ -21,7 +23,7 @@ never one per task per second of waiting:
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from chalicelib import config, flow, observability
 from chalicelib.errors import FlowConflict, StateConflict, TaskNotFound
@@ -38,6 +40,12 @@ MAX_TRIES = 25
 # Tasks woken at once when a run ends (more room than that comes from slots whose lease
 # ended; those are woken by the runs that follow).
 MAX_WAKES = 10
+# A woken task's slot is kept for it this long past its start: long enough for any trigger
+# to fire (EventBridge within its minute), short enough that a wake that went astray does
+# not hold the room for long.
+RESERVATION = timedelta(minutes=3)
+# Queue entries read past the ones wanted, for those found stale.
+STALE_READ_AHEAD = 2
 
 
 def limits_of(flow_control: Dict[str, Any]) -> Limits:
@@ -64,7 +72,7 @@ def admit(runtime: Runtime, task: Task, run_id: str, now: datetime) -> flow.Deci
     for _ in range(MAX_TRIES):
         if state.version == 0:  # a key no change declared yet: this task's limits
             state = replace(state, limits=limits_of(task.flow_control))
-        decision = flow.acquire(state, run_id, now, lease_end)
+        decision = flow.acquire(state, run_id, now, lease_end, task.task_id)
         if not decision.granted:
             return decision
         try:
@@ -72,8 +80,8 @@ def admit(runtime: Runtime, task: Task, run_id: str, now: datetime) -> flow.Deci
         except FlowConflict as conflict:
             state = conflict.current
             continue
-        if granted.limits.rate is not None and _room(granted, now):
-            _wake_next(runtime, key, granted, now)  # at the next start the rate allows
+        if granted.limits.rate is not None:
+            wake_next(runtime, key, now, granted)  # at the next start the rate allows
         return replace(decision, state=granted)
     # Runs of the key kept changing its state: wait in its queue like a refused run.
     return flow.Decision(False, state, retry_at=now)
@@ -101,9 +109,7 @@ def delay(runtime: Runtime, task: Task, decision: flow.Decision, now: datetime) 
         {"FlowDelayed": 1}, units={}, dimensions={"Stage": config.stage()},
         dimension_sets=[["Stage"]], properties={"task_id": task.task_id, "flow_key": key})
     # A run of the key that ended just before we queued could not see us: look again.
-    state = runtime.store.get_flow(key)
-    if _room(state, now):
-        _wake_next(runtime, key, state, now)
+    wake_next(runtime, key, now)
     return True
 
 
@@ -112,8 +118,7 @@ def leave(runtime: Runtime, task: Task, run_id: str, now: datetime) -> None:
     key = task.flow_key
     state = _write(runtime, key, lambda current: flow.release(current, run_id, now),
                    lambda current: run_id not in current.slots)
-    if state.limits.parallelism is not None:  # a rate alone: each start wakes the next
-        _wake_next(runtime, key, state, now)
+    wake_next(runtime, key, now, state)
 
 
 def status(runtime: Runtime, key: str, now: datetime) -> Optional[Dict[str, Any]]:
@@ -133,49 +138,63 @@ def forget(runtime: Runtime, task: Task) -> None:
         runtime.store.remove_waiter(task.flow_key, task.flow_waiting)
 
 
-def _room(state: FlowState, now: datetime) -> int:
-    parallelism = state.limits.parallelism
-    if parallelism is None:
-        return MAX_WAKES if state.limits.rate is None else 1
-    return max(parallelism - state.running(now), 0)
-
-
-def _wake_next(runtime: Runtime, key: str, state: FlowState, now: datetime) -> None:
-    """Wake the first queued tasks of the key, as many as it has room for: due at once,
-    or at the rate's next start."""
-    room = min(_room(state, now), MAX_WAKES)
-    if not room:
-        return
-    at = max(now, state.next_start or now)
-    if state.limits.rate is not None:
-        room = 1  # one at a time: each start wakes the next at the following start
-    woken = 0
-    for entry, task_id in runtime.store.waiters(key, room + 2):
-        if woken == room:
-            return
-        if _wake(runtime, key, entry, task_id, at, now):
-            woken += 1
-
-
-def _wake(runtime: Runtime, key: str, entry: str, task_id: str, at: datetime,
-          now: datetime) -> bool:
-    """Make one queued task due at `at` and arm it; False when its entry was stale (the
-    task was changed, finished or woken by another run meanwhile)."""
+def wake_next(runtime: Runtime, key: str, now: datetime,
+              state: Optional[FlowState] = None) -> int:
+    """Wake the first queued tasks of the key, as many as it has room for, each with a
+    slot reserved for it (at the next start the rate allows). How many were woken."""
     store = runtime.store
-    try:
-        task = store.get(task_id)
-    except TaskNotFound:
-        task = None
-    if task is None or task.flow_waiting != entry or task.status not in WAITING:
-        store.remove_waiter(key, entry)
-        return False
+    for _ in range(MAX_TRIES):
+        state = state or store.get_flow(key)
+        room = min(state.room(now), MAX_WAKES)
+        if not room:
+            return 0
+        heads = _waiting_heads(runtime, key, room)
+        if not heads:
+            return 0
+        reserved, starts = flow.reserve(state, [task.task_id for task in heads], now,
+                                        RESERVATION)
+        try:
+            state = store.put_flow(reserved, state.version)
+        except FlowConflict as conflict:
+            state = conflict.current
+            continue
+        woken = sum(_wake(runtime, key, task, start, now) for task, start in zip(heads, starts))
+        return woken
+    return 0
+
+
+def _waiting_heads(runtime: Runtime, key: str, count: int) -> List[Task]:
+    """The first `count` tasks still queued under the key; stale entries (a task changed,
+    finished or woken meanwhile) are dropped on the way."""
+    heads: List[Task] = []
+    for entry, task_id in runtime.store.waiters(key, count + STALE_READ_AHEAD):
+        try:
+            task = runtime.store.get(task_id)
+        except TaskNotFound:
+            task = None
+        if task is None or task.flow_waiting != entry or task.status not in WAITING:
+            runtime.store.remove_waiter(key, entry)
+            continue
+        heads.append(task)
+        if len(heads) == count:
+            break
+    return heads
+
+
+def _wake(runtime: Runtime, key: str, task: Task, at: datetime, now: datetime) -> bool:
+    """Make one queued task due at `at` and arm it; False (its reservation given back)
+    when a client changed it meanwhile."""
     woken = replace(task, next_run_at=at, flow_waiting=None, updated_at=now)
     try:
-        stored = store.update(woken, task.version)
+        stored = runtime.store.update(woken, task.version)
     except (StateConflict, TaskNotFound):
-        return False  # another run woke it, or a client changed it: its entry is theirs
-    store.remove_waiter(key, entry)
+        _write(runtime, key, lambda current: flow.release(
+            current, flow.reservation(task.task_id), now),
+            lambda current: flow.reservation(task.task_id) not in current.slots)
+        return False
+    runtime.store.remove_waiter(key, task.flow_waiting)
     runtime.trigger.arm(stored)
+    observability.event("flow_woken", task_id=task.task_id, key=key, at=iso_ms(at))
     return True
 
 

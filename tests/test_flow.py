@@ -1,10 +1,8 @@
 """chalicelib.flow: slots as leases and starts spaced by the rate."""
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from chalicelib import flow
-from chalicelib.errors import FlowConflict
 
 T0 = datetime(2030, 5, 19, 9, 0, tzinfo=timezone.utc)
 LEASE = timedelta(minutes=2)
@@ -65,46 +63,26 @@ def test_limits_without_a_rate_never_delay_by_time():
     assert flow.Limits(rate=10, period="minute").spacing == timedelta(seconds=6)
 
 
-# ---------------------------------------------------------------- stored state (contract)
-
-@pytest.fixture(params=["memory", "sqlite"])
-def flow_store(request, tmp_path):
-    """The adapters that keep flow-control state so far (DynamoDB: the next step)."""
-    if request.param == "memory":
-        from chalicelib.store.memory import InMemoryTaskStore
-
-        return InMemoryTaskStore()
-    from chalicelib.store.sqlite import SQLiteTaskStore
-
-    return SQLiteTaskStore(tmp_path / "tasks.sqlite3")
-
-
-def test_a_key_not_stored_is_version_0_without_limits(flow_store):
-    fresh = flow_store.get_flow("nobody")
-    assert (fresh.version, fresh.limits, fresh.slots) == (0, flow.Limits(), {})
+def test_a_reservation_keeps_room_for_a_woken_task_until_it_comes_or_its_hold_ends():
+    current = state(parallelism=1)
+    assert current.room(T0) == 1
+    reserved, [start] = flow.reserve(current, ["woken"], T0, timedelta(minutes=3))
+    assert start == T0 and reserved.room(T0) == 0 and reserved.reserved(T0) == 1
+    assert not flow.acquire(reserved, "newcomer", T0, T0 + LEASE, "other").granted
+    taken = flow.acquire(reserved, "run-1", T0, T0 + LEASE, "woken")
+    assert taken.granted and taken.state.slots == {"run-1": T0 + LEASE}
+    assert taken.state.running(T0) == 1 and taken.state.reserved(T0) == 0
+    expired = T0 + timedelta(minutes=3)
+    assert flow.acquire(reserved, "newcomer", expired, expired + LEASE, "other").granted
 
 
-def test_state_round_trips_and_writes_only_on_its_version(flow_store):
-    first = state(rate=5, parallelism=2)
-    granted = flow.acquire(first, "run-1", T0, T0 + LEASE).state
-    stored = flow_store.put_flow(granted, 0)
-    assert stored.version == 1
-    again = flow_store.get_flow("billing-api")
-    assert again.slots == {"run-1": T0 + LEASE} and again.next_start == granted.next_start
-    assert again.limits == flow.Limits(rate=5, parallelism=2)
-    with pytest.raises(FlowConflict) as stale:
-        flow_store.put_flow(granted, 0)
-    assert stale.value.current.version == 1
-
-
-def test_of_racing_acquires_on_one_version_exactly_one_is_stored(flow_store):
-    from tests.conftest import together
-
-    start = flow_store.put_flow(state(parallelism=1), 0)
-    results = together(*(
-        (lambda run_id=run_id: flow_store.put_flow(
-            flow.acquire(start, run_id, T0, T0 + LEASE).state, start.version))
-        for run_id in ("a", "b", "c", "d")))
-    stored = [r for r in results if isinstance(r, flow.FlowState)]
-    assert len(stored) == 1 and sum(isinstance(r, FlowConflict) for r in results) == 3
-    assert flow_store.get_flow("billing-api").slots == stored[0].slots
+def test_under_a_rate_reservations_take_the_next_starts_one_at_a_time():
+    current = flow.acquire(state(rate=4), "a", T0, T0 + LEASE).state
+    assert current.room(T0) == 1
+    reserved, [start] = flow.reserve(current, ["b"], T0, timedelta(minutes=3))
+    assert start == T0 + timedelta(milliseconds=250)
+    assert reserved.next_start == T0 + timedelta(milliseconds=500)
+    assert reserved.room(T0) == 0  # the next is woken by b's start
+    both = state(rate=4, parallelism=2)
+    assert both.room(T0) == 1 and flow.reserve(both, ["x", "y"], T0, LEASE)[1] == [
+        T0, T0 + timedelta(milliseconds=250)]
