@@ -405,6 +405,8 @@ class Receiver:
         self.delay = 0.0
         self.on_request = None  # called with each request as it arrives (a test's hook)
         self.body = b'{"ok": true}'
+        self.in_flight = 0  # requests being answered now, and the most there ever were
+        self.most_in_flight = 0
         self._lock = threading.Lock()
         receiver = self
 
@@ -416,14 +418,24 @@ class Receiver:
                 received_at = datetime.now(timezone.utc)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                record = {"method": self.command, "path": self.path,
+                          "received_at": received_at,
+                          "headers": {k.lower(): v for k, v in self.headers.items()},
+                          "body": body}
                 with receiver._lock:
-                    receiver.requests.append({
-                        "method": self.command, "path": self.path,
-                        "received_at": received_at,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body})
+                    receiver.requests.append(record)
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight,
+                                                  receiver.in_flight)
+                try:
+                    self._answer(record)
+                finally:
+                    with receiver._lock:
+                        receiver.in_flight -= 1
+
+            def _answer(self, record):
                 if receiver.on_request is not None:
-                    receiver.on_request(receiver.requests[-1])
+                    receiver.on_request(record)
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver._lock:
