@@ -21,14 +21,16 @@ never one per task per second of waiting:
   daily sweeper like any task whose time has passed.
 """
 import logging
+import random
+import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from chalicelib import config, flow, observability
 from chalicelib.errors import FlowConflict, StateConflict, TaskNotFound
 from chalicelib.flow import FlowState, Limits
-from chalicelib.models import RETRYING, SCHEDULED, WAITING, Task, iso, iso_ms
+from chalicelib.models import RETRYING, SCHEDULED, Task, iso, iso_ms
 from chalicelib.wiring import Runtime
 
 logger = logging.getLogger("task_scheduler.flowcontrol")
@@ -44,8 +46,6 @@ MAX_WAKES = 10
 # to fire (EventBridge within its minute), short enough that a wake that went astray does
 # not hold the room for long.
 RESERVATION = timedelta(minutes=3)
-# Queue entries read past the ones wanted, for those found stale.
-STALE_READ_AHEAD = 2
 
 
 def limits_of(flow_control: Dict[str, Any]) -> Limits:
@@ -69,16 +69,27 @@ def admit(runtime: Runtime, task: Task, run_id: str, now: datetime) -> flow.Deci
     key = task.flow_key
     state = runtime.store.get_flow(key)
     lease_end = task.lease_until or now + RECHECK
-    for _ in range(MAX_TRIES):
+    reserved = flow.reservation(task.task_id)
+    for attempt in range(MAX_TRIES):
         if state.version == 0:  # a key no change declared yet: this task's limits
             state = replace(state, limits=limits_of(task.flow_control))
-        decision = flow.acquire(state, run_id, now, lease_end, task.task_id)
+        if state.slots.get(reserved, now) > now:
+            # Woken with a slot kept for it: make it this run's, in one atomic write.
+            swapped = runtime.store.swap_slot(key, remove=reserved, add=(run_id, lease_end))
+            if swapped is None:  # the reservation ended meanwhile: ask as anyone would
+                state = runtime.store.get_flow(key)
+                continue
+            if swapped.limits.rate is not None:
+                wake_next(runtime, key, now, swapped)
+            return flow.Decision(True, swapped)
+        decision = flow.acquire(state, run_id, now, lease_end)
         if not decision.granted:
             return decision
         try:
             granted = runtime.store.put_flow(decision.state, state.version)
         except FlowConflict as conflict:
             state = conflict.current
+            _back_off(runtime, attempt)
             continue
         if granted.limits.rate is not None:
             wake_next(runtime, key, now, granted)  # at the next start the rate allows
@@ -92,8 +103,9 @@ def delay(runtime: Runtime, task: Task, decision: flow.Decision, now: datetime) 
     False when its claim was lost meanwhile (someone else has the task)."""
     key = task.flow_key
     delayed_at = task.flow_delayed_at or now
-    entry = f"{9 - task.priority}#{iso_ms(delayed_at)}#{task.task_id}"
-    runtime.store.add_waiter(key, entry, task.task_id)
+    # Its place: priority, then since when its firing waits; unique to this queueing, so
+    # that a run holding an older view never removes a newer entry of the same task.
+    entry = f"{9 - task.priority}#{iso_ms(delayed_at)}#{task.task_id}#{uuid.uuid4().hex[:8]}"
     attempts = task.attempts - 1
     queued = replace(task, status=RETRYING if attempts else SCHEDULED, attempts=attempts,
                      lease_until=None, next_run_at=now + RECHECK, flow_waiting=entry,
@@ -101,8 +113,10 @@ def delay(runtime: Runtime, task: Task, decision: flow.Decision, now: datetime) 
     try:
         runtime.store.update(queued, task.version)
     except (StateConflict, TaskNotFound):
-        runtime.store.remove_waiter(key, entry)
         return False
+    # The task names its entry before the entry exists: whoever reads the queue finds a
+    # task that agrees with it, or an entry that is stale for good.
+    runtime.store.add_waiter(key, entry, task.task_id)
     observability.event("flow_delayed", task_id=task.task_id, key=key, entry=entry,
                         retry_at=iso(decision.retry_at), delayed_since=iso(delayed_at))
     observability.emit_metrics(
@@ -114,11 +128,11 @@ def delay(runtime: Runtime, task: Task, decision: flow.Decision, now: datetime) 
 
 
 def leave(runtime: Runtime, task: Task, run_id: str, now: datetime) -> None:
-    """Free the run's slot of its key, then wake the tasks queued for the room it made."""
-    key = task.flow_key
-    state = _write(runtime, key, lambda current: flow.release(current, run_id, now),
-                   lambda current: run_id not in current.slots)
-    wake_next(runtime, key, now, state)
+    """Free the run's slot of its key (one atomic write, never retried against other
+    runs), then wake the tasks queued for the room it made."""
+    state = runtime.store.swap_slot(task.flow_key, remove=run_id)
+    if state is not None:
+        wake_next(runtime, task.flow_key, now, state)
 
 
 def status(runtime: Runtime, key: str, now: datetime) -> Optional[Dict[str, Any]]:
@@ -141,60 +155,57 @@ def forget(runtime: Runtime, task: Task) -> None:
 def wake_next(runtime: Runtime, key: str, now: datetime,
               state: Optional[FlowState] = None) -> int:
     """Wake the first queued tasks of the key, as many as it has room for, each with a
-    slot reserved for it (at the next start the rate allows). How many were woken."""
+    slot reserved for it, in one conditional write on the key's state. How many were
+    woken."""
     store = runtime.store
-    for _ in range(MAX_TRIES):
-        state = state or store.get_flow(key)
-        room = min(state.room(now), MAX_WAKES)
-        if not room:
-            return 0
-        heads = _waiting_heads(runtime, key, room)
+    state = state or store.get_flow(key)
+    queue = None  # read once: a conflict is retried on the state alone
+    for attempt in range(MAX_TRIES):
+        changed = state
+        room = min(changed.room(now), MAX_WAKES)
+        if room and queue is None:
+            queue = store.waiters(key, MAX_WAKES + changed.reserved(now))
+        # Entries of tasks another run has just woken (reserved, not yet out of the
+        # queue) are passed over.
+        heads = [(entry, task_id) for entry, task_id in (queue or [])[:room + MAX_WAKES]
+                 if flow.reservation(task_id) not in changed.slots][:room]
         if not heads:
-            return 0
-        reserved, starts = flow.reserve(state, [task.task_id for task in heads], now,
-                                        RESERVATION)
+            return 0  # nobody to wake: no write
+        changed, starts = flow.reserve(changed, [task_id for _, task_id in heads], now,
+                                       RESERVATION)
         try:
-            state = store.put_flow(reserved, state.version)
+            store.put_flow(changed, state.version)
         except FlowConflict as conflict:
             state = conflict.current
+            _back_off(runtime, attempt)
             continue
-        woken = sum(_wake(runtime, key, task, start, now) for task, start in zip(heads, starts))
+        woken = sum(_wake(runtime, key, entry, task_id, start, now)
+                    for (entry, task_id), start in zip(heads, starts))
+        if woken < len(heads):  # stale entries: their room goes to the next in line
+            return woken + wake_next(runtime, key, now)
         return woken
+    logger.warning("flow key %s kept changing; no task was woken", key)
     return 0
 
 
-def _waiting_heads(runtime: Runtime, key: str, count: int) -> List[Task]:
-    """The first `count` tasks still queued under the key; stale entries (a task changed,
-    finished or woken meanwhile) are dropped on the way."""
-    heads: List[Task] = []
-    for entry, task_id in runtime.store.waiters(key, count + STALE_READ_AHEAD):
-        try:
-            task = runtime.store.get(task_id)
-        except TaskNotFound:
-            task = None
-        if task is None or task.flow_waiting != entry or task.status not in WAITING:
-            runtime.store.remove_waiter(key, entry)
-            continue
-        heads.append(task)
-        if len(heads) == count:
-            break
-    return heads
+def _back_off(runtime: Runtime, attempt: int) -> None:
+    """A moment before writing a busy key's state again, longer after each conflict, so
+    that many runs of one key do not keep colliding."""
+    runtime.clock.sleep(random.uniform(0, min(0.002 * (attempt + 1), 0.05)))  # nosec B311
 
 
-def _wake(runtime: Runtime, key: str, task: Task, at: datetime, now: datetime) -> bool:
-    """Make one queued task due at `at` and arm it; False (its reservation given back)
-    when a client changed it meanwhile."""
-    woken = replace(task, next_run_at=at, flow_waiting=None, updated_at=now)
-    try:
-        stored = runtime.store.update(woken, task.version)
-    except (StateConflict, TaskNotFound):
-        _write(runtime, key, lambda current: flow.release(
-            current, flow.reservation(task.task_id), now),
-            lambda current: flow.reservation(task.task_id) not in current.slots)
+def _wake(runtime: Runtime, key: str, entry: str, task_id: str, at: datetime,
+          now: datetime) -> bool:
+    """Make one queued task due at `at`, take it out of the queue and arm it. False when
+    its entry was stale (the task changed, finished or was woken meanwhile): the
+    reservation made for it is given back."""
+    woken = runtime.store.wake_waiting(task_id, entry, at, now)
+    runtime.store.remove_waiter(key, entry)
+    if woken is None:
+        runtime.store.swap_slot(key, remove=flow.reservation(task_id))
         return False
-    runtime.store.remove_waiter(key, task.flow_waiting)
-    runtime.trigger.arm(stored)
-    observability.event("flow_woken", task_id=task.task_id, key=key, at=iso_ms(at))
+    runtime.trigger.arm(woken)
+    observability.event("flow_woken", task_id=task_id, key=key, at=iso_ms(at))
     return True
 
 
@@ -202,12 +213,13 @@ def _write(runtime: Runtime, key: str, change, unchanged) -> FlowState:
     """Apply `change` to the key's state, conditioned on its version (read again after a
     conflict); no write when `unchanged(state)` already holds. The state as stored."""
     state = runtime.store.get_flow(key)
-    for _ in range(MAX_TRIES):
+    for attempt in range(MAX_TRIES):
         if unchanged(state):
             return state
         try:
             return runtime.store.put_flow(change(state), state.version)
         except FlowConflict as conflict:
             state = conflict.current
+            _back_off(runtime, attempt)
     logger.warning("flow key %s kept changing; its state was not written", key)
     return state

@@ -6,7 +6,6 @@ Tiers: a test that uses moto (the `aws` fixture, or a fixture built on it) is ma
 with `pytestmark`, or it uses `servers`). `make test-fast` runs the rest; `make test` runs
 everything, in parallel workers (each test has its own ports, data folder and moto).
 """
-import functools
 import inspect
 import json
 import os
@@ -257,36 +256,16 @@ def memory(local_env, monkeypatch):
         yield wiring.runtime()
 
 
-def _atomic(method, lock):
-    @functools.wraps(method)
-    def locked(*args, **kwargs):
-        with lock:
-            return method(*args, **kwargs)
-    return locked
-
-
 @pytest.fixture
 def aws(monkeypatch):
-    """moto with the stage bootstrapped: table and indexes, schedule group, role.
-
-    DynamoDB applies a conditional write atomically; moto's in-process backend does
-    not lock, so its writes are serialised here to give the same guarantee. The lock
-    covers each request's answer too: moto changes a stored item in place, and a read
-    answered while another thread's UpdateItem added attributes failed with "dictionary
-    changed size during iteration" (a PATCH racing a claim, now and then under load).
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-    from moto.dynamodb.responses import DynamoHandler
-
+    """moto with the stage bootstrapped: tables and indexes, schedule group, role; its
+    DynamoDB requests one at a time, as DynamoDB applies each atomically (see
+    bench.common.moto_dynamodb_atomic)."""
+    from bench.common import moto_dynamodb_atomic
     from chalicelib import bootstrap
 
-    lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "get_item"):
-        monkeypatch.setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name), lock))
-    for name in ("get_item", "put_item", "update_item", "delete_item", "query", "scan"):
-        monkeypatch.setattr(DynamoHandler, name, _atomic(getattr(DynamoHandler, name), lock))
     # Lambda invocations answer without Docker (moto's "simple" Lambda backend).
-    with mock_aws(config={"lambda": {"use_docker": False}}):
+    with moto_dynamodb_atomic(), mock_aws(config={"lambda": {"use_docker": False}}):
         bootstrap.bootstrap(STAGE)
         yield
 

@@ -246,4 +246,5 @@ def test_the_room_a_run_made_is_kept_for_the_task_it_woke(rt):
     rt.moving.moment = DUE + flowcontrol.RESERVATION + timedelta(seconds=1)
     hold_a_slot(rt, late)
     assert execute_task(rt, second).outcome == DELAYED
-    assert rt.store.get(second).flow_waiting == entry
+    again = rt.store.get(second).flow_waiting
+    assert again != entry and again.rsplit("#", 1)[0] == entry.rsplit("#", 1)[0]

@@ -109,6 +109,21 @@ class TaskStore(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} keeps no flow-control state")
 
     @abc.abstractmethod
+    def swap_slot(self, key: str, remove: Optional[str] = None,
+                  add: Optional[Tuple[str, datetime]] = None) -> Optional[FlowState]:
+        """In one atomic write on a stored key, without reading it first: free the slot
+        `remove` and/or hold slot `add` (name, until). With both, only while `remove` is
+        still held (a woken task's reservation becoming its run's slot). The state after
+        it, or None when `remove` was not held (or the key is not stored)."""
+
+    @abc.abstractmethod
+    def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
+                     ) -> Optional[Task]:
+        """Make a task queued at `entry` due at `at` and no longer queued, in one write
+        conditioned on it still waiting at that entry: the task after it, or None (the
+        entry is stale: the task changed, finished or was woken meanwhile)."""
+
+    @abc.abstractmethod
     def add_waiter(self, key: str, entry: str, task_id: str) -> None:
         """Queue `task_id` under the flow-control key at `entry` (entries sort in the
         order waiting tasks start); adding an entry twice keeps one."""

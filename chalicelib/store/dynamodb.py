@@ -189,6 +189,45 @@ class DynamoDBTaskStore(TaskStore):
                                else FlowState(state.key, Limits())) from None
         return after
 
+    def swap_slot(self, key: str, remove: Optional[str] = None,
+                  add: Optional[Tuple[str, datetime]] = None) -> Optional[FlowState]:
+        changes, names, values = [], {}, {":one": 1}
+        condition = "attribute_exists(FlowKey)"
+        if add:
+            changes.append("Slots.#add = :until")
+            names["#add"], values[":until"] = add[0], iso_ms(add[1])
+        if remove:
+            names["#remove"] = remove
+            if add:
+                condition += " AND attribute_exists(Slots.#remove)"
+        update = "SET " + ", ".join(changes + ["Version = Version + :one"]) + (
+            " REMOVE Slots.#remove" if remove else "")
+        try:
+            response = self._client.update_item(
+                TableName=self.flow_table,
+                Key=_serialize({"FlowKey": key, "Entry": FLOW_STATE}),
+                UpdateExpression=update, ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_serialize(values), ReturnValues="ALL_NEW")
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return None
+            raise
+        return _flow_from_item(_deserialize(response["Attributes"]))
+
+    def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
+                     ) -> Optional[Task]:
+        try:
+            return self._update(
+                task_id,
+                "SET NextRunAt = :at, DueAt = :at, UpdatedAt = :now, "
+                "Version = Version + :one REMOVE FlowWaiting",
+                "FlowWaiting = :entry AND #status IN (:scheduled, :retrying)",
+                {":at": iso_ms(at), ":now": iso(now), ":one": 1, ":entry": entry,
+                 ":scheduled": SCHEDULED, ":retrying": RETRYING})
+        except _Refused:
+            return None
+
     def add_waiter(self, key: str, entry: str, task_id: str) -> None:
         self._client.put_item(TableName=self.flow_table, Item=_serialize(
             {"FlowKey": key, "Entry": WAITER_PREFIX + entry, "TaskID": task_id}))

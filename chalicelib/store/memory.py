@@ -64,6 +64,26 @@ class InMemoryTaskStore(TaskStore):
             self._flows[state.key] = replace(copy.deepcopy(state), version=version + 1)
             return copy.deepcopy(self._flows[state.key])
 
+    def swap_slot(self, key: str, remove: Optional[str] = None,
+                  add: Optional[Tuple[str, datetime]] = None) -> Optional[FlowState]:
+        with self._lock:
+            current = self._flows.get(key)
+            if current is None or (add and remove and remove not in current.slots):
+                return None
+            slots = {held: end for held, end in current.slots.items() if held != remove}
+            slots.update([add] if add else [])
+            self._flows[key] = replace(current, slots=slots, version=current.version + 1)
+            return copy.deepcopy(self._flows[key])
+
+    def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
+                     ) -> Optional[Task]:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.flow_waiting != entry or task.status not in WAITING:
+                return None
+            return self._put(replace(task, next_run_at=at, flow_waiting=None, updated_at=now,
+                                     version=task.version + 1))
+
     def add_waiter(self, key: str, entry: str, task_id: str) -> None:
         with self._lock:
             self._waiters.setdefault(key, {})[entry] = task_id

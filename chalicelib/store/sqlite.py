@@ -310,6 +310,31 @@ class SQLiteTaskStore(TaskStore):
             raise FlowConflict(_flow_from_row(row))
         return _flow_from_row(row)
 
+    def swap_slot(self, key: str, remove: Optional[str] = None,
+                  add: Optional[Tuple[str, datetime]] = None) -> Optional[FlowState]:
+        with self._connection() as db:
+            row = db.execute("SELECT * FROM flow_keys WHERE key = ?", (key,)).fetchone()
+            current = _flow_from_row(row) if row else None
+            if current is None or (add and remove and remove not in current.slots):
+                return None
+            slots = {held: end for held, end in current.slots.items() if held != remove}
+            slots.update([add] if add else [])
+            db.execute("UPDATE flow_keys SET slots = ?, version = version + 1 WHERE key = ?",
+                       (json.dumps({held: iso_ms(end) for held, end in slots.items()}), key))
+        return replace(current, slots=slots, version=current.version + 1)
+
+    def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
+                     ) -> Optional[Task]:
+        with self._connection() as db:
+            updated = db.execute(
+                "UPDATE tasks SET next_run_at = ?, due_at = ?, flow_waiting = NULL, "
+                "updated_at = ?, version = version + 1 "
+                "WHERE task_id = ? AND flow_waiting = ? AND status IN (?, ?)",
+                (iso_ms(at), iso_ms(at), iso_ms(now), task_id, entry, SCHEDULED,
+                 RETRYING)).rowcount
+            row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return from_row(row) if updated else None
+
     def add_waiter(self, key: str, entry: str, task_id: str) -> None:
         with self._connection() as db:
             db.execute("INSERT OR REPLACE INTO flow_waiters (key, entry, task_id) "
