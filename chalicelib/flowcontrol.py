@@ -65,37 +65,42 @@ def declare(runtime: Runtime, flow_control: Optional[Dict[str, Any]]) -> None:
 
 
 def admit(runtime: Runtime, task: Task, run_id: str, now: datetime) -> flow.Decision:
-    """Ask the task's key for a slot for this run (held until the run's lease ends)."""
-    key = task.flow_key
-    state = runtime.store.get_flow(key)
+    """Ask the task's key for a slot for this run (held until the run's lease ends).
+
+    The common cases are one write without a read: a woken task turns the slot kept for it
+    into its run's; a task of a key limited by parallelism alone takes a free slot. Only
+    when those fail is the key read and judged exactly (ended slots dropped, the rate)."""
+    key, store = task.flow_key, runtime.store
     lease_end = task.lease_until or now + RECHECK
     reserved = flow.reservation(task.task_id)
+    if task.flow_delayed_at is not None:  # woken from the queue: a slot is kept for it
+        swapped = store.swap_slot(key, remove=reserved, add=(run_id, lease_end))
+        if swapped is not None:
+            return _granted(runtime, key, swapped, now)
+    taken, state = store.take_slot(key, run_id, lease_end)
+    if taken:
+        return flow.Decision(True, state)
     for attempt in range(MAX_TRIES):
         if state.version == 0:  # a key no change declared yet: this task's limits
             state = replace(state, limits=limits_of(task.flow_control))
-        if state.slots.get(reserved, now) > now:
-            # Woken with a slot kept for it: make it this run's, in one atomic write.
-            swapped = runtime.store.swap_slot(key, remove=reserved, add=(run_id, lease_end))
-            if swapped is None:  # the reservation ended meanwhile: ask as anyone would
-                state = runtime.store.get_flow(key)
-                continue
-            if swapped.limits.rate is not None:
-                wake_next(runtime, key, now, swapped)
-            return flow.Decision(True, swapped)
-        decision = flow.acquire(state, run_id, now, lease_end)
+        decision = flow.acquire(state, run_id, now, lease_end, task.task_id)
         if not decision.granted:
             return decision
         try:
-            granted = runtime.store.put_flow(decision.state, state.version)
+            granted = store.put_flow(decision.state, state.version)
         except FlowConflict as conflict:
             state = conflict.current
             _back_off(runtime, attempt)
             continue
-        if granted.limits.rate is not None:
-            wake_next(runtime, key, now, granted)  # at the next start the rate allows
-        return replace(decision, state=granted)
+        return _granted(runtime, key, granted, now)
     # Runs of the key kept changing its state: wait in its queue like a refused run.
     return flow.Decision(False, state, retry_at=now)
+
+
+def _granted(runtime: Runtime, key: str, state: FlowState, now: datetime) -> flow.Decision:
+    if state.limits.rate is not None:
+        wake_next(runtime, key, now, state)  # at the next start the rate allows
+    return flow.Decision(True, state)
 
 
 def delay(runtime: Runtime, task: Task, decision: flow.Decision, now: datetime) -> bool:
@@ -155,10 +160,30 @@ def forget(runtime: Runtime, task: Task) -> None:
 def wake_next(runtime: Runtime, key: str, now: datetime,
               state: Optional[FlowState] = None) -> int:
     """Wake the first queued tasks of the key, as many as it has room for, each with a
-    slot reserved for it, in one conditional write on the key's state. How many were
-    woken."""
+    slot reserved for it by a conditional write on the key's state. How many were woken."""
     store = runtime.store
     state = state or store.get_flow(key)
+    if state.limits.rate is None and state.room(now):
+        # Parallelism alone: each reservation is one conditional write, without a read.
+        woken = 0
+        for entry, task_id in store.waiters(key, MAX_WAKES + state.reserved(now)):
+            if woken == MAX_WAKES or flow.reservation(task_id) in state.slots:
+                continue
+            taken, state = store.take_slot(key, flow.reservation(task_id),
+                                           now + RESERVATION)
+            if not taken:
+                if state.room(now):  # slots whose lease ended fill it: drop them below
+                    return woken + _wake_by_rewrite(runtime, key, now, state)
+                return woken
+            woken += _wake(runtime, key, entry, task_id, now, now)
+        return woken
+    return _wake_by_rewrite(runtime, key, now, state)
+
+
+def _wake_by_rewrite(runtime: Runtime, key: str, now: datetime, state: FlowState) -> int:
+    """wake_next by rewriting the key's state on its version: under a rate (each woken
+    task at its own start), or to drop slots whose lease ended."""
+    store = runtime.store
     queue = None  # read once: a conflict is retried on the state alone
     for attempt in range(MAX_TRIES):
         changed = state

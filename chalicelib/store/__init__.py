@@ -117,6 +117,13 @@ class TaskStore(abc.ABC):
         it, or None when `remove` was not held (or the key is not stored)."""
 
     @abc.abstractmethod
+    def take_slot(self, key: str, slot: str, until: datetime) -> Tuple[bool, FlowState]:
+        """Hold `slot` until `until` in one conditional write, without reading the key
+        first, when the stored key has no rate and holds fewer slots (ended ones
+        included) than its parallelism: (True, the state after), else (False, the state
+        as stored, which the caller judges exactly)."""
+
+    @abc.abstractmethod
     def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
                      ) -> Optional[Task]:
         """Make a task queued at `entry` due at `at` and no longer queued, in one write

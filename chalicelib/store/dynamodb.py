@@ -215,6 +215,25 @@ class DynamoDBTaskStore(TaskStore):
             raise
         return _flow_from_item(_deserialize(response["Attributes"]))
 
+    def take_slot(self, key: str, slot: str, until: datetime) -> Tuple[bool, FlowState]:
+        try:
+            response = self._client.update_item(
+                TableName=self.flow_table,
+                Key=_serialize({"FlowKey": key, "Entry": FLOW_STATE}),
+                UpdateExpression="SET Slots.#slot = :until, Version = Version + :one",
+                ConditionExpression="attribute_not_exists(Rate) "
+                                    "AND size(Slots) < Parallelism",
+                ExpressionAttributeNames={"#slot": slot},
+                ExpressionAttributeValues=_serialize({":until": iso_ms(until), ":one": 1}),
+                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            old = error.response.get("Item")
+            return False, (_flow_from_item(_deserialize(old)) if old
+                           else FlowState(key, Limits()))
+        return True, _flow_from_item(_deserialize(response["Attributes"]))
+
     def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
                      ) -> Optional[Task]:
         try:

@@ -75,6 +75,17 @@ class InMemoryTaskStore(TaskStore):
             self._flows[key] = replace(current, slots=slots, version=current.version + 1)
             return copy.deepcopy(self._flows[key])
 
+    def take_slot(self, key: str, slot: str, until: datetime) -> Tuple[bool, FlowState]:
+        with self._lock:
+            current = self._flows.get(key) or FlowState(key, Limits())
+            limits = current.limits
+            if (current.version == 0 or limits.rate is not None or limits.parallelism is None
+                    or len(current.slots) >= limits.parallelism):
+                return False, copy.deepcopy(current)
+            self._flows[key] = replace(current, slots={**current.slots, slot: until},
+                                       version=current.version + 1)
+            return True, copy.deepcopy(self._flows[key])
+
     def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
                      ) -> Optional[Task]:
         with self._lock:

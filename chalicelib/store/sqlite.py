@@ -323,6 +323,19 @@ class SQLiteTaskStore(TaskStore):
                        (json.dumps({held: iso_ms(end) for held, end in slots.items()}), key))
         return replace(current, slots=slots, version=current.version + 1)
 
+    def take_slot(self, key: str, slot: str, until: datetime) -> Tuple[bool, FlowState]:
+        with self._connection() as db:
+            row = db.execute("SELECT * FROM flow_keys WHERE key = ?", (key,)).fetchone()
+            current = _flow_from_row(row) if row else FlowState(key, Limits())
+            limits = current.limits
+            if (current.version == 0 or limits.rate is not None or limits.parallelism is None
+                    or len(current.slots) >= limits.parallelism):
+                return False, current
+            slots = {**current.slots, slot: until}
+            db.execute("UPDATE flow_keys SET slots = ?, version = version + 1 WHERE key = ?",
+                       (json.dumps({held: iso_ms(end) for held, end in slots.items()}), key))
+        return True, replace(current, slots=slots, version=current.version + 1)
+
     def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
                      ) -> Optional[Task]:
         with self._connection() as db:
