@@ -23,7 +23,8 @@
   const CHANGEABLE = ['scheduled', 'retrying', 'paused'];
   // The edit form's fields, named as the API names them; the last nine come from
   // #opts-tpl, which the new task form shows too.
-  const OPTS = ['tags', 'notify', 'start_at', 'end_at', 'max_runs', 'catch_up', 'overlap', 'window_minutes', 'flow_control'];
+  const OPTS = ['tags', 'notify', 'start_at', 'end_at', 'max_runs', 'catch_up', 'overlap',
+    'window_minutes', 'flow_control'];
   // flow_control's parts: one input each, named flow_control.key and so on.
   const FLOW = ['key', 'rate', 'period', 'parallelism'];
   const EDIT = ['name', 'run_at', 'timezone', 'priority', 'max_attempts', ...OPTS];
@@ -38,11 +39,13 @@
   // A name and its value (text, or a node) as the last pair of a <dl>.
   const put = (dl, name, value) => {
     const dd = el('dd');
-    if (value instanceof Node) dd.append(value); else dd.textContent = value == null ? '—' : value;
+    if (value instanceof Node) dd.append(value);
+    else dd.textContent = value == null ? '—' : value;
     dl.append(el('dt', name), dd);
   };
   const flowKey = (t) => t.flow_control && t.flow_control.key;
-  const limits = (f) => [f.rate && `${f.rate} per ${f.period}`, f.parallelism && `${f.parallelism} at once`].filter(Boolean).join(', ');
+  const limits = (f) => [f.rate && `${f.rate} per ${f.period}`,
+    f.parallelism && `${f.parallelism} at once`].filter(Boolean).join(', ');
   const state = {token: sessionStorage.getItem(KEY), tasks: [], first: [], extra: [], gen: 0,
     seq: 0, open: null, openJson: '', busy: false, stirred: Date.now(), changed: Date.now()};
   let rows = new Map();
@@ -396,7 +399,9 @@
     add('ID', t.task_id);
     add('Action', t.action);
     add('Schedule', t.run_at + (t.timezone && t.timezone !== 'UTC' ? ` (${t.timezone})` : ''));
-    add('Next run', t.flow_delayed_since ? 'when its key has room' : live(t) && t.next_run_at ? `${utc(t.next_run_at)} (${rel(t.next_run_at)})` : '—');
+    const since = t.flow_delayed_since;
+    add('Next run', since ? 'when its key has room'
+      : live(t) && t.next_run_at ? `${utc(t.next_run_at)} (${rel(t.next_run_at)})` : '—');
     if (t.status === 'paused') {
       add('Paused until', t.paused_until ? `${utc(t.paused_until)} (${rel(t.paused_until)})` : 'resumed by hand');
     }
@@ -413,9 +418,7 @@
       box.append(open, el('span', limits(t.flow_control), 'sub'));
       add('Flow control', box);
     }
-    if (t.flow_delayed_since) {
-      add('Delayed', `waiting for ${key} since ${utc(t.flow_delayed_since)} (${rel(t.flow_delayed_since)})`);
-    }
+    if (since) add('Delayed', `waiting for ${key} since ${utc(since)} (${rel(since)})`);
     add('Version', t.version);
     add('Runs done', t.max_runs ? `${t.runs_done} of ${t.max_runs}` : t.runs_done);
     if (t.start_at || t.end_at) {
