@@ -8,10 +8,10 @@ never one per task per second of waiting:
   back) and queued under its key at `entry`: highest priority first, then the time its
   firing was first delayed, then its id. Nothing is armed for it.
 - Each run of a key that ends frees its slot, then wakes as many of the first queued tasks
-  as the key has room for. Each woken task gets a slot reserved for it in the same
-  conditional write (so a newcomer cannot take it, and two runs cannot wake for the same
-  room), is made due at once (or at the next start the rate allows) and armed: locally
-  the dispatcher starts it; on AWS its trigger fires, within the minute or, with
+  as the key has room for. Each woken task first gets a slot reserved for it by a
+  conditional write on the key (so a newcomer cannot take it, and two runs cannot wake for
+  the same room), is made due at once (or at the next start the rate allows) and armed:
+  locally the dispatcher starts it; on AWS its trigger fires, within the minute or, with
   PRECISION=second, at once. Under a rate, one task is woken at a time and each start
   wakes the next.
 - A task queued just after the last run of its key looked at the queue would miss that

@@ -1,6 +1,7 @@
 """chalicelib.flowcontrol through the executor, on every store adapter: a task over its key's
 limits is queued with its attempt given back, in priority order, and woken by the run that
 makes room; then the same on moto through the app's Lambda handler."""
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Optional
@@ -248,3 +249,20 @@ def test_the_room_a_run_made_is_kept_for_the_task_it_woke(rt):
     assert execute_task(rt, second).outcome == DELAYED
     again = rt.store.get(second).flow_waiting
     assert again != entry and again.rsplit("#", 1)[0] == entry.rsplit("#", 1)[0]
+
+
+def test_each_delay_is_a_flow_delayed_metric_and_log_event(rt, monkeypatch, capsys, caplog):
+    monkeypatch.setenv("METRICS", "emf")
+    first, second = new_task(rt, parallelism=1), new_task(rt, parallelism=1)
+    rt.moving.moment = DUE
+    hold_a_slot(rt, first)
+    caplog.set_level("INFO", logger="task_scheduler")
+    execute_task(rt, second)
+    [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+              if "FlowDelayed" in line]
+    assert line["FlowDelayed"] == 1 and line["flow_key"] == "billing-api"
+    assert line["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [
+        {"Name": "FlowDelayed", "Unit": "Count"}]
+    [event] = [record.msg for record in caplog.records
+               if isinstance(record.msg, dict) and record.msg.get("event") == "flow_delayed"]
+    assert event["task_id"] == second and event["key"] == "billing-api"

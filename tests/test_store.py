@@ -419,3 +419,50 @@ def test_a_keys_queue_reads_in_entry_order_and_counts_past_a_page(store):
     store.remove_waiter("billing-api", "no-such-entry")
     assert store.count_waiters("billing-api") == 59
     assert store.waiters("billing-api", 1)[0][1] == "task-6"
+
+
+def test_swap_slot_frees_and_turns_a_reservation_into_a_runs_slot_atomically(store):
+    now = utcnow()
+    stored = store.put_flow(replace(flow_state(parallelism=2),
+                                    slots={"run-a": now + LEASE,
+                                           flow.reservation("t1"): now + LEASE}), 0)
+    taken = store.swap_slot("billing-api", remove=flow.reservation("t1"),
+                            add=("run-b", now + 2 * LEASE))
+    assert taken.slots == {"run-a": now + LEASE, "run-b": now + 2 * LEASE}
+    assert taken.version == stored.version + 1 == store.get_flow("billing-api").version
+    # The reservation is gone: a second taker of it gets nothing and changes nothing.
+    assert store.swap_slot("billing-api", remove=flow.reservation("t1"),
+                           add=("run-c", now)) is None
+    freed = store.swap_slot("billing-api", remove="run-a")
+    assert freed.slots == {"run-b": now + 2 * LEASE}
+    assert store.swap_slot("billing-api", remove="gone-already").slots == freed.slots
+    assert store.swap_slot("no-such-key", remove="x") is None
+
+
+def test_take_slot_holds_a_slot_only_below_the_parallelism_and_never_under_a_rate(store):
+    now = utcnow()
+    store.put_flow(flow_state(parallelism=2), 0)
+    results = together(*((lambda n=n: store.take_slot("billing-api", f"run-{n}",
+                                                       now + LEASE)) for n in range(5)))
+    assert sorted(taken for taken, _ in results) == [False, False, False, True, True]
+    assert len(store.get_flow("billing-api").slots) == 2
+    refused, seen = store.take_slot("billing-api", "run-9", now + LEASE)
+    assert not refused and len(seen.slots) == 2  # the caller judges the state exactly
+    store.put_flow(flow.FlowState("rated", flow.Limits(rate=5, parallelism=9)), 0)
+    assert store.take_slot("rated", "run-1", now + LEASE)[0] is False
+    assert store.take_slot("not-stored", "run-1", now + LEASE) == (
+        False, flow.FlowState("not-stored", flow.Limits()))
+
+
+def test_wake_waiting_moves_only_a_task_still_queued_at_that_entry(store, make_task):
+    task = make_task(due_in=600)
+    queued = store.update(replace(store.get(task.task_id), flow_waiting="4#t#x#1"),
+                          store.get(task.task_id).version)
+    at = utcnow().replace(microsecond=0)
+    assert store.wake_waiting(task.task_id, "4#t#x#0", at, at) is None  # another queueing
+    woken = store.wake_waiting(task.task_id, "4#t#x#1", at, at)
+    assert woken.next_run_at == at and woken.flow_waiting is None
+    assert woken.version == queued.version + 1 == store.get(task.task_id).version
+    assert store.wake_waiting(task.task_id, "4#t#x#1", at, at) is None  # woken once
+    assert [t.task_id for t in store.due(at, 10)] == [task.task_id]
+    assert store.wake_waiting("no-such-task", "4#t#x#1", at, at) is None

@@ -221,7 +221,7 @@ class DynamoDBTaskStore(TaskStore):
                 TableName=self.flow_table,
                 Key=_serialize({"FlowKey": key, "Entry": FLOW_STATE}),
                 UpdateExpression="SET Slots.#slot = :until, Version = Version + :one",
-                ConditionExpression="attribute_not_exists(Rate) "
+                ConditionExpression="attribute_exists(Slots) AND attribute_not_exists(Rate) "
                                     "AND size(Slots) < Parallelism",
                 ExpressionAttributeNames={"#slot": slot},
                 ExpressionAttributeValues=_serialize({":until": iso_ms(until), ":one": 1}),

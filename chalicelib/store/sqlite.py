@@ -86,7 +86,8 @@ CREATE TABLE IF NOT EXISTS store_health (id INTEGER PRIMARY KEY, checked_at TEXT
 # statements are built from these constants and the declarations, never from input.
 COUNTERS = ("version", "runs_done", "pause_after_run")  # 0 in a row from before them
 MIGRATED_COLUMNS = ("firing_at", "idempotency_key", "request_hash", "paused_until",
-                    "extra_run_key", "flow_waiting", "flow_delayed_at") + COUNTERS + tuple(declared.name for declared in OPTIONS)
+                    "extra_run_key", "flow_waiting", "flow_delayed_at") + COUNTERS + tuple(
+    declared.name for declared in OPTIONS)
 ADD_COLUMN = {column: "ALTER TABLE tasks ADD COLUMN " + column + " " + (
     "INTEGER NOT NULL DEFAULT 0" if column in COUNTERS
     else "INTEGER" if OPTION_TYPES.get(column) in ("integer", "boolean") else "TEXT")
