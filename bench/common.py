@@ -1,5 +1,7 @@
 """Helpers shared by the benchmarks: receivers (keep-alive, hung, dripping), a dev server process,
 posting."""
+import contextlib
+import functools
 import json
 import os
 import selectors
@@ -25,12 +27,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class Receiver:
-    """Keep-alive HTTP receiver noting the arrival time of each task id."""
+    """Keep-alive HTTP receiver noting the arrival time of each task id; it answers after
+    `delay` seconds and counts the most requests it was answering at once."""
 
-    def __init__(self):
+    def __init__(self, delay: float = 0.0):
         self.arrivals = []
+        self.most_in_flight = 0
         lock = threading.Lock()
         arrivals = self.arrivals
+        in_flight = [0]
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -42,6 +48,12 @@ class Receiver:
                 with lock:
                     arrivals.append((self.headers.get("X-Task-Id"), now,
                                      self.headers.get("Idempotency-Key")))
+                    in_flight[0] += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, in_flight[0])
+                if delay:
+                    time.sleep(delay)
+                with lock:
+                    in_flight[0] -= 1
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -222,6 +234,39 @@ def percentile(values, fraction):
 
 
 # ---------------------------------------------------------------- moto-based benchmarks
+
+@contextlib.contextmanager
+def moto_dynamodb_atomic():
+    """Within the block, moto answers one DynamoDB request at a time (tests and benchmarks
+    that race writers on it).
+
+    DynamoDB applies a conditional write atomically; moto's in-process backend does not
+    lock. The lock covers each request's answer too: moto changes a stored item in place,
+    and a read answered while another thread's UpdateItem added attributes failed with
+    "dictionary changed size during iteration" (a PATCH racing a claim, under load)."""
+    from unittest import mock
+
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+
+    def atomic(method):
+        @functools.wraps(method)
+        def locked(*args, **kwargs):
+            with lock:
+                return method(*args, **kwargs)
+        return locked
+
+    with contextlib.ExitStack() as patches:
+        for owner, names in ((DynamoDBBackend, ("put_item", "update_item", "delete_item",
+                                                "get_item")),
+                             (DynamoHandler, ("get_item", "put_item", "update_item",
+                                              "delete_item", "query", "scan"))):
+            for name in names:
+                patches.enter_context(mock.patch.object(owner, name,
+                                                        atomic(getattr(owner, name))))
+        yield
 
 MOTO_STAGE = "dev"
 

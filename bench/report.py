@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import (  # noqa: E402
-    api_load, aws_calls, dispatch, due_query, footprint, load_restart, precision_sim,
+    api_load, aws_calls, dispatch, due_query, flow_burst, footprint, load_restart,
+    precision_sim,
 )
 from bench.common import markdown_table  # noqa: E402
 
@@ -26,10 +27,11 @@ README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 FULL = {"sizes": (1000, 10000, 100000), "due_rounds": 3, "burst": 1000, "sparse": 200,
         "dispatch_rounds": 3, "api_seconds": 10, "api_rounds": 3, "imports": 15,
-        "precision_tasks": 500, "restart_tasks": 5000}
+        "precision_tasks": 500, "restart_tasks": 5000, "flow_tasks": 1000,
+        "flow_aws_tasks": 200}
 QUICK = {"sizes": (200, 1000), "due_rounds": 1, "burst": 100, "sparse": 20,
          "dispatch_rounds": 1, "api_seconds": 2, "api_rounds": 1, "imports": 3,
-         "precision_tasks": 40, "restart_tasks": 200}
+         "precision_tasks": 40, "restart_tasks": 200, "flow_tasks": 100, "flow_aws_tasks": 30}
 
 
 def machine() -> str:
@@ -61,6 +63,7 @@ def run(settings: dict) -> dict:
         "restart": lambda: load_restart.measure(settings["restart_tasks"]),
         "footprint": lambda: footprint.measure(settings["imports"]),
         "aws_calls": aws_calls.measure,
+        "flow": lambda: flow_burst.measure(settings["flow_tasks"], settings["flow_aws_tasks"]),
         "due_query": lambda: due_query.measure(settings["sizes"], settings["due_rounds"]),
         "precision": lambda: {mode: precision_sim.simulate(
             mode, settings["precision_tasks"], seed=7) for mode in ("minute", "second")},
@@ -126,6 +129,10 @@ statement per priority (ten in all), which costs more than one scan while the ta
 few thousand tasks and far less beyond."""
 
 
+FLOW_SHAPE = (f"{flow_burst.PARALLELISM}, a receiver taking "
+              f"{int(flow_burst.RECEIVER_SECONDS * 1000)} ms")
+
+
 def markdown(results: dict, settings: dict) -> str:
     """docs/bench/results.md."""
     notes = behind(results)
@@ -151,6 +158,11 @@ Burst: {settings['burst']} tasks due in the same second. Sparse: {settings['spar
 over {dispatch.SPARSE_WINDOW_SECONDS} s. Lost / dup / early are totals over all rounds.
 
 ![lateness distribution](lateness.png)
+
+## Flow control under a burst (`bench/flow_burst.py`: one key, parallelism {FLOW_SHAPE})
+{flow_burst.table(results['flow'])}
+
+{flow_burst.EXPLAINED}
 
 ## Restart under load (`bench/load_restart.py`: due over 10 s, server restarted mid-way)
 {load_restart.table(results['restart'])}

@@ -16,7 +16,7 @@ from typing import Dict, List
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config, permissions
-from chalicelib.store.dynamodb import TTL_ATTRIBUTE, table_definition
+from chalicelib.store.dynamodb import TTL_ATTRIBUTE, flow_table_definition, table_definition
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIG_FILE = PROJECT_DIR / ".chalice" / "config.json"
@@ -63,6 +63,21 @@ def ensure_table() -> str:
                          "it was not made by this bootstrap")
     return f"table {name}: exists" + (", time to live turned on"
                                       if _ensure_ttl(client, name) else "")
+
+
+def ensure_flow_table() -> str:
+    """The flow-control table (each key's state and queue)."""
+    client = aws.client("dynamodb")
+    name = config.flow_table()
+    try:
+        client.describe_table(TableName=name)
+    except ClientError as error:
+        if _error_code(error) != "ResourceNotFoundException":
+            raise
+        client.create_table(**flow_table_definition(name))
+        client.get_waiter("table_exists").wait(TableName=name)
+        return f"table {name}: created"
+    return f"table {name}: exists"
 
 
 def _ensure_ttl(client, name: str) -> bool:
@@ -194,7 +209,7 @@ def ensure_rules_permission() -> str:
 def bootstrap(stage: str) -> List[str]:
     """Ensure every resource of the stage; one line per resource."""
     apply_stage_environment(stage)
-    lines = [ensure_table(), ensure_schedule_group(), ensure_scheduler_role(),
+    lines = [ensure_table(), ensure_flow_table(), ensure_schedule_group(), ensure_scheduler_role(),
              ensure_dead_letter_queue(), ensure_notification_topic(), ensure_signing_secret()]
     if config.trigger_backend() == "rules":
         lines.append(ensure_rules_permission())

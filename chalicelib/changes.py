@@ -10,7 +10,8 @@ from dataclasses import replace
 from typing import Callable, Optional
 
 from chalicelib.errors import Conflict, PreconditionFailed, StateConflict, TaskNotFound
-from chalicelib.models import Task
+from chalicelib import flowcontrol
+from chalicelib.models import WAITING, Task
 from chalicelib.wiring import Runtime
 
 logger = logging.getLogger("task_scheduler.changes")
@@ -41,7 +42,7 @@ def apply(runtime: Runtime, task_id: str, change: Callable[[Task], Task],
         before = store.get(task_id)
         if if_match is not None and before.version != if_match:
             raise _precondition_failed(before)
-        after = change(before)
+        after = _out_of_flow_queue(before, change(before))
         try:
             stored = store.update(after, before.version)
         except StateConflict as conflict:
@@ -56,9 +57,21 @@ def apply(runtime: Runtime, task_id: str, change: Callable[[Task], Task],
             logger.exception("task %s: re-arming after a change failed; undoing it", task_id)
             _undo(runtime, before, stored)
             raise
+        if before.flow_waiting and not stored.flow_waiting:
+            flowcontrol.forget(runtime, before)
         return stored
     raise Conflict(f"task {task_id} kept changing while this change was made; try again",
                    field="task_id", code="busy")
+
+
+def _out_of_flow_queue(before: Task, after: Task) -> Task:
+    """A task queued for its flow-control key stays queued through a change that keeps
+    it waiting for the same time (a new name); any other change takes it out."""
+    if before.flow_waiting and (after.status not in WAITING
+                                or after.next_run_at != before.next_run_at
+                                or after.flow_key != before.flow_key):
+        return replace(after, flow_waiting=None, flow_delayed_at=None)
+    return after
 
 
 def sync_trigger(runtime: Runtime, previous: Task, current: Task) -> None:

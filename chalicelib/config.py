@@ -14,6 +14,7 @@ from typing import Mapping, Optional
 APP_NAME = "task-scheduler"
 
 TASKS_TABLE = "TASKS_TABLE"
+FLOW_TABLE = "FLOW_TABLE"
 TASK_STORE = "TASK_STORE"
 TRIGGER_BACKEND = "TRIGGER_BACKEND"
 SCHEDULER_ROLE_ARN = "SCHEDULER_ROLE_ARN"
@@ -86,6 +87,12 @@ def resource_prefix(env: Optional[Settings] = None) -> str:
 def tasks_table(env: Optional[Settings] = None) -> str:
     """DynamoDB table holding the tasks."""
     return _get(TASKS_TABLE, DEFAULT_TABLE, env)
+
+
+def flow_table(env: Optional[Settings] = None) -> str:
+    """DynamoDB table holding the flow-control keys and their queues (by default the
+    tasks table's name and "-flow")."""
+    return _get(FLOW_TABLE, None, env) or f"{tasks_table(env)}-flow"
 
 
 def metrics_enabled() -> bool:

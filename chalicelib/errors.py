@@ -48,6 +48,13 @@ class TaskNotFound(SchedulerError):
     code = "task_not_found"
 
 
+class FlowKeyNotFound(SchedulerError):
+    """No task has declared or used this flow-control key."""
+
+    status = 404
+    code = "flow_key_not_found"
+
+
 class Conflict(SchedulerError):
     """The task's state does not allow what was asked."""
 
@@ -101,6 +108,15 @@ class StateConflict(StoreError):
 
     def __init__(self, current):
         super().__init__(f"task {current.task_id} is {current.status}")
+        self.current = current
+
+
+class FlowConflict(StoreError):
+    """A flow-control key's state changed since the version the caller read; `current` is
+    its state as stored."""
+
+    def __init__(self, current):
+        super().__init__(f"flow key {current.key} changed")
         self.current = current
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import (
-    actions, changes, config, deadletters, lifecycle, observability,
+    actions, changes, config, deadletters, flowcontrol, lifecycle, observability,
 )
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
@@ -43,6 +43,7 @@ RAN = "ran"
 SKIPPED = "skipped"
 EARLY = "early"
 UNKNOWN = "unknown"
+DELAYED = "delayed"  # over its flow-control key's limits: queued, no attempt used
 
 
 @dataclass
@@ -65,11 +66,26 @@ def execute_task(runtime: Runtime, task_id: str, run_prefix: str = "") -> Execut
 
     `run_prefix` marks the run ids of one process (the local server), so that it can
     recover its own cut-off runs at start and no one else's."""
-    store, clock = runtime.store, runtime.clock
+    clock = runtime.clock
     run_id = run_prefix + uuid.uuid4().hex
     task = _claim(runtime, task_id, run_id)
     if isinstance(task, Execution):
         return task
+    if task.flow_key is None:
+        return _run(runtime, task, run_id)
+    admitted = flowcontrol.admit(runtime, task, run_id, clock.now())
+    if not admitted.granted:
+        queued = flowcontrol.delay(runtime, task, admitted, clock.now())
+        return Execution(task_id, DELAYED if queued else SKIPPED)
+    try:
+        return _run(runtime, task, run_id)
+    finally:
+        flowcontrol.leave(runtime, task, run_id, clock.now())
+
+
+def _run(runtime: Runtime, task: Task, run_id: str) -> Execution:
+    """Run the claimed task's action once and record what it leads to."""
+    store, clock, task_id = runtime.store, runtime.clock, task.task_id
     started = clock.now()
     missed = _missed(task, started)
     if missed is not None and missed.run_firing is None:
@@ -140,8 +156,9 @@ def _perform(task: Task, run_id: str) -> actions.ActionResult:
 
 def _missed(task: Task, now: datetime) -> Optional[lifecycle.CatchUp]:
     """What catch_up makes of the firings the claimed task missed (None: it runs as is).
-    Only a firing's first attempt asks: a retry or an extra run is not a firing."""
-    if task.attempts != 1 or task.extra_run_key is not None:
+    Only a firing's first attempt asks: a retry or an extra run is not a firing, and a
+    firing its flow-control key delayed is late by our doing, not missed."""
+    if task.attempts != 1 or task.extra_run_key is not None or task.flow_delayed_at:
         return None
     return lifecycle.catch_up(task, now)
 

@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 from chalicelib import config, permissions
 from chalicelib.permissions import NO_VALUE, STACK_SETTINGS
-from chalicelib.store.dynamodb import TTL_ATTRIBUTE, table_definition
+from chalicelib.store.dynamodb import TTL_ATTRIBUTE, flow_table_definition, table_definition
 
 FUNCTIONS = {"api": "APIHandler", "executor": "ExecuteTask", "sweeper": "DailySweeper",
              "authorizer": "TokenAuth"}
@@ -40,6 +40,7 @@ def environment(function: str) -> Dict[str, Any]:
     shared = {
         config.STAGE: {"Ref": "Stage"},
         config.TASKS_TABLE: {"Ref": "TasksTable"},
+        config.FLOW_TABLE: {"Ref": "FlowTable"},
         config.SCHEDULER_GROUP: {"Ref": "ScheduleGroup"},
         config.SCHEDULER_ROLE_ARN: _get("SchedulerRole"),
         config.EXECUTOR_ARN: EXECUTOR_ARN if function == "executor" else _get("ExecuteTask"),
@@ -85,6 +86,11 @@ def merge_template() -> Dict[str, Any]:
                if key != "TableName"},
             "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "SSESpecification": {"SSEEnabled": True},
+        }},
+        "FlowTable": {"Type": "AWS::DynamoDB::Table", "Properties": {
+            **{key: value for key, value in flow_table_definition("").items()
+               if key != "TableName"},
             "SSESpecification": {"SSEEnabled": True},
         }},
         "ScheduleGroup": {"Type": "AWS::Scheduler::ScheduleGroup",

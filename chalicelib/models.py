@@ -168,6 +168,17 @@ class Task:
                                   propertyNames={"type": "string", "minLength": 1,
                                                  "maxLength": 128},
                                   additionalProperties={"type": "string", "maxLength": 256})
+    flow_control: Optional[Dict[str, Any]] = option(
+        None, "limits shared by every task with the same key (the latest task that sets "
+              "them wins): at most rate starts per period and parallelism runs at once; a "
+              "task over them waits, using no attempt", type="object", nullable=True,
+        properties={"key": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "rate": {"type": "integer", "minimum": 1, "maximum": 10_000},
+                    "period": {"type": "string", "enum": ["second", "minute", "hour"],
+                               "default": "second"},
+                    "parallelism": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        required=["key"], anyOf=[{"required": ["rate"]}, {"required": ["parallelism"]}],
+        additionalProperties=False)
     attempts: int = 0
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
@@ -185,10 +196,19 @@ class Task:
     # the task goes back to paused after it.
     extra_run_key: Optional[str] = None
     pause_after_run: bool = False
+    # While the task waits for room under its flow-control key: its entry in the key's
+    # queue (see chalicelib.flowcontrol), and since when its current firing is delayed.
+    flow_waiting: Optional[str] = None
+    flow_delayed_at: Optional[datetime] = None
 
     def __post_init__(self):
         if self.firing_at is None:
             self.firing_at = self.next_run_at
+
+    @property
+    def flow_key(self) -> Optional[str]:
+        """The flow-control key whose limits the task's runs keep, if any."""
+        return self.flow_control["key"] if self.flow_control else None
 
     @property
     def recurring(self) -> bool:
@@ -228,6 +248,8 @@ class Task:
             "next_run_at": iso(self.next_run_at) if self.status in WAITING + (RUNNING,)
             else None,
             "paused_until": iso(self.paused_until) if self.status == PAUSED else None,
+            "flow_delayed_since": iso(self.flow_delayed_at) if self.status in WAITING
+            else None,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
             "runs": [run.to_api() for run in sorted(

@@ -87,12 +87,27 @@ TASK = {
         "version": {"type": "integer", "description": (
             "raised by every change; the ETag, and what If-Match names")},
         "paused_until": {**TIME_OR_NULL, "description": "a paused task resumes by itself then"},
+        "flow_delayed_since": {**TIME_OR_NULL, "description": (
+            "set while the task waits for room under its flow_control key: since when")},
         "upcoming": {"type": "array", "items": TIME, "maxItems": 5},
         "created_at": TIME, "updated_at": TIME,
         "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
     },
 }
 
+
+FLOW_STATUS = {
+    "type": "object",
+    "required": ["key", "rate", "period", "parallelism", "running", "waiting"],
+    "properties": {
+        "key": {"type": "string"},
+        "rate": {"type": "integer", "nullable": True, "description": "starts per period"},
+        "period": {"type": "string", "enum": ["second", "minute", "hour"]},
+        "parallelism": {"type": "integer", "nullable": True,
+                        "description": "runs at once"},
+        "running": {"type": "integer", "description": "runs holding a slot now"},
+        "waiting": {"type": "integer", "description": "tasks queued for room"}},
+}
 
 PREVIEW = {
     "type": "object", "required": ["run_at", "timezone", "recurring", "next"],
@@ -156,7 +171,7 @@ def document(server_url: str = "/") -> dict:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Error": ERROR, "GatewayError": GATEWAY_ERROR, "Run": RUN,
                         "Preview": PREVIEW, "TaskRequest": TASK_REQUEST, "TaskUpdate": TASK_UPDATE,
-                        "TaskCreated": CREATED, "Task": TASK,
+                        "TaskCreated": CREATED, "Task": TASK, "FlowControl": FLOW_STATUS,
                         "TaskPage": {"type": "object", "required": ["tasks", "next_token"],
                                      "properties": {
                                          "tasks": {"type": "array", "items": {
@@ -221,6 +236,14 @@ def document(server_url: str = "/") -> dict:
             "/tasks/{task_id}/run": _change(
                 "Run a task once now, outside its schedule (its own Idempotency-Key)",
                 "the run is on its way", status="202"),
+            "/flow-control/{key}": {"get": {
+                "summary": "A flow-control key's limits and its running and waiting runs",
+                "security": secured,
+                "parameters": [{"name": "key", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json("FlowControl", "the key"),
+                              "404": _json("Error", "no task uses this key"),
+                              **_errors()}}},
             "/preview": {"get": {
                 "summary": "The next firings of a run_at, validated as POST /schedule-task "
                            "validates it; stores nothing", "security": secured,

@@ -78,6 +78,7 @@ ALLOWED_TARGETS = _AllowedTargets()
 LOG_STREAMS = Resource("logs", ("*",), lambda env: "", "")
 TASKS_TABLE = Resource("dynamodb", ("table/{}", "table/{}/index/*"), config.tasks_table,
                        "${TasksTable}")
+FLOW_TABLE = Resource("dynamodb", ("table/{}",), config.flow_table, "${FlowTable}")
 SCHEDULE_GROUP = Resource("scheduler", ("schedule/{}/*",), config.scheduler_group,
                           "${ScheduleGroup}")
 SCHEDULER_ROLE = Resource("iam", ("role/{}",), config.scheduler_role_name, "${SchedulerRole}",
@@ -137,6 +138,13 @@ def _tasks_table(*operations: str) -> Statement:
                      TASKS_TABLE)
 
 
+def _flow_table(*operations: str) -> Statement:
+    return Statement("FlowTable", tuple(f"dynamodb:{operation}" for operation in operations),
+                     FLOW_TABLE)
+
+
+# A run takes and frees its key's slot and queues or wakes the tasks waiting for it.
+FLOW_KEEPING = _flow_table("GetItem", "PutItem", "DeleteItem", "Query")
 LOGS = Statement("Logs", ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"),
                  LOG_STREAMS)
 # The executor's ARN and a bare Lambda function or bus name are completed with the account
@@ -185,11 +193,11 @@ RUNNING = (DEAD_LETTERS, NOTIFICATIONS, SIGNING_SECRET, TARGETS)
 FUNCTION_STATEMENTS: Dict[str, Tuple[Statement, ...]] = {
     "api": (LOGS, IDENTITY,
             _tasks_table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"),
-            *ARMING),
-    "executor": (LOGS, IDENTITY, _tasks_table("GetItem", "PutItem", "UpdateItem"), *ARMING,
-                 *RUNNING),
+            _flow_table("GetItem", "Query"), *ARMING),
+    "executor": (LOGS, IDENTITY, _tasks_table("GetItem", "PutItem", "UpdateItem"), FLOW_KEEPING,
+                 *ARMING, *RUNNING),
     "sweeper": (LOGS, IDENTITY, _tasks_table("GetItem", "PutItem", "UpdateItem", "Query"),
-                *ARMING, *RUNNING, SWEEPER_CONTINUES),
+                FLOW_KEEPING, *ARMING, *RUNNING, SWEEPER_CONTINUES),
     "authorizer": (LOGS, API_TOKENS),
 }
 

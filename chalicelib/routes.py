@@ -109,6 +109,11 @@ def run_task_now(task_id):
     return Response(body=body, status_code=202)
 
 
+@api_route("/flow-control/{key}")
+def flow_control_status(key):
+    return service.flow_control_status(wiring.runtime(), key)
+
+
 @api_route("/preview", query=("run_at", "timezone", "count"))
 def preview():
     return service.preview(wiring.runtime(), api.current_request.query_params)

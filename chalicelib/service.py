@@ -10,9 +10,10 @@ from typing import Any, Dict, Optional, Tuple
 
 from dataclasses import replace
 
-from chalicelib import actions, changes, lifecycle, observability, schedules
+from chalicelib import actions, changes, flowcontrol, lifecycle, observability, schedules
 from chalicelib.errors import (
-    Conflict, InvalidPageToken, TaskExists, TaskNotFound, ValidationError,
+    Conflict, FlowKeyNotFound, InvalidPageToken, TaskExists, TaskNotFound, ValidationError,
+    shown,
 )
 from chalicelib.models import (
     CANCELLED, CHANGEABLE, FAILED, OPTIONS, PAUSED, RETRYING, SCHEDULED, WAITING, Task, iso,
@@ -28,6 +29,8 @@ logger = logging.getLogger("task_scheduler.service")
 UPCOMING_COUNT = 5
 MAX_IDEMPOTENCY_KEY = 255
 OPTION_NAMES = {declared.name for declared in OPTIONS}
+MAX_FLOW_KEY = next(declared for declared in OPTIONS if declared.name == "flow_control"
+                    ).schema["properties"]["key"]["maxLength"]
 # Fields whose change moves the task's next firing.
 TIMING = {"when", "start_at", "end_at", "window_minutes"}
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -65,6 +68,7 @@ def schedule_task(runtime: Runtime, body: Any,
         request_hash=request_hash if idempotency_key else None,
         **new.options,
     ), now)
+    flowcontrol.declare(runtime, task.flow_control)
     try:
         store.create(task)
     except TaskExists:  # a repeat that arrived while the first was being stored
@@ -174,6 +178,15 @@ def list_tasks(runtime: Runtime, params: Optional[Dict[str, str]]) -> Dict[str, 
     return {"tasks": [describe(task) for task in page.tasks], "next_token": page.next_token}
 
 
+def flow_control_status(runtime: Runtime, key: str) -> Dict[str, Any]:
+    """GET /flow-control/{key}: the key's limits and its running and waiting runs."""
+    found = flowcontrol.status(runtime, key, runtime.clock.now()) \
+        if 0 < len(key) <= MAX_FLOW_KEY else None
+    if found is None:
+        raise FlowKeyNotFound(f"no task uses the flow-control key {shown(key)}", field="key")
+    return found
+
+
 def health(runtime: Runtime) -> Dict[str, Any]:
     """GET /health: ok, or StoreUnavailable (503) when the store cannot take a write."""
     runtime.store.check()
@@ -235,6 +248,8 @@ def update_task(runtime: Runtime, task_id: str, raw_body: Optional[bytes],
         return _updated(task, wanted, now)
 
     task = changes.apply(runtime, _known_id(task_id), update, _if_match(if_match))
+    if "flow_control" in wanted:
+        flowcontrol.declare(runtime, task.flow_control)
     observability.event("task_updated", task_id=task_id, fields=sorted(wanted),
                         next_run_at=iso(task.next_run_at), version=task.version)
     return describe(task)

@@ -24,7 +24,7 @@ SWEEP_METRICS = {
     "completed": "SweptCompleted", "failed": "SweptFailed", "retrying": "SweptRetried",
     "scheduled": "SweptRecurring", "skipped": "SweptSkipped", "early": "SweptEarly",
     "error": "SweepErrors", "checked": "SweepChecked", "rearmed": "SweepRearmed",
-    "deferred": "SweepDeferred", "handed_off": "SweepHandedOff",
+    "deferred": "SweepDeferred", "handed_off": "SweepHandedOff", "delayed": "SweptDelayed",
 }
 # What a run needs beyond its action: the claim, the result, a dead letter or a
 # notification (each a bounded AWS call), and the margin to return before the timeout.
@@ -120,7 +120,7 @@ def made_progress(summary: dict) -> bool:
     """Whether a sweep ran, handed off, checked or re-armed anything at all."""
     return any(summary.get(name) for name in (
         "completed", "failed", "retrying", "scheduled", "skipped", "early", "handed_off",
-        "checked", "rearmed"))
+        "checked", "rearmed", "delayed"))
 
 
 def continuation_event(function_arn: str, now: datetime, depth: int = 1) -> dict:

@@ -81,6 +81,9 @@ def parse_option(declared: Option, body: Dict[str, Any]) -> Any:
                               field=declared.name)
     if declared.schema.get("format") == "date-time":
         return _normalized_time(declared.name, value)
+    if "properties" in declared.schema:  # stored with its defaults filled in
+        return {**{name: rule["default"] for name, rule in declared.schema["properties"].items()
+                   if "default" in rule}, **value}
     return value
 
 
@@ -106,6 +109,12 @@ def _conforms(value: Any, schema: Dict[str, Any]) -> bool:
                 and schema.get("minLength", 0) <= len(value) <= schema.get("maxLength",
                                                                            len(value))
                 and ("enum" not in schema or value in schema["enum"]))
+    if kind == "object" and "properties" in schema:
+        return (isinstance(value, dict) and set(schema["required"]) <= set(value)
+                and all(name in schema["properties"]
+                        and _conforms(item, schema["properties"][name])
+                        for name, item in value.items())
+                and any(set(choice["required"]) <= set(value) for choice in schema["anyOf"]))
     if kind == "object":
         return (isinstance(value, dict) and len(value) <= schema["maxProperties"]
                 and all(_conforms(key, schema["propertyNames"])
@@ -133,6 +142,12 @@ def describe_schema(schema: Dict[str, Any]) -> str:
         return (f"a string of {schema.get('minLength', 0)}-{schema['maxLength']} characters"
                 if schema.get("minLength") else
                 f"a string of at most {schema['maxLength']} characters")
+    if kind == "object" and "properties" in schema:
+        fields = "; ".join(f"{name}: {describe_schema(rule)}"
+                           for name, rule in schema["properties"].items())
+        needed = " or ".join(choice["required"][0] for choice in schema["anyOf"])
+        return (f"an object with {', '.join(schema['required'])} and at least {needed} "
+                f"({fields})")
     if kind == "object":
         return (f"an object of at most {schema['maxProperties']} entries, each key "
                 f"{describe_schema(schema['propertyNames'])} and each value "

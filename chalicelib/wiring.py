@@ -52,7 +52,7 @@ def _new_store(kind: str) -> TaskStore:
     if kind == "dynamodb":
         from chalicelib.store.dynamodb import DynamoDBTaskStore
 
-        return DynamoDBTaskStore(config.tasks_table())
+        return DynamoDBTaskStore(config.tasks_table(), config.flow_table())
     from chalicelib.store.sqlite import SQLiteTaskStore
 
     path = config.sqlite_path()

@@ -17,8 +17,8 @@ exit codes:
   1    server error: a 5xx answer, a redirect (not followed), or the API could not
        be reached; tail: --timeout passed first
   2    user error: bad flags or arguments, or any 4xx answer (401/403 wrong token,
-       404 unknown task, 409 not possible in the task's state, 412 --if-match names
-       an older version)
+       404 unknown task or flow-control key, 409 not possible in the task's state,
+       412 --if-match names an older version)
   3    tail: the task finished failed (every attempt used up)
   130  interrupted (Ctrl-C)
 
@@ -33,6 +33,9 @@ examples:
       --timezone Europe/Berlin
   taskctl schedule --action log --payload '{{"message": "tick"}}' --at 'rate(1 hour)' \\
       --max-runs 24 --catch-up none --window 5 --tag team=ops
+  taskctl schedule --webhook https://example.com/hook --at 'rate(1 minute)' \\
+      --flow-key billing-api --flow-rate 10 --flow-period minute --flow-parallelism 2
+  taskctl flow billing-api
   taskctl list --status failed
   taskctl list --tag team:ops
   taskctl update 3f0c... --at 'cron(30 8 ? * MON-FRI *)' --if-match 2
@@ -173,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--timezone", help="IANA zone for cron and HH:MM (default UTC)")
     preview.add_argument("--count", type=positive_int, help="how many firings, 1-50 (default 5)")
 
+    flow = command("flow", flow_command,
+                   "a flow-control key's limits, its runs holding a slot and its tasks "
+                   "waiting for room")
+    flow.add_argument("key", metavar="KEY")
+
     tail = command("tail", tail_command,
                    "follow a task's runs until it finishes (exit 0 completed or "
                    "cancelled, 3 failed)")
@@ -221,6 +229,21 @@ def add_task_flags(parser: argparse.ArgumentParser, update: bool) -> None:
     if update:
         tags.add_argument("--no-tags", dest="tag", action="store_const", const=[],
                           help="remove every tag")
+    flow = parser.add_argument_group(
+        "flow control", "limits shared by every task with the same key (the latest task "
+        "that sets them wins); a task over them waits, using no attempt. A key needs a "
+        "rate, a parallelism or both" + (
+            "; the flags replace the task's flow control whole" if update else ""))
+    flow.add_argument("--flow-key", metavar="KEY", help="the key, 1-128 characters")
+    flow.add_argument("--flow-rate", type=positive_int, metavar="N",
+                      help="at most N starts per --flow-period, 1-10000")
+    flow.add_argument("--flow-period", choices=["second", "minute", "hour"],
+                      help="the rate's period (default second)")
+    flow.add_argument("--flow-parallelism", type=positive_int, metavar="N",
+                      help="at most N runs at once, 1-1000")
+    if update:
+        flow.add_argument("--no-flow-control", action="store_true",
+                          help="remove the task's flow control")
 
 
 def clearable(parser, update: bool, flag: str, **kwargs) -> None:
@@ -382,9 +405,33 @@ def task_fields(args: argparse.Namespace) -> Dict[str, Any]:
               "notify": args.notify, "start_at": args.start_at, "end_at": args.end_at,
               "max_runs": args.max_runs, "catch_up": args.catch_up, "overlap": args.overlap,
               "window_minutes": args.window_minutes,
-              "tags": None if args.tag is None else parse_tags(args.tag)}
+              "tags": None if args.tag is None else parse_tags(args.tag),
+              "flow_control": flow_control(args)}
     return {key: None if value is CLEAR else value
             for key, value in fields.items() if value is not None}
+
+
+def flow_control(args: argparse.Namespace) -> Any:
+    """The flow_control field of the --flow-... flags: None without any, CLEAR to remove it."""
+    given = [flag for flag, value in (
+        ("--flow-key", args.flow_key), ("--flow-rate", args.flow_rate),
+        ("--flow-period", args.flow_period), ("--flow-parallelism", args.flow_parallelism))
+        if value is not None]
+    if getattr(args, "no_flow_control", False):  # update only
+        if given:
+            raise UsageError(f"--no-flow-control cannot be combined with {given[0]}")
+        return CLEAR
+    if not given:
+        return None
+    # The field is set whole: limits without their key (or a key without limits) would be
+    # a different flow control than the one meant, so they are refused here.
+    if args.flow_key is None:
+        raise UsageError(f"{given[0]} needs --flow-key: limits belong to a key")
+    if args.flow_rate is None and args.flow_parallelism is None:
+        raise UsageError("--flow-key needs --flow-rate, --flow-parallelism or both")
+    limits = {"rate": args.flow_rate, "period": args.flow_period,
+              "parallelism": args.flow_parallelism}
+    return {"key": args.flow_key, **{k: v for k, v in limits.items() if v is not None}}
 
 
 def list_command(client: Client, args: argparse.Namespace) -> None:
@@ -435,6 +482,16 @@ def run_command(client: Client, args: argparse.Namespace) -> None:
     print_task(client.run_now(args.task_id, args.if_match), args.json)
 
 
+def flow_command(client: Client, args: argparse.Namespace) -> None:
+    """taskctl flow KEY."""
+    state = client.flow_control(args.key)
+    if args.json:
+        return print_json(state)
+    print_fields([("key", state.get("key")), ("rate", rate_text(state)),
+                  ("parallelism", state.get("parallelism")), ("running", state.get("running")),
+                  ("waiting", state.get("waiting"))])
+
+
 def print_task(task: Dict[str, Any], as_json: bool = False) -> None:
     """A task as show prints it: its fields, upcoming firings and runs (or its JSON)."""
     if as_json:
@@ -452,7 +509,9 @@ def print_task(task: Dict[str, Any], as_json: bool = False) -> None:
         ("start_at", task.get("start_at")), ("end_at", task.get("end_at")),
         ("catch_up", task.get("catch_up")), ("overlap", task.get("overlap")),
         ("window", None if window is None else f"{window} min"),
-        ("tags", tag_text(task.get("tags"), ", ")), ("version", task.get("version")),
+        ("tags", tag_text(task.get("tags"), ", ")),
+        ("flow_control", flow_text(task.get("flow_control"))), ("delayed", delayed(task)),
+        ("version", task.get("version")),
         ("created", task.get("created_at")), ("updated", task.get("updated_at"))])
     if task.get("upcoming"):
         print("\nupcoming")
@@ -631,10 +690,40 @@ def next_run(task: Dict[str, Any]) -> Optional[str]:
 
 
 def next_run_cell(task: Dict[str, Any]) -> Optional[str]:
-    """list's NEXT RUN: the next firing, or until when a paused task is paused."""
+    """list's NEXT RUN: the next firing, until when a paused task is paused, or the key a
+    delayed task waits for."""
     if task.get("status") == "paused" and task.get("paused_until"):
         return f"until {task['paused_until']}"
+    if task.get("flow_delayed_since"):
+        # Its next_run_at is only a late recheck: it starts when the key has room.
+        return f"waiting for {flow_key(task)}"
     return next_run(task)
+
+
+def flow_key(task: Dict[str, Any]) -> Optional[str]:
+    """The task's flow-control key, if it has one."""
+    return (task.get("flow_control") or {}).get("key")
+
+
+def rate_text(limits: Dict[str, Any]) -> Optional[str]:
+    """A rate and its period ("5 per minute"), or None without a rate."""
+    rate = limits.get("rate")
+    return f"{rate} per {limits.get('period') or 'second'}" if rate else None
+
+
+def flow_text(flow: Optional[Dict[str, Any]]) -> Optional[str]:
+    """A flow_control field as show prints it: key (5 per minute, 2 at once)."""
+    if not flow:
+        return None
+    most = flow.get("parallelism")
+    limits = [rate_text(flow), f"{most} at once" if most else None]
+    return f"{flow.get('key')} ({', '.join(part for part in limits if part)})"
+
+
+def delayed(task: Dict[str, Any]) -> Optional[str]:
+    """Since when and for which key the task waits for room, while it does."""
+    since = task.get("flow_delayed_since")
+    return f"waiting for {flow_key(task)} since {since}" if since else None
 
 
 def tag_text(tags: Optional[Dict[str, str]], separator: str) -> Optional[str]:

@@ -107,6 +107,10 @@ class Client:
         return self._call("GET", "/preview", query={
             "run_at": run_at, "timezone": timezone, "count": count})
 
+    def flow_control(self, key: str) -> dict:
+        """GET /flow-control/{key}: its limits, runs holding a slot and tasks waiting."""
+        return self._call("GET", f"/flow-control/{_segment(key)}")
+
     def _call(self, method: str, path: str, body: Any = None,
               query: Optional[Dict[str, Any]] = None,
               headers: Optional[Dict[str, str]] = None) -> dict:
@@ -141,9 +145,9 @@ class Client:
         return _answer(status, raw, self.base_url)
 
 
-def _segment(task_id: str) -> str:
-    # An id is one path segment: a "/" or "?" in it must not reach another route.
-    return urllib.parse.quote(task_id, safe="")
+def _segment(value: str) -> str:
+    # An id or key is one path segment: a "/" or "?" in it must not reach another route.
+    return urllib.parse.quote(value, safe="")
 
 
 def _if_match(version: Optional[int]) -> Dict[str, str]:

@@ -6,7 +6,6 @@ Tiers: a test that uses moto (the `aws` fixture, or a fixture built on it) is ma
 with `pytestmark`, or it uses `servers`). `make test-fast` runs the rest; `make test` runs
 everything, in parallel workers (each test has its own ports, data folder and moto).
 """
-import functools
 import inspect
 import json
 import os
@@ -257,36 +256,16 @@ def memory(local_env, monkeypatch):
         yield wiring.runtime()
 
 
-def _atomic(method, lock):
-    @functools.wraps(method)
-    def locked(*args, **kwargs):
-        with lock:
-            return method(*args, **kwargs)
-    return locked
-
-
 @pytest.fixture
 def aws(monkeypatch):
-    """moto with the stage bootstrapped: table and indexes, schedule group, role.
-
-    DynamoDB applies a conditional write atomically; moto's in-process backend does
-    not lock, so its writes are serialised here to give the same guarantee. The lock
-    covers each request's answer too: moto changes a stored item in place, and a read
-    answered while another thread's UpdateItem added attributes failed with "dictionary
-    changed size during iteration" (a PATCH racing a claim, now and then under load).
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-    from moto.dynamodb.responses import DynamoHandler
-
+    """moto with the stage bootstrapped: tables and indexes, schedule group, role; its
+    DynamoDB requests one at a time, as DynamoDB applies each atomically (see
+    bench.common.moto_dynamodb_atomic)."""
+    from bench.common import moto_dynamodb_atomic
     from chalicelib import bootstrap
 
-    lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "get_item"):
-        monkeypatch.setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name), lock))
-    for name in ("get_item", "put_item", "update_item", "delete_item", "query", "scan"):
-        monkeypatch.setattr(DynamoHandler, name, _atomic(getattr(DynamoHandler, name), lock))
     # Lambda invocations answer without Docker (moto's "simple" Lambda backend).
-    with mock_aws(config={"lambda": {"use_docker": False}}):
+    with moto_dynamodb_atomic(), mock_aws(config={"lambda": {"use_docker": False}}):
         bootstrap.bootstrap(STAGE)
         yield
 
@@ -405,6 +384,8 @@ class Receiver:
         self.delay = 0.0
         self.on_request = None  # called with each request as it arrives (a test's hook)
         self.body = b'{"ok": true}'
+        self.in_flight = 0  # requests being answered now, and the most there ever were
+        self.most_in_flight = 0
         self._lock = threading.Lock()
         receiver = self
 
@@ -416,14 +397,24 @@ class Receiver:
                 received_at = datetime.now(timezone.utc)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                record = {"method": self.command, "path": self.path,
+                          "received_at": received_at,
+                          "headers": {k.lower(): v for k, v in self.headers.items()},
+                          "body": body}
                 with receiver._lock:
-                    receiver.requests.append({
-                        "method": self.command, "path": self.path,
-                        "received_at": received_at,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body})
+                    receiver.requests.append(record)
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight,
+                                                  receiver.in_flight)
+                try:
+                    self._answer(record)
+                finally:
+                    with receiver._lock:
+                        receiver.in_flight -= 1
+
+            def _answer(self, record):
                 if receiver.on_request is not None:
-                    receiver.on_request(receiver.requests[-1])
+                    receiver.on_request(record)
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver._lock:

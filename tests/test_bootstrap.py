@@ -17,6 +17,7 @@ def test_creates_everything_then_changes_nothing():
     with mock_aws():
         first = bootstrap.bootstrap("dev")
         assert first == ["table ScheduledTasks-dev: created",
+                         "table ScheduledTasks-dev-flow: created",
                          "schedule group task-scheduler-dev: created",
                          "scheduler role task-scheduler-dev-scheduler: created",
                          "dead-letter queue task-scheduler-dev-dlq: created",
@@ -32,6 +33,9 @@ def test_creates_everything_then_changes_nothing():
         assert table["KeySchema"] == [{"AttributeName": "TaskID", "KeyType": "HASH"}]
         assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {
             config.DUE_INDEX, config.STATUS_INDEX}
+        flow = boto3.client("dynamodb").describe_table(TableName="ScheduledTasks-dev-flow")
+        assert [key["AttributeName"] for key in flow["Table"]["KeySchema"]] == [
+            "FlowKey", "Entry"]
         iam = boto3.client("iam")
         role = iam.get_role(RoleName="task-scheduler-dev-scheduler")["Role"]
         trust = role["AssumeRolePolicyDocument"]
@@ -76,7 +80,7 @@ def test_command_line_against_an_endpoint(moto_server, tmp_path):
     assert second.returncode == 0, second.stderr
     assert "created" not in second.stdout and "updated" not in second.stdout
     client = boto3.client("dynamodb", endpoint_url=moto_server)
-    assert client.list_tables()["TableNames"] == ["ScheduledTasks"]
+    assert client.list_tables()["TableNames"] == ["ScheduledTasks", "ScheduledTasks-flow"]
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])

@@ -79,25 +79,40 @@ def _template(html, template_id):
     return re.search(rf'<template id="{template_id}">(.*?)</template>', html, re.S).group(1)
 
 
+def _choices(shared, name, default, enum):
+    select = re.search(rf'<select name="{name}">(.*?)</select>', shared, re.S).group(1)
+    offered = re.findall(r'<option(?: value="(\w+)")?>(\w+)?', select)
+    assert [value or text for value, text in offered] == \
+        [default] + [choice for choice in enum if choice != default], name
+
+
 def test_the_edit_form_names_every_field_a_patch_takes_and_the_apis_choices():
     """The edit form (with the shared tags and lifecycle fields) is filled and sent by the
     fields' names: each must be one PATCH takes, and every field PATCH takes but the payload
-    must be there. A new task option fails this until the dashboard shows it."""
+    must be there; an object field is a fieldset of that name holding an input for each of
+    its properties (name.property). A new task option fails this until the dashboard shows
+    it."""
     html = dashboard.page()
     shared = _template(html, "opts-tpl")
     edit = _template(html, "edit-tpl")
     names = set(re.findall(r'\bname="(\w+)"', shared + edit))
-    assert names == set(openapi.TASK_UPDATE["properties"]) - {"payload"}
+    fields = openapi.TASK_UPDATE["properties"]
+    assert names == set(fields) - {"payload"}
+    parts = re.findall(r'\bname="(\w+)\.(\w+)"', shared + edit)
+    objects = {name for name in names if "properties" in fields[name]}
+    assert objects and {name for name, _ in parts} == objects
+    for name in objects:
+        assert f'<fieldset name="{name}">' in shared + edit
+        assert {part for whole, part in parts if whole == name} == set(fields[name]["properties"])
     script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
     listed = re.search(r"const OPTS = \[([^\]]*)\]", script).group(1)
     assert set(re.findall(r"'(\w+)'", listed)) == set(re.findall(r'\bname="(\w+)"', shared))
-    for declared in models.OPTIONS:
-        if "enum" in declared.schema:  # each choice offered, the API's default first
-            select = re.search(rf'<select name="{declared.name}">(.*?)</select>', shared,
-                               re.S).group(1)
-            offered = re.findall(r'<option(?: value="(\w+)")?>(\w+)?', select)
-            assert [value or text for value, text in offered] == \
-                [declared.default] + [c for c in declared.schema["enum"] if c != declared.default]
+    for declared in models.OPTIONS:  # each choice offered, the API's default first
+        if "enum" in declared.schema:
+            _choices(shared, declared.name, declared.default, declared.schema["enum"])
+        for part, schema in declared.schema.get("properties", {}).items():
+            if "enum" in schema:
+                _choices(shared, f"{declared.name}.{part}", schema["default"], schema["enum"])
     # Every error span names a field the API may name.
     spans = set(re.findall(r'data-field="(\w+)"', shared + edit))
     assert spans <= names and spans

@@ -6,6 +6,7 @@ Each state is kept as a screenshot in build/test-output/dashboard/ (NN-<state>.p
 import http.client
 import threading
 import urllib.parse
+import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -652,6 +653,130 @@ def test_tags_column_filter_and_the_form_s_new_fields(page, server):
     assert stored["tags"] == {"team": "form-t", "owner": "dashboard"}
     assert (stored["max_runs"], stored["catch_up"], stored["overlap"], stored["window_minutes"],
             stored["notify"]) == (3, "none", "buffer_one", 5, "always")
+
+
+
+# ---------------------------------------------------------------- flow control
+
+def key_field(tab, name):
+    """The value shown for `name` in the flow-control key's view."""
+    return tab.locator("#k-fields dt", has_text=name).locator("xpath=following-sibling::dd[1]")
+
+
+def test_flow_control_set_through_the_form_changed_and_removed_in_the_edit_form(page, server):
+    key = f"form-key-{uuid.uuid4().hex[:8]}"
+    sign_in(page, server.url)
+    form = page.locator("#new-form")
+    page.get_by_label("Action").select_option("log")
+    page.get_by_label("cron, rate or HH:MM").check()
+    page.get_by_label("Expression").fill("rate(1 hour)")
+    page.get_by_label("Name", exact=True).fill("flow-form")
+    form.locator("summary", has_text="Flow control").click()
+    form.get_by_label("Key (empty: none)").fill(key)
+    form.get_by_role("button", name="Schedule", exact=True).click()  # a key without limits
+    refusal = form.locator('.err[data-field="flow_control"]')
+    expect(refusal).to_contain_text("at least rate or parallelism")
+    form.get_by_label("Parallelism").fill("2")
+    with page.expect_request(lambda r: r.method == "POST") as sent:
+        form.get_by_role("button", name="Schedule", exact=True).click()
+    assert sent.value.post_data_json["flow_control"] == {
+        "key": key, "period": "second", "parallelism": 2}
+    expect(page.locator("#d-title")).to_have_text("flow-form")
+    expect(field(page, "Flow control")).to_have_text(f"{key}2 at once")
+    expect(row(page, "flow-form").locator("td").nth(2)).to_have_text(f"logflow {key}")
+    expect(page.locator("#d-fields dt", has_text="Delayed")).to_have_count(0)
+    expect(form.get_by_label("Key (empty: none)")).to_have_value("")  # a fresh form
+
+    # The key shows its state; clicked again, the view closes.
+    page.locator("#d-fields").get_by_role("button", name=key).click()
+    expect(page.locator("#k-h")).to_have_text(f"Flow-control key {key}")
+    expect(page.locator("#k-h")).to_be_focused()
+    for name, shown in (("Rate", "none"), ("Parallelism", "2"), ("Running", "0"),
+                        ("Waiting", "0")):
+        expect(key_field(page, name)).to_have_text(shown)
+    shot(page, "23-flow-key-view")
+    page.locator("#d-fields").get_by_role("button", name=key).click()
+    expect(page.locator("#d-flow")).to_be_hidden()
+
+    # Edit: the parts are filled from the task; a change sends the whole flow_control.
+    detail_button(page, "Edit").click()
+    edit = page.locator("#edit-form")
+    expect(edit.get_by_label("Key (empty: none)")).to_have_value(key)
+    expect(edit.get_by_label("Parallelism")).to_have_value("2")
+    expect(edit.get_by_label("Period")).to_have_value("second")
+    edit.get_by_label("Rate", exact=True).fill("5")
+    edit.get_by_label("Period").select_option("minute")
+    with page.expect_request(lambda r: r.method == "PATCH") as sent:
+        edit.get_by_role("button", name="Save changes").click()
+    assert sent.value.post_data_json == {"flow_control": {
+        "key": key, "period": "minute", "rate": 5, "parallelism": 2}}
+    expect(field(page, "Flow control")).to_have_text(f"{key}5 per minute, 2 at once")
+    shot(page, "24-flow-edited")
+
+    # An empty key removes flow control: null is sent, whatever the other parts hold.
+    detail_button(page, "Edit").click()
+    edit.get_by_label("Key (empty: none)").fill("")
+    with page.expect_request(lambda r: r.method == "PATCH") as sent:
+        edit.get_by_role("button", name="Save changes").click()
+    assert sent.value.post_data_json == {"flow_control": None}
+    expect(field(page, "Version")).to_have_text("3")
+    expect(page.locator("#d-fields dt", has_text="Flow control")).to_have_count(0)
+    expect(row(page, "flow-form").locator("td").nth(2)).to_have_text("log")
+    task_id = row(page, "flow-form").get_attribute("data-id")
+    assert server.request("GET", f"/tasks/{task_id}")[1]["flow_control"] is None
+
+
+def test_a_task_delayed_by_its_key_says_so_and_the_key_view_counts_it(page, server, hooks):
+    """Parallelism 1: the first task's webhook is held at the receiver until the page has
+    shown the second one waiting for the key; released, both complete."""
+    key = f"one-at-a-time-{uuid.uuid4().hex[:8]}"
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(request):
+        if b"flow-first" in request["body"]:
+            arrived.set()
+            release.wait(60)
+
+    def schedule(name, seconds):
+        status, body = server.request("POST", "/schedule-task", {
+            "action": "webhook", "run_at": utc_text(datetime.now(timezone.utc) + timedelta(
+                seconds=seconds)), "name": name, "flow_control": {"key": key, "parallelism": 1},
+            "payload": {"url": hooks.url, "data": {"task": name}, "timeout": 60}})
+        assert status == 201, body
+        return body["task_id"]
+
+    hooks.on_request = hold
+    try:
+        first = schedule("flow-first", 2)
+        assert arrived.wait(WAIT / 1000), "the first task's webhook never arrived"
+        second = schedule("flow-second", 1)
+        open_task(page, server, "flow-second")
+        delayed = field(page, "Delayed")
+        expect(delayed).to_contain_text(f"waiting for {key} since ", timeout=WAIT)
+        cell = row(page, "flow-second").locator("td").nth(3)
+        expect(cell).to_contain_text(f"waiting for {key}since ")
+        expect(field(page, "Status")).to_have_text("scheduled")
+        expect(field(page, "Next run")).to_have_text("when its key has room")
+        since = server.request("GET", f"/tasks/{second}")[1]["flow_delayed_since"]
+        assert since and utc_text(datetime.fromisoformat(since.replace("Z", "+00:00"))
+                                  ).replace("T", " ")[:-1] in delayed.inner_text()
+
+        page.locator("#d-fields").get_by_role("button", name=key).click()
+        for name, shown in (("Parallelism", "1"), ("Running", "1"), ("Waiting", "1")):
+            expect(key_field(page, name)).to_have_text(shown)
+        shot(page, "25-flow-delayed")
+
+        release.set()
+        expect(status_cell(page, "flow-second")).to_have_text("completed", timeout=WAIT)
+        expect(page.locator("#d-fields dt", has_text="Delayed")).to_have_count(0)
+        for name in ("Running", "Waiting"):  # the key view refreshes with the task
+            expect(key_field(page, name)).to_have_text("0", timeout=WAIT)
+        shot(page, "26-flow-done")
+        assert server.wait_status(first, "completed")["runs"][0]["attempt"] == 1
+        assert server.request("GET", f"/tasks/{second}")[1]["attempts"] == 1  # none used waiting
+    finally:
+        release.set()
+        hooks.on_request = None
 
 
 # ---------------------------------------------------------------- under a stage path

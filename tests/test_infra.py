@@ -107,13 +107,15 @@ def test_merged_resources_are_configured(merged):
     assert statement["Resource"][0] == {"Fn::GetAtt": ["ExecuteTask", "Arn"]}
 
 
-def _actions(template, role):
+def _actions(template, role, sid=None):
     statements = template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"][
         "Statement"]
     found = set()
     for statement in statements:
         if "Fn::If" in statement:
             statement = statement["Fn::If"][1]
+        if sid is not None and statement["Sid"] != sid:
+            continue
         actions = statement["Action"]
         found |= set([actions] if isinstance(actions, str) else actions)
     return found
@@ -126,7 +128,13 @@ def test_each_function_is_granted_only_what_it_does(merged):
                                                                            "TokenAuthRole")
     # Every function writes a task on its version (PutItem); only the API undoes a creation.
     assert "dynamodb:PutItem" in api & executor & sweeper
-    assert "dynamodb:DeleteItem" in api and "dynamodb:DeleteItem" not in executor | sweeper
+    deletes_tasks = {role for role in ("ApiHandlerRole", "ExecuteTaskRole", "DailySweeperRole")
+                     if "dynamodb:DeleteItem" in _actions(template, role, "TasksTable")}
+    assert deletes_tasks == {"ApiHandlerRole"}
+    # A run frees its flow-control slot and takes woken tasks out of the key's queue.
+    assert {"dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"} <= (
+        _actions(template, "ExecuteTaskRole", "FlowTable")
+        & _actions(template, "DailySweeperRole", "FlowTable"))
     assert "sqs:SendMessage" not in api and "ssm:GetParameter" not in api
     assert "sqs:SendMessage" in executor and "sqs:SendMessage" in sweeper
     assert authorizer == {"ssm:GetParameter", "logs:CreateLogGroup", "logs:CreateLogStream",

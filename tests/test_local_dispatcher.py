@@ -218,9 +218,10 @@ class ListStore:
 
 
 def due_tasks(*names):
-    """Webhook tasks named like "a1": host a, the first for it."""
+    """Webhook tasks named like "a1": host a, the first for it ("a1@k": on flow key k)."""
     return [SimpleNamespace(task_id=name, action="webhook",
-                            payload={"url": f"http://{name[0]}.example.test/hook"})
+                            payload={"url": f"http://{name[0]}.example.test/hook"},
+                            flow_key=name.partition("@")[2] or None)
             for name in names]
 
 
@@ -260,7 +261,7 @@ def state(dispatcher):
     """(fast lane, slow lane, pending) as task ids."""
     return (list(dispatcher._fast),
             [task_id for task_id, run in dispatcher._runs.items() if not run.fast],
-            [task_id for task_id, _ in dispatcher._pending])
+            [task_id for task_id, *_ in dispatcher._pending])
 
 
 def test_workers_runs_start_at_once_in_priority_order(lanes):
@@ -268,6 +269,19 @@ def test_workers_runs_start_at_once_in_priority_order(lanes):
     refresh(dispatcher)
     assert list(dispatcher.held.jobs) == ["a1", "b1"]
     assert state(dispatcher) == (["a1", "b1"], [], ["c1", "d1", "e1"])
+
+
+def test_one_flow_key_never_holds_every_worker(lanes):
+    dispatcher = lanes(3, ["a1@k", "a2@k", "a3@k", "a4@k", "b1", "a5@j"])
+    refresh(dispatcher)
+    # Two of three workers for key k; the others start in order after its share.
+    assert state(dispatcher) == (["a1@k", "a2@k", "b1"], [], ["a3@k", "a4@k", "a5@j"])
+    dispatcher.held.end("b1")
+    assert state(dispatcher) == (["a1@k", "a2@k", "a5@j"], [], ["a3@k", "a4@k"])
+    dispatcher.held.end("a1@k")
+    assert state(dispatcher) == (["a2@k", "a5@j", "a3@k"], [], ["a4@k"])
+    look_again(dispatcher, 0.2)  # slow runs leave the fast lane, and the key's share
+    assert state(dispatcher) == ([], ["a2@k", "a5@j", "a3@k", "a4@k"], [])
 
 
 def test_a_run_past_its_grace_gives_its_fast_slot_to_the_next_task(lanes):

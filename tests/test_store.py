@@ -6,11 +6,14 @@ from datetime import timedelta
 
 import pytest
 
+from chalicelib import flow
 from chalicelib.errors import (
-    ClaimLost, InvalidPageToken, StateConflict, TaskExists, TaskNotFound,
+    ClaimLost, FlowConflict, InvalidPageToken, StateConflict, TaskExists, TaskNotFound,
 )
 from chalicelib.models import OPTIONS, Run, Transition, utcnow
 from tests.conftest import together
+
+LEASE = timedelta(minutes=2)
 
 
 def test_round_trip_keeps_every_field(store, make_task):
@@ -31,6 +34,10 @@ def a_value_other_than_the_default(declared):
     if schema["type"] == "array":
         return [a_value_other_than_the_default(replace(declared, schema=schema["items"],
                                                        default=None))]
+    if "properties" in schema:  # every property set, at its first valid value
+        return {name: a_value_other_than_the_default(replace(declared, schema=rule,
+                                                             default=None))
+                for name, rule in schema["properties"].items()}
     candidates = {"integer": [schema.get("maximum"), schema.get("minimum")],
                   "string": list(schema.get("enum", [])) + ["a value"],
                   "boolean": [True, False],
@@ -324,3 +331,138 @@ def test_list_filters_on_one_tag_with_the_other_filters_and_pages(store, make_ta
     with pytest.raises(InvalidPageToken):
         first = store.list(status, 3, None, tag=("team", "billing"))
         store.list(status, 3, first.next_token, tag=("team", "ops"))
+
+
+# ---------------------------------------------------------------- flow-control keys
+
+def flow_state(**limits):
+    return flow.FlowState(key="billing-api", limits=flow.Limits(**limits))
+
+
+def test_a_flow_key_not_stored_is_version_0_without_limits(store):
+    fresh = store.get_flow("nobody")
+    assert (fresh.version, fresh.limits, fresh.slots) == (0, flow.Limits(), {})
+    assert store.count_waiters("nobody") == 0 and store.waiters("nobody", 5) == []
+
+
+def test_flow_state_round_trips_and_is_written_only_on_its_version(store):
+    now = utcnow()
+    granted = flow.acquire(flow_state(rate=5, parallelism=2), "run-1", now,
+                           now + LEASE).state
+    assert store.put_flow(granted, 0).version == 1
+    again = store.get_flow("billing-api")
+    assert again.slots == {"run-1": now + LEASE} and again.next_start == granted.next_start
+    assert again.limits == flow.Limits(rate=5, parallelism=2) and again.version == 1
+    with pytest.raises(FlowConflict) as stale:
+        store.put_flow(granted, 0)
+    assert stale.value.current.version == 1
+    assert store.put_flow(flow.release(again, "run-1", now), 1).version == 2
+    assert store.get_flow("billing-api").slots == {}
+
+
+def test_slots_are_acquired_released_and_a_crashed_runs_slot_frees_at_its_lease_end(store):
+    now = utcnow()
+
+    def ask(run_id, at):
+        current = store.get_flow("billing-api")
+        decision = flow.acquire(current if current.version else flow_state(parallelism=2),
+                                run_id, at, at + LEASE)
+        if decision.granted:
+            store.put_flow(decision.state, current.version)
+        return decision
+
+    assert ask("a", now).granted and ask("crashed", now).granted
+    refused = ask("c", now + timedelta(seconds=1))
+    assert not refused.granted and refused.retry_at == now + LEASE
+    current = store.get_flow("billing-api")
+    store.put_flow(flow.release(current, "a", now), current.version)  # a ended
+    assert ask("c", now + timedelta(seconds=2)).granted
+    assert not ask("d", now + timedelta(seconds=3)).granted  # c and the crashed run
+    assert ask("d", now + LEASE).granted  # the crashed run's lease ended: no release needed
+    assert set(store.get_flow("billing-api").slots) == {"c", "d"}
+
+
+def test_the_rate_window_spaces_starts_as_stored(store):
+    now = utcnow()
+    first = flow.acquire(flow_state(rate=2, period="second"), "a", now, now + LEASE)
+    store.put_flow(first.state, 0)
+    stored = store.get_flow("billing-api")
+    early = flow.acquire(stored, "b", now + timedelta(milliseconds=499), now + LEASE)
+    assert not early.granted and early.retry_at == now + timedelta(milliseconds=500)
+    assert flow.acquire(stored, "b", now + timedelta(milliseconds=500), now + LEASE).granted
+
+
+def test_of_racing_acquires_on_one_version_exactly_one_is_stored(store):
+    now = utcnow()
+    start = store.put_flow(flow_state(parallelism=1), 0)
+    results = together(*(
+        (lambda run_id=run_id: store.put_flow(
+            flow.acquire(start, run_id, now, now + LEASE).state, start.version))
+        for run_id in ("a", "b", "c", "d")))
+    stored = [result for result in results if isinstance(result, flow.FlowState)]
+    assert len(stored) == 1 and sum(isinstance(r, FlowConflict) for r in results) == 3
+    assert store.get_flow("billing-api").slots == stored[0].slots
+
+
+def test_a_keys_queue_reads_in_entry_order_and_counts_past_a_page(store):
+    entries = [f"{9 - priority}#2030-05-19T09:00:00.{n:03d}Z#task-{n}"
+               for n, priority in enumerate([5, 9, 5, 0, 7] * 12)]
+    for n, entry in enumerate(entries):
+        store.add_waiter("billing-api", entry, f"task-{n}")
+    store.add_waiter("billing-api", entries[0], "task-0")  # twice: still one entry
+    store.add_waiter("other-key", "5#x#y", "y")
+    assert store.count_waiters("billing-api") == 60
+    first = store.waiters("billing-api", 3)
+    assert [task_id for _, task_id in first] == ["task-1", "task-6", "task-11"]  # priority 9
+    assert [entry for entry, _ in store.waiters("billing-api", 60)] == sorted(entries)
+    store.remove_waiter("billing-api", first[0][0])
+    store.remove_waiter("billing-api", "no-such-entry")
+    assert store.count_waiters("billing-api") == 59
+    assert store.waiters("billing-api", 1)[0][1] == "task-6"
+
+
+def test_swap_slot_frees_and_turns_a_reservation_into_a_runs_slot_atomically(store):
+    now = utcnow()
+    stored = store.put_flow(replace(flow_state(parallelism=2),
+                                    slots={"run-a": now + LEASE,
+                                           flow.reservation("t1"): now + LEASE}), 0)
+    taken = store.swap_slot("billing-api", remove=flow.reservation("t1"),
+                            add=("run-b", now + 2 * LEASE))
+    assert taken.slots == {"run-a": now + LEASE, "run-b": now + 2 * LEASE}
+    assert taken.version == stored.version + 1 == store.get_flow("billing-api").version
+    # The reservation is gone: a second taker of it gets nothing and changes nothing.
+    assert store.swap_slot("billing-api", remove=flow.reservation("t1"),
+                           add=("run-c", now)) is None
+    freed = store.swap_slot("billing-api", remove="run-a")
+    assert freed.slots == {"run-b": now + 2 * LEASE}
+    assert store.swap_slot("billing-api", remove="gone-already").slots == freed.slots
+    assert store.swap_slot("no-such-key", remove="x") is None
+
+
+def test_take_slot_holds_a_slot_only_below_the_parallelism_and_never_under_a_rate(store):
+    now = utcnow()
+    store.put_flow(flow_state(parallelism=2), 0)
+    results = together(*((lambda n=n: store.take_slot("billing-api", f"run-{n}",
+                                                       now + LEASE)) for n in range(5)))
+    assert sorted(taken for taken, _ in results) == [False, False, False, True, True]
+    assert len(store.get_flow("billing-api").slots) == 2
+    refused, seen = store.take_slot("billing-api", "run-9", now + LEASE)
+    assert not refused and len(seen.slots) == 2  # the caller judges the state exactly
+    store.put_flow(flow.FlowState("rated", flow.Limits(rate=5, parallelism=9)), 0)
+    assert store.take_slot("rated", "run-1", now + LEASE)[0] is False
+    assert store.take_slot("not-stored", "run-1", now + LEASE) == (
+        False, flow.FlowState("not-stored", flow.Limits()))
+
+
+def test_wake_waiting_moves_only_a_task_still_queued_at_that_entry(store, make_task):
+    task = make_task(due_in=600)
+    queued = store.update(replace(store.get(task.task_id), flow_waiting="4#t#x#1"),
+                          store.get(task.task_id).version)
+    at = utcnow().replace(microsecond=0)
+    assert store.wake_waiting(task.task_id, "4#t#x#0", at, at) is None  # another queueing
+    woken = store.wake_waiting(task.task_id, "4#t#x#1", at, at)
+    assert woken.next_run_at == at and woken.flow_waiting is None
+    assert woken.version == queued.version + 1 == store.get(task.task_id).version
+    assert store.wake_waiting(task.task_id, "4#t#x#1", at, at) is None  # woken once
+    assert [t.task_id for t in store.due(at, 10)] == [task.task_id]
+    assert store.wake_waiting("no-such-task", "4#t#x#1", at, at) is None

@@ -641,6 +641,171 @@ def test_a_firing_missed_while_paused_shows_as_skipped(taskctl, server):
     assert "run attempt" not in tail.stdout
 
 
+# ---------------------------------------------------------------- flow control
+
+def test_schedule_with_flow_control_then_show_it_and_its_key(taskctl, server):
+    key = f"cli-key-{uuid.uuid4().hex[:8]}"
+
+    scheduled = taskctl("--json", "schedule", "--action", "log", "--payload",
+                        '{"message": "tick"}', "--at", "rate(1 hour)", "--flow-key", key,
+                        "--flow-rate", "5", "--flow-period", "minute", "--flow-parallelism",
+                        "2")
+    assert scheduled.returncode == 0, scheduled.stderr
+    task_id = json.loads(scheduled.stdout)["task_id"]
+    shown = taskctl("show", task_id)
+    flow = taskctl("flow", key)
+    as_json = taskctl("flow", key, "--json")
+
+    assert stored(server, task_id)["flow_control"] == {
+        "key": key, "rate": 5, "period": "minute", "parallelism": 2}
+    assert shown.returncode == 0, shown.stderr
+    fields = fields_of(shown.stdout)
+    assert (fields["flow_control"], fields["delayed"]) == (
+        f"{key} (5 per minute, 2 at once)", "-")
+    assert flow.returncode == 0, flow.stderr
+    assert fields_of(flow.stdout) == {"key": key, "rate": "5 per minute", "parallelism": "2",
+                                      "running": "0", "waiting": "0"}
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == server.request("GET", f"/flow-control/{key}")[1]
+
+
+def test_schedule_a_key_with_parallelism_only_shows_no_rate(taskctl):
+    key = f"cli-most-{uuid.uuid4().hex[:8]}"
+
+    scheduled = taskctl("schedule", "--action", "log", "--payload", '{"message": "x"}', "--at",
+                        in_seconds(3600), "--flow-key", key, "--flow-parallelism", "1")
+    flow = taskctl("flow", key)
+
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert flow.returncode == 0, flow.stderr
+    fields = fields_of(flow.stdout)
+    assert (fields["rate"], fields["parallelism"]) == ("-", "1")
+
+
+def test_flow_of_a_key_no_task_uses_is_a_404(taskctl):
+    key = f"no-such-key-{uuid.uuid4().hex[:8]}"
+
+    result = taskctl("flow", key)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"no task uses the flow-control key {key} (field key, HTTP 404)" in result.stderr
+    assert result.stdout == ""
+
+
+def test_update_sets_changes_and_removes_flow_control(taskctl, server):
+    task_id = recurring_task(server)
+    key = f"cli-update-{uuid.uuid4().hex[:8]}"
+
+    added = taskctl("update", task_id, "--flow-key", key, "--flow-parallelism", "3")
+    changed = taskctl("update", task_id, "--flow-key", key, "--flow-rate", "2", "--json")
+    removed = taskctl("update", task_id, "--no-flow-control")
+
+    assert added.returncode == 0, added.stderr
+    assert fields_of(added.stdout)["flow_control"] == f"{key} (3 at once)"
+    assert changed.returncode == 0, changed.stderr
+    # The flags set the field whole: the parallelism not given again is gone.
+    assert json.loads(changed.stdout)["flow_control"] == {
+        "key": key, "rate": 2, "period": "second"}
+    assert removed.returncode == 0, removed.stderr
+    assert (fields_of(removed.stdout)["flow_control"], fields_of(removed.stdout)["version"]) == (
+        "-", "4")
+    assert stored(server, task_id)["flow_control"] is None
+
+
+@pytest.mark.parametrize("command, flags, message", [
+    ("schedule", ["--flow-rate", "5"], "--flow-rate needs --flow-key: limits belong to a key"),
+    ("schedule", ["--flow-period", "minute", "--flow-parallelism", "2"],
+     "--flow-period needs --flow-key"),
+    ("schedule", ["--flow-key", "k"], "--flow-key needs --flow-rate, --flow-parallelism or both"),
+    ("schedule", ["--flow-key", "k", "--flow-period", "hour"],
+     "--flow-key needs --flow-rate, --flow-parallelism or both"),
+    ("update", ["--flow-parallelism", "2"], "--flow-parallelism needs --flow-key"),
+    ("update", ["--no-flow-control", "--flow-key", "k", "--flow-rate", "1"],
+     "--no-flow-control cannot be combined with --flow-key"),
+])
+def test_flow_flags_that_do_not_make_a_flow_control_are_usage_errors(taskctl, server, command,
+                                                                      flags, message):
+    task_id = far_future_task(server)
+    target = ([task_id] if command == "update" else
+              ["--action", "log", "--payload", '{"message": "x"}', "--at", in_seconds(3600)])
+
+    result = taskctl(command, *target, *flags)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"taskctl: error: {message}" in result.stderr
+    assert "HTTP" not in result.stderr and result.stdout == ""
+    assert stored(server, task_id)["version"] == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--flow-rate", "0"], "argument --flow-rate: must be a whole number greater than 0"),
+    (["--flow-parallelism", "x"], "argument --flow-parallelism: must be a whole number"),
+    (["--flow-period", "day"], "argument --flow-period: invalid choice: 'day'"),
+])
+def test_flow_numbers_and_periods_are_checked_by_the_parser(taskctl, flags, message):
+    result = taskctl("schedule", "--action", "log", "--payload", '{"message": "x"}', "--at",
+                     "10:00", "--flow-key", "k", *flags)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "HTTP" not in result.stderr
+
+
+def test_flow_limits_out_of_range_are_refused_by_the_api(taskctl):
+    result = taskctl("schedule", "--action", "log", "--payload", '{"message": "x"}', "--at",
+                     "10:00", "--flow-key", "k", "--flow-rate", "20000")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "rate: a whole number from 1 to 10000" in result.stderr
+    assert "(field flow_control, HTTP 400)" in result.stderr
+
+
+def test_a_task_delayed_by_its_key_shows_what_it_waits_for(taskctl, server, receiver):
+    """Parallelism 1: the first task's webhook is held at the receiver until taskctl has
+    shown the second one waiting for the key."""
+    key = f"cli-one-{uuid.uuid4().hex[:8]}"
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(request):
+        if b"cli-first" in request["body"]:
+            arrived.set()
+            release.wait(60)
+
+    def schedule(name, seconds):
+        status, body = server.request("POST", "/schedule-task", {
+            "action": "webhook", "run_at": in_seconds(seconds), "name": f"{name}-{key}",
+            "flow_control": {"key": key, "parallelism": 1},
+            "payload": {"url": receiver.url, "data": {"task": name}, "timeout": 60}})
+        assert status == 201, body
+        return body["task_id"]
+
+    receiver.on_request = hold
+    try:
+        first = schedule("cli-first", 2)
+        assert arrived.wait(60), "the first task's webhook never arrived"
+        second = schedule("cli-second", 1)
+        since = wait_for(server, second, lambda task: task["flow_delayed_since"])[
+            "flow_delayed_since"]
+
+        shown = taskctl("show", second)
+        flow = taskctl("flow", key)
+        listed = taskctl("list", "--name", f"cli-second-{key}")
+
+        assert shown.returncode == 0, shown.stderr
+        assert fields_of(shown.stdout)["delayed"] == f"waiting for {key} since {since}"
+        assert flow.returncode == 0, flow.stderr
+        fields = fields_of(flow.stdout)
+        assert (fields["parallelism"], fields["running"], fields["waiting"]) == ("1", "1", "1")
+        assert listed.returncode == 0, listed.stderr
+        assert f"waiting for {key}" in listed.stdout.splitlines()[1]
+        release.set()
+        assert server.wait_status(second, "completed")["attempts"] == 1
+        assert fields_of(taskctl("show", second).stdout)["delayed"] == "-"
+        server.wait_status(first, "completed")
+    finally:
+        release.set()
+        receiver.on_request = None
+
+
 @pytest.mark.parametrize("args", [["list"], ["show", "3f0c0000-0000-4000-8000-000000000000"],
                                   ["tail", "3f0c0000-0000-4000-8000-000000000000"]])
 def test_an_unreachable_server_exits_1_naming_the_url(taskctl, args):

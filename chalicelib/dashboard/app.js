@@ -21,9 +21,12 @@
   // What the API lets each status do (SPEC, "Managing tasks").
   const WAITING = ['scheduled', 'retrying'];
   const CHANGEABLE = ['scheduled', 'retrying', 'paused'];
-  // The edit form's fields, named as the API names them; the last eight come from
+  // The edit form's fields, named as the API names them; the last nine come from
   // #opts-tpl, which the new task form shows too.
-  const OPTS = ['tags', 'notify', 'start_at', 'end_at', 'max_runs', 'catch_up', 'overlap', 'window_minutes'];
+  const OPTS = ['tags', 'notify', 'start_at', 'end_at', 'max_runs', 'catch_up', 'overlap',
+    'window_minutes', 'flow_control'];
+  // flow_control's parts: one input each, named flow_control.key and so on.
+  const FLOW = ['key', 'rate', 'period', 'parallelism'];
   const EDIT = ['name', 'run_at', 'timezone', 'priority', 'max_attempts', ...OPTS];
   const NUMBERS = ['priority', 'max_attempts', 'max_runs', 'window_minutes'];
   const $ = (id) => document.getElementById(id);
@@ -33,6 +36,16 @@
     if (cls) node.className = cls;
     return node;
   };
+  // A name and its value (text, or a node) as the last pair of a <dl>.
+  const put = (dl, name, value) => {
+    const dd = el('dd');
+    if (value instanceof Node) dd.append(value);
+    else dd.textContent = value == null ? '—' : value;
+    dl.append(el('dt', name), dd);
+  };
+  const flowKey = (t) => t.flow_control && t.flow_control.key;
+  const limits = (f) => [f.rate && `${f.rate} per ${f.period}`,
+    f.parallelism && `${f.parallelism} at once`].filter(Boolean).join(', ');
   const state = {token: sessionStorage.getItem(KEY), tasks: [], first: [], extra: [], gen: 0,
     seq: 0, open: null, openJson: '', busy: false, stirred: Date.now(), changed: Date.now()};
   let rows = new Map();
@@ -82,6 +95,7 @@
     state.open = null;
     state.openTask = null;
     closeEdit();
+    closeFlow();
     clearList();
     render();
     $('detail').hidden = true;
@@ -289,11 +303,15 @@
     c[0].firstChild.textContent = t.name || `task ${t.task_id.slice(0, 8)}`;
     c[0].firstChild.setAttribute('aria-label', `Open ${t.name || 'task'} ${t.task_id}`);
     c[1].replaceChildren(el('span', t.status, `st st-${t.status}`));
-    c[2].textContent = t.action;
+    const key = flowKey(t);
+    c[2].replaceChildren(el('span', t.action), el('span', key ? `flow ${key}` : '', 'sub'));
+    // A task delayed by its key is due again only as a last resort: its time says little.
+    const wait = t.flow_delayed_since;
     const next = live(t) && t.next_run_at;
     const until = t.status === 'paused' && t.paused_until;
-    c[3].replaceChildren(el('span', next ? rel(next) : until ? `resumes ${rel(until)}` : '—'),
-      el('span', next ? utc(next) : until ? utc(until) : '', 'sub'));
+    c[3].replaceChildren(el('span', wait ? `waiting for ${key}` : next ? rel(next)
+      : until ? `resumes ${rel(until)}` : '—'),
+    el('span', wait ? `since ${utc(wait)}` : next ? utc(next) : until ? utc(until) : '', 'sub'));
     c[4].textContent = `${t.attempts}/${t.max_attempts}`;
     c[5].textContent = t.priority;
     c[6].textContent = rel(t.updated_at);
@@ -330,6 +348,7 @@
   async function openTask(id, focus) {
     if (id !== state.open) {
       closeEdit();
+      closeFlow();
       $('d-until').value = '';
     }
     state.open = id;
@@ -375,22 +394,31 @@
     }
     const dl = $('d-fields');
     dl.replaceChildren();
-    const add = (name, value) => {
-      const dd = el('dd');
-      if (value instanceof Node) dd.append(value); else dd.textContent = value == null ? '—' : value;
-      dl.append(el('dt', name), dd);
-    };
+    const add = (name, value) => put(dl, name, value);
     add('Status', el('span', t.status, `st st-${t.status}`));
     add('ID', t.task_id);
     add('Action', t.action);
     add('Schedule', t.run_at + (t.timezone && t.timezone !== 'UTC' ? ` (${t.timezone})` : ''));
-    add('Next run', live(t) && t.next_run_at ? `${utc(t.next_run_at)} (${rel(t.next_run_at)})` : '—');
+    const since = t.flow_delayed_since;
+    add('Next run', since ? 'when its key has room'
+      : live(t) && t.next_run_at ? `${utc(t.next_run_at)} (${rel(t.next_run_at)})` : '—');
     if (t.status === 'paused') {
       add('Paused until', t.paused_until ? `${utc(t.paused_until)} (${rel(t.paused_until)})` : 'resumed by hand');
     }
     const tags = el('span');
     tags.append(...chips(t.tags));
     add('Tags', tags.childNodes.length ? tags : '—');
+    const key = flowKey(t);
+    if (key) {
+      // The key opens its state: limits, runs holding a slot, tasks queued for room.
+      const open = el('button', key, 'link');
+      open.type = 'button';
+      open.addEventListener('click', () => showFlow(key));
+      const box = el('span');
+      box.append(open, el('span', limits(t.flow_control), 'sub'));
+      add('Flow control', box);
+    }
+    if (since) add('Delayed', `waiting for ${key} since ${utc(since)} (${rel(since)})`);
     add('Version', t.version);
     add('Runs done', t.max_runs ? `${t.runs_done} of ${t.max_runs}` : t.runs_done);
     if (t.start_at || t.end_at) {
@@ -465,11 +493,47 @@
     state.open = null;
     state.openTask = null;
     closeEdit();
+    closeFlow();
     $('detail').hidden = true;
     rows.forEach((tr) => tr.classList.remove('sel'));
     const back = rows.get(id);
     if (back) back.querySelector('button').focus();
   });
+
+  // ---------------------------------------------------------------- flow-control key
+  // Shown under the open task's fields and refreshed with it; its key clicked again hides it.
+  async function showFlow(key) {
+    if (state.flow === key) { closeFlow(); return; }
+    state.flow = key;
+    $('k-h').textContent = `Flow-control key ${key}`;
+    $('k-fields').replaceChildren();
+    $('d-flow').hidden = false;
+    await refreshFlow();
+    $('k-h').focus();
+  }
+
+  function closeFlow() {
+    state.flow = null;
+    $('d-flow').hidden = true;
+  }
+
+  async function refreshFlow() {
+    const key = state.flow;
+    if (!key) return;
+    // An unknown key (404: no task uses it now) or any other refusal is said in its place.
+    const s = await api('GET', `flow-control/${encodeURIComponent(key)}`).catch((e) => e);
+    if (key !== state.flow || s.auth) return;
+    const failed = s instanceof Error;
+    $('k-err').textContent = failed ? s.message : '';
+    const dl = $('k-fields');
+    dl.replaceChildren();
+    if (!failed) {
+      put(dl, 'Rate', s.rate ? `${s.rate} per ${s.period}` : 'none');
+      put(dl, 'Parallelism', s.parallelism || 'none');
+      put(dl, 'Running', s.running);
+      put(dl, 'Waiting', s.waiting);
+    }
+  }
 
   // ---------------------------------------------------------------- edit
   // The form is made from #edit-tpl when Edit is pressed and filled from the task shown; a
@@ -480,14 +544,19 @@
     const made = withOpts($('edit-tpl').content.cloneNode(true));
     $('d-edit-box').replaceChildren(made);
     const f = $('edit-form');
-    f.querySelector('details').open = true;
+    f.querySelectorAll('details').forEach((d) => { d.open = true; });
     EDIT.forEach((name) => {
       const v = t[name];
-      f.elements.namedItem(name).value = name === 'tags'
-        ? Object.entries(v || {}).map(([k, x]) => `${k}=${x}`).join('\n') : v == null ? '' : v;
+      if (name === 'flow_control') {
+        const parts = {period: 'second', ...v};
+        FLOW.forEach((p) => { part(f, p).value = parts[p] ?? ''; });
+      } else {
+        f.elements.namedItem(name).value = name === 'tags'
+          ? Object.entries(v || {}).map(([k, x]) => `${k}=${x}`).join('\n') : v == null ? '' : v;
+      }
     });
     $('e-version').textContent = t.version;
-    state.edit = {version: t.version, base: EDIT.map((name) => f.elements.namedItem(name).value)};
+    state.edit = {version: t.version, base: EDIT.map((name) => text(f, name))};
     f.addEventListener('submit', saveEdit);
     $('e-close').addEventListener('click', closeEdit);
     $('e-reload').addEventListener('click', async () => {
@@ -513,7 +582,7 @@
     const body = {};
     try {
       EDIT.forEach((name, i) => {
-        if (f.elements.namedItem(name).value !== edit.base[i]) body[name] = value(f, name);
+        if (text(f, name) !== edit.base[i]) body[name] = value(f, name);
       });
     } catch (e) {
       showError(f, $('e-err'), e.field, e.message);
@@ -548,13 +617,28 @@
     }
   }
 
+  const part = (f, p) => f.elements.namedItem(`flow_control.${p}`);
+  // A field's text as the form holds it; flow_control's parts joined, so that an edit sees
+  // one field changed.
+  const text = (f, name) => (name === 'flow_control'
+    ? FLOW.map((p) => part(f, p).value.trim()).join('\n') : f.elements.namedItem(name).value);
+
   // A field's value as the API takes it: a number, text, null when empty (a nullable field
-  // is cleared, others are refused by the API next to the field), tags an object.
+  // is cleared, others are refused by the API next to the field), tags an object;
+  // flow_control an object, null without a key (the API says what else is missing).
   function value(f, name) {
-    const text = f.elements.namedItem(name).value.trim();
-    if (name === 'tags') return pairs(text, '=', 'tags', 'key=value');
-    if (!text) return null;
-    return NUMBERS.includes(name) ? Number(text) : text;
+    const got = text(f, name).trim();
+    if (name === 'tags') return pairs(got, '=', 'tags', 'key=value');
+    if (name === 'flow_control') {
+      const [key, rate, period, most] = text(f, name).split('\n');
+      if (!key) return null;
+      const out = {key, period};
+      if (rate) out.rate = Number(rate);
+      if (most) out.parallelism = Number(most);
+      return out;
+    }
+    if (!got) return null;
+    return NUMBERS.includes(name) ? Number(got) : got;
   }
 
   // Lines of "key<sep>value" (the key before the first sep) as an object.
@@ -784,7 +868,7 @@
     if (document.hidden) return;
     if (state.token && !state.busy) {
       state.busy = true;
-      const jobs = [refreshFirst(), refreshDetail(), refreshRows()];
+      const jobs = [refreshFirst(), refreshDetail(), refreshRows(), refreshFlow()];
       await Promise.all(jobs.map((job) => job.catch(report)));
       state.busy = false;
     }

@@ -12,7 +12,8 @@ only the runs started in the last FAST_GRACE_SECONDS (the fast lane): a run stil
 after that moves to the slow lane, where it goes on to its end without holding a slot, and
 the next due task starts. Tasks for a host that already has a run in the slow lane start
 there directly; when that host has SLOW_PER_HOST runs there (or the lane is full), its
-tasks wait and later tasks for other hosts go first.
+tasks wait and later tasks for other hosts go first. Likewise the runs of one flow-control
+key hold at most `workers - 1` fast slots, so a saturated key never holds every worker.
 """
 import logging
 import threading
@@ -60,6 +61,7 @@ def host_of(task: Task) -> str:
 class _Run:
     host: str
     fast: bool
+    flow_key: Optional[str] = None
 
 
 class Dispatcher:
@@ -93,12 +95,15 @@ class Dispatcher:
         self._woken = False
         self._stopping = False
         self._wake_at = 0.0  # when the sleeping dispatcher looks again (monotonic)
-        self._pending: List[Tuple[str, str]] = []  # (task id, host), in priority order
+        # (task id, host, flow-control key), in priority order
+        self._pending: List[Tuple[str, str, Optional[str]]] = []
         self._page_full = False  # the last look at the store may have left due tasks out
         self._refresh_asked = False
         self._runs: Dict[str, _Run] = {}
         self._fast: "OrderedDict[str, float]" = OrderedDict()  # task id -> start, oldest first
         self._slow_hosts: Counter = Counter()  # host -> its runs in the slow lane
+        self._fast_keys: Counter = Counter()  # flow-control key -> its runs in the fast lane
+        self._fast_per_key = max(workers - 1, 1)
         self._thread = threading.Thread(target=self._loop, name="local-trigger", daemon=True)
         self._next_sweep = sweeper.next_sweep_after(self._clock.now())
 
@@ -212,7 +217,7 @@ class Dispatcher:
         with self._condition:
             if self._stopping:
                 return
-            self._pending = [(task.task_id, host_of(task)) for task in due
+            self._pending = [(task.task_id, host_of(task), task.flow_key) for task in due
                              if task.task_id not in self._runs]
             self._page_full = len(due) == wanted
             started = self._admit()
@@ -234,8 +239,9 @@ class Dispatcher:
             run = self._runs[task_id]
             run.fast = False
             self._slow_hosts[run.host] += 1
+            self._fast_keys[run.flow_key] -= 1
         started, waiting = [], []
-        for position, (task_id, host) in enumerate(self._pending):
+        for position, (task_id, host, flow_key) in enumerate(self._pending):
             fast_full = len(self._fast) >= self._workers
             slow_full = len(self._runs) - len(self._fast) >= self._slow_lane
             if fast_full and (slow_full or not self._slow_hosts):
@@ -246,16 +252,18 @@ class Dispatcher:
             if self._slow_hosts[host]:
                 # Its host is slow already: skip the fast lane, or wait for its share.
                 if slow_full or self._slow_hosts[host] >= self._slow_per_host:
-                    waiting.append((task_id, host))
+                    waiting.append((task_id, host, flow_key))
                     continue
-                self._runs[task_id] = _Run(host, fast=False)
+                self._runs[task_id] = _Run(host, fast=False, flow_key=flow_key)
                 self._slow_hosts[host] += 1
-            elif fast_full:
-                waiting.append((task_id, host))
+            elif fast_full or (flow_key is not None
+                               and self._fast_keys[flow_key] >= self._fast_per_key):
+                waiting.append((task_id, host, flow_key))
                 continue
             else:
-                self._runs[task_id] = _Run(host, fast=True)
+                self._runs[task_id] = _Run(host, fast=True, flow_key=flow_key)
                 self._fast[task_id] = now
+                self._fast_keys[flow_key] += 1
             started.append(task_id)
         self._pending = waiting
         if self._page_full and not self._refresh_asked and (
@@ -282,6 +290,7 @@ class Dispatcher:
         run = self._runs.pop(task_id)
         if run.fast:
             del self._fast[task_id]
+            self._fast_keys[run.flow_key] -= 1
         else:
             self._slow_hosts[run.host] -= 1
             if not self._slow_hosts[run.host]:

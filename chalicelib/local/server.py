@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from typing import Callable, Optional, Tuple
+from urllib.parse import unquote
 
 from chalicelib import config, observability
 from chalicelib.errors import LocalSetupError
@@ -234,6 +235,23 @@ def _request_handler():
             if name.startswith("do_"):
                 return self._generic_handle
             raise AttributeError(name)
+
+        def _generic_handle(self):
+            # API Gateway hands a route its path parameters URL-decoded; chalice's local
+            # router passes them as sent ("a%20b" for the flow key "a b"): decode them.
+            matcher = self.local_gateway.event_converter._route_matcher
+            match = matcher.match_route
+
+            def decoded(url):
+                found = match(url)
+                return found._replace(captured={name: unquote(value) for name, value
+                                                in found.captured.items()})
+
+            matcher.match_route = decoded
+            super()._generic_handle()
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = \
+            _generic_handle
 
     return _RequestHandler
 

@@ -5,9 +5,10 @@ import binascii
 import json
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from chalicelib.errors import ClaimLost, InvalidPageToken, StateConflict, TaskNotFound
+from chalicelib.flow import FlowState
 from chalicelib.models import MAX_RUNS_KEPT, RETRYING, Page, Run, Task, Transition
 
 Tag = Tuple[str, str]  # a tag filter: (key, value)
@@ -74,7 +75,9 @@ class TaskStore(abc.ABC):
             runs_done=task.runs_done + int(change.counts_run),
             # An extra run ends with its firing; a retry of it keeps its key.
             extra_run_key=task.extra_run_key if change.status == RETRYING else None,
-            pause_after_run=task.pause_after_run and change.status == RETRYING)
+            pause_after_run=task.pause_after_run and change.status == RETRYING,
+            # A run ends the firing's wait for its flow-control key.
+            flow_waiting=None, flow_delayed_at=None)
         try:
             return self.update(after, task.version)
         except (StateConflict, TaskNotFound) as lost:
@@ -95,6 +98,55 @@ class TaskStore(abc.ABC):
         """Make due at `now` every running task whose run id starts with `run_prefix`,
         for a process that knows those executors are gone (the local server at start, for
         the runs of its previous life). Returns how many."""
+
+    def get_flow(self, key: str) -> FlowState:
+        """A flow-control key's shared state (version 0, no limits: a key not stored)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no flow-control state")
+
+    def put_flow(self, state: FlowState, version: int) -> FlowState:
+        """Store a key's state as version `version` + 1, only while it is still at
+        `version` (0: not stored yet); FlowConflict with the stored state otherwise."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no flow-control state")
+
+    @abc.abstractmethod
+    def swap_slot(self, key: str, remove: Optional[str] = None,
+                  add: Optional[Tuple[str, datetime]] = None) -> Optional[FlowState]:
+        """In one atomic write on a stored key, without reading it first: free the slot
+        `remove` and/or hold slot `add` (name, until). With both, only while `remove` is
+        still held (a woken task's reservation becoming its run's slot). The state after
+        it, or None when `remove` was not held (or the key is not stored)."""
+
+    @abc.abstractmethod
+    def take_slot(self, key: str, slot: str, until: datetime) -> Tuple[bool, FlowState]:
+        """Hold `slot` until `until` in one conditional write, without reading the key
+        first, when the stored key has no rate and holds fewer slots (ended ones
+        included) than its parallelism: (True, the state after), else (False, the state
+        as stored, which the caller judges exactly)."""
+
+    @abc.abstractmethod
+    def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
+                     ) -> Optional[Task]:
+        """Make a task queued at `entry` due at `at` and no longer queued, in one write
+        conditioned on it still waiting at that entry: the task after it, or None (the
+        entry is stale: the task changed, finished or was woken meanwhile)."""
+
+    @abc.abstractmethod
+    def add_waiter(self, key: str, entry: str, task_id: str) -> None:
+        """Queue `task_id` under the flow-control key at `entry` (entries sort in the
+        order waiting tasks start); adding an entry twice keeps one."""
+
+    @abc.abstractmethod
+    def remove_waiter(self, key: str, entry: str) -> None:
+        """Take an entry out of the key's queue; one already gone is fine."""
+
+    @abc.abstractmethod
+    def waiters(self, key: str, limit: int) -> List[Tuple[str, str]]:
+        """The first `limit` (entry, task id) of the key's queue, read after every write
+        to it (strongly consistent)."""
+
+    @abc.abstractmethod
+    def count_waiters(self, key: str) -> int:
+        """How many tasks the key's queue holds."""
 
     @abc.abstractmethod
     def delete(self, task_id: str) -> None:

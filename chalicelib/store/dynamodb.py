@@ -14,12 +14,13 @@ import functools
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config
-from chalicelib.errors import ClaimLost, StateConflict, TaskExists, TaskNotFound
+from chalicelib.errors import ClaimLost, FlowConflict, StateConflict, TaskExists, TaskNotFound
+from chalicelib.flow import FlowState, Limits
 from chalicelib.models import (
     FINISHED, OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso, iso_ms,
     parse_iso,
@@ -80,8 +81,9 @@ def _state_error(task_id: str, current: Optional[Task]) -> Exception:
 class DynamoDBTaskStore(TaskStore):
     """Tasks in a DynamoDB table (see module docstring for the key design)."""
 
-    def __init__(self, table_name: str):
+    def __init__(self, table_name: str, flow_table: Optional[str] = None):
         self.table_name = table_name
+        self.flow_table = flow_table or f"{table_name}-flow"
 
     @property
     def _client(self):
@@ -158,6 +160,121 @@ class DynamoDBTaskStore(TaskStore):
                 raise _Refused(from_item(_deserialize(old)) if old else None) from None
             raise
         return from_item(_deserialize(response["Attributes"]))
+
+    # ------------------------------------------------------------ flow control
+    # The flow table: partition FlowKey, sort Entry; "state" is the key's FlowState,
+    # "wait#<entry>" the queue, so one strongly consistent Query reads the queue in order.
+
+    def get_flow(self, key: str) -> FlowState:
+        response = self._client.get_item(
+            TableName=self.flow_table, ConsistentRead=True,
+            Key={"FlowKey": {"S": key}, "Entry": {"S": FLOW_STATE}})
+        item = response.get("Item")
+        return _flow_from_item(_deserialize(item)) if item else FlowState(key, Limits())
+
+    def put_flow(self, state: FlowState, version: int) -> FlowState:
+        after = replace(state, version=version + 1)
+        condition = ({"ConditionExpression": "attribute_not_exists(FlowKey)"} if version == 0
+                     else {"ConditionExpression": "Version = :version",
+                           "ExpressionAttributeValues": _serialize({":version": version})})
+        try:
+            self._client.put_item(
+                TableName=self.flow_table, Item=_serialize(_flow_to_item(after)),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD", **condition)
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            old = error.response.get("Item")
+            raise FlowConflict(_flow_from_item(_deserialize(old)) if old
+                               else FlowState(state.key, Limits())) from None
+        return after
+
+    def swap_slot(self, key: str, remove: Optional[str] = None,
+                  add: Optional[Tuple[str, datetime]] = None) -> Optional[FlowState]:
+        changes, names, values = [], {}, {":one": 1}
+        condition = "attribute_exists(FlowKey)"
+        if add:
+            changes.append("Slots.#add = :until")
+            names["#add"], values[":until"] = add[0], iso_ms(add[1])
+        if remove:
+            names["#remove"] = remove
+            if add:
+                condition += " AND attribute_exists(Slots.#remove)"
+        update = "SET " + ", ".join(changes + ["Version = Version + :one"]) + (
+            " REMOVE Slots.#remove" if remove else "")
+        try:
+            response = self._client.update_item(
+                TableName=self.flow_table,
+                Key=_serialize({"FlowKey": key, "Entry": FLOW_STATE}),
+                UpdateExpression=update, ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_serialize(values), ReturnValues="ALL_NEW")
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return None
+            raise
+        return _flow_from_item(_deserialize(response["Attributes"]))
+
+    def take_slot(self, key: str, slot: str, until: datetime) -> Tuple[bool, FlowState]:
+        try:
+            response = self._client.update_item(
+                TableName=self.flow_table,
+                Key=_serialize({"FlowKey": key, "Entry": FLOW_STATE}),
+                UpdateExpression="SET Slots.#slot = :until, Version = Version + :one",
+                ConditionExpression="attribute_exists(Slots) AND attribute_not_exists(Rate) "
+                                    "AND size(Slots) < Parallelism",
+                ExpressionAttributeNames={"#slot": slot},
+                ExpressionAttributeValues=_serialize({":until": iso_ms(until), ":one": 1}),
+                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            old = error.response.get("Item")
+            return False, (_flow_from_item(_deserialize(old)) if old
+                           else FlowState(key, Limits()))
+        return True, _flow_from_item(_deserialize(response["Attributes"]))
+
+    def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
+                     ) -> Optional[Task]:
+        try:
+            return self._update(
+                task_id,
+                "SET NextRunAt = :at, DueAt = :at, UpdatedAt = :now, "
+                "Version = Version + :one REMOVE FlowWaiting",
+                "FlowWaiting = :entry AND #status IN (:scheduled, :retrying)",
+                {":at": iso_ms(at), ":now": iso(now), ":one": 1, ":entry": entry,
+                 ":scheduled": SCHEDULED, ":retrying": RETRYING})
+        except _Refused:
+            return None
+
+    def add_waiter(self, key: str, entry: str, task_id: str) -> None:
+        self._client.put_item(TableName=self.flow_table, Item=_serialize(
+            {"FlowKey": key, "Entry": WAITER_PREFIX + entry, "TaskID": task_id}))
+
+    def remove_waiter(self, key: str, entry: str) -> None:
+        self._client.delete_item(TableName=self.flow_table, Key=_serialize(
+            {"FlowKey": key, "Entry": WAITER_PREFIX + entry}))
+
+    def waiters(self, key: str, limit: int) -> List[Tuple[str, str]]:
+        response = self._client.query(
+            TableName=self.flow_table, ConsistentRead=True, Limit=limit,
+            KeyConditionExpression="FlowKey = :key AND begins_with(Entry, :wait)",
+            ExpressionAttributeValues=_serialize({":key": key, ":wait": WAITER_PREFIX}))
+        return [(item["Entry"]["S"][len(WAITER_PREFIX):], item["TaskID"]["S"])
+                for item in response["Items"]]
+
+    def count_waiters(self, key: str) -> int:
+        counted, start = 0, None
+        while True:
+            response = self._client.query(
+                TableName=self.flow_table, ConsistentRead=True, Select="COUNT",
+                KeyConditionExpression="FlowKey = :key AND begins_with(Entry, :wait)",
+                ExpressionAttributeValues=_serialize({":key": key, ":wait": WAITER_PREFIX}),
+                **({"ExclusiveStartKey": start} if start else {}))
+            counted += response["Count"]
+            start = response.get("LastEvaluatedKey")
+            if not start:
+                return counted
 
     def delete(self, task_id: str) -> None:
         self._client.delete_item(TableName=self.table_name, Key={"TaskID": {"S": task_id}})
@@ -308,6 +425,30 @@ class DynamoDBTaskStore(TaskStore):
 
 # ---------------------------------------------------------------- item mapping
 
+FLOW_STATE = "state"
+WAITER_PREFIX = "wait#"
+
+
+def _flow_to_item(state: FlowState) -> Dict[str, Any]:
+    item = {"FlowKey": state.key, "Entry": FLOW_STATE, "Period": state.limits.period,
+            "Rate": state.limits.rate, "Parallelism": state.limits.parallelism,
+            "Slots": {run: iso_ms(end) for run, end in state.slots.items()},
+            "NextStart": iso_ms(state.next_start), "Version": state.version}
+    return {name: value for name, value in item.items() if value is not None}
+
+
+def _flow_from_item(item: Dict[str, Any]) -> FlowState:
+    def number(name):
+        return int(item[name]) if name in item else None
+
+    return FlowState(key=item["FlowKey"],
+                     limits=Limits(rate=number("Rate"), period=item["Period"],
+                                   parallelism=number("Parallelism")),
+                     slots={run: parse_iso(end) for run, end in item["Slots"].items()},
+                     next_start=parse_iso(item.get("NextStart")),
+                     version=int(item["Version"]))
+
+
 def to_item(task: Task) -> Dict[str, Any]:
     """The DynamoDB item of a task (plain Python values; serialized by the caller)."""
     item: Dict[str, Any] = {
@@ -336,6 +477,8 @@ def to_item(task: Task) -> Dict[str, Any]:
         "PausedUntil": iso_ms(task.paused_until),
         "ExtraRunKey": task.extra_run_key,
         "PauseAfterRun": task.pause_after_run or None,
+        "FlowWaiting": task.flow_waiting,
+        "FlowDelayedAt": iso_ms(task.flow_delayed_at),
     }
     item.update({key: value for key, value in optional.items() if value is not None})
     if task.name:
@@ -379,6 +522,8 @@ def from_item(item: Dict[str, Any]) -> Task:
         paused_until=parse_iso(item.get("PausedUntil")),
         extra_run_key=item.get("ExtraRunKey"),
         pause_after_run=bool(item.get("PauseAfterRun", False)),
+        flow_waiting=item.get("FlowWaiting"),
+        flow_delayed_at=parse_iso(item.get("FlowDelayedAt")),
         **{declared.name: _option_from_item(declared, item) for declared in OPTIONS},
     )
 
@@ -398,6 +543,9 @@ def _option_from_item(declared: Option, item: Dict[str, Any]) -> Any:
         return int(value)
     if declared.schema["type"] == "array" and declared.schema["items"]["type"] == "integer":
         return [int(each) for each in value]
+    if "properties" in declared.schema:
+        return {name: int(each) if declared.schema["properties"][name]["type"] == "integer"
+                else each for name, each in value.items()}
     return value
 
 
@@ -428,6 +576,18 @@ def _serialize(values: Dict[str, Any]) -> Dict[str, Any]:
 
 def _deserialize(item: Dict[str, Any]) -> Dict[str, Any]:
     return {key: deserialize(value) for key, value in item.items()}
+
+
+def flow_table_definition(table_name: str) -> Dict[str, Any]:
+    """create_table arguments for the flow table (bootstrap, tests)."""
+    return {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": "FlowKey", "KeyType": "HASH"},
+                      {"AttributeName": "Entry", "KeyType": "RANGE"}],
+        "AttributeDefinitions": [{"AttributeName": "FlowKey", "AttributeType": "S"},
+                                 {"AttributeName": "Entry", "AttributeType": "S"}],
+    }
 
 
 def table_definition(table_name: str) -> Dict[str, Any]:

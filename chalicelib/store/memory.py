@@ -8,9 +8,10 @@ import copy
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
-from chalicelib.errors import ClaimLost, StateConflict, TaskExists, TaskNotFound
+from chalicelib.errors import ClaimLost, FlowConflict, StateConflict, TaskExists, TaskNotFound
+from chalicelib.flow import FlowState, Limits
 from chalicelib.models import RUNNING, WAITING, Page, Task, iso_ms
 from chalicelib.store import LEASE_SECONDS, Tag, TaskStore, decode_token, encode_token
 
@@ -21,6 +22,8 @@ class InMemoryTaskStore(TaskStore):
 
     def __init__(self):
         self._tasks: Dict[str, Task] = {}
+        self._flows: Dict[str, FlowState] = {}
+        self._waiters: Dict[str, Dict[str, str]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ writes
@@ -47,6 +50,66 @@ class InMemoryTaskStore(TaskStore):
             if current.version != version:
                 raise StateConflict(copy.deepcopy(current))
             return self._put(replace(task, version=version + 1))
+
+    def get_flow(self, key: str) -> FlowState:
+        with self._lock:
+            found = self._flows.get(key)
+        return copy.deepcopy(found) if found else FlowState(key, Limits())
+
+    def put_flow(self, state: FlowState, version: int) -> FlowState:
+        with self._lock:
+            current = self._flows.get(state.key)
+            if (current.version if current else 0) != version:
+                raise FlowConflict(copy.deepcopy(current))
+            self._flows[state.key] = replace(copy.deepcopy(state), version=version + 1)
+            return copy.deepcopy(self._flows[state.key])
+
+    def swap_slot(self, key: str, remove: Optional[str] = None,
+                  add: Optional[Tuple[str, datetime]] = None) -> Optional[FlowState]:
+        with self._lock:
+            current = self._flows.get(key)
+            if current is None or (add and remove and remove not in current.slots):
+                return None
+            slots = {held: end for held, end in current.slots.items() if held != remove}
+            slots.update([add] if add else [])
+            self._flows[key] = replace(current, slots=slots, version=current.version + 1)
+            return copy.deepcopy(self._flows[key])
+
+    def take_slot(self, key: str, slot: str, until: datetime) -> Tuple[bool, FlowState]:
+        with self._lock:
+            current = self._flows.get(key) or FlowState(key, Limits())
+            limits = current.limits
+            if (current.version == 0 or limits.rate is not None or limits.parallelism is None
+                    or len(current.slots) >= limits.parallelism):
+                return False, copy.deepcopy(current)
+            self._flows[key] = replace(current, slots={**current.slots, slot: until},
+                                       version=current.version + 1)
+            return True, copy.deepcopy(self._flows[key])
+
+    def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
+                     ) -> Optional[Task]:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.flow_waiting != entry or task.status not in WAITING:
+                return None
+            return self._put(replace(task, next_run_at=at, flow_waiting=None, updated_at=now,
+                                     version=task.version + 1))
+
+    def add_waiter(self, key: str, entry: str, task_id: str) -> None:
+        with self._lock:
+            self._waiters.setdefault(key, {})[entry] = task_id
+
+    def remove_waiter(self, key: str, entry: str) -> None:
+        with self._lock:
+            self._waiters.get(key, {}).pop(entry, None)
+
+    def waiters(self, key: str, limit: int) -> List[Tuple[str, str]]:
+        with self._lock:
+            return sorted(self._waiters.get(key, {}).items())[:limit]
+
+    def count_waiters(self, key: str) -> int:
+        with self._lock:
+            return len(self._waiters.get(key, {}))
 
     def delete(self, task_id: str) -> None:
         with self._lock:

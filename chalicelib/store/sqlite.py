@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from chalicelib.errors import (
-    ClaimLost, StateConflict, StoreUnavailable, TaskExists, TaskNotFound,
+    ClaimLost, FlowConflict, StateConflict, StoreUnavailable, TaskExists, TaskNotFound,
 )
+from chalicelib.flow import FlowState, Limits
 from chalicelib.models import (
     OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso_ms, parse_iso, utcnow,
 )
@@ -64,13 +65,29 @@ CREATE INDEX IF NOT EXISTS tasks_due ON tasks (priority, due_at) WHERE due_at IS
 CREATE INDEX IF NOT EXISTS tasks_due_time ON tasks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at, task_id);
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created_at, task_id);
+CREATE TABLE IF NOT EXISTS flow_keys (
+    key         TEXT PRIMARY KEY,
+    rate        INTEGER,
+    period      TEXT NOT NULL,
+    parallelism INTEGER,
+    slots       TEXT NOT NULL,
+    next_start  TEXT,
+    version     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flow_waiters (
+    key     TEXT NOT NULL,
+    entry   TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (key, entry)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS store_health (id INTEGER PRIMARY KEY, checked_at TEXT NOT NULL);
 """
 # Columns added after the first release (and any task option declared since), and how;
 # statements are built from these constants and the declarations, never from input.
 COUNTERS = ("version", "runs_done", "pause_after_run")  # 0 in a row from before them
 MIGRATED_COLUMNS = ("firing_at", "idempotency_key", "request_hash", "paused_until",
-                    "extra_run_key") + COUNTERS + tuple(declared.name for declared in OPTIONS)
+                    "extra_run_key", "flow_waiting", "flow_delayed_at") + COUNTERS + tuple(
+    declared.name for declared in OPTIONS)
 ADD_COLUMN = {column: "ALTER TABLE tasks ADD COLUMN " + column + " " + (
     "INTEGER NOT NULL DEFAULT 0" if column in COUNTERS
     else "INTEGER" if OPTION_TYPES.get(column) in ("integer", "boolean") else "TEXT")
@@ -86,7 +103,8 @@ logger = logging.getLogger("task_scheduler.store")
 COLUMNS = ("task_id", "action", "payload", "run_at", "schedule_kind", "timezone", "status",
            "attempts", "next_run_at", "created_at", "updated_at", "run_id", "lease_until",
            "due_at", "runs", "firing_at", "idempotency_key", "request_hash", "version",
-           "runs_done", "paused_until", "extra_run_key", "pause_after_run") + tuple(
+           "runs_done", "paused_until", "extra_run_key", "pause_after_run", "flow_waiting",
+           "flow_delayed_at") + tuple(
     declared.name for declared in OPTIONS)
 INSERT_TASK = ("INSERT INTO tasks (" + ", ".join(COLUMNS) + ") "  # nosec B608 - constant columns
                "VALUES (" + ", ".join("?" for _ in COLUMNS) + ")")
@@ -267,6 +285,90 @@ class SQLiteTaskStore(TaskStore):
                                 (task.task_id,)).fetchone()
         return _changed_or_raise(task.task_id, stored, updated)
 
+    def get_flow(self, key: str) -> FlowState:
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM flow_keys WHERE key = ?", (key,)).fetchone()
+        return _flow_from_row(row) if row else FlowState(key, Limits())
+
+    def put_flow(self, state: FlowState, version: int) -> FlowState:
+        values = (state.limits.rate, state.limits.period, state.limits.parallelism,
+                  json.dumps({run: iso_ms(end) for run, end in state.slots.items()}),
+                  iso_ms(state.next_start), version + 1)
+        with self._connection() as db:
+            if version == 0:
+                written = db.execute(
+                    "INSERT OR IGNORE INTO flow_keys (key, rate, period, parallelism, slots, "
+                    "next_start, version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (state.key, *values)).rowcount
+            else:
+                written = db.execute(
+                    "UPDATE flow_keys SET rate = ?, period = ?, parallelism = ?, slots = ?, "
+                    "next_start = ?, version = ? WHERE key = ? AND version = ?",
+                    (*values, state.key, version)).rowcount
+            row = db.execute("SELECT * FROM flow_keys WHERE key = ?",
+                             (state.key,)).fetchone()
+        if not written:
+            raise FlowConflict(_flow_from_row(row))
+        return _flow_from_row(row)
+
+    def swap_slot(self, key: str, remove: Optional[str] = None,
+                  add: Optional[Tuple[str, datetime]] = None) -> Optional[FlowState]:
+        with self._connection() as db:
+            row = db.execute("SELECT * FROM flow_keys WHERE key = ?", (key,)).fetchone()
+            current = _flow_from_row(row) if row else None
+            if current is None or (add and remove and remove not in current.slots):
+                return None
+            slots = {held: end for held, end in current.slots.items() if held != remove}
+            slots.update([add] if add else [])
+            db.execute("UPDATE flow_keys SET slots = ?, version = version + 1 WHERE key = ?",
+                       (json.dumps({held: iso_ms(end) for held, end in slots.items()}), key))
+        return replace(current, slots=slots, version=current.version + 1)
+
+    def take_slot(self, key: str, slot: str, until: datetime) -> Tuple[bool, FlowState]:
+        with self._connection() as db:
+            row = db.execute("SELECT * FROM flow_keys WHERE key = ?", (key,)).fetchone()
+            current = _flow_from_row(row) if row else FlowState(key, Limits())
+            limits = current.limits
+            if (current.version == 0 or limits.rate is not None or limits.parallelism is None
+                    or len(current.slots) >= limits.parallelism):
+                return False, current
+            slots = {**current.slots, slot: until}
+            db.execute("UPDATE flow_keys SET slots = ?, version = version + 1 WHERE key = ?",
+                       (json.dumps({held: iso_ms(end) for held, end in slots.items()}), key))
+        return True, replace(current, slots=slots, version=current.version + 1)
+
+    def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime
+                     ) -> Optional[Task]:
+        with self._connection() as db:
+            updated = db.execute(
+                "UPDATE tasks SET next_run_at = ?, due_at = ?, flow_waiting = NULL, "
+                "updated_at = ?, version = version + 1 "
+                "WHERE task_id = ? AND flow_waiting = ? AND status IN (?, ?)",
+                (iso_ms(at), iso_ms(at), iso_ms(now), task_id, entry, SCHEDULED,
+                 RETRYING)).rowcount
+            row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return from_row(row) if updated else None
+
+    def add_waiter(self, key: str, entry: str, task_id: str) -> None:
+        with self._connection() as db:
+            db.execute("INSERT OR REPLACE INTO flow_waiters (key, entry, task_id) "
+                       "VALUES (?, ?, ?)", (key, entry, task_id))
+
+    def remove_waiter(self, key: str, entry: str) -> None:
+        with self._connection() as db:
+            db.execute("DELETE FROM flow_waiters WHERE key = ? AND entry = ?", (key, entry))
+
+    def waiters(self, key: str, limit: int) -> List[Tuple[str, str]]:
+        with self._reading() as db:
+            rows = db.execute("SELECT entry, task_id FROM flow_waiters WHERE key = ? "
+                              "ORDER BY entry LIMIT ?", (key, limit)).fetchall()
+        return [(row["entry"], row["task_id"]) for row in rows]
+
+    def count_waiters(self, key: str) -> int:
+        with self._reading() as db:
+            return db.execute("SELECT count(*) FROM flow_waiters WHERE key = ?",
+                              (key,)).fetchone()[0]
+
     def delete(self, task_id: str) -> None:
         with self._connection() as db:
             db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
@@ -344,6 +446,14 @@ class SQLiteTaskStore(TaskStore):
         return [row["detail"] for row in rows]
 
 
+def _flow_from_row(row: sqlite3.Row) -> FlowState:
+    return FlowState(key=row["key"],
+                     limits=Limits(rate=row["rate"], period=row["period"],
+                                   parallelism=row["parallelism"]),
+                     slots={run: parse_iso(end) for run, end in json.loads(row["slots"]).items()},
+                     next_start=parse_iso(row["next_start"]), version=row["version"])
+
+
 def _casefold(text: Optional[str]) -> Optional[str]:
     return text.casefold() if text is not None else None
 
@@ -401,6 +511,7 @@ def to_row(task: Task) -> Dict[str, Any]:
         "version": task.version, "runs_done": task.runs_done,
         "paused_until": iso_ms(task.paused_until), "extra_run_key": task.extra_run_key,
         "pause_after_run": int(task.pause_after_run),
+        "flow_waiting": task.flow_waiting, "flow_delayed_at": iso_ms(task.flow_delayed_at),
         **{declared.name: _option_to_column(declared, getattr(task, declared.name))
            for declared in OPTIONS},
     }
@@ -436,6 +547,7 @@ def from_row(row: sqlite3.Row) -> Task:
         request_hash=row["request_hash"], version=row["version"],
         runs_done=row["runs_done"], paused_until=parse_iso(row["paused_until"]),
         extra_run_key=row["extra_run_key"], pause_after_run=bool(row["pause_after_run"]),
+        flow_waiting=row["flow_waiting"], flow_delayed_at=parse_iso(row["flow_delayed_at"]),
         **{declared.name: _option_from_column(declared, row[declared.name])
            for declared in OPTIONS},
     )
