@@ -178,6 +178,21 @@ class MovingClock:
         self.moment += timedelta(seconds=seconds)
 
 
+def seconds_from_now(seconds):
+    """A whole second at least `seconds` from now (run_at takes whole seconds)."""
+    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=seconds + 1)
+
+
+def wait_for(condition, timeout=60):
+    """Poll `condition` until it holds; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
 def together(*calls):
     """Run the calls at once in threads: each one's result or exception."""
     results = [None] * len(calls)
@@ -436,6 +451,20 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def hold(self, marker: bytes, timeout: float = 60):
+        """Keep the request whose body holds `marker` unanswered until the returned
+        `release` is set (at most `timeout`): (arrived, release) events. Set release and
+        clear `on_request` when done."""
+        arrived, release = threading.Event(), threading.Event()
+
+        def hold(request):
+            if marker in request["body"]:
+                arrived.set()
+                release.wait(timeout)
+
+        self.on_request = hold
+        return arrived, release
 
     def close(self):
         self.server.shutdown()

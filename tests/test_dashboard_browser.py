@@ -730,12 +730,7 @@ def test_a_task_delayed_by_its_key_says_so_and_the_key_view_counts_it(page, serv
     """Parallelism 1: the first task's webhook is held at the receiver until the page has
     shown the second one waiting for the key; released, both complete."""
     key = f"one-at-a-time-{uuid.uuid4().hex[:8]}"
-    arrived, release = threading.Event(), threading.Event()
-
-    def hold(request):
-        if b"flow-first" in request["body"]:
-            arrived.set()
-            release.wait(60)
+    arrived, release = hooks.hold(b"flow-first")
 
     def schedule(name, seconds):
         status, body = server.request("POST", "/schedule-task", {
@@ -745,7 +740,6 @@ def test_a_task_delayed_by_its_key_says_so_and_the_key_view_counts_it(page, serv
         assert status == 201, body
         return body["task_id"]
 
-    hooks.on_request = hold
     try:
         first = schedule("flow-first", 2)
         assert arrived.wait(WAIT / 1000), "the first task's webhook never arrived"

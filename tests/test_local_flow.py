@@ -1,25 +1,13 @@
 """Flow control on the local stage as a user runs it: `make dev`'s server process and a real
 receiver that counts the requests it is answering at once."""
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
 
+from tests.conftest import seconds_from_now, wait_for
+
 pytestmark = pytest.mark.e2e  # server processes
-
-
-def seconds_from_now(seconds):
-    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=seconds + 1)
-
-
-def wait_for(condition, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_parallelism_holds_under_a_burst_and_an_unrelated_task_runs_on_time(servers,

@@ -7,25 +7,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from chalicelib.models import parse_iso
+from tests.conftest import seconds_from_now, wait_for
+
 pytestmark = pytest.mark.e2e  # server processes
-
-
-def seconds_from_now(seconds):
-    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=seconds + 1)
 
 
 def wait_until(moment):
     while datetime.now(timezone.utc) < moment:
         time.sleep(0.05)
-
-
-def wait_for(condition, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_pause_holds_through_its_firing_and_a_restart_until_resumed(servers, receiver):

@@ -763,12 +763,7 @@ def test_a_task_delayed_by_its_key_shows_what_it_waits_for(taskctl, server, rece
     """Parallelism 1: the first task's webhook is held at the receiver until taskctl has
     shown the second one waiting for the key."""
     key = f"cli-one-{uuid.uuid4().hex[:8]}"
-    arrived, release = threading.Event(), threading.Event()
-
-    def hold(request):
-        if b"cli-first" in request["body"]:
-            arrived.set()
-            release.wait(60)
+    arrived, release = receiver.hold(b"cli-first")
 
     def schedule(name, seconds):
         status, body = server.request("POST", "/schedule-task", {
@@ -778,7 +773,6 @@ def test_a_task_delayed_by_its_key_shows_what_it_waits_for(taskctl, server, rece
         assert status == 201, body
         return body["task_id"]
 
-    receiver.on_request = hold
     try:
         first = schedule("cli-first", 2)
         assert arrived.wait(60), "the first task's webhook never arrived"
