@@ -8,7 +8,7 @@ import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import List, Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -17,7 +17,7 @@ from chalicelib import (
 )
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
-    COMPLETED, PAUSED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, RUNNING, SCHEDULED, WAITING, Run,
+    COMPLETED, MAX_RUNS_KEPT, PAUSED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, RUNNING, SCHEDULED, WAITING, Run,
     Task, Transition, iso,
 )
 from chalicelib.wiring import Runtime
@@ -71,31 +71,39 @@ def execute_task(runtime: Runtime, task_id: str, run_prefix: str = "") -> Execut
     task = _claim(runtime, task_id, run_id)
     if isinstance(task, Execution):
         return task
-    if task.flow_key is None:
-        return _run(runtime, task, run_id)
-    admitted = flowcontrol.admit(runtime, task, run_id, clock.now())
-    if not admitted.granted:
-        queued = flowcontrol.delay(runtime, task, admitted, clock.now())
-        return Execution(task_id, DELAYED if queued else SKIPPED)
-    try:
-        return _run(runtime, task, run_id)
-    finally:
-        flowcontrol.leave(runtime, task, run_id, clock.now())
-
-
-def _run(runtime: Runtime, task: Task, run_id: str) -> Execution:
-    """Run the claimed task's action once and record what it leads to."""
-    store, clock, task_id = runtime.store, runtime.clock, task.task_id
-    started = clock.now()
-    missed = _missed(task, started)
+    missed = _missed(task, clock.now())
     if missed is not None and missed.run_firing is None:
-        return _skip_missed(runtime, task, missed, started)
+        return _skip_missed(runtime, task, missed, clock.now())
     skipped = []
     if missed is not None:  # run the firing catch_up chose; record those it passed over
         task = replace(task, firing_at=missed.run_firing)
         skipped = missed.skipped
         observability.event("firings_caught_up", task_id=task_id, catch_up=task.catch_up,
                             firing=iso(missed.run_firing), skipped=len(skipped))
+    if task.flow_key is None:
+        return _run(runtime, task, run_id, skipped)
+    admitted = flowcontrol.admit(runtime, task, run_id, clock.now())
+    if not admitted.granted:
+        # Queued with the firing catch_up chose and the ones it passed over recorded.
+        queued = flowcontrol.delay(runtime, _with_runs(task, skipped), admitted, clock.now())
+        return Execution(task_id, DELAYED if queued else SKIPPED)
+    try:
+        return _run(runtime, task, run_id, skipped)
+    finally:
+        flowcontrol.leave(runtime, task, run_id, clock.now())
+
+
+def _with_runs(task: Task, runs: List[Run]) -> Task:
+    # The task with `runs` recorded among its own (the newest MAX_RUNS_KEPT kept).
+    kept = sorted(runs + task.runs, key=lambda r: r.started_at, reverse=True)
+    return replace(task, runs=kept[:MAX_RUNS_KEPT])
+
+
+def _run(runtime: Runtime, task: Task, run_id: str, skipped: List[Run]) -> Execution:
+    """Run the claimed task's action once and record what it leads to (with the firings
+    catch_up passed over, `skipped`)."""
+    store, clock, task_id = runtime.store, runtime.clock, task.task_id
+    started = clock.now()
     lateness_ms = int((started - task.next_run_at).total_seconds() * 1000)
     observability.event("run_started", task_id=task_id, run_id=run_id, attempt=task.attempts,
                         action=task.action, lateness_ms=lateness_ms)

@@ -122,6 +122,8 @@ def delay(runtime: Runtime, task: Task, decision: flow.Decision, now: datetime) 
     # The task names its entry before the entry exists: whoever reads the queue finds a
     # task that agrees with it, or an entry that is stale for good.
     runtime.store.add_waiter(key, entry, task.task_id)
+    if task.flow_waiting:  # queued before and looking again by itself: its old entry goes
+        runtime.store.remove_waiter(key, task.flow_waiting)
     observability.event("flow_delayed", task_id=task.task_id, key=key, entry=entry,
                         retry_at=iso(decision.retry_at), delayed_since=iso(delayed_at))
     observability.emit_metrics(

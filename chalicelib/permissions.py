@@ -143,8 +143,9 @@ def _flow_table(*operations: str) -> Statement:
                      FLOW_TABLE)
 
 
-# A run takes and frees its key's slot and queues or wakes the tasks waiting for it.
-FLOW_KEEPING = _flow_table("GetItem", "PutItem", "DeleteItem", "Query")
+# A run takes and frees its key's slot (UpdateItem) and queues or wakes the tasks waiting
+# for it; the API sets a key's limits and takes a changed task out of the queue.
+FLOW_KEEPING = _flow_table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query")
 LOGS = Statement("Logs", ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"),
                  LOG_STREAMS)
 # The executor's ARN and a bare Lambda function or bus name are completed with the account
@@ -193,7 +194,7 @@ RUNNING = (DEAD_LETTERS, NOTIFICATIONS, SIGNING_SECRET, TARGETS)
 FUNCTION_STATEMENTS: Dict[str, Tuple[Statement, ...]] = {
     "api": (LOGS, IDENTITY,
             _tasks_table("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan"),
-            _flow_table("GetItem", "Query"), *ARMING),
+            FLOW_KEEPING, *ARMING),
     "executor": (LOGS, IDENTITY, _tasks_table("GetItem", "PutItem", "UpdateItem"), FLOW_KEEPING,
                  *ARMING, *RUNNING),
     "sweeper": (LOGS, IDENTITY, _tasks_table("GetItem", "PutItem", "UpdateItem", "Query"),

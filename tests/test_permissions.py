@@ -113,12 +113,16 @@ class CallRecorder:
 
         self.actions = set()
         for service in self.SERVICES:
-            aws.client(service).meta.events.register(f"before-call.{service}", self._note)
+            # before-parameter-build: the call's own parameters (its TableName).
+            aws.client(service).meta.events.register(f"before-parameter-build.{service}",
+                                                     self._note)
 
-    def _note(self, model, **_):
+    def _note(self, model, params, **_):
         service = model.service_model.endpoint_prefix
         prefix = {"events": "events"}.get(service, service)
-        self.actions.add(IAM_ACTION.get((prefix, model.name), f"{prefix}:{model.name}"))
+        action = IAM_ACTION.get((prefix, model.name), f"{prefix}:{model.name}")
+        # A DynamoDB action is granted per table: note which.
+        self.actions.add(f"{action}@{params.get('TableName')}" if prefix == "dynamodb" else action)
 
     def take(self):
         taken, self.actions = self.actions - NEEDS_NO_PERMISSION, set()
@@ -126,9 +130,20 @@ class CallRecorder:
 
 
 def _granted(function):
+    """The function's actions, a DynamoDB one once per table it is granted on."""
     import os
 
-    return _actions(permissions.stage_statements(function, dict(os.environ)))
+    granted = set()
+    for statement in permissions.stage_statements(function, dict(os.environ)):
+        resources = statement["Resource"]
+        resources = [resources] if isinstance(resources, str) else resources
+        for action in _actions([statement]):
+            if action.startswith("dynamodb:"):
+                granted |= {f"{action}@{arn.split(':table/')[1].split('/')[0]}"
+                            for arn in resources}
+            else:
+                granted.add(action)
+    return granted
 
 
 def test_each_function_is_granted_every_action_its_code_calls(aws, receiver, refused_url):
@@ -137,7 +152,7 @@ def test_each_function_is_granted_every_action_its_code_calls(aws, receiver, ref
     import json as json_module
     from datetime import timedelta
 
-    from chalicelib import service, sweeper
+    from chalicelib import flowcontrol, service, sweeper
     from chalicelib.executor import execute_task
     from chalicelib.models import Clock, utcnow
     from tests.conftest import runtime
@@ -155,6 +170,9 @@ def test_each_function_is_granted_every_action_its_code_calls(aws, receiver, ref
         {"until": (utcnow() + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")}).encode())
     service.list_tasks(rt, {})
     service.get_task(rt, one_time)
+    limited = {**hook, "run_at": soon, "flow_control": {"key": "k", "parallelism": 1}}
+    first, second, third = (service.schedule_task(rt, limited)[0]["task_id"] for _ in range(3))
+    service.flow_control_status(rt, "k")
     api = recorder.take()
     later = runtime(Clock(now=lambda: utcnow() + timedelta(minutes=3)))
     for task_id in (one_time, failing, hourly):  # a run, a dead letter, a pause's end
@@ -162,11 +180,24 @@ def test_each_function_is_granted_every_action_its_code_calls(aws, receiver, ref
     service.retry_task(later, failing, None)
     service.run_task_now(later, hourly)
     service.cancel_task(later, failing)
-    api |= recorder.take() & {"dynamodb:GetItem"}  # (the retry's own calls are the API's)
+    api |= recorder.take() & {f"dynamodb:GetItem@{config.tasks_table()}"}  # the retry's
     execute_task(later, hourly)
+    # Flow control: a slot taken and held, a task queued, then woken, then run.
+    claimed = later.store.claim(first, "held", later.clock.now())
+    flowcontrol.admit(later, claimed, "held", later.clock.now())
+    execute_task(later, second)
+    execute_task(later, third)
+    flowcontrol.leave(later, claimed, "held", later.clock.now())
     executor = recorder.take()
+    service.cancel_task(later, third)  # a queued task leaves the key's queue
+    api |= recorder.take()
+    execute_task(later, second)
+    executor |= recorder.take()
     sweeper.sweep(later, time_left_ms=lambda: 900_000)
     swept = recorder.take()
-    assert {"dynamodb:PutItem", "dynamodb:UpdateItem"} <= executor
+    flow = config.flow_table()
+    assert {f"dynamodb:{action}@{flow}" for action in ("UpdateItem", "PutItem", "Query")
+            } <= executor
+    assert {f"dynamodb:{action}@{flow}" for action in ("PutItem", "DeleteItem")} <= api
     for function, called in (("api", api), ("executor", executor), ("sweeper", swept)):
         assert called <= _granted(function), (function, called - _granted(function))

@@ -238,16 +238,20 @@ def _request_handler():
 
         def _generic_handle(self):
             # API Gateway hands a route its path parameters URL-decoded; chalice's local
-            # router passes them as sent ("a%20b" for the flow key "a b"): decode them.
+            # router passes them as sent ("a%20b" for the flow key "a b"): decode them,
+            # once per gateway (one gateway serves every request of a keep-alive
+            # connection).
             matcher = self.local_gateway.event_converter._route_matcher
-            match = matcher.match_route
+            if not getattr(matcher, "decodes_parameters", False):
+                match = matcher.match_route
 
-            def decoded(url):
-                found = match(url)
-                return found._replace(captured={name: unquote(value) for name, value
-                                                in found.captured.items()})
+                def decoded(url):
+                    found = match(url)
+                    return found._replace(captured={name: unquote(value) for name, value
+                                                    in found.captured.items()})
 
-            matcher.match_route = decoded
+                matcher.match_route = decoded
+                matcher.decodes_parameters = True
             super()._generic_handle()
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = \
