@@ -42,7 +42,7 @@ def apply(runtime: Runtime, task_id: str, change: Callable[[Task], Task],
         before = store.get(task_id)
         if if_match is not None and before.version != if_match:
             raise _precondition_failed(before)
-        after = _out_of_flow_queue(before, change(before))
+        after = _out_of_flow_queue(before, change(before), runtime.clock.now())
         try:
             stored = store.update(after, before.version)
         except StateConflict as conflict:
@@ -57,21 +57,24 @@ def apply(runtime: Runtime, task_id: str, change: Callable[[Task], Task],
             logger.exception("task %s: re-arming after a change failed; undoing it", task_id)
             _undo(runtime, before, stored)
             raise
-        if before.flow_waiting and not stored.flow_waiting:
-            flowcontrol.forget(runtime, before)
+        if before.flow_delayed_at and not stored.flow_delayed_at:
+            flowcontrol.forget(runtime, before, runtime.clock.now())
         return stored
     raise Conflict(f"task {task_id} kept changing while this change was made; try again",
                    field="task_id", code="busy")
 
 
-def _out_of_flow_queue(before: Task, after: Task) -> Task:
-    """A task queued for its flow-control key stays queued through a change that keeps
-    it waiting for the same time (a new name); any other change takes it out."""
-    if before.flow_waiting and (after.status not in WAITING
-                                or after.next_run_at != before.next_run_at
-                                or after.flow_key != before.flow_key):
-        return replace(after, flow_waiting=None, flow_delayed_at=None)
-    return after
+def _out_of_flow_queue(before: Task, after: Task, now) -> Task:
+    """A task delayed by its flow-control key (queued, or woken with a slot kept for it)
+    keeps its place through a change that leaves it waiting as it was (a new name); any
+    other change takes it out, due at once if it still waits for the same time."""
+    if not before.flow_delayed_at or (
+            after.status in WAITING and after.next_run_at == before.next_run_at
+            and after.flow_key == before.flow_key and after.priority == before.priority):
+        return after
+    due_now = after.status in WAITING and after.next_run_at == before.next_run_at
+    return replace(after, flow_waiting=None, flow_delayed_at=None,
+                   next_run_at=now if due_now else after.next_run_at)
 
 
 def sync_trigger(runtime: Runtime, previous: Task, current: Task) -> None:

@@ -39,11 +39,20 @@ class Limits:
 
 
 RESERVED = "task:"  # a slot held for a woken task on its way, not yet by a run
+# Under a rate, starts reserved ahead for woken tasks at most: enough to keep the rate
+# while each woken task's trigger takes its time to fire, few enough for one small item.
+RATE_AHEAD = 100
 
 
 def reservation(task_id: str) -> str:
     """The slot name of a reservation for a woken task."""
     return RESERVED + task_id
+
+
+def run_slot(task_id: str, run_id: str) -> str:
+    """The slot name of a run: its task's id first, so that a task's next run finds the
+    slot of an earlier run of it that died (a task has one run at a time)."""
+    return f"{task_id}/{run_id}"
 
 
 @dataclass
@@ -55,7 +64,8 @@ class FlowState:
     key: str
     limits: Limits
     slots: Dict[str, datetime] = field(default_factory=dict)
-    next_start: Optional[datetime] = None
+    next_start: Optional[datetime] = None  # the next start free to reserve or take
+    last_start: Optional[datetime] = None  # the latest start under a rate, as it happened
     version: int = 0
 
     def running(self, now: datetime) -> int:
@@ -70,11 +80,12 @@ class FlowState:
 
     def room(self, now: datetime) -> int:
         """How many more tasks may be woken now: the free slots under the parallelism;
-        under a rate, one at a time (each start wakes the next)."""
+        under a rate, up to RATE_AHEAD reserved starts ahead (each at its own time)."""
         room = (self.limits.parallelism - self.running(now) - self.reserved(now)
                 if self.limits.parallelism is not None else None)
         if self.limits.rate is not None:
-            room = min(room if room is not None else 1, 1 - self.reserved(now))
+            ahead = RATE_AHEAD - self.reserved(now)
+            room = ahead if room is None else min(room, ahead)
         return max(room or 0, 0)
 
 
@@ -95,22 +106,36 @@ def _live(state: FlowState, now: datetime) -> Dict[str, datetime]:
 def acquire(state: FlowState, run_id: str, now: datetime, lease_end: datetime,
             task_id: Optional[str] = None) -> Decision:
     """May run `run_id` (of task `task_id`) start now? Granted: it holds a slot until
-    `lease_end` (taking over the task's reservation, if it was woken: that reservation
-    already took its place under the limits). Slots whose lease ended are dropped."""
+    `lease_end`. A woken task takes over its reservation (which already took its place
+    under the limits); a newcomer waits while woken tasks have reservations under a rate,
+    so it never goes ahead of them. Under a rate no two starts are closer than its spacing,
+    even when a woken task comes late. Slots whose lease ended are dropped, and so are those
+    of earlier runs of the same task (they died: a task runs once at a time)."""
     live = _live(state, now)
-    limits = state.limits
+    if task_id is not None:
+        live = {held: end for held, end in live.items()
+                if held == run_id or not held.startswith(task_id + "/")}
+    limits, spacing = state.limits, state.limits.spacing
     if run_id in live:  # asked again by the same run (a retried write): already granted
         return Decision(True, replace(state, slots=live))
+    after_last = state.last_start + spacing if limits.rate and state.last_start else None
+    if after_last is not None and now < after_last:
+        return Decision(False, replace(state, slots=live), retry_at=after_last)
     if task_id is not None and reservation(task_id) in live:
         del live[reservation(task_id)]
-        return Decision(True, replace(state, slots={**live, run_id: lease_end}))
+        return Decision(True, replace(state, slots={**live, run_id: lease_end},
+                                      last_start=now if limits.rate else state.last_start))
+    if limits.rate and any(held.startswith(RESERVED) for held in live):
+        return Decision(False, replace(state, slots=live),
+                        retry_at=max(state.next_start or now, now))
     if state.next_start is not None and now < state.next_start:
         return Decision(False, replace(state, slots=live), retry_at=state.next_start)
     if limits.parallelism is not None and len(live) >= limits.parallelism:
         return Decision(False, replace(state, slots=live), retry_at=min(live.values()))
-    granted = replace(state, slots={**live, run_id: lease_end},
-                      next_start=now + limits.spacing if limits.rate else state.next_start)
-    return Decision(True, granted)
+    if not limits.rate:
+        return Decision(True, replace(state, slots={**live, run_id: lease_end}))
+    return Decision(True, replace(state, slots={**live, run_id: lease_end},
+                                  next_start=now + spacing, last_start=now))
 
 
 def reserve(state: FlowState, task_ids: List[str], now: datetime,

@@ -42,6 +42,8 @@ MAX_TRIES = 25
 # Tasks woken at once when a run ends (more room than that comes from slots whose lease
 # ended; those are woken by the runs that follow).
 MAX_WAKES = 10
+# A woken task waits this long at most for the spacing a rate keeps after a late start.
+MAX_RATE_WAIT_SECONDS = 2.0
 # A woken task's slot is kept for it this long past its start: long enough for any trigger
 # to fire (EventBridge within its minute), short enough that a wake that went astray does
 # not hold the room for long.
@@ -72,18 +74,30 @@ def admit(runtime: Runtime, task: Task, run_id: str, now: datetime) -> flow.Deci
     when those fail is the key read and judged exactly (ended slots dropped, the rate)."""
     key, store = task.flow_key, runtime.store
     lease_end = task.lease_until or now + RECHECK
-    reserved = flow.reservation(task.task_id)
-    if task.flow_delayed_at is not None:  # woken from the queue: a slot is kept for it
-        swapped = store.swap_slot(key, remove=reserved, add=(run_id, lease_end))
-        if swapped is not None:
-            return _granted(runtime, key, swapped, now)
-    taken, state = store.take_slot(key, run_id, lease_end)
-    if taken:
-        return flow.Decision(True, state)
+    reserved, slot = flow.reservation(task.task_id), flow.run_slot(task.task_id, run_id)
+    if "rate" in task.flow_control:  # a rate is judged on the state as read, always
+        state = store.get_flow(key)
+    else:
+        if task.flow_delayed_at is not None:  # woken from the queue: a slot is kept for it
+            swapped = store.swap_slot(key, remove=reserved, add=(slot, lease_end))
+            if swapped is not None:
+                return _granted(runtime, key, swapped, now)
+        taken, state = store.take_slot(key, slot, lease_end)
+        if taken:
+            return flow.Decision(True, state)
     for attempt in range(MAX_TRIES):
         if state.version == 0:  # a key no change declared yet: this task's limits
             state = replace(state, limits=limits_of(task.flow_control))
-        decision = flow.acquire(state, run_id, now, lease_end, task.task_id)
+        decision = flow.acquire(state, slot, now, lease_end, task.task_id)
+        if not decision.granted and reserved in state.slots:
+            wait = (decision.retry_at - now).total_seconds() if decision.retry_at else None
+            if wait is not None and 0 < wait <= MAX_RATE_WAIT_SECONDS:
+                # Woken, and the run before it started late: keep the rate's spacing.
+                runtime.clock.sleep(wait)
+                now, state = runtime.clock.now(), store.get_flow(key)
+                continue
+            # It queues again: its reservation goes, so that it can be woken again.
+            store.swap_slot(key, remove=reserved)
         if not decision.granted:
             return decision
         try:
@@ -137,7 +151,8 @@ def delay(runtime: Runtime, task: Task, decision: flow.Decision, now: datetime) 
 def leave(runtime: Runtime, task: Task, run_id: str, now: datetime) -> None:
     """Free the run's slot of its key (one atomic write, never retried against other
     runs), then wake the tasks queued for the room it made."""
-    state = runtime.store.swap_slot(task.flow_key, remove=run_id)
+    state = runtime.store.swap_slot(task.flow_key,
+                                    remove=flow.run_slot(task.task_id, run_id))
     if state is not None:
         wake_next(runtime, task.flow_key, now, state)
 
@@ -153,10 +168,17 @@ def status(runtime: Runtime, key: str, now: datetime) -> Optional[Dict[str, Any]
             "waiting": waiting}
 
 
-def forget(runtime: Runtime, task: Task) -> None:
-    """Take a task a client changed out of its key's queue (it no longer waits there)."""
-    if task.flow_waiting and task.flow_key:
-        runtime.store.remove_waiter(task.flow_key, task.flow_waiting)
+def forget(runtime: Runtime, task: Task, now: datetime) -> None:
+    """A client changed `task` (as it was) so that it no longer waits for its key: take it
+    out of the queue, or give back the slot kept for it if it had been woken, and let the
+    next task have the room."""
+    key = task.flow_key
+    if task.flow_waiting:
+        runtime.store.remove_waiter(key, task.flow_waiting)
+        return
+    state = runtime.store.swap_slot(key, remove=flow.reservation(task.task_id))
+    if state is not None:
+        wake_next(runtime, key, now, state)
 
 
 def wake_next(runtime: Runtime, key: str, now: datetime,
@@ -189,12 +211,13 @@ def _wake_by_rewrite(runtime: Runtime, key: str, now: datetime, state: FlowState
     queue = None  # read once: a conflict is retried on the state alone
     for attempt in range(MAX_TRIES):
         changed = state
-        room = min(changed.room(now), MAX_WAKES)
+        room = changed.room(now) if changed.limits.rate else min(changed.room(now),
+                                                                 MAX_WAKES)
         if room and queue is None:
-            queue = store.waiters(key, MAX_WAKES + changed.reserved(now))
+            queue = store.waiters(key, room + changed.reserved(now))
         # Entries of tasks another run has just woken (reserved, not yet out of the
         # queue) are passed over.
-        heads = [(entry, task_id) for entry, task_id in (queue or [])[:room + MAX_WAKES]
+        heads = [(entry, task_id) for entry, task_id in (queue or [])
                  if flow.reservation(task_id) not in changed.slots][:room]
         if not heads:
             return 0  # nobody to wake: no write

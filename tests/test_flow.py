@@ -76,13 +76,26 @@ def test_a_reservation_keeps_room_for_a_woken_task_until_it_comes_or_its_hold_en
     assert flow.acquire(reserved, "newcomer", expired, expired + LEASE, "other").granted
 
 
-def test_under_a_rate_reservations_take_the_next_starts_one_at_a_time():
+def test_under_a_rate_reservations_take_the_next_starts_spaced_and_keep_newcomers_back():
     current = flow.acquire(state(rate=4), "a", T0, T0 + LEASE).state
-    assert current.room(T0) == 1
-    reserved, [start] = flow.reserve(current, ["b"], T0, timedelta(minutes=3))
-    assert start == T0 + timedelta(milliseconds=250)
-    assert reserved.next_start == T0 + timedelta(milliseconds=500)
-    assert reserved.room(T0) == 0  # the next is woken by b's start
+    assert current.room(T0) == flow.RATE_AHEAD
+    reserved, starts = flow.reserve(current, ["b", "c"], T0, timedelta(minutes=3))
+    assert starts == [T0 + timedelta(milliseconds=250), T0 + timedelta(milliseconds=500)]
+    assert reserved.next_start == T0 + timedelta(milliseconds=750)
+    assert reserved.room(T0) == flow.RATE_AHEAD - 2
+    later = T0 + timedelta(seconds=1)  # past every reserved start: a newcomer still waits
+    assert not flow.acquire(reserved, "newcomer", later, later + LEASE, "x").granted
     both = state(rate=4, parallelism=2)
-    assert both.room(T0) == 1 and flow.reserve(both, ["x", "y"], T0, LEASE)[1] == [
+    assert both.room(T0) == 2 and flow.reserve(both, ["x", "y"], T0, LEASE)[1] == [
         T0, T0 + timedelta(milliseconds=250)]
+
+
+def test_a_late_woken_task_never_starts_closer_than_the_spacing_to_the_last_start():
+    current = flow.acquire(state(rate=1), "a", T0, T0 + LEASE).state
+    reserved, [start_b, start_c] = flow.reserve(current, ["b", "c"], T0, LEASE)
+    late = start_b + timedelta(milliseconds=800)  # b comes late; c is on time right after
+    b = flow.acquire(reserved, "run-b", late, late + LEASE, "b")
+    assert b.granted and b.state.last_start == late
+    c = flow.acquire(b.state, "run-c", start_c, start_c + LEASE, "c")
+    assert not c.granted and c.retry_at == late + timedelta(seconds=1)
+    assert flow.acquire(b.state, "run-c", c.retry_at, c.retry_at + LEASE, "c").granted

@@ -12,6 +12,7 @@ from chalicelib import flowcontrol, service
 from chalicelib.errors import FlowKeyNotFound
 from chalicelib.executor import DELAYED, RAN, execute_task
 from chalicelib.models import Clock
+from chalicelib.store import LEASE_SECONDS
 from chalicelib.triggers import Trigger
 from chalicelib.wiring import Runtime
 from tests.conftest import MovingClock
@@ -109,23 +110,30 @@ def test_waiting_tasks_start_highest_priority_first_then_oldest(rt):
     assert order == [high, middle, low]
 
 
-def test_under_a_rate_each_start_wakes_the_next_at_the_next_start_the_rate_allows(rt):
+def test_under_a_rate_queued_tasks_are_woken_each_at_its_own_start(rt):
     tasks = [new_task(rt, rate=2) for _ in range(4)]
+    newcomer = new_task(rt, rate=2)
     rt.moving.moment = DUE
     assert execute_task(rt, tasks[0]).outcome == RAN
     for task_id in tasks[1:]:
         assert execute_task(rt, task_id).outcome == DELAYED
-    starts = [DUE]
-    for _ in range(3):
-        due = {task_id: rt.store.get(task_id).next_run_at for task_id in tasks
-               if rt.store.get(task_id).status == "scheduled"
-               and rt.store.get(task_id).flow_waiting is None}
-        [(task_id, at)] = due.items()  # one woken at a time, at the next allowed start
-        assert at == starts[-1] + timedelta(milliseconds=500)
-        rt.moving.moment = at
-        assert execute_task(rt, task_id).outcome == RAN
-        starts.append(at)
+    # Each queued task was woken as it queued (the key had starts to give), at the next
+    # start the rate allows: 0.5 s apart, in queue order.
+    woken = [rt.store.get(task_id) for task_id in tasks[1:]]
+    assert [task.next_run_at for task in woken] == [
+        DUE + timedelta(milliseconds=500 * n) for n in (1, 2, 3)]
+    assert all(task.flow_waiting is None for task in woken)
+    assert [rt.trigger.at[task_id] for task_id in tasks[1:]] == [t.next_run_at for t in woken]
+    for task in woken:
+        rt.moving.moment = task.next_run_at
+        if task is woken[0]:  # a newcomer past the first start: it queues behind them
+            assert execute_task(rt, newcomer).outcome == DELAYED
+        assert execute_task(rt, task.task_id).outcome == RAN
     assert all(rt.store.get(task_id).status == "completed" for task_id in tasks)
+    last = rt.store.get(newcomer)
+    assert last.next_run_at == DUE + timedelta(seconds=2) and last.flow_waiting is None
+    rt.moving.moment = last.next_run_at
+    assert execute_task(rt, newcomer).outcome == RAN
 
 
 def test_a_task_without_a_key_or_with_another_key_runs_while_a_key_is_full(rt):
@@ -266,3 +274,62 @@ def test_each_delay_is_a_flow_delayed_metric_and_log_event(rt, monkeypatch, caps
     [event] = [record.msg for record in caplog.records
                if isinstance(record.msg, dict) and record.msg.get("event") == "flow_delayed"]
     assert event["task_id"] == second and event["key"] == "billing-api"
+
+
+def test_cancelling_a_woken_task_gives_its_slot_to_the_next(rt):
+    first, woken, after = (new_task(rt, priority, parallelism=1) for priority in (5, 8, 5))
+    rt.moving.moment = DUE
+    running = hold_a_slot(rt, first)
+    execute_task(rt, woken)
+    execute_task(rt, after)
+    flowcontrol.leave(rt, running, "held", rt.clock.now())  # wakes `woken`, slot kept
+    assert rt.store.get(after).flow_waiting is not None
+    service.cancel_task(rt, woken)
+    nxt = rt.store.get(after)
+    assert nxt.flow_waiting is None and nxt.next_run_at == DUE
+    assert execute_task(rt, after).outcome == RAN
+
+
+def test_a_queued_task_looking_again_by_itself_keeps_one_entry(rt):
+    first, second = new_task(rt, parallelism=1), new_task(rt, parallelism=1)
+    rt.moving.moment = DUE
+    hold_a_slot(rt, first)
+    execute_task(rt, second)
+    rt.moving.moment = rt.store.get(second).wake_at  # its own look, the key still full
+    hold_a_slot(rt, first, "held again")  # the first's run was taken over, still running
+    assert execute_task(rt, second).outcome == DELAYED
+    assert [task_id for _, task_id in rt.store.waiters("billing-api", 5)] == [second]
+
+
+def test_a_run_that_died_frees_its_slot_for_its_own_task_at_once(rt):
+    first, second = new_task(rt, parallelism=1), new_task(rt, parallelism=1)
+    rt.moving.moment = DUE
+    hold_a_slot(rt, first, "died")
+    # Its lease ended and it is run again (recovered at a restart, or by the sweeper):
+    # the slot of its dead run is its own, not another task's.
+    rt.moving.moment = DUE + timedelta(seconds=LEASE_SECONDS + 1)
+    assert execute_task(rt, first).outcome == RAN
+    assert execute_task(rt, second).outcome == RAN
+
+
+def test_removing_flow_control_from_a_queued_task_makes_it_due_at_once(rt):
+    first, second = new_task(rt, parallelism=1), new_task(rt, parallelism=1)
+    rt.moving.moment = DUE
+    hold_a_slot(rt, first)
+    execute_task(rt, second)
+    rt.moving.moment = DUE + timedelta(seconds=10)
+    changed = service.update_task(rt, second, b'{"flow_control": null}')
+    assert changed["next_run_at"] == "2030-05-19T09:01:10Z"
+    assert changed["flow_delayed_since"] is None
+    assert rt.store.count_waiters("billing-api") == 0
+    assert execute_task(rt, second).outcome == RAN
+
+
+def test_catch_up_none_skips_a_firing_missed_before_the_key_was_asked(rt):
+    first, late = new_task(rt, parallelism=1), new_task(rt, catch_up="none", parallelism=1)
+    rt.moving.moment = DUE
+    hold_a_slot(rt, first)
+    rt.moving.moment = DUE + timedelta(hours=1)  # found an hour late: missed, not delayed
+    assert execute_task(rt, late).outcome == "skipped"
+    assert rt.store.get(late).status == "completed"
+    assert rt.store.count_waiters("billing-api") == 0

@@ -433,7 +433,8 @@ def _flow_to_item(state: FlowState) -> Dict[str, Any]:
     item = {"FlowKey": state.key, "Entry": FLOW_STATE, "Period": state.limits.period,
             "Rate": state.limits.rate, "Parallelism": state.limits.parallelism,
             "Slots": {run: iso_ms(end) for run, end in state.slots.items()},
-            "NextStart": iso_ms(state.next_start), "Version": state.version}
+            "NextStart": iso_ms(state.next_start), "LastStart": iso_ms(state.last_start),
+            "Version": state.version}
     return {name: value for name, value in item.items() if value is not None}
 
 
@@ -446,6 +447,7 @@ def _flow_from_item(item: Dict[str, Any]) -> FlowState:
                                    parallelism=number("Parallelism")),
                      slots={run: parse_iso(end) for run, end in item["Slots"].items()},
                      next_start=parse_iso(item.get("NextStart")),
+                     last_start=parse_iso(item.get("LastStart")),
                      version=int(item["Version"]))
 
 

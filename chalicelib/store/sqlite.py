@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS flow_keys (
     parallelism INTEGER,
     slots       TEXT NOT NULL,
     next_start  TEXT,
+    last_start  TEXT,
     version     INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS flow_waiters (
@@ -293,17 +294,17 @@ class SQLiteTaskStore(TaskStore):
     def put_flow(self, state: FlowState, version: int) -> FlowState:
         values = (state.limits.rate, state.limits.period, state.limits.parallelism,
                   json.dumps({run: iso_ms(end) for run, end in state.slots.items()}),
-                  iso_ms(state.next_start), version + 1)
+                  iso_ms(state.next_start), iso_ms(state.last_start), version + 1)
         with self._connection() as db:
             if version == 0:
                 written = db.execute(
                     "INSERT OR IGNORE INTO flow_keys (key, rate, period, parallelism, slots, "
-                    "next_start, version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "next_start, last_start, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (state.key, *values)).rowcount
             else:
                 written = db.execute(
                     "UPDATE flow_keys SET rate = ?, period = ?, parallelism = ?, slots = ?, "
-                    "next_start = ?, version = ? WHERE key = ? AND version = ?",
+                    "next_start = ?, last_start = ?, version = ? WHERE key = ? AND version = ?",
                     (*values, state.key, version)).rowcount
             row = db.execute("SELECT * FROM flow_keys WHERE key = ?",
                              (state.key,)).fetchone()
@@ -451,7 +452,8 @@ def _flow_from_row(row: sqlite3.Row) -> FlowState:
                      limits=Limits(rate=row["rate"], period=row["period"],
                                    parallelism=row["parallelism"]),
                      slots={run: parse_iso(end) for run, end in json.loads(row["slots"]).items()},
-                     next_start=parse_iso(row["next_start"]), version=row["version"])
+                     next_start=parse_iso(row["next_start"]),
+                     last_start=parse_iso(row["last_start"]), version=row["version"])
 
 
 def _casefold(text: Optional[str]) -> Optional[str]:

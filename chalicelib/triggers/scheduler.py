@@ -82,7 +82,10 @@ def _wanted(task: Task, now: datetime) -> Dict[str, Schedule]:
             # catch_up runs: besides the standing schedule, its own one-time schedule.
             wanted[retry_schedule_name(task)] = one_off
         return wanted
-    if task.status == RETRYING or (not task.recurring and task.runs):
+    if task.status == RETRYING or (not task.recurring and (task.runs
+                                                           or task.flow_delayed_at)):
+        # Named by its time: never the name of a schedule still being deleted (the one
+        # that fired) or of an earlier look-again of a task its flow-control key delayed.
         return {retry_schedule_name(task): one_off}
     if task.recurring:
         return {firing_schedule_name(task): one_off}
