@@ -191,11 +191,17 @@ def wake_next(runtime: Runtime, key: str, now: datetime,
         # Parallelism alone: each reservation is one conditional write, without a read.
         woken = 0
         for entry, task_id in store.waiters(key, MAX_WAKES + state.reserved(now)):
-            if woken == MAX_WAKES or flow.reservation(task_id) in state.slots:
+            if woken == MAX_WAKES or not state.room(now):
+                break  # as far as the latest state read says: no write to learn it
+            if flow.reservation(task_id) in state.slots:
                 continue
             taken, state = store.take_slot(key, flow.reservation(task_id),
                                            now + RESERVATION)
             if not taken:
+                if flow.reservation(task_id) in state.slots:
+                    # Another run's end has just woken it, and goes on down the queue
+                    # as far as there is room: leave the rest to that run.
+                    return woken
                 if state.room(now):  # slots whose lease ended fill it: drop them below
                     return woken + _wake_by_rewrite(runtime, key, now, state)
                 return woken

@@ -119,9 +119,9 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def take_slot(self, key: str, slot: str, until: datetime) -> Tuple[bool, FlowState]:
         """Hold `slot` until `until` in one conditional write, without reading the key
-        first, when the stored key has no rate and holds fewer slots (ended ones
-        included) than its parallelism: (True, the state after), else (False, the state
-        as stored, which the caller judges exactly)."""
+        first, when the stored key has no rate, does not hold `slot` already and holds
+        fewer slots (ended ones included) than its parallelism: (True, the state after),
+        else (False, the state as stored, which the caller judges exactly)."""
 
     @abc.abstractmethod
     def wake_waiting(self, task_id: str, entry: str, at: datetime, now: datetime

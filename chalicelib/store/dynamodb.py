@@ -222,6 +222,7 @@ class DynamoDBTaskStore(TaskStore):
                 Key=_serialize({"FlowKey": key, "Entry": FLOW_STATE}),
                 UpdateExpression="SET Slots.#slot = :until, Version = Version + :one",
                 ConditionExpression="attribute_exists(Slots) AND attribute_not_exists(Rate) "
+                                    "AND attribute_not_exists(Slots.#slot) "
                                     "AND size(Slots) < Parallelism",
                 ExpressionAttributeNames={"#slot": slot},
                 ExpressionAttributeValues=_serialize({":until": iso_ms(until), ":one": 1}),

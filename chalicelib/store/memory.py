@@ -80,7 +80,7 @@ class InMemoryTaskStore(TaskStore):
             current = self._flows.get(key) or FlowState(key, Limits())
             limits = current.limits
             if (current.version == 0 or limits.rate is not None or limits.parallelism is None
-                    or len(current.slots) >= limits.parallelism):
+                    or slot in current.slots or len(current.slots) >= limits.parallelism):
                 return False, copy.deepcopy(current)
             self._flows[key] = replace(current, slots={**current.slots, slot: until},
                                        version=current.version + 1)

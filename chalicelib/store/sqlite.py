@@ -331,7 +331,7 @@ class SQLiteTaskStore(TaskStore):
             current = _flow_from_row(row) if row else FlowState(key, Limits())
             limits = current.limits
             if (current.version == 0 or limits.rate is not None or limits.parallelism is None
-                    or len(current.slots) >= limits.parallelism):
+                    or slot in current.slots or len(current.slots) >= limits.parallelism):
                 return False, current
             slots = {**current.slots, slot: until}
             db.execute("UPDATE flow_keys SET slots = ?, version = version + 1 WHERE key = ?",
