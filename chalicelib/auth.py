@@ -1,15 +1,44 @@
-"""Bearer-token check for the API's authorizer."""
+"""Bearer-token check for the API's authorizer, and the tenant each token stands for.
+
+API_TOKENS (or the SSM parameter) is a comma-separated list of entries: `tenant=token`
+gives the token to a tenant, a bare token is the tenant `default`, and `*=token` is an
+admin, who sees every tenant.
+"""
 import hmac
 import logging
-from typing import List, Optional
+import re
+from typing import Dict, List, Optional
 
 from chalicelib import aws, config
+from chalicelib.models import ALL_TENANTS, DEFAULT_TENANT
 
 logger = logging.getLogger("task_scheduler.auth")
 
 
+ADMIN = ALL_TENANTS
+# A tenant's name: what a task records and an index key holds (no separator of ours in it).
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 def _split(raw: Optional[str]) -> List[str]:
     return [token.strip() for token in (raw or "").split(",") if token.strip()]
+
+
+def tenants_by_token(entries: List[str]) -> Dict[str, str]:
+    """token -> tenant, from API_TOKENS entries (`tenant=token`, a bare token, `*=token`).
+    An entry whose tenant is not a valid name is left out, and logged."""
+    found: Dict[str, str] = {}
+    for entry in entries:
+        tenant, sep, token = entry.partition("=")
+        if not sep:
+            tenant, token = DEFAULT_TENANT, entry
+        tenant, token = tenant.strip(), token.strip()
+        if not token or (tenant != ADMIN and not TENANT_NAME.match(tenant)):
+            logger.warning("an API_TOKENS entry names no valid tenant (letters, digits, "
+                           "'.', '_', '-'; or '*'): it is ignored")
+            continue
+        found[token] = tenant
+    return found
 
 
 def valid_tokens() -> List[str]:
@@ -26,17 +55,24 @@ def valid_tokens() -> List[str]:
     return []
 
 
-def is_authorized(header: Optional[str]) -> bool:
-    """Whether an Authorization header carries a valid bearer token (constant time)."""
+def tenant_of(header: Optional[str]) -> Optional[str]:
+    """The tenant whose bearer token an Authorization header carries (ADMIN for an admin),
+    or None when it carries no valid token. Every token is compared (constant time)."""
     if not header:
-        return False
+        return None
     scheme, _, presented = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
-        return False
+        return None
     presented_bytes = presented.strip().encode()
-    matched = False
-    for token in valid_tokens():
+    matched = None
+    for token, tenant in tenants_by_token(valid_tokens()).items():
         # Compare with every token, so timing tells nothing about which one matched.
-        matched |= hmac.compare_digest(presented_bytes, token.encode())
+        if hmac.compare_digest(presented_bytes, token.encode()):
+            matched = tenant
     return matched
+
+
+def is_authorized(header: Optional[str]) -> bool:
+    """Whether an Authorization header carries a valid bearer token."""
+    return tenant_of(header) is not None
 

@@ -10,13 +10,17 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List
 
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config, permissions
-from chalicelib.store.dynamodb import TTL_ATTRIBUTE, flow_table_definition, table_definition
+from chalicelib.models import DEFAULT_TENANT
+from chalicelib.store.dynamodb import (
+    TENANT_INDEXES, TTL_ATTRIBUTE, flow_table_definition, table_definition, tenant_status,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONFIG_FILE = PROJECT_DIR / ".chalice" / "config.json"
@@ -61,8 +65,68 @@ def ensure_table() -> str:
     if missing:
         raise SystemExit(f"table {name} exists without the indexes {sorted(missing)}; "
                          "it was not made by this bootstrap")
+    added = _add_tenant_indexes(client, name, indexes)
     return f"table {name}: exists" + (", time to live turned on"
-                                      if _ensure_ttl(client, name) else "")
+                                      if _ensure_ttl(client, name) else "") + added
+
+
+def _add_tenant_indexes(client, name: str, indexes) -> str:
+    """A table made before tenants: its tasks become the default tenant's, then the
+    tenant indexes are added (one at a time, as DynamoDB takes them)."""
+    wanted = [index for index in TENANT_INDEXES if index["IndexName"] not in indexes]
+    if not wanted:
+        return ""
+    moved = _backfill_tenant(client, name)
+    definitions = {attribute["AttributeName"]: attribute for attribute in
+                   table_definition(name)["AttributeDefinitions"]}
+    for index in wanted:
+        keys = [key["AttributeName"] for key in index["KeySchema"]]
+        client.update_table(TableName=name,
+                            AttributeDefinitions=[definitions[key] for key in keys],
+                            GlobalSecondaryIndexUpdates=[{"Create": index}])
+        _wait_for_indexes(client, name)
+    return (f", tenant indexes added ({moved} task(s) from before tenants now the "
+            f"{DEFAULT_TENANT} tenant's)")
+
+
+def _backfill_tenant(client, name: str) -> int:
+    """Give every task stored before tenants the default tenant (the attributes the tenant
+    indexes are keyed by); one conditional write each, so a task written meanwhile keeps
+    its own."""
+    moved, start = 0, None
+    while True:
+        page = client.scan(TableName=name, ProjectionExpression="TaskID, #status",
+                           FilterExpression="attribute_not_exists(Tenant)",
+                           ExpressionAttributeNames={"#status": "Status"},
+                           **({"ExclusiveStartKey": start} if start else {}))
+        for item in page.get("Items", []):
+            try:
+                client.update_item(
+                    TableName=name, Key={"TaskID": item["TaskID"]},
+                    UpdateExpression="SET Tenant = :tenant, TenantStatus = :tenant_status",
+                    ConditionExpression="attribute_not_exists(Tenant)",
+                    ExpressionAttributeValues={
+                        ":tenant": {"S": DEFAULT_TENANT},
+                        ":tenant_status": {"S": tenant_status(DEFAULT_TENANT,
+                                                              item["Status"]["S"])}})
+                moved += 1
+            except ClientError as error:
+                if _error_code(error) != "ConditionalCheckFailedException":
+                    raise
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return moved
+
+
+def _wait_for_indexes(client, name: str, seconds: float = 900) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        table = client.describe_table(TableName=name)["Table"]
+        if all(index.get("IndexStatus", "ACTIVE") == "ACTIVE"
+               for index in table.get("GlobalSecondaryIndexes", [])):
+            return
+        time.sleep(5)
+    raise SystemExit(f"table {name}: its new indexes were not active after {seconds:.0f} s")
 
 
 def ensure_flow_table() -> str:

@@ -40,6 +40,8 @@ def apply(runtime: Runtime, task_id: str, change: Callable[[Task], Task],
     store = runtime.store
     for _ in range(MAX_TRIES):
         before = store.get(task_id)
+        if not runtime.sees(before):
+            raise TaskNotFound(f"no task with id {task_id}", field="task_id")
         if if_match is not None and before.version != if_match:
             raise _precondition_failed(before)
         after = _out_of_flow_queue(before, change(before), runtime.clock.now())

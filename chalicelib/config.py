@@ -52,6 +52,8 @@ LOCAL_DATA_DIR = PROJECT_DIR / ".chalice" / "local-data"
 DEFAULT_TABLE = "ScheduledTasks"
 DUE_INDEX = "DueIndex"
 STATUS_INDEX = "StatusIndex"
+TENANT_INDEX = "TenantIndex"
+TENANT_STATUS_INDEX = "TenantStatusIndex"
 EXECUTOR_FUNCTION = "execute_task"
 SWEEPER_FUNCTION = "daily_sweeper"
 # The last part of each SSM parameter's name, /<app>/<stage>/<purpose>.

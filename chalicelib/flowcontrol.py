@@ -56,13 +56,13 @@ def limits_of(flow_control: Dict[str, Any]) -> Limits:
                   parallelism=flow_control.get("parallelism"))
 
 
-def declare(runtime: Runtime, flow_control: Optional[Dict[str, Any]]) -> None:
+def declare(runtime: Runtime, task: Task) -> None:
     """Make a task's limits its key's (the latest task that sets them wins), as it is
     created or changed."""
-    if not flow_control:
+    if not task.flow_control:
         return
-    limits = limits_of(flow_control)
-    _write(runtime, flow_control["key"], lambda state: replace(state, limits=limits),
+    limits = limits_of(task.flow_control)
+    _write(runtime, task.flow_key, lambda state: replace(state, limits=limits),
            lambda state: state.limits == limits and state.version > 0)
 
 

@@ -28,6 +28,14 @@ RUN_FAILED = "failed"
 RUN_SKIPPED = "skipped"  # a firing that did not run (catch_up, overlap): recorded, not run
 
 MAX_RUNS_KEPT = 20
+DEFAULT_TENANT = "default"
+ALL_TENANTS = "*"  # an admin's caller: sees and changes every tenant's tasks
+
+
+def tenant_flow_key(tenant: str, key: str) -> str:
+    """Where a tenant's flow-control key is kept: the default tenant's under its own name
+    (as before tenants), any other's under `<tenant>/<key>`."""
+    return key if tenant == DEFAULT_TENANT else f"{tenant}/{key}"
 
 
 def utcnow() -> datetime:
@@ -200,6 +208,9 @@ class Task:
     # queue (see chalicelib.flowcontrol), and since when its current firing is delayed.
     flow_waiting: Optional[str] = None
     flow_delayed_at: Optional[datetime] = None
+    # Whose task it is: the tenant of the token that made it (tasks from before tenants
+    # are the default tenant's).
+    tenant: str = DEFAULT_TENANT
 
     def __post_init__(self):
         if self.firing_at is None:
@@ -207,8 +218,10 @@ class Task:
 
     @property
     def flow_key(self) -> Optional[str]:
-        """The flow-control key whose limits the task's runs keep, if any."""
-        return self.flow_control["key"] if self.flow_control else None
+        """The flow-control key whose limits the task's runs keep, if any (another tenant's
+        key of the same name is another key)."""
+        return tenant_flow_key(self.tenant, self.flow_control["key"]) \
+            if self.flow_control else None
 
     @property
     def recurring(self) -> bool:
@@ -250,6 +263,7 @@ class Task:
             "paused_until": iso(self.paused_until) if self.status == PAUSED else None,
             "flow_delayed_since": iso(self.flow_delayed_at) if self.status in WAITING
             else None,
+            "tenant": self.tenant,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),
             "runs": [run.to_api() for run in sorted(

@@ -4,11 +4,13 @@
 becomes its ETag; `app.py` registers the blueprint.
 """
 import functools
+from dataclasses import replace
 
 from chalice import AuthResponse, Blueprint, IAMAuthorizer, Response
 
 from chalicelib import auth, config, dashboard, openapi, service, wiring
 from chalicelib.errors import SchedulerError
+from chalicelib.models import DEFAULT_TENANT
 from chalicelib.validation import check_query, parse_json_body
 
 api = Blueprint(__name__)
@@ -16,15 +18,29 @@ api = Blueprint(__name__)
 
 @api.authorizer()
 def token_auth(auth_request):
-    """Allow every route to a valid bearer token, nothing to anyone else."""
-    if auth.is_authorized(auth_request.token):
-        return AuthResponse(routes=["*"], principal_id="api-client")
+    """Allow every route to a valid bearer token, nothing to anyone else; the principal is
+    the token's tenant ("*" for an admin)."""
+    tenant = auth.tenant_of(auth_request.token)
+    if tenant is not None:
+        return AuthResponse(routes=["*"], principal_id=tenant)
     return AuthResponse(routes=[], principal_id="anonymous")
 
 
 # Read at import on purpose: the authorizer is part of the API definition chalice builds
 # when it deploys or packages, with the stage's environment applied.
 DEFAULT_AUTHORIZER = IAMAuthorizer() if config.auth_mode() == "iam" else token_auth
+
+
+def _runtime():
+    """The process's runtime, scoped to the request's caller: the tenant of its token (the
+    authorizer's principal), or with AUTH_MODE=iam the caller's IAM principal."""
+    context = api.current_request.context or {}
+    if config.auth_mode() == "iam":
+        identity = context.get("identity") or {}
+        caller = identity.get("userArn") or identity.get("caller") or DEFAULT_TENANT
+    else:
+        caller = (context.get("authorizer") or {}).get("principalId") or DEFAULT_TENANT
+    return replace(wiring.runtime(), caller=caller)
 
 
 def api_route(path, methods=("GET",), authorizer=DEFAULT_AUTHORIZER, query=()):
@@ -55,19 +71,19 @@ def api_route(path, methods=("GET",), authorizer=DEFAULT_AUTHORIZER, query=()):
 @api_route("/schedule-task", methods=["POST"])
 def schedule_task():
     request = api.current_request
-    body, created = service.schedule_task(wiring.runtime(), parse_json_body(request.raw_body),
+    body, created = service.schedule_task(_runtime(), parse_json_body(request.raw_body),
                                           request.headers.get("idempotency-key"))
     return Response(body=body, status_code=201 if created else 200)
 
 
-@api_route("/tasks", query=("status", "name", "tag", "limit", "next_token"))
+@api_route("/tasks", query=("status", "name", "tag", "limit", "next_token", "tenant"))
 def list_tasks():
-    return service.list_tasks(wiring.runtime(), api.current_request.query_params)
+    return service.list_tasks(_runtime(), api.current_request.query_params)
 
 
 @api_route("/tasks/{task_id}")
 def get_task(task_id):
-    return service.get_task(wiring.runtime(), task_id)
+    return service.get_task(_runtime(), task_id)
 
 
 def _body():
@@ -80,38 +96,38 @@ def _if_match():
 
 @api_route("/tasks/{task_id}", methods=["PATCH"])
 def update_task(task_id):
-    return service.update_task(wiring.runtime(), task_id, _body(), _if_match())
+    return service.update_task(_runtime(), task_id, _body(), _if_match())
 
 
 @api_route("/tasks/{task_id}", methods=["DELETE"])
 def cancel_task(task_id):
-    return service.cancel_task(wiring.runtime(), task_id, _if_match())
+    return service.cancel_task(_runtime(), task_id, _if_match())
 
 
 @api_route("/tasks/{task_id}/retry", methods=["POST"])
 def retry_task(task_id):
-    return service.retry_task(wiring.runtime(), task_id, _body(), _if_match())
+    return service.retry_task(_runtime(), task_id, _body(), _if_match())
 
 
 @api_route("/tasks/{task_id}/pause", methods=["POST"])
 def pause_task(task_id):
-    return service.pause_task(wiring.runtime(), task_id, _body(), _if_match())
+    return service.pause_task(_runtime(), task_id, _body(), _if_match())
 
 
 @api_route("/tasks/{task_id}/resume", methods=["POST"])
 def resume_task(task_id):
-    return service.resume_task(wiring.runtime(), task_id, _if_match())
+    return service.resume_task(_runtime(), task_id, _if_match())
 
 
 @api_route("/tasks/{task_id}/run", methods=["POST"])
 def run_task_now(task_id):
-    body = service.run_task_now(wiring.runtime(), task_id, _if_match())
+    body = service.run_task_now(_runtime(), task_id, _if_match())
     return Response(body=body, status_code=202)
 
 
 @api_route("/flow-control/{key}")
 def flow_control_status(key):
-    return service.flow_control_status(wiring.runtime(), key)
+    return service.flow_control_status(_runtime(), key)
 
 
 @api_route("/preview", query=("run_at", "timezone", "count"))

@@ -16,7 +16,8 @@ from chalicelib.errors import (
     shown,
 )
 from chalicelib.models import (
-    CANCELLED, CHANGEABLE, FAILED, OPTIONS, PAUSED, RETRYING, SCHEDULED, WAITING, Task, iso,
+    ALL_TENANTS, CANCELLED, CHANGEABLE, DEFAULT_TENANT, FAILED, OPTIONS, PAUSED, RETRYING,
+    SCHEDULED, WAITING, Task, iso, tenant_flow_key,
 )
 from chalicelib.validation import (
     check_between_fields, echo, parse_json_body, parse_list_query, parse_new_task,
@@ -45,7 +46,8 @@ def schedule_task(runtime: Runtime, body: Any,
     run_at has passed and the same body would no longer validate."""
     store, trigger = runtime.store, runtime.trigger
     now = runtime.clock.now()
-    task_id = _task_id_for(idempotency_key)
+    tenant = DEFAULT_TENANT if runtime.caller == ALL_TENANTS else runtime.caller
+    task_id = _task_id_for(idempotency_key, tenant)
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     if idempotency_key is not None:
         try:
@@ -66,9 +68,10 @@ def schedule_task(runtime: Runtime, body: Any,
         updated_at=now,
         idempotency_key=idempotency_key,
         request_hash=request_hash if idempotency_key else None,
+        tenant=tenant,
         **new.options,
     ), now)
-    flowcontrol.declare(runtime, task.flow_control)
+    flowcontrol.declare(runtime, task)
     try:
         store.create(task)
     except TaskExists:  # a repeat that arrived while the first was being stored
@@ -95,14 +98,16 @@ def created_body(task: Task) -> Dict[str, Any]:
             "version": task.version}
 
 
-def _task_id_for(idempotency_key: Optional[str]) -> str:
+def _task_id_for(idempotency_key: Optional[str], tenant: str) -> str:
     if idempotency_key is None:
         return str(uuid.uuid4())
     if not idempotency_key.strip() or len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
         raise ValidationError(f"the Idempotency-Key header must be 1-{MAX_IDEMPOTENCY_KEY} "
                               "characters", field="Idempotency-Key")
-    # A uuid4-shaped id derived from the key: the same key always names the same task.
-    digest = hashlib.sha256(b"task-scheduler:" + idempotency_key.encode()).digest()
+    # A uuid4-shaped id derived from the key (and the tenant: two tenants' keys never meet;
+    # the default tenant's as before tenants): the same key always names the same task.
+    scope = b"" if tenant == DEFAULT_TENANT else tenant.encode() + b"\0"
+    digest = hashlib.sha256(b"task-scheduler:" + scope + idempotency_key.encode()).digest()
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
@@ -163,15 +168,25 @@ def _known_id(task_id: str) -> str:
 
 def get_task(runtime: Runtime, task_id: str) -> Dict[str, Any]:
     """GET /tasks/{task_id}."""
-    return describe(runtime.store.get(_known_id(task_id)))
+    task = runtime.store.get(_known_id(task_id))
+    if not runtime.sees(task):
+        raise TaskNotFound(f"no task with id {task_id}", field="task_id")
+    return describe(task)
 
 
 def list_tasks(runtime: Runtime, params: Optional[Dict[str, str]]) -> Dict[str, Any]:
-    """GET /tasks: one page, optionally filtered by status, name and tag."""
+    """GET /tasks: one page of the caller's tenant (an admin: every tenant's, or the one
+    `tenant` names), optionally filtered by status, name and tag."""
     query = parse_list_query(params)
+    tenant = query["tenant"]
+    if runtime.caller != ALL_TENANTS:
+        if tenant not in (None, runtime.caller):
+            raise ValidationError("tenant filters a listing for an admin token only; a "
+                                  "tenant's token lists its own tasks", field="tenant")
+        tenant = runtime.caller
     try:
         page = runtime.store.list(query["status"], query["limit"], query["next_token"],
-                                  query["name"], query["tag"])
+                                  query["name"], query["tag"], tenant)
     except InvalidPageToken as error:
         raise ValidationError(str(error), field="next_token",
                               code="invalid_next_token") from None
@@ -180,7 +195,8 @@ def list_tasks(runtime: Runtime, params: Optional[Dict[str, str]]) -> Dict[str, 
 
 def flow_control_status(runtime: Runtime, key: str) -> Dict[str, Any]:
     """GET /flow-control/{key}: the key's limits and its running and waiting runs."""
-    found = flowcontrol.status(runtime, key, runtime.clock.now()) \
+    stored = key if runtime.caller == ALL_TENANTS else tenant_flow_key(runtime.caller, key)
+    found = flowcontrol.status(runtime, stored, runtime.clock.now()) \
         if 0 < len(key) <= MAX_FLOW_KEY else None
     if found is None:
         raise FlowKeyNotFound(f"no task uses the flow-control key {shown(key)}", field="key")
@@ -249,7 +265,7 @@ def update_task(runtime: Runtime, task_id: str, raw_body: Optional[bytes],
 
     task = changes.apply(runtime, _known_id(task_id), update, _if_match(if_match))
     if "flow_control" in wanted:
-        flowcontrol.declare(runtime, task.flow_control)
+        flowcontrol.declare(runtime, task)
     observability.event("task_updated", task_id=task_id, fields=sorted(wanted),
                         next_run_at=iso(task.next_run_at), version=task.version)
     return describe(task)

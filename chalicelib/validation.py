@@ -301,6 +301,10 @@ def echo(schedule: schedules.Schedule) -> str:
     return schedule.text
 
 
+# An IAM principal's ARN is a tenant too: room for the longest.
+MAX_TENANT_LENGTH = 2048
+
+
 def parse_list_query(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
     """status, name (a part of the task's name, any case), tag (key:value), limit (1-100,
     default 50) and next_token of GET /tasks."""
@@ -315,9 +319,13 @@ def parse_list_query(params: Optional[Dict[str, str]]) -> Dict[str, Any]:
     if name is not None and len(name) > MAX_NAME_LENGTH:
         raise ValidationError(f"name must be at most {MAX_NAME_LENGTH} characters",
                               field="name")
+    tenant = params.get("tenant") or None
+    if tenant is not None and len(tenant) > MAX_TENANT_LENGTH:
+        raise ValidationError(f"tenant must be at most {MAX_TENANT_LENGTH} characters",
+                              field="tenant")
     return {"status": status, "limit": int(limit_text),
             "next_token": params.get("next_token") or None, "name": name,
-            "tag": _parse_tag(params.get("tag"))}
+            "tag": _parse_tag(params.get("tag")), "tenant": tenant}
 
 
 def _parse_tag(text: Optional[str]) -> Optional[Tuple[str, str]]:

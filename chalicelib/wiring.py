@@ -11,18 +11,24 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
 from chalicelib import config
-from chalicelib.models import SYSTEM_CLOCK, Clock
+from chalicelib.models import ALL_TENANTS, SYSTEM_CLOCK, Clock, Task
 from chalicelib.store import TaskStore
 from chalicelib.triggers import Trigger
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """What a use case works with: where tasks live, what fires them, what time it is."""
+    """What a use case works with: where tasks live, what fires them, what time it is, and
+    whose tasks it may see (an API request's tenant; the executor and sweeper see all)."""
 
     store: TaskStore
     trigger: Trigger
     clock: Clock = SYSTEM_CLOCK
+    caller: str = ALL_TENANTS
+
+    def sees(self, task: Task) -> bool:
+        """Whether the caller may see and change `task` (another tenant's is not there)."""
+        return self.caller == ALL_TENANTS or task.tenant == self.caller
 
 
 _lock = threading.Lock()

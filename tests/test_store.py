@@ -466,3 +466,25 @@ def test_wake_waiting_moves_only_a_task_still_queued_at_that_entry(store, make_t
     assert store.wake_waiting(task.task_id, "4#t#x#1", at, at) is None  # woken once
     assert [t.task_id for t in store.due(at, 10)] == [task.task_id]
     assert store.wake_waiting("no-such-task", "4#t#x#1", at, at) is None
+
+
+def test_a_tenants_listing_pages_through_its_own_tasks_only(store, make_task):
+    mine = {make_task(tenant="alpha", name=f"a{n}").task_id for n in range(5)}
+    others = {make_task(tenant="beta", name=f"b{n}").task_id for n in range(3)}
+    for status in (None, "scheduled"):
+        found, token = [], None
+        while True:
+            page = store.list(status, 2, token, tenant="alpha")
+            found += [task.task_id for task in page.tasks]
+            token = page.next_token
+            if not token:
+                break
+        assert sorted(found) == sorted(mine)
+    assert {t.task_id for t in store.list(None, 10, None, name="b", tenant="beta").tasks
+            } == others
+    assert store.list(None, 10, None, tenant="gamma").tasks == []
+    token = store.list(None, 1, None, tenant="alpha").next_token
+    with pytest.raises(InvalidPageToken):
+        store.list(None, 1, token, tenant="beta")
+    with pytest.raises(InvalidPageToken):
+        store.list(None, 1, token)  # nor an admin's listing of everyone

@@ -124,3 +124,41 @@ def test_attribute_values_round_trip_what_items_hold():
     assert back == {**value, "n": Decimal(7), "list": [Decimal(1), "x", {"deep": [True]}]}
     with pytest.raises(TypeError):
         serialize(1.5)  # as boto3: a float must be a Decimal, or it loses precision
+
+
+def test_bootstrap_gives_a_table_from_before_tenants_its_indexes_and_its_tasks_a_tenant(
+        monkeypatch):
+    """A table made by an earlier bootstrap: its tasks are backfilled as the default
+    tenant's and the tenant indexes are added; GET and the tenant's listing find them."""
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib import bootstrap, config
+    from chalicelib.store.dynamodb import DynamoDBTaskStore, table_definition
+
+    with mock_aws():
+        bootstrap.apply_stage_environment("dev")
+        name = config.tasks_table()
+        earlier = table_definition(name)
+        earlier["GlobalSecondaryIndexes"] = earlier["GlobalSecondaryIndexes"][:2]
+        earlier["AttributeDefinitions"] = [
+            attribute for attribute in earlier["AttributeDefinitions"]
+            if not attribute["AttributeName"].startswith("Tenant")]
+        client = boto3.client("dynamodb")
+        client.create_table(**earlier)
+        client.put_item(TableName=name, Item={
+            "TaskID": {"S": "old"}, "Action": {"S": "log"}, "Payload": {"S": "{}"},
+            "RunAt": {"S": "cron(0 9 * * ? *)"}, "ScheduleKind": {"S": "cron"},
+            "Status": {"S": "scheduled"}, "CreatedAt": {"S": "2026-01-01T00:00:00.000Z"},
+            "UpdatedAt": {"S": "2026-01-01T00:00:00Z"}, "Version": {"N": "1"}})
+        line = bootstrap.ensure_table()
+        assert "tenant indexes added (1 task(s)" in line
+        indexes = {index["IndexName"] for index in client.describe_table(
+            TableName=name)["Table"]["GlobalSecondaryIndexes"]}
+        assert {config.TENANT_INDEX, config.TENANT_STATUS_INDEX} <= indexes
+        store = DynamoDBTaskStore(name)
+        assert store.get("old").tenant == "default"
+        for status in (None, "scheduled"):
+            assert [task.task_id for task in store.list(status, 10, None,
+                                                        tenant="default").tasks] == ["old"]
+        assert "tenant indexes" not in bootstrap.ensure_table()  # once

@@ -206,12 +206,14 @@ def test_statements_name_every_column_of_a_row(make_task, sqlite_store):
 def test_every_list_shape_reads_through_an_index(sqlite_store):
     from chalicelib.store.sqlite import LIST_TASKS
 
-    for (by_status, after, by_tag), query in LIST_TASKS.items():
-        params = ([None, None] + ["scheduled"] * by_status + ["team", "ops"] * by_tag
-                  + ["a", "b"] * after + [10])
+    for (by_status, after, by_tag, by_tenant), query in LIST_TASKS.items():
+        params = ([None, None] + ["ops-team"] * by_tenant + ["scheduled"] * by_status
+                  + ["team", "ops"] * by_tag + ["a", "b"] * after + [10])
         plan = " ".join(row[3] for row in sqlite_store._raw().execute(
             "EXPLAIN QUERY PLAN " + query, params))
         assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, (by_status, after, plan)
+        if by_tenant:  # a tenant's listing reads that tenant's index entries only
+            assert "tasks_tenant" in plan, plan
 
 
 @pytest.mark.e2e  # an external tool
@@ -228,3 +230,26 @@ def test_bandit_finds_no_medium_or_high_issue():
     result = subprocess.run([str(bandit), "-q", "-ll", "-r", "app.py", "chalicelib", "taskctl"],
                             cwd=PROJECT_DIR, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_data_file_from_before_tenants_gives_its_tasks_to_the_default_tenant(tmp_path):
+    import sqlite3
+
+    from chalicelib.store.sqlite import SQLiteTaskStore
+
+    path = tmp_path / "tasks.sqlite3"
+    SQLiteTaskStore(path).get_flow("warm-up")  # a file of this version, then made older
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO tasks (task_id, action, payload, run_at, schedule_kind, "
+                   "timezone, name, priority, max_attempts, notify, status, created_at, "
+                   "updated_at) VALUES ('old', 'log', '{}', 'cron(0 9 * * ? *)', 'cron', "
+                   "'UTC', 'old one', 5, 3, 'failure', 'scheduled', '2026-01-01T00:00:00.000Z', "
+                   "'2026-01-01T00:00:00.000Z')")
+        db.execute("DROP INDEX tasks_tenant")
+        db.execute("DROP INDEX tasks_tenant_status")
+        db.execute("ALTER TABLE tasks DROP COLUMN tenant")
+    reopened = SQLiteTaskStore(path)
+    assert reopened.get("old").tenant == "default"
+    assert [task.task_id for task in reopened.list(None, 10, None, tenant="default").tasks] \
+        == ["old"]
+    assert reopened.list(None, 10, None, tenant="alpha").tasks == []

@@ -40,8 +40,10 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
-             name: Optional[str] = None, tag: Optional[Tag] = None) -> Page:
+             name: Optional[str] = None, tag: Optional[Tag] = None,
+             tenant: Optional[str] = None) -> Page:
         """One page of tasks, newest first where the store can order them, optionally of
+        one tenant (read by an index keyed by it, never a filter over every tenant's) and
         one status, with `name` in their name (case-insensitive) and with the tag `tag`
         (key, value). A page may hold fewer
         than `limit` while next_token is set; a token of another listing is
@@ -154,12 +156,13 @@ class TaskStore(abc.ABC):
 
 
 def encode_token(key: Optional[Dict[str, Any]], status: Optional[str],
-                 name: Optional[str] = None, tag: Optional[Tag] = None) -> Optional[str]:
+                 name: Optional[str] = None, tag: Optional[Tag] = None,
+                 tenant: Optional[str] = None) -> Optional[str]:
     """An opaque next_token: a page's last key and the filters it belongs to."""
     if not key:
         return None
     data = {"k": key, "s": status, **({"n": name} if name else {}),
-            **({"t": list(tag)} if tag else {})}
+            **({"t": list(tag)} if tag else {}), **({"w": tenant} if tenant else {})}
     raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -167,7 +170,8 @@ def encode_token(key: Optional[Dict[str, Any]], status: Optional[str],
 def decode_token(token: Optional[str], status: Optional[str],
                  valid_key: Callable[[Any], bool],
                  name: Optional[str] = None,
-                 tag: Optional[Tag] = None) -> Optional[Dict[str, Any]]:
+                 tag: Optional[Tag] = None,
+                 tenant: Optional[str] = None) -> Optional[Dict[str, Any]]:
     """The key inside a next_token made for the same filters, or InvalidPageToken."""
     if not token:
         return None
@@ -175,10 +179,11 @@ def decode_token(token: Optional[str], status: Optional[str],
         data = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode()))
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         data = None
-    if (not isinstance(data, dict) or not {"k", "s"} <= set(data) <= {"k", "s", "n", "t"}
+    if (not isinstance(data, dict) or not {"k", "s"} <= set(data) <= {"k", "s", "n", "t", "w"}
             or not valid_key(data["k"])):
         raise InvalidPageToken("next_token is not a token this API returned")
     if (data["s"] != status or data.get("n") != (name or None)
-            or data.get("t") != (list(tag) if tag else None)):
+            or data.get("t") != (list(tag) if tag else None)
+            or data.get("w") != (tenant or None)):
         raise InvalidPageToken("next_token belongs to a listing with other filters")
     return data["k"]

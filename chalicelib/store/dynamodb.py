@@ -22,8 +22,8 @@ from chalicelib import aws, config
 from chalicelib.errors import ClaimLost, FlowConflict, StateConflict, TaskExists, TaskNotFound
 from chalicelib.flow import FlowState, Limits
 from chalicelib.models import (
-    FINISHED, OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso, iso_ms,
-    parse_iso,
+    DEFAULT_TENANT, FINISHED, OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task,
+    iso, iso_ms, parse_iso,
 )
 from chalicelib.store import LEASE_SECONDS, Tag, TaskStore, decode_token, encode_token
 from chalicelib.store.attribute_values import deserialize, serialize
@@ -40,14 +40,23 @@ SEARCH_PAGE = 200
 SEARCH_PAGE_PER_MATCH = 4
 
 
+def tenant_status(tenant: str, status: str) -> str:
+    """TenantStatusIndex partition: one tenant's tasks of one status."""
+    return f"{tenant}#{status}"
+
+
 def due_bucket(priority: int) -> str:
     """DueIndex partition of a priority."""
     return f"P{priority}"
 
 
-def _page_key(item: Dict[str, Any], status: Optional[str]) -> Dict[str, Any]:
-    # The ExclusiveStartKey that continues right after `item` (table, or StatusIndex).
-    names = ("TaskID", "Status", "CreatedAt") if status else ("TaskID",)
+def _page_key(item: Dict[str, Any], status: Optional[str],
+              tenant: Optional[str] = None) -> Dict[str, Any]:
+    # The ExclusiveStartKey that continues right after `item` (table, or the index read).
+    if tenant:
+        names: tuple = ("TaskID", "TenantStatus" if status else "Tenant", "CreatedAt")
+    else:
+        names = ("TaskID", "Status", "CreatedAt") if status else ("TaskID",)
     return {name: item[name] for name in names}
 
 
@@ -58,7 +67,7 @@ def _is_condition_failure(error: ClientError) -> bool:
 def _is_table_key(key: Any) -> bool:
     # A LastEvaluatedKey of the table or StatusIndex: string attributes only.
     return (isinstance(key, dict) and "TaskID" in key
-            and set(key) <= {"TaskID", "Status", "CreatedAt"}
+            and set(key) <= {"TaskID", "Status", "CreatedAt", "Tenant", "TenantStatus"}
             and all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str)
                     for v in key.values()))
 
@@ -290,9 +299,20 @@ class DynamoDBTaskStore(TaskStore):
         return from_item(_deserialize(response["Item"]))
 
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
-             name: Optional[str] = None, tag: Optional[Tag] = None) -> Page:
-        start_key = decode_token(next_token, status, _is_table_key, name, tag)
-        if status:
+             name: Optional[str] = None, tag: Optional[Tag] = None,
+             tenant: Optional[str] = None) -> Page:
+        start_key = decode_token(next_token, status, _is_table_key, name, tag, tenant)
+        scope = (status, tenant)
+        if tenant:
+            index, partition, value = (
+                (config.TENANT_STATUS_INDEX, "TenantStatus", tenant_status(tenant, status))
+                if status else (config.TENANT_INDEX, "Tenant", tenant))
+            read = functools.partial(
+                self._client.query, TableName=self.table_name, IndexName=index,
+                KeyConditionExpression="#part = :part", ScanIndexForward=False,
+                ExpressionAttributeNames={"#part": partition},
+                ExpressionAttributeValues={":part": {"S": value}})
+        elif status:
             read = functools.partial(
                 self._client.query, TableName=self.table_name, IndexName=config.STATUS_INDEX,
                 KeyConditionExpression="#status = :status", ScanIndexForward=False,
@@ -304,11 +324,11 @@ class DynamoDBTaskStore(TaskStore):
             response = read(Limit=limit, **({"ExclusiveStartKey": start_key}
                                             if start_key else {}))
             tasks = [from_item(_deserialize(item)) for item in response.get("Items", [])]
-            return Page(tasks=tasks,
-                        next_token=encode_token(response.get("LastEvaluatedKey"), status))
-        return self._search(read, status, name, tag, limit, start_key)
+            return Page(tasks=tasks, next_token=encode_token(
+                response.get("LastEvaluatedKey"), status, tenant=tenant))
+        return self._search(read, scope, name, tag, limit, start_key)
 
-    def _search(self, read, status: Optional[str], name: Optional[str], tag: Optional[Tag],
+    def _search(self, read, scope, name: Optional[str], tag: Optional[Tag],
                 limit: int, start_key: Optional[Dict[str, Any]]) -> Page:
         # A filter applies after the read: follow pages until `limit` matches, reading at
         # most SEARCH_READS pages of a few times `limit` items per call (the page may then
@@ -339,17 +359,18 @@ class DynamoDBTaskStore(TaskStore):
                 found.append(item)
                 if len(found) == limit:
                     more = index < len(items) - 1 or "LastEvaluatedKey" in response
-                    key = _page_key(item, status) if more else None
-                    return self._page(found, key, status, name, tag)
+                    key = _page_key(item, *scope) if more else None
+                    return self._page(found, key, scope, name, tag)
             start_key = response.get("LastEvaluatedKey")
             if not start_key:
                 break
-        return self._page(found, start_key, status, name, tag)
+        return self._page(found, start_key, scope, name, tag)
 
     @staticmethod
-    def _page(items, key, status, name, tag) -> Page:
+    def _page(items, key, scope, name, tag) -> Page:
+        status, tenant = scope
         return Page(tasks=[from_item(_deserialize(item)) for item in items],
-                    next_token=encode_token(key, status, name, tag))
+                    next_token=encode_token(key, status, name, tag, tenant))
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
         for priority in PRIORITIES:
@@ -481,6 +502,8 @@ def to_item(task: Task) -> Dict[str, Any]:
         "ExtraRunKey": task.extra_run_key,
         "PauseAfterRun": task.pause_after_run or None,
         "FlowWaiting": task.flow_waiting,
+        "Tenant": task.tenant,
+        "TenantStatus": tenant_status(task.tenant, task.status),
         "FlowDelayedAt": iso_ms(task.flow_delayed_at),
     }
     item.update({key: value for key, value in optional.items() if value is not None})
@@ -526,6 +549,7 @@ def from_item(item: Dict[str, Any]) -> Task:
         extra_run_key=item.get("ExtraRunKey"),
         pause_after_run=bool(item.get("PauseAfterRun", False)),
         flow_waiting=item.get("FlowWaiting"),
+        tenant=item.get("Tenant", DEFAULT_TENANT),
         flow_delayed_at=parse_iso(item.get("FlowDelayedAt")),
         **{declared.name: _option_from_item(declared, item) for declared in OPTIONS},
     )
@@ -605,6 +629,8 @@ def table_definition(table_name: str) -> Dict[str, Any]:
             {"AttributeName": "DueAt", "AttributeType": "S"},
             {"AttributeName": "Status", "AttributeType": "S"},
             {"AttributeName": "CreatedAt", "AttributeType": "S"},
+            {"AttributeName": "Tenant", "AttributeType": "S"},
+            {"AttributeName": "TenantStatus", "AttributeType": "S"},
         ],
         "GlobalSecondaryIndexes": [
             {
@@ -619,5 +645,19 @@ def table_definition(table_name: str) -> Dict[str, Any]:
                               {"AttributeName": "CreatedAt", "KeyType": "RANGE"}],
                 "Projection": {"ProjectionType": "ALL"},
             },
+            *TENANT_INDEXES,
         ],
     }
+
+
+# A tenant's listings: its tasks newest first, and those of one status.
+TENANT_INDEXES = (
+    {"IndexName": config.TENANT_INDEX,
+     "KeySchema": [{"AttributeName": "Tenant", "KeyType": "HASH"},
+                   {"AttributeName": "CreatedAt", "KeyType": "RANGE"}],
+     "Projection": {"ProjectionType": "ALL"}},
+    {"IndexName": config.TENANT_STATUS_INDEX,
+     "KeySchema": [{"AttributeName": "TenantStatus", "KeyType": "HASH"},
+                   {"AttributeName": "CreatedAt", "KeyType": "RANGE"}],
+     "Projection": {"ProjectionType": "ALL"}},
+)

@@ -142,12 +142,14 @@ class InMemoryTaskStore(TaskStore):
             return copy.deepcopy(self._existing(task_id))
 
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
-             name: Optional[str] = None, tag: Optional[Tag] = None) -> Page:
-        after = decode_token(next_token, status, _is_page_key, name, tag)
+             name: Optional[str] = None, tag: Optional[Tag] = None,
+             tenant: Optional[str] = None) -> Page:
+        after = decode_token(next_token, status, _is_page_key, name, tag, tenant)
         folded = name.casefold() if name else None
         with self._lock:
             matching = [task for task in self._tasks.values()
                         if (status is None or task.status == status)
+                        and (tenant is None or task.tenant == tenant)
                         and (folded is None or folded in (task.name or "").casefold())
                         and (tag is None or task.tags.get(tag[0]) == tag[1])]
             matching.sort(key=_page_key_of, reverse=True)  # newest first, as SQLite lists
@@ -159,7 +161,7 @@ class InMemoryTaskStore(TaskStore):
         if len(matching) > limit:
             created_at, task_id = _page_key_of(page[-1])
             token = encode_token({"created_at": created_at, "task_id": task_id}, status, name,
-                                 tag)
+                                 tag, tenant)
         return Page(tasks=page, next_token=token)
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:

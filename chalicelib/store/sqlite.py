@@ -24,7 +24,8 @@ from chalicelib.errors import (
 )
 from chalicelib.flow import FlowState, Limits
 from chalicelib.models import (
-    OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso_ms, parse_iso, utcnow,
+    DEFAULT_TENANT, OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso_ms,
+    parse_iso, utcnow,
 )
 from chalicelib.store import LEASE_SECONDS, Tag, TaskStore, decode_token, encode_token
 
@@ -83,12 +84,17 @@ CREATE TABLE IF NOT EXISTS flow_waiters (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS store_health (id INTEGER PRIMARY KEY, checked_at TEXT NOT NULL);
 """
+# Made once the tenant column exists (added to an earlier file by the migration).
+TENANT_INDEXES = """
+CREATE INDEX IF NOT EXISTS tasks_tenant ON tasks (tenant, created_at, task_id);
+CREATE INDEX IF NOT EXISTS tasks_tenant_status ON tasks (tenant, status, created_at, task_id);
+"""
 # Columns added after the first release (and any task option declared since), and how;
 # statements are built from these constants and the declarations, never from input.
 COUNTERS = ("version", "runs_done", "pause_after_run")  # 0 in a row from before them
 MIGRATED_COLUMNS = ("firing_at", "idempotency_key", "request_hash", "paused_until",
-                    "extra_run_key", "flow_waiting", "flow_delayed_at") + COUNTERS + tuple(
-    declared.name for declared in OPTIONS)
+                    "extra_run_key", "flow_waiting", "flow_delayed_at", "tenant"
+                    ) + COUNTERS + tuple(declared.name for declared in OPTIONS)
 ADD_COLUMN = {column: "ALTER TABLE tasks ADD COLUMN " + column + " " + (
     "INTEGER NOT NULL DEFAULT 0" if column in COUNTERS
     else "INTEGER" if OPTION_TYPES.get(column) in ("integer", "boolean") else "TEXT")
@@ -105,7 +111,7 @@ COLUMNS = ("task_id", "action", "payload", "run_at", "schedule_kind", "timezone"
            "attempts", "next_run_at", "created_at", "updated_at", "run_id", "lease_until",
            "due_at", "runs", "firing_at", "idempotency_key", "request_hash", "version",
            "runs_done", "paused_until", "extra_run_key", "pause_after_run", "flow_waiting",
-           "flow_delayed_at") + tuple(
+           "flow_delayed_at", "tenant") + tuple(
     declared.name for declared in OPTIONS)
 INSERT_TASK = ("INSERT INTO tasks (" + ", ".join(COLUMNS) + ") "  # nosec B608 - constant columns
                "VALUES (" + ", ".join("?" for _ in COLUMNS) + ")")
@@ -118,8 +124,11 @@ CLAIM_TASK = ("UPDATE tasks SET status = ?, run_id = ?, lease_until = ?, due_at 
               "((status IN (?, ?) AND next_run_at <= ?) OR (status = ? AND lease_until < ?))")
 
 
-def _list_query(by_status: bool, after: bool, by_tag: bool = False) -> str:
+def _list_query(by_status: bool, after: bool, by_tag: bool = False,
+                by_tenant: bool = False) -> str:
     clauses = ["(? IS NULL OR instr(casefold(name), ?) > 0)"]
+    if by_tenant:
+        clauses.append("tenant = ?")
     if by_status:
         clauses.append("status = ?")
     if by_tag:
@@ -133,9 +142,10 @@ def _list_query(by_status: bool, after: bool, by_tag: bool = False) -> str:
 
 # One statement per shape, so each keeps its index: (status, created_at, task_id) or
 # (created_at, task_id), entered at the page's key.
-LIST_TASKS = {(by_status, after, by_tag): _list_query(by_status, after, by_tag)
+LIST_TASKS = {(by_status, after, by_tag, by_tenant): _list_query(by_status, after, by_tag,
+                                                                  by_tenant)
               for by_status in (False, True) for after in (False, True)
-              for by_tag in (False, True)}
+              for by_tag in (False, True) for by_tenant in (False, True)}
 
 
 class SQLiteTaskStore(TaskStore):
@@ -199,6 +209,10 @@ class SQLiteTaskStore(TaskStore):
         for column in MIGRATED_COLUMNS:
             if column not in present:  # a data file made by an earlier version
                 connection.execute(ADD_COLUMN[column])
+        if "tenant" not in present:  # tasks from before tenants are the default tenant's
+            connection.execute("UPDATE tasks SET tenant = ? WHERE tenant IS NULL",
+                               (DEFAULT_TENANT,))
+        connection.executescript(TENANT_INDEXES)
         connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self._opened = _identity(self.path)
 
@@ -392,10 +406,13 @@ class SQLiteTaskStore(TaskStore):
         return from_row(row)
 
     def list(self, status: Optional[str], limit: int, next_token: Optional[str],
-             name: Optional[str] = None, tag: Optional[Tag] = None) -> Page:
-        after = decode_token(next_token, status, _is_page_key, name, tag)
+             name: Optional[str] = None, tag: Optional[Tag] = None,
+             tenant: Optional[str] = None) -> Page:
+        after = decode_token(next_token, status, _is_page_key, name, tag, tenant)
         folded = name.casefold() if name else None
         params: List[Any] = [folded, folded]
+        if tenant:
+            params.append(tenant)
         if status:
             params.append(status)
         if tag:
@@ -403,14 +420,14 @@ class SQLiteTaskStore(TaskStore):
         if after:
             params += [after["created_at"], after["task_id"]]
         with self._reading() as db:
-            rows = db.execute(LIST_TASKS[bool(status), bool(after), bool(tag)],
+            rows = db.execute(LIST_TASKS[bool(status), bool(after), bool(tag), bool(tenant)],
                               params + [limit + 1]).fetchall()
         tasks = [from_row(row) for row in rows[:limit]]
         token = None
         if len(rows) > limit:
             last = rows[limit - 1]
             token = encode_token({"created_at": last["created_at"], "task_id": last["task_id"]},
-                                 status, name, tag)
+                                 status, name, tag, tenant)
         return Page(tasks=tasks, next_token=token)
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
@@ -514,6 +531,7 @@ def to_row(task: Task) -> Dict[str, Any]:
         "paused_until": iso_ms(task.paused_until), "extra_run_key": task.extra_run_key,
         "pause_after_run": int(task.pause_after_run),
         "flow_waiting": task.flow_waiting, "flow_delayed_at": iso_ms(task.flow_delayed_at),
+        "tenant": task.tenant,
         **{declared.name: _option_to_column(declared, getattr(task, declared.name))
            for declared in OPTIONS},
     }
@@ -550,6 +568,7 @@ def from_row(row: sqlite3.Row) -> Task:
         runs_done=row["runs_done"], paused_until=parse_iso(row["paused_until"]),
         extra_run_key=row["extra_run_key"], pause_after_run=bool(row["pause_after_run"]),
         flow_waiting=row["flow_waiting"], flow_delayed_at=parse_iso(row["flow_delayed_at"]),
+        tenant=row["tenant"] or DEFAULT_TENANT,
         **{declared.name: _option_from_column(declared, row[declared.name])
            for declared in OPTIONS},
     )

@@ -1,0 +1,109 @@
+"""Tenants: tokens mapped to tenants, every route answering 404 for another tenant's task,
+listings per tenant (an admin sees all), on the in-memory API and on moto; tasks from
+before tenants stay the default tenant's."""
+import pytest
+
+from chalicelib import auth
+from tests.conftest import Api
+
+TOKENS = "alpha=alpha-token-0123,beta=beta-token-01234,default-token-012,*=admin-token-012"
+
+
+@pytest.mark.parametrize("entries, expected", [
+    (["alpha=t1", "t2", "*=t3"], {"t1": "alpha", "t2": "default", "t3": "*"}),
+    ([" team.one = t1 "], {"t1": "team.one"}),
+    (["bad name=t1", "=t2", "alpha=", "a/b=t3"], {}),
+])
+def test_tokens_name_their_tenants(entries, expected):
+    assert auth.tenants_by_token(entries) == expected
+
+
+@pytest.mark.parametrize("header, tenant", [
+    ("Bearer alpha-token-0123", "alpha"), ("Bearer default-token-012", "default"),
+    ("Bearer admin-token-012", "*"), ("Bearer nope", None), (None, None),
+])
+def test_a_header_names_its_tokens_tenant(monkeypatch, header, tenant):
+    monkeypatch.setenv("API_TOKENS", TOKENS)
+    assert auth.tenant_of(header) == tenant
+
+
+def _as(client, token):
+    return Api(client, {"Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json"})
+
+
+@pytest.fixture(params=["memory", "moto"])
+def apis(request, monkeypatch):
+    """(alpha, beta, default, admin) clients of one API (in memory, or over moto)."""
+    client = request.getfixturevalue("memory_client" if request.param == "memory"
+                                     else "client")
+    monkeypatch.setenv("API_TOKENS", TOKENS)
+    return tuple(_as(client, token) for token in (
+        "alpha-token-0123", "beta-token-01234", "default-token-012", "admin-token-012"))
+
+
+def _task(name, **extra):
+    return {"action": "log", "payload": {"message": name}, "run_at": "cron(0 9 * * ? *)",
+            "name": name, "tags": {"team": "x"}, **extra}
+
+
+def test_every_route_answers_404_for_another_tenants_task(apis):
+    alpha, beta, _, admin = apis
+    created = alpha.post("/schedule-task", _task("alpha's"))
+    assert created.status_code == 201
+    task_id = created.json["task_id"]
+    assert alpha.get(f"/tasks/{task_id}").json["tenant"] == "alpha"
+    for method, path, body in (
+            ("GET", f"/tasks/{task_id}", None), ("PATCH", f"/tasks/{task_id}", {"name": "x"}),
+            ("POST", f"/tasks/{task_id}/pause", None), ("POST", f"/tasks/{task_id}/resume", None),
+            ("POST", f"/tasks/{task_id}/run", None), ("POST", f"/tasks/{task_id}/retry", None),
+            ("DELETE", f"/tasks/{task_id}", None)):
+        answer = beta.request(method, path, body)
+        assert answer.status_code == 404, (method, path, answer.json)
+        assert answer.json["code"] == "task_not_found"
+    shown = alpha.get(f"/tasks/{task_id}").json
+    assert (shown["status"], shown["name"], shown["version"]) == ("scheduled", "alpha's", 1)
+    assert admin.patch(f"/tasks/{task_id}", {"name": "by admin"}).status_code == 200
+    assert alpha.delete(f"/tasks/{task_id}").status_code == 200
+
+
+def test_listings_and_searches_see_only_the_callers_tenant(apis):
+    alpha, beta, default, admin = apis
+    ids = {who: [api.post("/schedule-task", _task(f"{who}-{n}")).json["task_id"]
+                 for n in range(3)]
+           for who, api in (("alpha", alpha), ("beta", beta), ("default", default))}
+
+    def listed(api, query=""):
+        found, token = [], None
+        while True:
+            page = api.get(f"/tasks?limit=2{query}" + (f"&next_token={token}" if token else ""))
+            assert page.status_code == 200, page.json
+            found += [task["task_id"] for task in page.json["tasks"]]
+            token = page.json["next_token"]
+            if not token:
+                return found
+
+    assert sorted(listed(alpha)) == sorted(ids["alpha"])
+    assert sorted(listed(beta, "&status=scheduled")) == sorted(ids["beta"])
+    assert sorted(listed(beta, "&name=beta-1")) == [ids["beta"][1]]
+    assert listed(beta, "&name=alpha") == []
+    assert sorted(listed(default, "&tag=team:x")) == sorted(ids["default"])
+    assert sorted(listed(admin)) == sorted(sum(ids.values(), []))
+    assert sorted(listed(admin, "&tenant=alpha&status=scheduled")) == sorted(ids["alpha"])
+    refused = beta.get("/tasks?tenant=alpha")
+    assert refused.status_code == 400 and refused.json["field"] == "tenant"
+    # A page token of one tenant's listing is not another's.
+    token = alpha.get("/tasks?limit=1").json["next_token"]
+    assert beta.get(f"/tasks?limit=1&next_token={token}").status_code == 400
+
+
+def test_idempotency_keys_and_flow_keys_are_each_tenants_own(apis):
+    alpha, beta, _, _ = apis
+    body = _task("same", flow_control={"key": "billing", "parallelism": 1})
+    first = alpha.post("/schedule-task", body, headers={"Idempotency-Key": "k1"})
+    second = beta.post("/schedule-task", {**body, "flow_control": {
+        "key": "billing", "parallelism": 5}}, headers={"Idempotency-Key": "k1"})
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json["task_id"] != second.json["task_id"]
+    assert alpha.get("/flow-control/billing").json["parallelism"] == 1
+    assert beta.get("/flow-control/billing").json["parallelism"] == 5
