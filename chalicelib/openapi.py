@@ -89,6 +89,8 @@ TASK = {
         "paused_until": {**TIME_OR_NULL, "description": "a paused task resumes by itself then"},
         "flow_delayed_since": {**TIME_OR_NULL, "description": (
             "set while the task waits for room under its flow_control key: since when")},
+        "tenant": {"type": "string", "description": (
+            "whose task it is: the tenant of the token that made it")},
         "upcoming": {"type": "array", "items": TIME, "maxItems": 5},
         "created_at": TIME, "updated_at": TIME,
         "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
@@ -200,6 +202,10 @@ def document(server_url: str = "/") -> dict:
                     {"name": "tag", "in": "query", "description": (
                         "key:value, one of the task's tags"), "schema": {"type": "string"},
                      "example": "team:billing"},
+                    {"name": "tenant", "in": "query", "description": (
+                        "an admin token's filter: one tenant's tasks (a tenant's token "
+                        "lists its own, and names no other)"), "schema": {
+                        "type": "string", "maxLength": validation.MAX_TENANT_LENGTH}},
                     {"name": "limit", "in": "query", "schema": {
                         "type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
                     {"name": "next_token", "in": "query", "schema": {"type": "string"}}],
