@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Callable, Optional
 
 from chalicelib.errors import Conflict, PreconditionFailed, StateConflict, TaskNotFound
-from chalicelib import flowcontrol
+from chalicelib import flowcontrol, quotas
 from chalicelib.models import WAITING, Task
 from chalicelib.wiring import Runtime
 
@@ -61,6 +61,7 @@ def apply(runtime: Runtime, task_id: str, change: Callable[[Task], Task],
             raise
         if before.flow_delayed_at and not stored.flow_delayed_at:
             flowcontrol.forget(runtime, before, runtime.clock.now())
+        quotas.account(runtime, before, stored)
         return stored
     raise Conflict(f"task {task_id} kept changing while this change was made; try again",
                    field="task_id", code="busy")

@@ -43,6 +43,7 @@ AUTH_MODE = "AUTH_MODE"
 METRICS = "METRICS"
 TASK_RETENTION_DAYS = "TASK_RETENTION_DAYS"
 PRECISION = "PRECISION"
+TENANT_MAX_WAITING = "TENANT_MAX_WAITING"
 LAMBDA_FUNCTION_NAME = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime
 
 LOCAL_STAGE = "local"
@@ -108,6 +109,12 @@ def metrics_enabled() -> bool:
 def task_retention_days() -> int:
     """How long a finished task is kept before the table's TTL deletes it (DynamoDB)."""
     return int(_get(TASK_RETENTION_DAYS, "90"))
+
+
+def tenant_max_waiting() -> Optional[int]:
+    """How many waiting (not finished) tasks each tenant may have; None: no limit."""
+    value = _get(TENANT_MAX_WAITING)
+    return int(value) if value else None
 
 
 def precision() -> str:

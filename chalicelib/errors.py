@@ -55,6 +55,13 @@ class FlowKeyNotFound(SchedulerError):
     code = "flow_key_not_found"
 
 
+class QuotaExceeded(SchedulerError):
+    """The tenant has as many waiting tasks as TENANT_MAX_WAITING allows."""
+
+    status = 429
+    code = "quota_exceeded"
+
+
 class Conflict(SchedulerError):
     """The task's state does not allow what was asked."""
 

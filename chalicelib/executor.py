@@ -13,7 +13,7 @@ from typing import List, Optional
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import (
-    actions, changes, config, deadletters, flowcontrol, lifecycle, observability,
+    actions, changes, config, deadletters, flowcontrol, lifecycle, observability, quotas,
 )
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
@@ -125,6 +125,7 @@ def _run(runtime: Runtime, task: Task, run_id: str, skipped: List[Run]) -> Execu
         logger.warning("task %s: lease lost before the result of run %s was written",
                        task_id, run_id)
         return Execution(task_id, SKIPPED, run=run)
+    quotas.account(runtime, task, finished)
     runtime.trigger.after_run(finished)
     observability.event(
         "run_finished", task_id=task_id, run_id=run_id, attempt=run.attempt,
@@ -181,6 +182,7 @@ def _skip_missed(runtime: Runtime, task: Task, missed: lifecycle.CatchUp,
         finished = runtime.store.finish(task, None, change, now)
     except ClaimLost:
         return Execution(task.task_id, SKIPPED)
+    quotas.account(runtime, task, finished)
     runtime.trigger.after_run(finished)
     observability.event("firings_skipped", task_id=task.task_id, catch_up=task.catch_up,
                         skipped=len(missed.skipped), status=finished.status,

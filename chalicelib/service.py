@@ -10,7 +10,9 @@ from typing import Any, Dict, Optional, Tuple
 
 from dataclasses import replace
 
-from chalicelib import actions, changes, flowcontrol, lifecycle, observability, schedules
+from chalicelib import (
+    actions, changes, config, flowcontrol, lifecycle, observability, quotas, schedules,
+)
 from chalicelib.errors import (
     Conflict, FlowKeyNotFound, InvalidPageToken, TaskExists, TaskNotFound, ValidationError,
     shown,
@@ -72,10 +74,17 @@ def schedule_task(runtime: Runtime, body: Any,
         **new.options,
     ), now)
     flowcontrol.declare(runtime, task)
+    counted = quotas.take(runtime, tenant)
     try:
         store.create(task)
     except TaskExists:  # a repeat that arrived while the first was being stored
+        if counted:
+            quotas.give_back(runtime, tenant)
         return _repeat(store.get(task.task_id), idempotency_key, request_hash), False
+    except Exception:
+        if counted:
+            quotas.give_back(runtime, tenant)
+        raise
     # Stored first, then armed. If arming fails the request fails and nothing remains:
     # the trigger (a rule may be half-made) and the task are removed before the error
     # is raised again.
@@ -121,6 +130,8 @@ def _repeat(first: Task, idempotency_key: Optional[str], request_hash: str) -> D
 
 
 def _undo(runtime: Runtime, task: Task) -> None:
+    if config.tenant_max_waiting() is not None:
+        quotas.give_back(runtime, task.tenant)
     for step, undo in (("disarm", runtime.trigger.disarm), ("delete", runtime.store.delete)):
         try:
             undo(task if step == "disarm" else task.task_id)

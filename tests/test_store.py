@@ -488,3 +488,15 @@ def test_a_tenants_listing_pages_through_its_own_tasks_only(store, make_task):
         store.list(None, 1, token, tenant="beta")
     with pytest.raises(InvalidPageToken):
         store.list(None, 1, token)  # nor an admin's listing of everyone
+
+
+def test_a_tenants_waiting_count_is_kept_atomically_under_its_limit(store):
+    results = together(*((lambda: store.count_waiting("alpha", +1, below=2))
+                         for _ in range(5)))
+    assert sorted(results) == [False, False, False, True, True]
+    assert store.waiting_count("alpha") == 2 and store.waiting_count("beta") == 0
+    assert store.count_waiting("alpha", -1) and store.waiting_count("alpha") == 1
+    store.count_waiting("alpha", -1)
+    store.count_waiting("alpha", -1)  # never below 0
+    assert store.waiting_count("alpha") == 0
+    assert store.count_waiting("alpha", +1) and store.waiting_count("alpha") == 1

@@ -107,3 +107,41 @@ def test_idempotency_keys_and_flow_keys_are_each_tenants_own(apis):
     assert first.json["task_id"] != second.json["task_id"]
     assert alpha.get("/flow-control/billing").json["parallelism"] == 1
     assert beta.get("/flow-control/billing").json["parallelism"] == 5
+
+
+def test_a_tenant_over_its_quota_is_refused_429_and_nothing_is_stored(apis, monkeypatch):
+    alpha, beta, _, admin = apis
+    monkeypatch.setenv("TENANT_MAX_WAITING", "2")
+    first, second = (alpha.post("/schedule-task", _task(f"q{n}")).json["task_id"]
+                     for n in range(2))
+    refused = alpha.post("/schedule-task", _task("one too many"))
+    assert refused.status_code == 429
+    assert refused.json == {"code": "quota_exceeded", "field": "tenant",
+                            "message": refused.json["message"]}
+    assert "alpha" in refused.json["message"]
+    assert len(alpha.get("/tasks").json["tasks"]) == 2  # nothing stored
+    assert beta.post("/schedule-task", _task("beta's own")).status_code == 201
+    assert alpha.delete(f"/tasks/{first}").status_code == 200  # a cancel gives one back
+    assert alpha.post("/schedule-task", _task("room again")).status_code == 201
+    assert alpha.post("/schedule-task", _task("full again")).status_code == 429
+    assert admin.delete(f"/tasks/{second}").status_code == 200
+    assert alpha.post("/schedule-task", _task("room again")).status_code == 201
+
+
+def test_a_finished_run_gives_its_quota_back(memory_api, memory, monkeypatch):
+    from datetime import timedelta
+
+    from chalicelib import wiring
+    from chalicelib.executor import execute_task
+    from chalicelib.models import Clock, utcnow
+
+    monkeypatch.setenv("TENANT_MAX_WAITING", "1")
+    soon = (utcnow() + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {"action": "log", "payload": {"message": "once"}, "run_at": soon}
+    task_id = memory_api.post("/schedule-task", body).json["task_id"]
+    assert memory_api.post("/schedule-task", body).status_code == 429
+    later = Clock(now=lambda: utcnow() + timedelta(minutes=2), sleep=lambda seconds: None)
+    with wiring.overridden(clock=later):
+        assert execute_task(wiring.runtime(), task_id).status == "completed"
+    assert memory.store.waiting_count("default") == 0
+    assert memory_api.post("/schedule-task", body).status_code == 201

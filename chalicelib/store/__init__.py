@@ -133,6 +133,15 @@ class TaskStore(abc.ABC):
         entry is stale: the task changed, finished or was woken meanwhile)."""
 
     @abc.abstractmethod
+    def count_waiting(self, tenant: str, delta: int, below: Optional[int] = None) -> bool:
+        """Add `delta` to the tenant's count of waiting tasks in one atomic write (never
+        below 0); with `below`, only while the count is under it. False when refused."""
+
+    @abc.abstractmethod
+    def waiting_count(self, tenant: str) -> int:
+        """The tenant's count of waiting tasks as kept by count_waiting."""
+
+    @abc.abstractmethod
     def add_waiter(self, key: str, entry: str, task_id: str) -> None:
         """Queue `task_id` under the flow-control key at `entry` (entries sort in the
         order waiting tasks start); adding an entry twice keeps one."""

@@ -257,6 +257,35 @@ class DynamoDBTaskStore(TaskStore):
         except _Refused:
             return None
 
+    # A tenant's count of waiting tasks lives in the flow table too (partition
+    # `tenant:<name>`, entry "waiting"): one more small item, no table of its own.
+
+    def count_waiting(self, tenant: str, delta: int, below: Optional[int] = None) -> bool:
+        values: Dict[str, Any] = {":delta": delta, ":zero": 0}
+        condition = "Waiting > :zero" if delta < 0 else None
+        if below is not None:
+            values[":below"] = below
+            condition = "attribute_not_exists(Waiting) OR Waiting < :below"
+        try:
+            self._client.update_item(
+                TableName=self.flow_table,
+                Key=_serialize({"FlowKey": TENANT_COUNT + tenant, "Entry": "waiting"}),
+                UpdateExpression="SET Waiting = if_not_exists(Waiting, :zero) + :delta",
+                ExpressionAttributeValues=_serialize(values),
+                **({"ConditionExpression": condition} if condition else {}))
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def waiting_count(self, tenant: str) -> int:
+        item = self._client.get_item(
+            TableName=self.flow_table, ConsistentRead=True,
+            Key=_serialize({"FlowKey": TENANT_COUNT + tenant, "Entry": "waiting"})
+        ).get("Item")
+        return int(item["Waiting"]["N"]) if item else 0
+
     def add_waiter(self, key: str, entry: str, task_id: str) -> None:
         self._client.put_item(TableName=self.flow_table, Item=_serialize(
             {"FlowKey": key, "Entry": WAITER_PREFIX + entry, "TaskID": task_id}))
@@ -448,6 +477,8 @@ class DynamoDBTaskStore(TaskStore):
 # ---------------------------------------------------------------- item mapping
 
 FLOW_STATE = "state"
+# A tenant's count's partition; its entry is "waiting", which no flow key's items use.
+TENANT_COUNT = "tenant:"
 WAITER_PREFIX = "wait#"
 
 

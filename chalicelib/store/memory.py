@@ -24,6 +24,7 @@ class InMemoryTaskStore(TaskStore):
         self._tasks: Dict[str, Task] = {}
         self._flows: Dict[str, FlowState] = {}
         self._waiters: Dict[str, Dict[str, str]] = {}
+        self._waiting: Dict[str, int] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ writes
@@ -94,6 +95,18 @@ class InMemoryTaskStore(TaskStore):
                 return None
             return self._put(replace(task, next_run_at=at, flow_waiting=None, updated_at=now,
                                      version=task.version + 1))
+
+    def count_waiting(self, tenant: str, delta: int, below: Optional[int] = None) -> bool:
+        with self._lock:
+            count = self._waiting.get(tenant, 0)
+            if below is not None and count >= below:
+                return False
+            self._waiting[tenant] = max(count + delta, 0)
+            return True
+
+    def waiting_count(self, tenant: str) -> int:
+        with self._lock:
+            return self._waiting.get(tenant, 0)
 
     def add_waiter(self, key: str, entry: str, task_id: str) -> None:
         with self._lock:

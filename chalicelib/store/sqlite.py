@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS flow_keys (
     last_start  TEXT,
     version     INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tenant_counts (
+    tenant  TEXT PRIMARY KEY,
+    waiting INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS flow_waiters (
     key     TEXT NOT NULL,
     entry   TEXT NOT NULL,
@@ -363,6 +367,24 @@ class SQLiteTaskStore(TaskStore):
                  RETRYING)).rowcount
             row = db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return from_row(row) if updated else None
+
+    def count_waiting(self, tenant: str, delta: int, below: Optional[int] = None) -> bool:
+        with self._connection() as db:
+            row = db.execute("SELECT waiting FROM tenant_counts WHERE tenant = ?",
+                             (tenant,)).fetchone()
+            count = row["waiting"] if row else 0
+            if below is not None and count >= below:
+                return False
+            db.execute("INSERT INTO tenant_counts (tenant, waiting) VALUES (?, ?) "
+                       "ON CONFLICT (tenant) DO UPDATE SET waiting = excluded.waiting",
+                       (tenant, max(count + delta, 0)))
+        return True
+
+    def waiting_count(self, tenant: str) -> int:
+        with self._reading() as db:
+            row = db.execute("SELECT waiting FROM tenant_counts WHERE tenant = ?",
+                             (tenant,)).fetchone()
+        return row["waiting"] if row else 0
 
     def add_waiter(self, key: str, entry: str, task_id: str) -> None:
         with self._connection() as db:
