@@ -98,6 +98,26 @@ TASK = {
 }
 
 
+BULK_REQUEST = {
+    "type": "object", "required": ["operation", "filter"], "additionalProperties": False,
+    "properties": {
+        "operation": {"type": "string", "enum": ["cancel", "pause", "resume"]},
+        "filter": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                   "properties": {"tag": {"type": "string", "minLength": 1,
+                                          "description": "key:value"},
+                                  "status": {"type": "string",
+                                             "enum": list(models.STATUSES)},
+                                  "name": {"type": "string", "minLength": 1}}},
+        "next_token": {"type": "string", "description": "a bulk answer's, to go on"}},
+}
+BULK_RESULT = {
+    "type": "object", "required": ["matched", "changed", "skipped", "next_token"],
+    "properties": {"matched": {"type": "integer"}, "changed": {"type": "integer"},
+                   "skipped": {"type": "integer", "description": (
+                       "matched, but their status did not allow the change")},
+                   "next_token": STRING_OR_NULL},
+}
+
 FLOW_STATUS = {
     "type": "object",
     "required": ["key", "rate", "period", "parallelism", "running", "waiting"],
@@ -174,6 +194,7 @@ def document(server_url: str = "/") -> dict:
             "schemas": {"Error": ERROR, "GatewayError": GATEWAY_ERROR, "Run": RUN,
                         "Preview": PREVIEW, "TaskRequest": TASK_REQUEST, "TaskUpdate": TASK_UPDATE,
                         "TaskCreated": CREATED, "Task": TASK, "FlowControl": FLOW_STATUS,
+                        "BulkResult": BULK_RESULT,
                         "TaskPage": {"type": "object", "required": ["tasks", "next_token"],
                                      "properties": {
                                          "tasks": {"type": "array", "items": {
@@ -242,6 +263,14 @@ def document(server_url: str = "/") -> dict:
             "/tasks/{task_id}/run": _change(
                 "Run a task once now, outside its schedule (its own Idempotency-Key)",
                 "the run is on its way", status="202"),
+            "/tasks/bulk": {"post": {
+                "summary": "Cancel, pause or resume the caller's tasks a filter matches, "
+                           "each as its own route would; at most 100 per request",
+                "security": secured,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": BULK_REQUEST}}},
+                "responses": {"200": _json("BulkResult", "what the request changed"),
+                              **_errors(400, 413, 415)}}},
             "/flow-control/{key}": {"get": {
                 "summary": "A flow-control key's limits and its running and waiting runs",
                 "security": secured,

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from chalice import AuthResponse, Blueprint, IAMAuthorizer, Response
 
-from chalicelib import auth, config, dashboard, openapi, service, wiring
+from chalicelib import auth, bulk, config, dashboard, openapi, service, wiring
 from chalicelib.errors import SchedulerError
 from chalicelib.models import DEFAULT_TENANT
 from chalicelib.validation import check_query, parse_json_body
@@ -79,6 +79,11 @@ def schedule_task():
 @api_route("/tasks", query=("status", "name", "tag", "limit", "next_token", "tenant"))
 def list_tasks():
     return service.list_tasks(_runtime(), api.current_request.query_params)
+
+
+@api_route("/tasks/bulk", methods=["POST"])
+def bulk_change():
+    return bulk.bulk_change(_runtime(), _body())
 
 
 @api_route("/tasks/{task_id}")

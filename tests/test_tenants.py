@@ -145,3 +145,47 @@ def test_a_finished_run_gives_its_quota_back(memory_api, memory, monkeypatch):
         assert execute_task(wiring.runtime(), task_id).status == "completed"
     assert memory.store.waiting_count("default") == 0
     assert memory_api.post("/schedule-task", body).status_code == 201
+
+
+def test_bulk_changes_stay_in_the_callers_tenant_and_continue_by_token(apis, monkeypatch):
+    from chalicelib import bulk
+
+    alpha, beta, _, admin = apis
+    mine = [alpha.post("/schedule-task", _task(f"a{n}")).json["task_id"] for n in range(3)]
+    theirs = [beta.post("/schedule-task", _task(f"b{n}")).json["task_id"] for n in range(2)]
+    done = beta.post("/tasks/bulk", {"operation": "cancel", "filter": {"tag": "team:x"}})
+    assert done.status_code == 200
+    assert done.json == {"matched": 2, "changed": 2, "skipped": 0, "next_token": None}
+    assert all(beta.get(f"/tasks/{t}").json["status"] == "cancelled" for t in theirs)
+    assert all(alpha.get(f"/tasks/{t}").json["status"] == "scheduled" for t in mine)
+    monkeypatch.setattr(bulk, "MAX_PER_REQUEST", 2)
+    first = alpha.post("/tasks/bulk", {"operation": "pause", "filter": {"name": "a"}})
+    assert (first.json["matched"], first.json["changed"]) == (2, 2)
+    assert first.json["next_token"]
+    rest = alpha.post("/tasks/bulk", {"operation": "pause", "filter": {"name": "a"},
+                                      "next_token": first.json["next_token"]})
+    assert rest.json == {"matched": 1, "changed": 1, "skipped": 0, "next_token": None}
+    again = alpha.post("/tasks/bulk", {"operation": "pause", "filter": {"status": "paused"}})
+    assert (again.json["matched"], again.json["changed"], again.json["skipped"]) == (2, 0, 2)
+    monkeypatch.setattr(bulk, "MAX_PER_REQUEST", 100)
+    resumed = admin.post("/tasks/bulk", {"operation": "resume",
+                                         "filter": {"status": "paused"}})
+    assert (resumed.json["matched"], resumed.json["changed"]) == (3, 3)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"operation": "cancel"}, "filter"), ({"operation": "cancel", "filter": {}}, "filter"),
+    ({"operation": "cancel", "filter": {"owner": "x"}}, "filter"),
+    ({"operation": "cancel", "filter": {"name": ""}}, "filter"),
+    ({"operation": "delete", "filter": {"name": "x"}}, "operation"),
+    ({"operation": "pause", "filter": {"status": "nope"}}, "status"),
+    ({"operation": "pause", "filter": {"tag": "nocolon"}}, "tag"),
+    ({"operation": "pause", "filter": {"name": "x"}, "next_token": "forged"}, "next_token"),
+    ({"operation": "pause", "filter": {"name": "x"}, "extra": 1}, "extra"),
+])
+def test_a_bulk_change_without_a_valid_filter_is_refused(apis, body, field):
+    alpha = apis[0]
+    alpha.post("/schedule-task", _task("untouched"))
+    refused = alpha.post("/tasks/bulk", body)
+    assert refused.status_code == 400 and refused.json["field"] == field, refused.json
+    assert alpha.get("/tasks").json["tasks"][0]["status"] == "scheduled"
