@@ -38,6 +38,7 @@ examples:
   taskctl flow billing-api
   taskctl list --status failed
   taskctl list --tag team:ops
+  taskctl list --tenant billing     (an admin token: one tenant's tasks)
   taskctl update 3f0c... --at 'cron(30 8 ? * MON-FRI *)' --if-match 2
   taskctl pause 3f0c... --until "$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)"
   taskctl tail 3f0c...
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", help="only tasks in this status")
     listing.add_argument("--name", help="only tasks whose name contains this (any case)")
     listing.add_argument("--tag", metavar="KEY:VALUE", help="only tasks with this tag")
+    listing.add_argument("--tenant", metavar="NAME",
+                         help="only this tenant's tasks (an admin token only; any other "
+                              "token lists its own tenant's)")
     listing.add_argument("--limit", type=positive_int,
                          help="tasks per request, 1-100 (default 50)")
     listing.add_argument("--all", action="store_true", help="follow every page")
@@ -437,7 +441,8 @@ def flow_control(args: argparse.Namespace) -> Any:
 def list_command(client: Client, args: argparse.Namespace) -> None:
     """taskctl list."""
     def page_of(next_token: Optional[str] = None) -> dict:
-        return client.list_tasks(args.status, args.name, args.limit, next_token, args.tag)
+        return client.list_tasks(args.status, args.name, args.limit, next_token, args.tag,
+                                 args.tenant)
 
     page = page_of()
     tasks = list(page.get("tasks", []))
@@ -449,9 +454,14 @@ def list_command(client: Client, args: argparse.Namespace) -> None:
     if not tasks:
         print("no tasks")
     else:
-        print_table(["ID", "NAME", "STATUS", "ACTION", "NEXT RUN", "ATTEMPTS", "TAGS"],
-                    [[task["task_id"], shorten(task.get("name"), 30), task.get("status"),
-                      task.get("action"), next_run_cell(task), attempts(task),
+        # A tenant's token lists one tenant: the column is there only when an admin's
+        # listing spans several.
+        tenanted = len({task.get("tenant") for task in tasks}) > 1
+        print_table(["ID"] + ["TENANT"] * tenanted +
+                    ["NAME", "STATUS", "ACTION", "NEXT RUN", "ATTEMPTS", "TAGS"],
+                    [[task["task_id"]] + [task.get("tenant")] * tenanted +
+                     [shorten(task.get("name"), 30), task.get("status"), task.get("action"),
+                      next_run_cell(task), attempts(task),
                       shorten(tag_text(task.get("tags"), ","), 40)] for task in tasks])
     if page.get("next_token"):
         print("more tasks: --all lists every page", file=sys.stderr)
@@ -499,7 +509,8 @@ def print_task(task: Dict[str, Any], as_json: bool = False) -> None:
     zone = task.get("timezone")
     window = task.get("window_minutes")
     print_fields([
-        ("id", task["task_id"]), ("name", task.get("name")), ("status", task.get("status")),
+        ("id", task["task_id"]), ("tenant", task.get("tenant")), ("name", task.get("name")),
+        ("status", task.get("status")),
         ("paused_until", task.get("paused_until")),
         ("action", task.get("action")), ("payload", json.dumps(task.get("payload"))),
         ("run_at", task.get("run_at") + (f" ({zone})" if zone and zone != "UTC" else "")),

@@ -57,11 +57,11 @@ class Client:
 
     def list_tasks(self, status: Optional[str] = None, name: Optional[str] = None,
                    limit: Optional[int] = None, next_token: Optional[str] = None,
-                   tag: Optional[str] = None) -> dict:
-        """GET /tasks: one page; `tag` is key:value."""
+                   tag: Optional[str] = None, tenant: Optional[str] = None) -> dict:
+        """GET /tasks: one page; `tag` is key:value, `tenant` an admin token's filter."""
         return self._call("GET", "/tasks", query={
             "status": status, "name": name, "tag": tag, "limit": limit,
-            "next_token": next_token})
+            "next_token": next_token, "tenant": tenant})
 
     def get_task(self, task_id: str) -> dict:
         """GET /tasks/{task_id}."""

@@ -612,10 +612,10 @@ class DevServer:
             return code, time.monotonic() - started
         return None, 0.0
 
-    def request(self, method, path, body=None):
+    def request(self, method, path, body=None, token=LOCAL_TOKEN):
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {LOCAL_TOKEN}", "Content-Type": "application/json"})
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())

@@ -877,3 +877,67 @@ def test_a_signed_out_page_calls_no_api(page, server):
     sign_in(page, server.url)
     expect(page.locator("#app")).to_be_visible()
     expect(page.locator("#preview li")).to_have_count(1)  # now it previews
+
+
+TENANT_TOKENS = {"alpha": "alpha-token-0123", "beta": "beta-token-01234",
+                 "*": "admin-token-0123"}
+
+
+@pytest.fixture(scope="module")
+def tenant_server(tmp_path_factory):
+    """`make dev`'s server with API_TOKENS naming two tenants and an admin."""
+    dev = DevServer(tmp_path_factory.mktemp("dashboard-tenants") / "data", extra_env={
+        "API_TOKENS": ",".join(f"{name}={token}" for name, token in TENANT_TOKENS.items())})
+    dev.start()
+    yield dev
+    dev.stop()
+
+
+def test_each_tenant_sees_its_own_tasks_and_an_admin_filters_by_tenant(page, tenant_server):
+    far = utc_text(datetime.now(timezone.utc) + timedelta(days=2))
+    ids = {"alpha": [], "beta": []}
+    # Beta's first, so that alpha's are the newest and both share the admin's first page.
+    for tenant, count in (("beta", 26), ("alpha", 2)):
+        for number in range(count):
+            status, body = tenant_server.request("POST", "/schedule-task", {
+                "action": "log", "payload": {"message": "x"}, "run_at": far,
+                "name": f"{tenant}-{number:02d}"}, token=TENANT_TOKENS[tenant])
+            assert status == 201, body
+            ids[tenant].append(body["task_id"])
+    tenants = page.locator("#rows tr td:nth-child(9)")
+
+    # Alpha's token: alpha's tasks only, each row and the detail naming the tenant.
+    sign_in(page, tenant_server.url, TENANT_TOKENS["alpha"])
+    expect(tenants).to_have_text(["alpha", "alpha"])
+    expect(row(page, "beta-")).to_have_count(0)
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+    row(page, "alpha-01").get_by_role("button").click()
+    expect(page.locator("#d-fields")).to_contain_text(ids["alpha"][1])
+    expect(field(page, "Tenant")).to_have_text("alpha")
+    shot(page, "27-tenant-alpha")
+    # A tenant's token cannot list another tenant: the page says why, the list is empty.
+    page.get_by_label("Tenant").fill("beta")
+    expect(page.locator("#f-err")).to_contain_text("Only an admin token filters by tenant")
+    expect(page.locator("#rows tr")).to_have_count(0)
+    shot(page, "28-tenant-filter-refused")
+    page.get_by_label("Tenant").fill("")
+    expect(tenants).to_have_text(["alpha", "alpha"])
+    expect(page.locator("#f-err")).to_be_empty()
+    page.get_by_role("button", name="Forget token").click()
+
+    # The admin's token: every tenant's, newest first, alpha's then beta's.
+    sign_in(page, tenant_server.url, TENANT_TOKENS["*"])
+    expect(tenants).to_have_text(["alpha"] * 2 + ["beta"] * 23)
+    row(page, "beta-25").get_by_role("button").click()
+    expect(field(page, "Tenant")).to_have_text("beta")
+    # The tenant filter narrows to beta's, and "Load more" keeps it.
+    page.get_by_label("Tenant").fill("beta")
+    expect(tenants).to_have_text(["beta"] * 25)
+    more = page.get_by_role("button", name="Load more")
+    with page.expect_response(lambda r: "next_token=" in r.url) as paged:
+        more.click()
+    assert "tenant=beta" in paged.value.url
+    expect(tenants).to_have_text(["beta"] * 26)
+    expect(more).to_be_hidden()
+    expect(row(page, "alpha-")).to_have_count(0)
+    shot(page, "29-tenant-admin-filtered")

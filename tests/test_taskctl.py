@@ -999,3 +999,61 @@ def test_schedule_url_still_names_the_webhook_with_a_warning(taskctl, receiver):
     for result in (old, new):
         task = json.loads(taskctl("show", json.loads(result.stdout)["task_id"], "--json").stdout)
         assert task["payload"]["url"] == receiver.url
+
+
+TENANT_TOKENS = {"alpha": "alpha-token-0123", "beta": "beta-token-01234",
+                 "*": "admin-token-0123"}
+
+
+@pytest.fixture(scope="module")
+def tenant_server(tmp_path_factory):
+    """A dev server whose API_TOKENS name two tenants and an admin."""
+    dev = DevServer(tmp_path_factory.mktemp("taskctl-tenants") / "data", extra_env={
+        "API_TOKENS": ",".join(f"{name}={token}" for name, token in TENANT_TOKENS.items())})
+    dev.start()
+    yield dev
+    dev.stop(signal.SIGKILL)
+
+
+def test_list_and_show_name_the_tenant_and_an_admin_filters_by_it(tenant_server):
+    marker = uuid.uuid4().hex[:8]
+    ids = {}
+    for tenant in ("alpha", "beta"):
+        status, body = tenant_server.request("POST", "/schedule-task", {
+            "action": "log", "payload": {"message": "x"}, "run_at": in_seconds(86400),
+            "name": f"{tenant}-{marker}"}, token=TENANT_TOKENS[tenant])
+        assert status == 201, body
+        ids[tenant] = body["task_id"]
+
+    def run(*args, tenant):
+        return run_taskctl(*args, url=tenant_server.url, token=TENANT_TOKENS[tenant])
+
+    # One tenant's listing: no TENANT column (every row would say the same).
+    alpha = run("list", "--name", marker, tenant="alpha")
+    assert alpha.returncode == 0, alpha.stderr
+    header, *rows = alpha.stdout.splitlines()
+    assert header.split()[:2] == ["ID", "NAME"]
+    assert [line.split()[0] for line in rows] == [ids["alpha"]]
+    shown = run("show", ids["alpha"], tenant="alpha")
+    assert fields_of(shown.stdout)["tenant"] == "alpha"
+    hidden = run("show", ids["beta"], tenant="alpha")
+    assert hidden.returncode == 2 and "404" in hidden.stderr
+
+    # The admin's listing spans both: each row names its tenant.
+    everyone = run("list", "--name", marker, tenant="*")
+    assert everyone.returncode == 0, everyone.stderr
+    header, *rows = everyone.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "TENANT", "NAME"]
+    assert sorted(line.split()[:2] for line in rows) == sorted(
+        [task_id, tenant] for tenant, task_id in ids.items())
+    assert fields_of(run("show", ids["beta"], tenant="*").stdout)["tenant"] == "beta"
+
+    narrowed = run("list", "--name", marker, "--tenant", "beta", "--json", tenant="*")
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert [(t["task_id"], t["tenant"]) for t in json.loads(narrowed.stdout)["tasks"]] == [
+        (ids["beta"], "beta")]
+
+    # A tenant's token filtering by another tenant: the API's 400, exit code 2.
+    refused = run("list", "--tenant", "beta", tenant="alpha")
+    assert refused.returncode == 2
+    assert "tenant" in refused.stderr and "admin" in refused.stderr

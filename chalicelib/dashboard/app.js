@@ -150,13 +150,12 @@
 
   // ---------------------------------------------------------------- list
   const filters = () => ({status: $('f-status').value, name: $('f-name').value.trim(),
-    tag: $('f-tag').value.trim()});
+    tag: $('f-tag').value.trim(), tenant: $('f-tenant').value.trim()});
+  // Every page, "Load more"'s too, asks with the filters: paging keeps the tenant.
   function listPath(token) {
     const q = new URLSearchParams({limit: PAGE});
     const f = filters();
-    if (f.status) q.set('status', f.status);
-    if (f.name) q.set('name', f.name);
-    if (f.tag) q.set('tag', f.tag);
+    ['status', 'name', 'tag', 'tenant'].forEach((k) => { if (f[k]) q.set(k, f[k]); });
     if (token) q.set('next_token', token);
     return `tasks?${q}`;
   }
@@ -239,7 +238,7 @@
   function matches(t) {
     const f = filters();
     const at = f.tag.indexOf(':');
-    return (!f.status || t.status === f.status) &&
+    return (!f.status || t.status === f.status) && (!f.tenant || t.tenant === f.tenant) &&
       (at < 0 || (t.tags || {})[f.tag.slice(0, at)] === f.tag.slice(at + 1));
   }
 
@@ -290,7 +289,7 @@
     const first = el('td');
     first.append(open, el('span', id.slice(0, 8), 'sub'));
     tr.append(first);
-    for (let i = 0; i < 7; i += 1) tr.append(el('td'));
+    for (let i = 0; i < 8; i += 1) tr.append(el('td'));
     return tr;
   }
 
@@ -317,6 +316,7 @@
     c[6].textContent = rel(t.updated_at);
     c[6].title = utc(t.updated_at);
     c[7].replaceChildren(...chips(t.tags));
+    c[8].textContent = t.tenant;
     tr.classList.toggle('sel', t.task_id === state.open);
   }
 
@@ -328,16 +328,18 @@
   $('filters').addEventListener('submit', (ev) => ev.preventDefault());
   $('f-status').addEventListener('change', () => resetList().catch(report));
   let nameTimer;
-  ['f-name', 'f-tag'].forEach((id) => $(id).addEventListener('input', () => {
+  ['f-name', 'f-tag', 'f-tenant'].forEach((id) => $(id).addEventListener('input', () => {
     clearTimeout(nameTimer);
     nameTimer = setTimeout(() => resetList().catch(report), 300);
   }));
 
-  // A filter the API refuses (tag without a colon) is said under the filters, the list empty.
+  // A filter the API refuses (tag without a colon; a tenant, from a tenant's own token) is
+  // said under the filters, the list empty.
   function report(e) {
     if (e.auth) return;
-    if (['status', 'name', 'tag'].includes(e.field)) {
-      $('f-err').textContent = e.message;
+    if (['status', 'name', 'tag', 'tenant'].includes(e.field)) {
+      $('f-err').textContent = e.field !== 'tenant' ? e.message
+        : 'Only an admin token filters by tenant; this token lists its own tenant\'s tasks.';
       render();
     } else {
       say(`Error: ${e.message}`);
@@ -397,6 +399,7 @@
     const add = (name, value) => put(dl, name, value);
     add('Status', el('span', t.status, `st st-${t.status}`));
     add('ID', t.task_id);
+    add('Tenant', t.tenant);
     add('Action', t.action);
     add('Schedule', t.run_at + (t.timezone && t.timezone !== 'UTC' ? ` (${t.timezone})` : ''));
     const since = t.flow_delayed_since;
