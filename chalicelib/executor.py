@@ -13,7 +13,8 @@ from typing import List, Optional
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import (
-    actions, changes, config, deadletters, flowcontrol, lifecycle, observability, quotas,
+    actions, callbacks, changes, config, deadletters, flowcontrol, lifecycle, observability,
+    quotas,
 )
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
@@ -118,6 +119,9 @@ def _run(runtime: Runtime, task: Task, run_id: str, skipped: List[Run]) -> Execu
     change, final_failure = lifecycle.after_run(task, result.success, result.retryable,
                                                 result.retry_after, started, ended)
     change.skipped = skipped + change.skipped
+    # Before the result is written: what became of them is part of the run's record.
+    run.callback = callbacks.after_run(task, run, change.status, result, final_failure,
+                                       clock.sleep)
     try:
         finished = store.finish(task, run, change, ended)
     except ClaimLost:

@@ -92,6 +92,7 @@ class Run:
     http_status: Optional[int] = None
     error: Optional[str] = None
     duration_ms: Optional[int] = None
+    callback: Optional[str] = None  # what became of its callbacks, if the task has any
 
     def to_api(self) -> Dict[str, Any]:
         """JSON shape shown in GET /tasks/{id}."""
@@ -104,6 +105,7 @@ class Run:
             "http_status": self.http_status,
             "error": self.error,
             "duration_ms": self.duration_ms,
+            "callback": self.callback,
         }
 
 
@@ -187,6 +189,12 @@ class Task:
                     "parallelism": {"type": "integer", "minimum": 1, "maximum": 1000}},
         required=["key"], anyOf=[{"required": ["rate"]}, {"required": ["parallelism"]}],
         additionalProperties=False)
+    callback_url: Optional[str] = option(
+        None, "called after every run with its outcome (POST, signed as webhooks are)",
+        type="string", format="uri", maxLength=2048, nullable=True)
+    failure_callback_url: Optional[str] = option(
+        None, "called after the run whose failure is final (no attempt left)",
+        type="string", format="uri", maxLength=2048, nullable=True)
     attempts: int = 0
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)

@@ -30,6 +30,8 @@ RUN = {
                     "enum": ["succeeded", "failed", "skipped", None]},
         "http_status": {"type": "integer", "nullable": True},
         "error": STRING_OR_NULL, "duration_ms": {"type": "integer", "nullable": True},
+        "callback": {**STRING_OR_NULL, "description": (
+            "what became of the run's callbacks: delivered (HTTP status) or failed, why")},
     },
 }
 

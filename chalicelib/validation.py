@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional, Tuple
 from zoneinfo import ZoneInfo
 
 from chalicelib import actions, config, schedules
+from chalicelib.actions.webhook import validate_url
 from chalicelib.errors import PayloadTooLarge, ValidationError
 from chalicelib.models import OPTIONS, STATUSES, Option, iso, parse_iso
 
@@ -81,6 +82,8 @@ def parse_option(declared: Option, body: Dict[str, Any]) -> Any:
                               field=declared.name)
     if declared.schema.get("format") == "date-time":
         return _normalized_time(declared.name, value)
+    if declared.schema.get("format") == "uri":  # a URL we will call: checked as a webhook's
+        return validate_url(value, declared.name)
     if "properties" in declared.schema:  # stored with its defaults filled in
         return {**{name: rule["default"] for name, rule in declared.schema["properties"].items()
                    if "default" in rule}, **value}

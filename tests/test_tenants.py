@@ -189,3 +189,23 @@ def test_a_bulk_change_without_a_valid_filter_is_refused(apis, body, field):
     refused = alpha.post("/tasks/bulk", body)
     assert refused.status_code == 400 and refused.json["field"] == field, refused.json
     assert alpha.get("/tasks").json["tasks"][0]["status"] == "scheduled"
+
+
+@pytest.mark.parametrize("mode, context, caller", [
+    ("iam", {"identity": {"userArn": "arn:aws:iam::123456789012:user/alice"}},
+     "arn:aws:iam::123456789012:user/alice"),
+    ("iam", {"identity": {"caller": "AIDAEXAMPLE"}}, "AIDAEXAMPLE"),
+    ("token", {"authorizer": {"principalId": "alpha"}}, "alpha"),
+    ("token", {"authorizer": {"principalId": "*"}}, "*"),
+])
+def test_the_caller_is_the_tokens_tenant_or_the_iam_principal(memory, monkeypatch, mode,
+                                                              context, caller):
+    from types import SimpleNamespace
+
+    from app import app
+    from chalicelib import routes
+
+    monkeypatch.setenv("AUTH_MODE", mode)
+    monkeypatch.setattr(app, "current_request", SimpleNamespace(context=context),
+                        raising=False)
+    assert routes._runtime().caller == caller

@@ -24,6 +24,7 @@ class ActionResult:
     error: Optional[str] = None
     retryable: bool = False
     retry_after: Optional[float] = None
+    response_body: Optional[str] = None  # the start of the receiver's answer (1 KiB)
 
 
 @dataclass

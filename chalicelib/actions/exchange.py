@@ -117,7 +117,7 @@ def _read_excerpt(response: requests.Response) -> str:
                 break
     except (requests.RequestException, OSError):
         response.close()
-    body = b"".join(chunks)[:ERROR_EXCERPT]
+    body = b"".join(chunks)[:RESPONSE_KEPT_BYTES]
     return body.decode("utf-8", errors="replace").strip()
 
 

@@ -53,7 +53,7 @@ def validate_webhook(payload: Any) -> Dict[str, Any]:
         raise payload_error(f"payload.{unknown[0]} is not a webhook field "
                              f"(allowed: {', '.join(sorted(WEBHOOK_FIELDS))})",
                              f"payload.{unknown[0]}")
-    result: Dict[str, Any] = {"url": _validate_url(payload.get("url"))}
+    result: Dict[str, Any] = {"url": validate_url(payload.get("url"))}
     if "data" in payload:
         size = len(json.dumps(payload["data"], separators=(",", ":"),
                               ensure_ascii=False).encode())
@@ -99,33 +99,34 @@ def validate_webhook(payload: Any) -> Dict[str, Any]:
     return result
 
 
-def _validate_url(url: Any) -> str:
-    field = "payload.url"
+def validate_url(url: Any, field: str = "payload.url") -> str:
+    """An http(s) URL a request may be sent to (SSRF-checked), or a ValidationError on
+    `field`."""
     if not isinstance(url, str) or not url.strip():
-        raise payload_error("payload.url is required: the http(s) URL to call", field)
+        raise payload_error(f"{field} is required: the http(s) URL to call", field)
     if len(url) > MAX_URL_LENGTH:
-        raise payload_error(f"payload.url is longer than {MAX_URL_LENGTH} characters", field)
+        raise payload_error(f"{field} is longer than {MAX_URL_LENGTH} characters", field)
     try:
         scheme = urlsplit(url).scheme
     except ValueError:  # unbalanced or misplaced brackets: "http://[zz]/x", "http://]/x"
-        raise payload_error(f"payload.url '{shown(url, 100)}' is not a valid URL", field) \
+        raise payload_error(f"{field} '{shown(url, 100)}' is not a valid URL", field) \
             from None
     if scheme.lower() not in ("http", "https"):
-        raise payload_error(f"payload.url must use http or https, not '{scheme or 'none'}'",
+        raise payload_error(f"{field} must use http or https, not '{scheme or 'none'}'",
                             field)
     try:
         target = sendable_url(url)
     except ValueError:
-        raise payload_error(f"payload.url '{shown(url, 100)}' is not a valid URL", field) \
+        raise payload_error(f"{field} '{shown(url, 100)}' is not a valid URL", field) \
             from None
     if target.auth:
-        raise payload_error("payload.url must not carry credentials (user:password@); "
+        raise payload_error(f"{field} must not carry credentials (user:password@); "
                             "send them in an Authorization header", field)
     if not target.host:
-        raise payload_error(f"payload.url '{shown(url, 100)}' has no host", field)
+        raise payload_error(f"{field} '{shown(url, 100)}' has no host", field)
     # Checked on the host as it will be sent (IDNA, full-width digits and odd dots mapped).
     if not config.allow_private_targets() and ssrf.is_private_host(target.host):
-        raise payload_error(f"payload.url points at a private or loopback address "
+        raise payload_error(f"{field} points at a private or loopback address "
                             f"('{target.host}'); set ALLOW_PRIVATE_TARGETS=true to allow it",
                             field)
     return url
@@ -193,11 +194,12 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
     except requests.RequestException as exc:
         return ActionResult(False, error=f"request failed: {exc.__class__.__name__}")
     if 200 <= response.status_code < 300:
-        return ActionResult(True, http_status=response.status_code)
+        return ActionResult(True, http_status=response.status_code, response_body=excerpt)
     reason = f"HTTP {response.status_code}"
     if excerpt:
-        reason += f": {excerpt}"
+        reason += f": {excerpt[:exchange.ERROR_EXCERPT]}"
     return ActionResult(False, http_status=response.status_code, error=reason,
+                        response_body=excerpt,
                         retryable=retries.is_retryable_status(response.status_code),
                         retry_after=retries.parse_retry_after(
                             response.headers.get("Retry-After")))

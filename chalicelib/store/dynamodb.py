@@ -612,6 +612,7 @@ def _run_to_item(run: Run) -> Dict[str, Any]:
         "RunId": run.run_id, "Attempt": run.attempt, "StartedAt": iso_ms(run.started_at),
         "EndedAt": iso_ms(run.ended_at), "Outcome": run.outcome,
         "HttpStatus": run.http_status, "Error": run.error, "DurationMs": run.duration_ms,
+        "Callback": run.callback,
     }
     return {key: value for key, value in item.items() if value is not None}
 
@@ -625,6 +626,7 @@ def _run_from_item(item: Dict[str, Any]) -> Run:
         started_at=parse_iso(item["StartedAt"]), ended_at=parse_iso(item.get("EndedAt")),
         outcome=item.get("Outcome"), http_status=number("HttpStatus"),
         error=item.get("Error"), duration_ms=number("DurationMs"),
+        callback=item.get("Callback"),
     )
 
 

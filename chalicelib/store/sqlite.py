@@ -605,7 +605,7 @@ def _run_to_dict(run: Run) -> Dict[str, Any]:
     return {"run_id": run.run_id, "attempt": run.attempt,
             "started_at": iso_ms(run.started_at), "ended_at": iso_ms(run.ended_at),
             "outcome": run.outcome, "http_status": run.http_status, "error": run.error,
-            "duration_ms": run.duration_ms}
+            "duration_ms": run.duration_ms, "callback": run.callback}
 
 
 def _run_from_dict(data: Dict[str, Any]) -> Run:
@@ -614,4 +614,5 @@ def _run_from_dict(data: Dict[str, Any]) -> Run:
         started_at=parse_iso(data["started_at"]), ended_at=parse_iso(data.get("ended_at")),
         outcome=data.get("outcome"), http_status=data.get("http_status"),
         error=data.get("error"), duration_ms=data.get("duration_ms"),
+        callback=data.get("callback"),
     )
