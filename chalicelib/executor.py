@@ -18,8 +18,8 @@ from chalicelib import (
 )
 from chalicelib.errors import ClaimLost
 from chalicelib.models import (
-    COMPLETED, MAX_RUNS_KEPT, PAUSED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, RUNNING, SCHEDULED, WAITING, Run,
-    Task, Transition, iso,
+    COMPLETED, MAX_RUNS_KEPT, PAUSED, RETRYING, RUN_FAILED, RUN_SUCCEEDED, RUNNING, SCHEDULED,
+    WAITING, Run, Task, Transition, iso,
 )
 from chalicelib.wiring import Runtime
 

@@ -275,3 +275,13 @@ def test_the_listen_backlog_takes_a_burst_of_clients(servers):
     listening = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"],
                                capture_output=True, text=True, check=True).stdout.split()
     assert int(listening[2]) >= 128  # Send-Q of a listening socket: its backlog
+
+
+@pytest.mark.parametrize("tokens, shown", [
+    ("plain-token-0123", "plain-token-0123"), ("alpha=alpha-token-0123,beta=b", "alpha-token-0123"),
+])
+def test_the_banner_shows_the_first_entrys_token(monkeypatch, tokens, shown):
+    from chalicelib.local import server as local_server
+
+    monkeypatch.setenv("API_TOKENS", tokens)
+    assert local_server.local_token() == (shown, "API_TOKENS")

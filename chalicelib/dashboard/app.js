@@ -21,10 +21,10 @@
   // What the API lets each status do (SPEC, "Managing tasks").
   const WAITING = ['scheduled', 'retrying'];
   const CHANGEABLE = ['scheduled', 'retrying', 'paused'];
-  // The edit form's fields, named as the API names them; the last nine come from
+  // The edit form's fields, named as the API names them; the last eleven come from
   // #opts-tpl, which the new task form shows too.
   const OPTS = ['tags', 'notify', 'start_at', 'end_at', 'max_runs', 'catch_up', 'overlap',
-    'window_minutes', 'flow_control'];
+    'window_minutes', 'callback_url', 'failure_callback_url', 'flow_control'];
   // flow_control's parts: one input each, named flow_control.key and so on.
   const FLOW = ['key', 'rate', 'period', 'parallelism'];
   const EDIT = ['name', 'run_at', 'timezone', 'priority', 'max_attempts', ...OPTS];

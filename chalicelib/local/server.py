@@ -84,7 +84,9 @@ def local_token() -> tuple:
     local data so the curl you copied keeps working after a restart."""
     given = config.api_tokens()
     if given:
-        return given.split(",")[0].strip(), "API_TOKENS"
+        # The first entry's token: an entry may name its tenant (tenant=token).
+        first = given.split(",")[0].strip()
+        return first.partition("=")[2].strip() if "=" in first else first, "API_TOKENS"
     token = _kept("api-token", lambda: secrets.token_urlsafe(24), _check_token)
     os.environ[config.API_TOKENS] = token
     return token, f"generated, kept in {config.sqlite_path().parent / 'api-token'}"
