@@ -654,3 +654,18 @@ def servers(tmp_path):
     yield make
     for server in started:
         server.stop(signal.SIGKILL)
+
+
+TENANT_TOKENS = {"alpha": "alpha-token-0123", "beta": "beta-token-01234",
+                 "*": "admin-token-0123"}
+
+
+@pytest.fixture(scope="module")
+def tenant_server(tmp_path_factory):
+    """`make dev`'s server with API_TOKENS naming two tenants (alpha, beta) and an admin
+    (TENANT_TOKENS), shared by a module's tests."""
+    dev = DevServer(tmp_path_factory.mktemp("tenants") / "data", extra_env={
+        "API_TOKENS": ",".join(f"{name}={token}" for name, token in TENANT_TOKENS.items())})
+    dev.start()
+    yield dev
+    dev.stop(signal.SIGKILL)

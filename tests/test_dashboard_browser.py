@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, DevServer, Receiver
+from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, TENANT_TOKENS, DevServer, Receiver
 
 pytestmark = pytest.mark.e2e  # server processes and a browser
 
@@ -879,18 +879,6 @@ def test_a_signed_out_page_calls_no_api(page, server):
     expect(page.locator("#preview li")).to_have_count(1)  # now it previews
 
 
-TENANT_TOKENS = {"alpha": "alpha-token-0123", "beta": "beta-token-01234",
-                 "*": "admin-token-0123"}
-
-
-@pytest.fixture(scope="module")
-def tenant_server(tmp_path_factory):
-    """`make dev`'s server with API_TOKENS naming two tenants and an admin."""
-    dev = DevServer(tmp_path_factory.mktemp("dashboard-tenants") / "data", extra_env={
-        "API_TOKENS": ",".join(f"{name}={token}" for name, token in TENANT_TOKENS.items())})
-    dev.start()
-    yield dev
-    dev.stop()
 
 
 def test_each_tenant_sees_its_own_tasks_and_an_admin_filters_by_tenant(page, tenant_server):

@@ -161,10 +161,7 @@ def test_a_firing_delayed_past_the_missed_grace_still_runs_under_catch_up_none(r
 
 
 def test_a_client_change_takes_a_queued_task_out_of_the_queue(rt):
-    first, second = new_task(rt, parallelism=1), new_task(rt, parallelism=1)
-    rt.moving.moment = DUE
-    hold_a_slot(rt, first)
-    execute_task(rt, second)
+    _, second, _ = queued_behind_a_run(rt)
     renamed = service.update_task(rt, second, b'{"name": "still queued"}')
     assert renamed["flow_delayed_since"] is not None
     assert rt.store.count_waiters("billing-api") == 1
@@ -290,11 +287,18 @@ def test_cancelling_a_woken_task_gives_its_slot_to_the_next(rt):
     assert execute_task(rt, after).outcome == RAN
 
 
-def test_a_queued_task_looking_again_by_itself_keeps_one_entry(rt):
+def queued_behind_a_run(rt):
+    """Two tasks on a key with parallelism 1, due: the first's run holds the slot, the
+    second is queued. (first, second, the first's claimed task)."""
     first, second = new_task(rt, parallelism=1), new_task(rt, parallelism=1)
     rt.moving.moment = DUE
-    hold_a_slot(rt, first)
-    execute_task(rt, second)
+    running = hold_a_slot(rt, first)
+    assert execute_task(rt, second).outcome == DELAYED
+    return first, second, running
+
+
+def test_a_queued_task_looking_again_by_itself_keeps_one_entry(rt):
+    first, second, _ = queued_behind_a_run(rt)
     rt.moving.moment = rt.store.get(second).wake_at  # its own look, the key still full
     hold_a_slot(rt, first, "held again")  # the first's run was taken over, still running
     assert execute_task(rt, second).outcome == DELAYED
@@ -313,10 +317,7 @@ def test_a_run_that_died_frees_its_slot_for_its_own_task_at_once(rt):
 
 
 def test_removing_flow_control_from_a_queued_task_makes_it_due_at_once(rt):
-    first, second = new_task(rt, parallelism=1), new_task(rt, parallelism=1)
-    rt.moving.moment = DUE
-    hold_a_slot(rt, first)
-    execute_task(rt, second)
+    _, second, _ = queued_behind_a_run(rt)
     rt.moving.moment = DUE + timedelta(seconds=10)
     changed = service.update_task(rt, second, b'{"flow_control": null}')
     assert changed["next_run_at"] == "2030-05-19T09:01:10Z"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from taskctl import cli
-from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, DevServer, free_port
+from tests.conftest import LOCAL_TOKEN, PROJECT_DIR, TENANT_TOKENS, DevServer, free_port
 
 pytestmark = pytest.mark.e2e  # taskctl processes against a live server
 
@@ -1001,18 +1001,6 @@ def test_schedule_url_still_names_the_webhook_with_a_warning(taskctl, receiver):
         assert task["payload"]["url"] == receiver.url
 
 
-TENANT_TOKENS = {"alpha": "alpha-token-0123", "beta": "beta-token-01234",
-                 "*": "admin-token-0123"}
-
-
-@pytest.fixture(scope="module")
-def tenant_server(tmp_path_factory):
-    """A dev server whose API_TOKENS name two tenants and an admin."""
-    dev = DevServer(tmp_path_factory.mktemp("taskctl-tenants") / "data", extra_env={
-        "API_TOKENS": ",".join(f"{name}={token}" for name, token in TENANT_TOKENS.items())})
-    dev.start()
-    yield dev
-    dev.stop(signal.SIGKILL)
 
 
 def test_list_and_show_name_the_tenant_and_an_admin_filters_by_it(tenant_server):
