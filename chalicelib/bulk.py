@@ -59,7 +59,7 @@ def _parse(body: Any):
                               "(operation, filter, next_token)", field=unknown[0][:60],
                               code="unknown_field")
     operation = body.get("operation")
-    if operation not in OPERATIONS:
+    if not isinstance(operation, str) or operation not in OPERATIONS:
         raise ValidationError(f"operation must be one of {', '.join(OPERATIONS)}",
                               field="operation")
     wanted = body.get("filter")

@@ -32,7 +32,7 @@ def test_creates_everything_then_changes_nothing():
         table = boto3.client("dynamodb").describe_table(TableName="ScheduledTasks-dev")["Table"]
         assert table["KeySchema"] == [{"AttributeName": "TaskID", "KeyType": "HASH"}]
         assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {
-            config.DUE_INDEX, config.STATUS_INDEX}
+            config.DUE_INDEX, config.STATUS_INDEX, config.TENANT_INDEX, config.TENANT_STATUS_INDEX}
         flow = boto3.client("dynamodb").describe_table(TableName="ScheduledTasks-dev-flow")
         assert [key["AttributeName"] for key in flow["Table"]["KeySchema"]] == [
             "FlowKey", "Entry"]

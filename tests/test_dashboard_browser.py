@@ -5,6 +5,7 @@ Each state is kept as a screenshot in build/test-output/dashboard/ (NN-<state>.p
 """
 import http.client
 import threading
+import time
 import urllib.parse
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -313,7 +314,11 @@ def test_a_refresh_reads_the_first_page_and_at_most_ten_tasks(page, server):
     page.on("request", lambda r: "/tasks" in r.url and seen.append(urllib.parse.urlsplit(r.url)))
     assert server.request("DELETE", f"/tasks/{ids[0]}")[0] == 200
     expect(status_cell(page, "Tick-00")).to_have_text("cancelled", timeout=WAIT)
-    page.wait_for_timeout(4500)
+    # Four refreshes' list requests (the last may be under way): on a busy machine a tick
+    # can come late, so wait for them, not for a fixed time.
+    deadline = time.monotonic() + WAIT / 1000
+    while sum(url.path == "/tasks" for url in seen) < 4 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
     shot(page, "12-refresh-past-the-first-page")
 
     # Each tick's requests go out together, the list request first.

@@ -88,7 +88,7 @@ def test_merged_resources_are_configured(merged):
     resources = template["Resources"]
     table = resources["TasksTable"]["Properties"]
     assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {
-        config.DUE_INDEX, config.STATUS_INDEX}
+        config.DUE_INDEX, config.STATUS_INDEX, config.TENANT_INDEX, config.TENANT_STATUS_INDEX}
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
     assert table["SSESpecification"]["SSEEnabled"]
     queue = resources["DeadLetterQueue"]["Properties"]

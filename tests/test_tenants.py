@@ -209,3 +209,9 @@ def test_the_caller_is_the_tokens_tenant_or_the_iam_principal(memory, monkeypatc
     monkeypatch.setattr(app, "current_request", SimpleNamespace(context=context),
                         raising=False)
     assert routes._runtime().caller == caller
+
+
+@pytest.mark.parametrize("operation", [{}, [], 3, None])
+def test_a_bulk_operation_that_is_not_a_name_is_a_400(apis, operation):
+    refused = apis[0].post("/tasks/bulk", {"operation": operation, "filter": {"name": "x"}})
+    assert refused.status_code == 400 and refused.json["field"] == "operation"
