@@ -24,20 +24,26 @@ def _split(raw: Optional[str]) -> List[str]:
     return [token.strip() for token in (raw or "").split(",") if token.strip()]
 
 
+# A token after `tenant=` is at least this long: a bare base64 token ends in `=` padding,
+# and must stay a bare token (the default tenant's), never become a tenant named by its
+# start with `=` as its token.
+MIN_TENANT_TOKEN = 8
+
+
 def tenants_by_token(entries: List[str]) -> Dict[str, str]:
     """token -> tenant, from API_TOKENS entries (`tenant=token`, a bare token, `*=token`).
-    An entry whose tenant is not a valid name is left out, and logged."""
+    An entry is `tenant=token` only when it starts with a tenant's name (or `*`) and `=`
+    and a token of at least MIN_TENANT_TOKEN characters follows; anything else is a bare
+    token."""
     found: Dict[str, str] = {}
     for entry in entries:
-        tenant, sep, token = entry.partition("=")
-        if not sep:
-            tenant, token = DEFAULT_TENANT, entry
-        tenant, token = tenant.strip(), token.strip()
-        if not token or (tenant != ADMIN and not TENANT_NAME.match(tenant)):
-            logger.warning("an API_TOKENS entry names no valid tenant (letters, digits, "
-                           "'.', '_', '-'; or '*'): it is ignored")
-            continue
-        found[token] = tenant
+        tenant, sep, token = (part.strip() for part in entry.partition("="))
+        named = (sep and len(token) >= MIN_TENANT_TOKEN
+                 and (tenant == ADMIN or TENANT_NAME.match(tenant)))
+        if named:
+            found[token] = tenant
+        else:
+            found[entry.strip()] = DEFAULT_TENANT
     return found
 
 

@@ -34,8 +34,10 @@ ALL_TENANTS = "*"  # an admin's caller: sees and changes every tenant's tasks
 
 def tenant_flow_key(tenant: str, key: str) -> str:
     """Where a tenant's flow-control key is kept: the default tenant's under its own name
-    (as before tenants), any other's under `<tenant>/<key>`."""
-    return key if tenant == DEFAULT_TENANT else f"{tenant}/{key}"
+    (as before tenants), any other's under `<tenant>\x1f<key>`: the separator is a control
+    character, which no key may hold (flow_control.key's pattern), so no key of one tenant
+    is another's."""
+    return key if tenant == DEFAULT_TENANT else f"{tenant}\x1f{key}"
 
 
 def utcnow() -> datetime:
@@ -182,7 +184,8 @@ class Task:
         None, "limits shared by every task with the same key (the latest task that sets "
               "them wins): at most rate starts per period and parallelism runs at once; a "
               "task over them waits, using no attempt", type="object", nullable=True,
-        properties={"key": {"type": "string", "minLength": 1, "maxLength": 128},
+        properties={"key": {"type": "string", "minLength": 1, "maxLength": 128,
+                            "pattern": "^[^\\x00-\\x1f]+$"},
                     "rate": {"type": "integer", "minimum": 1, "maximum": 10_000},
                     "period": {"type": "string", "enum": ["second", "minute", "hour"],
                                "default": "second"},

@@ -73,8 +73,8 @@ def schedule_task(runtime: Runtime, body: Any,
         tenant=tenant,
         **new.options,
     ), now)
+    counted = quotas.take(runtime, tenant)  # first: a refused task changes nothing
     flowcontrol.declare(runtime, task)
-    counted = quotas.take(runtime, tenant)
     try:
         store.create(task)
     except TaskExists:  # a repeat that arrived while the first was being stored

@@ -1,5 +1,6 @@
 """Turn an untrusted request into a validated task, or a ValidationError naming the field."""
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Dict, Optional, Tuple
@@ -111,7 +112,9 @@ def _conforms(value: Any, schema: Dict[str, Any]) -> bool:
         return (isinstance(value, str)
                 and schema.get("minLength", 0) <= len(value) <= schema.get("maxLength",
                                                                            len(value))
-                and ("enum" not in schema or value in schema["enum"]))
+                and ("enum" not in schema or value in schema["enum"])
+                and ("pattern" not in schema or re.search(schema["pattern"], value)
+                     is not None))
     if kind == "object" and "properties" in schema:
         return (isinstance(value, dict) and set(schema["required"]) <= set(value)
                 and all(name in schema["properties"]
@@ -141,6 +144,9 @@ def describe_schema(schema: Dict[str, Any]) -> str:
         return " or ".join(f"'{choice}'" for choice in schema["enum"])
     if kind == "string" and schema.get("format") == "date-time":
         return "an ISO 8601 date-time (e.g. 2030-05-19T17:56:00Z) or null"
+    if kind == "string" and "pattern" in schema:  # the one pattern: no control characters
+        return (f"a string of {schema.get('minLength', 0)}-{schema['maxLength']} characters, "
+                "none of them a control character")
     if kind == "string":
         return (f"a string of {schema.get('minLength', 0)}-{schema['maxLength']} characters"
                 if schema.get("minLength") else

@@ -144,3 +144,12 @@ def test_callbacks_reach_a_receiver_from_make_dev_verified(servers, receiver, ho
     sent = json.loads(request["body"])
     assert (sent["task_id"], sent["outcome"], sent["status"]) == (
         task_id, "succeeded", "completed")
+
+
+def test_callbacks_stop_when_the_runs_time_for_them_is_spent(receiver, hooks, monkeypatch):
+    monkeypatch.setattr(callbacks, "BUDGET_SECONDS", 0.0)
+    task_id = _schedule(receiver.url, callback_url=hooks.url)
+    assert _run_due(task_id).run.outcome == "succeeded"
+    assert hooks.requests == []
+    [run] = service.get_task(wiring.runtime(), task_id)["runs"]
+    assert run["callback"] == "callback not sent: the run's time for callbacks was spent"

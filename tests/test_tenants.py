@@ -10,9 +10,12 @@ TOKENS = "alpha=alpha-token-0123,beta=beta-token-01234,default-token-012,*=admin
 
 
 @pytest.mark.parametrize("entries, expected", [
-    (["alpha=t1", "t2", "*=t3"], {"t1": "alpha", "t2": "default", "t3": "*"}),
-    ([" team.one = t1 "], {"t1": "team.one"}),
-    (["bad name=t1", "=t2", "alpha=", "a/b=t3"], {}),
+    (["alpha=token-one", "token-two", "*=token-three"],
+     {"token-one": "alpha", "token-two": "default", "token-three": "*"}),
+    ([" team.one = token-one "], {"token-one": "team.one"}),
+    # Not a tenant's name before `=`: the whole entry is a bare token.
+    (["bad name=token-one", "a/b=token-two"],
+     {"bad name=token-one": "default", "a/b=token-two": "default"}),
 ])
 def test_tokens_name_their_tenants(entries, expected):
     assert auth.tenants_by_token(entries) == expected
@@ -215,3 +218,35 @@ def test_the_caller_is_the_tokens_tenant_or_the_iam_principal(memory, monkeypatc
 def test_a_bulk_operation_that_is_not_a_name_is_a_400(apis, operation):
     refused = apis[0].post("/tasks/bulk", {"operation": operation, "filter": {"name": "x"}})
     assert refused.status_code == 400 and refused.json["field"] == "operation"
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ("q3Jk9XvLmN2pR7sT1uWy0A==", {"q3Jk9XvLmN2pR7sT1uWy0A==": "default"}),  # base64
+    ("abcdefgh=", {"abcdefgh=": "default"}),
+    ("alpha=short", {"alpha=short": "default"}),  # too short to be a token after a name
+])
+def test_a_bare_token_with_equals_signs_stays_a_bare_token(entry, expected):
+    assert auth.tenants_by_token([entry]) == expected
+
+
+def test_no_tenant_can_name_another_tenants_flow_key(apis):
+    alpha, _, default, _ = apis
+    alpha.post("/schedule-task", _task("a", flow_control={"key": "billing", "parallelism": 5}))
+    mimic = default.post("/schedule-task", _task("d", flow_control={
+        "key": "alpha\x1fbilling", "parallelism": 1}))
+    assert mimic.status_code == 400 and mimic.json["field"] == "flow_control"
+    default.post("/schedule-task", _task("d", flow_control={"key": "alpha/billing",
+                                                            "parallelism": 1}))
+    assert alpha.get("/flow-control/billing").json["parallelism"] == 5
+
+
+def test_a_tenants_running_tasks_are_listed_as_running(apis):
+    from chalicelib import wiring
+
+    alpha = apis[0]
+    task_id = alpha.post("/schedule-task", _task("runs")).json["task_id"]
+    store = wiring.runtime().store
+    store.claim(task_id, "run-1", store.get(task_id).next_run_at)
+    assert [t["task_id"] for t in alpha.get("/tasks?status=running").json["tasks"]] == [
+        task_id]
+    assert alpha.get("/tasks?status=scheduled").json["tasks"] == []

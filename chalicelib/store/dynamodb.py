@@ -54,7 +54,8 @@ def _page_key(item: Dict[str, Any], status: Optional[str],
               tenant: Optional[str] = None) -> Dict[str, Any]:
     # The ExclusiveStartKey that continues right after `item` (table, or the index read).
     if tenant:
-        names: tuple = ("TaskID", "TenantStatus" if status else "Tenant", "CreatedAt")
+        by_status = status is not None and status != RUNNING
+        names: tuple = ("TaskID", "TenantStatus" if by_status else "Tenant", "CreatedAt")
     else:
         names = ("TaskID", "Status", "CreatedAt") if status else ("TaskID",)
     return {name: item[name] for name in names}
@@ -119,7 +120,10 @@ class DynamoDBTaskStore(TaskStore):
                 task_id,
                 "SET #status = :running, RunId = :run_id, LeaseUntil = :lease, "
                 "DueAt = :lease, UpdatedAt = :now, Attempts = Attempts + :one, "
-                "Version = if_not_exists(Version, :zero) + :one",
+                "Version = if_not_exists(Version, :zero) + :one "
+                # Out of its tenant's status listing while it runs (the claim cannot name
+                # the tenant): that listing of running tasks reads the tenant's partition.
+                "REMOVE TenantStatus",
                 "(#status IN (:scheduled, :retrying) AND NextRunAt <= :now_key) "
                 "OR (#status = :running AND LeaseUntil < :now_key)",
                 {":running": RUNNING, ":scheduled": SCHEDULED, ":retrying": RETRYING,
@@ -332,10 +336,13 @@ class DynamoDBTaskStore(TaskStore):
              tenant: Optional[str] = None) -> Page:
         start_key = decode_token(next_token, status, _is_table_key, name, tag, tenant)
         scope = (status, tenant)
+        running = None
         if tenant:
+            by_status = status is not None and status != RUNNING
             index, partition, value = (
                 (config.TENANT_STATUS_INDEX, "TenantStatus", tenant_status(tenant, status))
-                if status else (config.TENANT_INDEX, "Tenant", tenant))
+                if by_status else (config.TENANT_INDEX, "Tenant", tenant))
+            running = status if status == RUNNING else None
             read = functools.partial(
                 self._client.query, TableName=self.table_name, IndexName=index,
                 KeyConditionExpression="#part = :part", ScanIndexForward=False,
@@ -349,16 +356,17 @@ class DynamoDBTaskStore(TaskStore):
                 ExpressionAttributeValues={":status": {"S": status}})
         else:
             read = functools.partial(self._client.scan, TableName=self.table_name)
-        if not name and not tag:
+        if not name and not tag and not running:
             response = read(Limit=limit, **({"ExclusiveStartKey": start_key}
                                             if start_key else {}))
             tasks = [from_item(_deserialize(item)) for item in response.get("Items", [])]
             return Page(tasks=tasks, next_token=encode_token(
                 response.get("LastEvaluatedKey"), status, tenant=tenant))
-        return self._search(read, scope, name, tag, limit, start_key)
+        return self._search(read, scope, name, tag, limit, start_key, running)
 
     def _search(self, read, scope, name: Optional[str], tag: Optional[Tag],
-                limit: int, start_key: Optional[Dict[str, Any]]) -> Page:
+                limit: int, start_key: Optional[Dict[str, Any]],
+                status: Optional[str] = None) -> Page:
         # A filter applies after the read: follow pages until `limit` matches, reading at
         # most SEARCH_READS pages of a few times `limit` items per call (the page may then
         # be short, with a token). Items stored before NameSearch existed match on Name
@@ -372,6 +380,10 @@ class DynamoDBTaskStore(TaskStore):
             values.update({":folded": {"S": name.casefold()}, ":name": {"S": name}})
             clauses.append("(contains(NameSearch, :folded) OR "
                            "(attribute_not_exists(NameSearch) AND contains(#name, :name)))")
+        if status:  # a tenant's running tasks: its partition, filtered by status
+            names["#state"] = "Status"
+            values[":state"] = {"S": status}
+            clauses.append("#state = :state")
         if tag:
             # A tag key is any text: it is always an attribute name placeholder.
             names.update({"#tags": "Tags", "#tag_key": tag[0]})
@@ -534,7 +546,9 @@ def to_item(task: Task) -> Dict[str, Any]:
         "PauseAfterRun": task.pause_after_run or None,
         "FlowWaiting": task.flow_waiting,
         "Tenant": task.tenant,
-        "TenantStatus": tenant_status(task.tenant, task.status),
+        # A running task is out of its tenant's status listing, as a claim leaves it.
+        "TenantStatus": tenant_status(task.tenant, task.status) if task.status != RUNNING
+        else None,
         "FlowDelayedAt": iso_ms(task.flow_delayed_at),
     }
     item.update({key: value for key, value in optional.items() if value is not None})
