@@ -19,6 +19,10 @@ FILTERS = ("tag", "status", "name")
 # request stays well inside API Gateway's 29 s; a next_token continues.
 MAX_PER_REQUEST = 100
 PAGE = 50
+# Listing calls one request makes at most: a filter that matches little (a tag on
+# DynamoDB is applied after each read) ends the request with a next_token, not a scan of
+# the tenant's every task.
+MAX_READS = 10
 
 
 def bulk_change(runtime: Runtime, raw_body: Optional[bytes]) -> Dict[str, Any]:
@@ -29,7 +33,9 @@ def bulk_change(runtime: Runtime, raw_body: Optional[bytes]) -> Dict[str, Any]:
     tenant = None if runtime.caller == ALL_TENANTS else runtime.caller
     matched = changed = 0
     token = body.get("next_token")
-    while matched < MAX_PER_REQUEST:
+    for _ in range(MAX_READS):
+        if matched >= MAX_PER_REQUEST:
+            break
         try:
             page = runtime.store.list(query["status"], min(PAGE, MAX_PER_REQUEST - matched),
                                       token, query["name"], query["tag"], tenant)

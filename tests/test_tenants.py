@@ -250,3 +250,16 @@ def test_a_tenants_running_tasks_are_listed_as_running(apis):
     assert [t["task_id"] for t in alpha.get("/tasks?status=running").json["tasks"]] == [
         task_id]
     assert alpha.get("/tasks?status=scheduled").json["tasks"] == []
+
+
+def test_a_bulk_request_reads_a_bounded_number_of_pages_and_says_where_to_go_on(
+        apis, monkeypatch):
+    from chalicelib import bulk
+
+    alpha = apis[0]
+    for n in range(6):
+        alpha.post("/schedule-task", _task(f"nomatch-{n}"))
+    monkeypatch.setattr(bulk, "PAGE", 1)
+    monkeypatch.setattr(bulk, "MAX_READS", 2)
+    first = alpha.post("/tasks/bulk", {"operation": "pause", "filter": {"status": "scheduled"}})
+    assert (first.json["matched"], first.json["changed"]) == (2, 2) and first.json["next_token"]
