@@ -29,7 +29,7 @@ def bulk_change(runtime: Runtime, raw_body: Optional[bytes]) -> Dict[str, Any]:
     """Apply one operation to the tasks a filter matches: matched, changed, skipped (their
     status did not allow it, or they changed meanwhile) and the token to continue."""
     body = parse_json_body(raw_body)
-    operation, query = _parse(body)
+    operation, query = _parse(body)  # (a body that is not an object is a 400 there)
     tenant = None if runtime.caller == ALL_TENANTS else runtime.caller
     matched = changed = 0
     token = body.get("next_token")
@@ -59,6 +59,8 @@ def bulk_change(runtime: Runtime, raw_body: Optional[bytes]) -> Dict[str, Any]:
 
 
 def _parse(body: Any):
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object", code="invalid_json")
     unknown = sorted(set(body) - {"operation", "filter", "next_token"})
     if unknown:
         raise ValidationError(f"'{unknown[0][:60]}' is not a field of a bulk change "

@@ -263,3 +263,9 @@ def test_a_bulk_request_reads_a_bounded_number_of_pages_and_says_where_to_go_on(
     monkeypatch.setattr(bulk, "MAX_READS", 2)
     first = alpha.post("/tasks/bulk", {"operation": "pause", "filter": {"status": "scheduled"}})
     assert (first.json["matched"], first.json["changed"]) == (2, 2) and first.json["next_token"]
+
+
+@pytest.mark.parametrize("raw", [b"[null, null]", b'"cancel"', b"3", b"null"])
+def test_a_bulk_body_that_is_not_an_object_is_a_400(apis, raw):
+    refused = apis[0].request("POST", "/tasks/bulk", raw=raw)
+    assert refused.status_code == 400, refused.json
