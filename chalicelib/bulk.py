@@ -14,7 +14,7 @@ OPERATIONS = {
     "pause": lambda runtime, task_id: service.pause_task(runtime, task_id, None),
     "resume": lambda runtime, task_id: service.resume_task(runtime, task_id),
 }
-FILTERS = ("tag", "status", "name")
+FILTERS = ("tag", "status", "name", "tenant")
 # Tasks one request changes at most (each is a read, a write and a trigger change): a
 # request stays well inside API Gateway's 29 s; a next_token continues.
 MAX_PER_REQUEST = 100
@@ -30,7 +30,12 @@ def bulk_change(runtime: Runtime, raw_body: Optional[bytes]) -> Dict[str, Any]:
     status did not allow it, or they changed meanwhile) and the token to continue."""
     body = parse_json_body(raw_body)
     operation, query = _parse(body)  # (a body that is not an object is a 400 there)
-    tenant = None if runtime.caller == ALL_TENANTS else runtime.caller
+    tenant = query["tenant"]
+    if runtime.caller != ALL_TENANTS:
+        if tenant not in (None, runtime.caller):
+            raise ValidationError("filter.tenant is an admin token's: a tenant's token "
+                                  "changes its own tasks only", field="filter")
+        tenant = runtime.caller
     matched = changed = 0
     token = body.get("next_token")
     for _ in range(MAX_READS):
@@ -74,8 +79,8 @@ def _parse(body: Any):
     if not isinstance(wanted, dict) or not wanted or set(wanted) - set(FILTERS) or not all(
             isinstance(value, str) and value for value in wanted.values()):
         raise ValidationError("filter is required: an object of one or more of tag "
-                              "(key:value), status and name, each a non-empty string",
-                              field="filter")
+                              "(key:value), status, name and (an admin's) tenant, each a "
+                              "non-empty string", field="filter")
     token = body.get("next_token")
     if token is not None and not isinstance(token, str):
         raise ValidationError("next_token must be the string a bulk answer gave",

@@ -109,7 +109,9 @@ BULK_REQUEST = {
                                           "description": "key:value"},
                                   "status": {"type": "string",
                                              "enum": list(models.STATUSES)},
-                                  "name": {"type": "string", "minLength": 1}}},
+                                  "name": {"type": "string", "minLength": 1},
+                                  "tenant": {"type": "string", "minLength": 1,
+                                             "description": "an admin token's only"}}},
         "next_token": {"type": "string", "description": "a bulk answer's, to go on"}},
 }
 BULK_RESULT = {

@@ -269,3 +269,17 @@ def test_a_bulk_request_reads_a_bounded_number_of_pages_and_says_where_to_go_on(
 def test_a_bulk_body_that_is_not_an_object_is_a_400(apis, raw):
     refused = apis[0].request("POST", "/tasks/bulk", raw=raw)
     assert refused.status_code == 400, refused.json
+
+
+def test_an_admin_bulk_change_may_keep_to_one_tenant(apis):
+    alpha, beta, _, admin = apis
+    mine = alpha.post("/schedule-task", _task("a")).json["task_id"]
+    theirs = beta.post("/schedule-task", _task("b")).json["task_id"]
+    done = admin.post("/tasks/bulk", {"operation": "pause",
+                                      "filter": {"status": "scheduled", "tenant": "beta"}})
+    assert (done.json["matched"], done.json["changed"]) == (1, 1)
+    assert beta.get(f"/tasks/{theirs}").json["status"] == "paused"
+    assert alpha.get(f"/tasks/{mine}").json["status"] == "scheduled"
+    refused = alpha.post("/tasks/bulk", {"operation": "pause",
+                                         "filter": {"name": "b", "tenant": "beta"}})
+    assert refused.status_code == 400 and refused.json["field"] == "filter"
