@@ -5,7 +5,6 @@ from typing import Any, Dict, Optional
 
 from chalicelib import observability, service
 from chalicelib.errors import Conflict, InvalidPageToken, TaskNotFound, ValidationError
-from chalicelib.models import ALL_TENANTS
 from chalicelib.validation import parse_json_body, parse_list_query
 from chalicelib.wiring import Runtime
 
@@ -30,12 +29,9 @@ def bulk_change(runtime: Runtime, raw_body: Optional[bytes]) -> Dict[str, Any]:
     status did not allow it, or they changed meanwhile) and the token to continue."""
     body = parse_json_body(raw_body)
     operation, query = _parse(body)  # (a body that is not an object is a 400 there)
-    tenant = query["tenant"]
-    if runtime.caller != ALL_TENANTS:
-        if tenant not in (None, runtime.caller):
-            raise ValidationError("filter.tenant is an admin token's: a tenant's token "
-                                  "changes its own tasks only", field="filter")
-        tenant = runtime.caller
+    tenant = service.tenant_in_scope(runtime, query["tenant"], "filter.tenant is an admin "
+                                     "token's: a tenant's token changes its own tasks only",
+                                     "filter")
     matched = changed = 0
     token = body.get("next_token")
     for _ in range(MAX_READS):

@@ -185,16 +185,24 @@ def get_task(runtime: Runtime, task_id: str) -> Dict[str, Any]:
     return describe(task)
 
 
+def tenant_in_scope(runtime: Runtime, asked: Optional[str], refusal: str,
+                    field: str) -> Optional[str]:
+    """The tenant a listing or bulk change reads: the one an admin asks for (None: all),
+    a tenant's own always (a 400 with `refusal` on `field` when it asks for another)."""
+    if runtime.caller == ALL_TENANTS:
+        return asked
+    if asked not in (None, runtime.caller):
+        raise ValidationError(refusal, field=field)
+    return runtime.caller
+
+
 def list_tasks(runtime: Runtime, params: Optional[Dict[str, str]]) -> Dict[str, Any]:
     """GET /tasks: one page of the caller's tenant (an admin: every tenant's, or the one
     `tenant` names), optionally filtered by status, name and tag."""
     query = parse_list_query(params)
-    tenant = query["tenant"]
-    if runtime.caller != ALL_TENANTS:
-        if tenant not in (None, runtime.caller):
-            raise ValidationError("tenant filters a listing for an admin token only; a "
-                                  "tenant's token lists its own tasks", field="tenant")
-        tenant = runtime.caller
+    tenant = tenant_in_scope(runtime, query["tenant"], "tenant filters a listing for an "
+                             "admin token only; a tenant's token lists its own tasks",
+                             "tenant")
     try:
         page = runtime.store.list(query["status"], query["limit"], query["next_token"],
                                   query["name"], query["tag"], tenant)
