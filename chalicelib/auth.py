@@ -2,7 +2,8 @@
 
 API_TOKENS (or the SSM parameter) is a comma-separated list of entries: `tenant=token`
 gives the token to a tenant, a bare token is the tenant `default`, and `*=token` is an
-admin, who sees every tenant.
+admin, who sees every tenant. With AUTH_MODE=iam the tenant is the caller's IAM principal,
+or the tenant IAM_TENANTS gives it.
 """
 import hmac
 import logging
@@ -82,3 +83,49 @@ def is_authorized(header: Optional[str]) -> bool:
     """Whether an Authorization header carries a valid bearer token."""
     return tenant_of(header) is not None
 
+
+# API Gateway's userArn for a role's session: every session of one role is one principal.
+_ASSUMED_ROLE = re.compile(r"^arn:([\w-]+):sts::(\d{12}):assumed-role/([^/]+)/.+$")
+# A role ARN as IAM prints it may carry a path, which a session's ARN does not.
+_ROLE = re.compile(r"^arn:([\w-]+):iam::(\d{12}):role/(?:.*/)?([^/]+)$")
+
+
+def iam_principal(identity: Dict[str, Optional[str]]) -> Optional[str]:
+    """The caller's IAM principal from API Gateway's identity: a role (whatever its session,
+    as `arn:<partition>:iam::<account>:role/<name>`), a user, a federated user or root."""
+    arn = identity.get("userArn") or identity.get("caller")
+    if not arn:
+        return None
+    return _canonical_principal(arn)
+
+
+def _canonical_principal(arn: str) -> str:
+    arn = arn.strip()
+    for pattern in (_ASSUMED_ROLE, _ROLE):
+        match = pattern.match(arn)
+        if match:
+            partition, account, role = match.groups()
+            return f"arn:{partition}:iam::{account}:role/{role}"
+    return arn
+
+
+def tenants_by_principal(entries: List[str]) -> Dict[str, str]:
+    """principal -> tenant, from IAM_TENANTS entries `tenant=<principal ARN>` (`*=` an
+    admin, `default=` the tenant of the tasks made before tenants)."""
+    found: Dict[str, str] = {}
+    for entry in entries:
+        tenant, sep, principal = (part.strip() for part in entry.partition("="))
+        if not sep or not principal or not (tenant == ADMIN or TENANT_NAME.match(tenant)):
+            raise ValueError(f"{config.IAM_TENANTS} entry {entry!r} is not "
+                             "tenant=<principal ARN>")
+        found[_canonical_principal(principal)] = tenant
+    return found
+
+
+def iam_tenant(identity: Dict[str, Optional[str]]) -> Optional[str]:
+    """The tenant of an IAM-signed request: IAM_TENANTS' name for its principal, else the
+    principal itself; None when the request names no principal."""
+    principal = iam_principal(identity)
+    if principal is None:
+        return None
+    return tenants_by_principal(_split(config.iam_tenants())).get(principal, principal)

@@ -40,6 +40,7 @@ WEBHOOK_SIGNING_SECRET = "WEBHOOK_SIGNING_SECRET"
 WEBHOOK_SIGNING_SECRET_PARAM = "WEBHOOK_SIGNING_SECRET_PARAM"
 ALLOWED_TARGETS = "ALLOWED_TARGETS"
 AUTH_MODE = "AUTH_MODE"
+IAM_TENANTS = "IAM_TENANTS"
 METRICS = "METRICS"
 TASK_RETENTION_DAYS = "TASK_RETENTION_DAYS"
 PRECISION = "PRECISION"
@@ -275,6 +276,11 @@ def allowed_targets(env: Optional[Settings] = None) -> list:
 def auth_mode() -> str:
     """`token` (bearer tokens) or `iam` (API Gateway IAM auth)."""
     return _get(AUTH_MODE, "token").lower()
+
+
+def iam_tenants() -> Optional[str]:
+    """With AUTH_MODE=iam: comma-separated `tenant=<principal ARN>` entries (`*=` an admin)."""
+    return _get(IAM_TENANTS)
 
 
 def endpoint_url() -> Optional[str]:

@@ -36,8 +36,7 @@ def _runtime():
     authorizer's principal), or with AUTH_MODE=iam the caller's IAM principal."""
     context = api.current_request.context or {}
     if config.auth_mode() == "iam":
-        identity = context.get("identity") or {}
-        caller = identity.get("userArn") or identity.get("caller") or DEFAULT_TENANT
+        caller = auth.iam_tenant(context.get("identity") or {}) or DEFAULT_TENANT
     else:
         caller = (context.get("authorizer") or {}).get("principalId") or DEFAULT_TENANT
     return replace(wiring.runtime(), caller=caller)

@@ -83,7 +83,7 @@ def aws_env(monkeypatch):
 
     for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "API_TOKENS_PARAM", "EXECUTOR_ARN",
                 "SCHEDULER_ROLE_ARN", "TRIGGER_BACKEND", "TASK_STORE", "WEBHOOK_SIGNING_SECRET",
-                "ALLOWED_TARGETS", "AUTH_MODE", "DLQ_URL", "NOTIFY_TOPIC_ARN"):
+                "ALLOWED_TARGETS", "AUTH_MODE", "IAM_TENANTS", "DLQ_URL", "NOTIFY_TOPIC_ARN"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

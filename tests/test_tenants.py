@@ -194,9 +194,42 @@ def test_a_bulk_change_without_a_valid_filter_is_refused(apis, body, field):
     assert alpha.get("/tasks").json["tasks"][0]["status"] == "scheduled"
 
 
+ROLE_SESSION = "arn:aws:sts::123456789012:assumed-role/{}/{}"
+IAM_TENANTS = ("billing=arn:aws:iam::123456789012:role/teams/billing-app,"
+               "*=arn:aws:iam::123456789012:role/ops, default=arn:aws:iam::123456789012:user/ci")
+
+
+@pytest.mark.parametrize("user_arn, tenant", [
+    # Every session of a role is the role: its tasks stay its own across sessions.
+    (ROLE_SESSION.format("reports", "i-0abc"), "arn:aws:iam::123456789012:role/reports"),
+    (ROLE_SESSION.format("reports", "lambda-7"), "arn:aws:iam::123456789012:role/reports"),
+    ("arn:aws:iam::123456789012:user/alice", "arn:aws:iam::123456789012:user/alice"),
+    ("arn:aws:iam::123456789012:root", "arn:aws:iam::123456789012:root"),
+    # IAM_TENANTS names them (a role's path as IAM prints it, which sessions lack).
+    (ROLE_SESSION.format("billing-app", "s1"), "billing"),
+    (ROLE_SESSION.format("ops", "s1"), "*"),
+    ("arn:aws:iam::123456789012:user/ci", "default"),
+    ("arn:aws-cn:sts::123456789012:assumed-role/ops/s1", "arn:aws-cn:iam::123456789012:role/ops"),
+])
+def test_an_iam_caller_is_its_principal_or_the_tenant_named_for_it(monkeypatch, user_arn,
+                                                                     tenant):
+    monkeypatch.setenv("IAM_TENANTS", IAM_TENANTS)
+    assert auth.iam_tenant({"userArn": user_arn}) == tenant
+
+
+@pytest.mark.parametrize("entry", ["arn:aws:iam::123456789012:role/x", "bad name=arn:x",
+                                   "billing="])
+def test_an_iam_tenants_entry_must_name_a_tenant_and_a_principal(monkeypatch, entry):
+    monkeypatch.setenv("IAM_TENANTS", entry)
+    with pytest.raises(ValueError, match="IAM_TENANTS"):
+        auth.iam_tenant({"userArn": "arn:aws:iam::123456789012:user/alice"})
+
+
 @pytest.mark.parametrize("mode, context, caller", [
     ("iam", {"identity": {"userArn": "arn:aws:iam::123456789012:user/alice"}},
      "arn:aws:iam::123456789012:user/alice"),
+    ("iam", {"identity": {"userArn": ROLE_SESSION.format("ops", "me")}},
+     "arn:aws:iam::123456789012:role/ops"),
     ("iam", {"identity": {"caller": "AIDAEXAMPLE"}}, "AIDAEXAMPLE"),
     ("token", {"authorizer": {"principalId": "alpha"}}, "alpha"),
     ("token", {"authorizer": {"principalId": "*"}}, "*"),
