@@ -17,7 +17,7 @@ from typing import Dict, List
 from botocore.exceptions import ClientError
 
 from chalicelib import aws, config, permissions
-from chalicelib.models import DEFAULT_TENANT
+from chalicelib.models import DEFAULT_TENANT, RUNNING
 from chalicelib.store.dynamodb import (
     TENANT_INDEXES, TTL_ATTRIBUTE, flow_table_definition, table_definition, tenant_status,
 )
@@ -76,7 +76,7 @@ def _add_tenant_indexes(client, name: str, indexes) -> str:
     wanted = [index for index in TENANT_INDEXES if index["IndexName"] not in indexes]
     if not wanted:
         return ""
-    moved = _backfill_tenant(client, name)
+    moved = backfill_tenants(client, name)
     definitions = {attribute["AttributeName"]: attribute for attribute in
                    table_definition(name)["AttributeDefinitions"]}
     for index in wanted:
@@ -89,33 +89,50 @@ def _add_tenant_indexes(client, name: str, indexes) -> str:
             f"{DEFAULT_TENANT} tenant's)")
 
 
-def _backfill_tenant(client, name: str) -> int:
+def backfill_tenants(client, name: str) -> int:
     """Give every task stored before tenants the default tenant (the attributes the tenant
     indexes are keyed by); one conditional write each, so a task written meanwhile keeps
-    its own."""
+    its own. Safe to rerun: it writes only tasks still without a tenant."""
     moved, start = 0, None
     while True:
         page = client.scan(TableName=name, ProjectionExpression="TaskID, #status",
                            FilterExpression="attribute_not_exists(Tenant)",
                            ExpressionAttributeNames={"#status": "Status"},
+                           ConsistentRead=True,
                            **({"ExclusiveStartKey": start} if start else {}))
-        for item in page.get("Items", []):
-            try:
-                client.update_item(
-                    TableName=name, Key={"TaskID": item["TaskID"]},
-                    UpdateExpression="SET Tenant = :tenant, TenantStatus = :tenant_status",
-                    ConditionExpression="attribute_not_exists(Tenant)",
-                    ExpressionAttributeValues={
-                        ":tenant": {"S": DEFAULT_TENANT},
-                        ":tenant_status": {"S": tenant_status(DEFAULT_TENANT,
-                                                              item["Status"]["S"])}})
-                moved += 1
-            except ClientError as error:
-                if _error_code(error) != "ConditionalCheckFailedException":
-                    raise
+        moved += sum(_give_default_tenant(client, name, item) for item in page["Items"])
         start = page.get("LastEvaluatedKey")
         if not start:
             return moved
+
+
+def _give_default_tenant(client, name: str, item: dict, tries: int = 5) -> bool:
+    """One task from before tenants becomes the default tenant's, its status partition
+    from the status it has when written (an older app may change it meanwhile)."""
+    for _ in range(tries):
+        status = item["Status"]["S"]
+        # A running task has no status partition (as the store's claim leaves it).
+        status_partition = ("" if status == RUNNING else ", TenantStatus = :tenant_status")
+        values = {":tenant": {"S": DEFAULT_TENANT}, ":status": {"S": status}}
+        if status != RUNNING:
+            values[":tenant_status"] = {"S": tenant_status(DEFAULT_TENANT, status)}
+        try:
+            client.update_item(
+                TableName=name, Key={"TaskID": item["TaskID"]},
+                UpdateExpression="SET Tenant = :tenant" + status_partition,
+                ConditionExpression="attribute_not_exists(Tenant) AND #status = :status",
+                ExpressionAttributeNames={"#status": "Status"},
+                ExpressionAttributeValues=values)
+            return True
+        except ClientError as error:
+            if _error_code(error) != "ConditionalCheckFailedException":
+                raise
+        item = client.get_item(TableName=name, Key={"TaskID": item["TaskID"]},
+                               ConsistentRead=True).get("Item")
+        if item is None or "Tenant" in item:
+            return False  # deleted, or written with a tenant meanwhile
+    raise SystemExit(f"table {name}: task {item['TaskID']['S']} kept changing while it was "
+                     "given the default tenant; run bootstrap again")
 
 
 def _wait_for_indexes(client, name: str, seconds: float = 900) -> None:
@@ -304,7 +321,17 @@ def main(argv=None) -> int:
     parser.add_argument("--write-policy", action="store_true",
                         help="write .chalice/policy-<stage>-<function>.json instead of "
                              "bootstrapping")
+    parser.add_argument("--backfill-tenants", action="store_true",
+                        help="only give the tasks table's tasks from before tenants the "
+                             "default tenant (TASKS_TABLE names a stack's table); rerunnable")
     args = parser.parse_args(argv)
+    if args.backfill_tenants:
+        apply_stage_environment(args.stage)
+        name = config.tasks_table()
+        moved = backfill_tenants(aws.client("dynamodb"), name)
+        print(f"table {name}: {moved} task(s) from before tenants now the "
+              f"{DEFAULT_TENANT} tenant's")
+        return 0
     if args.write_policy:
         for function, policy in deploy_policies(args.stage).items():
             path = policy_path(args.stage, function)

@@ -76,14 +76,33 @@ def _alarm(description: str, namespace: str, metric: str, dimension: dict) -> di
     }}
 
 
+def _tasks_table_properties() -> Dict[str, Any]:
+    """The table bootstrap creates (one source, the store adapter's), but TenantStatusIndex
+    only with TenantIndexes=both: a stack from before tenants is updated with `first`, then
+    `both`, since CloudFormation adds one index per update."""
+    definition = {key: value for key, value in table_definition("").items()
+                  if key != "TableName"}
+
+    def second_only_with_both(items, is_second):
+        return [{"Fn::If": ["WithTenantStatusIndex", item, NO_VALUE]} if is_second(item)
+                else item for item in items]
+
+    definition["AttributeDefinitions"] = second_only_with_both(
+        definition["AttributeDefinitions"],
+        lambda attribute: attribute["AttributeName"] == "TenantStatus")
+    definition["GlobalSecondaryIndexes"] = second_only_with_both(
+        definition["GlobalSecondaryIndexes"],
+        lambda index: index["IndexName"] == config.TENANT_STATUS_INDEX)
+    return definition
+
+
 def merge_template() -> Dict[str, Any]:
     """The template `chalice package --merge-template` merges into its own."""
     resources: Dict[str, Any] = {
         "TasksTable": {"Type": "AWS::DynamoDB::Table", "DeletionPolicy": "Retain",
                        "UpdateReplacePolicy": "Retain", "Properties": {
             # The same definition bootstrap creates (one source, the store adapter's).
-            **{key: value for key, value in table_definition("").items()
-               if key != "TableName"},
+            **_tasks_table_properties(),
             "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True},
@@ -145,11 +164,17 @@ def merge_template() -> Dict[str, Any]:
                                "Description": "on: webhooks may reach private and loopback "
                                               "addresses (ALLOW_PRIVATE_TARGETS; a local "
                                               "emulator, or receivers inside your VPC)"},
+            "TenantIndexes": {"Type": "String", "Default": "both",
+                              "AllowedValues": ["both", "first"],
+                              "Description": "both: the table's two tenant indexes. Updating "
+                                             "a stack made before tenants: first, then both "
+                                             "(one index per update)"},
         },
         "Conditions": {
             "WithNotifications": {"Fn::Equals": [{"Ref": "Notifications"}, "on"]},
             "WithPrivateTargets": {"Fn::Equals": [{"Ref": "PrivateTargets"}, "on"]},
             "WithRules": {"Fn::Equals": [{"Ref": "Trigger"}, "rules"]},
+            "WithTenantStatusIndex": {"Fn::Equals": [{"Ref": "TenantIndexes"}, "both"]},
             "WithTargets": {"Fn::Not": [{"Fn::Equals": [
                 {"Fn::Join": ["", {"Ref": "AllowedTargets"}]}, ""]}]},
         },

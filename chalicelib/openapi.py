@@ -119,7 +119,11 @@ BULK_RESULT = {
     "properties": {"matched": {"type": "integer"}, "changed": {"type": "integer"},
                    "skipped": {"type": "integer", "description": (
                        "matched, but their status did not allow the change")},
-                   "next_token": STRING_OR_NULL},
+                   "next_token": {**STRING_OR_NULL, "description": (
+                       "send it back to go on; null: every match is done")},
+                   "stopped": {"type": "string", "description": (
+                       "present when an AWS error stopped the request after some changes: "
+                       "where and why")}},
 }
 
 FLOW_STATUS = {

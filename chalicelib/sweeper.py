@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import actions, aws, config, observability, schedules
+from chalicelib.errors import StoreUnavailable
 from chalicelib.executor import RAN, execute_task
 from chalicelib.models import Task, iso
 from chalicelib.triggers import invoke_now
@@ -90,7 +91,7 @@ def sweep(runtime: Runtime,
             continue
         try:
             execution = execute_task(runtime, task.task_id)
-        except (ClientError, BotoCoreError):
+        except (ClientError, BotoCoreError, StoreUnavailable):
             # One task's store or trigger error must not stop the sweep of the others;
             # the task stays due and the next sweep (or its own trigger) takes it again.
             logger.exception("sweep: task %s failed to run", task.task_id)

@@ -83,10 +83,46 @@ def test_the_executor_names_its_own_arn_without_a_cycle(merged):
     assert api[config.EXECUTOR_ARN] == {"Fn::GetAtt": ["ExecuteTask", "Arn"]}
 
 
+def _resolved(value, conditions):
+    """A template value with each Fn::If decided by `conditions`, AWS::NoValue dropped."""
+    if isinstance(value, dict):
+        if "Fn::If" in value:
+            name, when_true, when_false = value["Fn::If"]
+            return _resolved(when_true if conditions[name] else when_false, conditions)
+        return {key: _resolved(inner, conditions) for key, inner in value.items()
+                if _resolved(inner, conditions) != {"Ref": "AWS::NoValue"}}
+    if isinstance(value, list):
+        return [_resolved(inner, conditions) for inner in value
+                if _resolved(inner, conditions) != {"Ref": "AWS::NoValue"}]
+    return value
+
+
+def test_a_stack_from_before_tenants_gains_one_index_per_update(merged):
+    """CloudFormation adds one global secondary index per table update: TenantIndexes=first
+    adds TenantIndex to a table of two indexes, then both adds TenantStatusIndex; every
+    attribute defined is a key of the table or of an index (DynamoDB refuses others)."""
+    _, template = merged
+    assert template["Parameters"]["TenantIndexes"]["Default"] == "both"
+    table = template["Resources"]["TasksTable"]["Properties"]
+    before_tenants = {config.DUE_INDEX, config.STATUS_INDEX}
+    first = _resolved(table, {"WithTenantStatusIndex": False})
+    both = _resolved(table, {"WithTenantStatusIndex": True})
+    names = [{index["IndexName"] for index in shape["GlobalSecondaryIndexes"]}
+             for shape in (first, both)]
+    assert names[0] - before_tenants == {config.TENANT_INDEX}
+    assert names[1] - names[0] == {config.TENANT_STATUS_INDEX}
+    for shape in (first, both):
+        keys = {key["AttributeName"] for key in shape["KeySchema"]} | {
+            key["AttributeName"] for index in shape["GlobalSecondaryIndexes"]
+            for key in index["KeySchema"]}
+        assert {attribute["AttributeName"] for attribute in
+                shape["AttributeDefinitions"]} == keys
+
+
 def test_merged_resources_are_configured(merged):
     _, template = merged
     resources = template["Resources"]
-    table = resources["TasksTable"]["Properties"]
+    table = _resolved(resources["TasksTable"]["Properties"], {"WithTenantStatusIndex": True})
     assert {i["IndexName"] for i in table["GlobalSecondaryIndexes"]} == {
         config.DUE_INDEX, config.STATUS_INDEX, config.TENANT_INDEX, config.TENANT_STATUS_INDEX}
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]

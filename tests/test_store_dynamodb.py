@@ -162,3 +162,86 @@ def test_bootstrap_gives_a_table_from_before_tenants_its_indexes_and_its_tasks_a
             assert [task.task_id for task in store.list(status, 10, None,
                                                         tenant="default").tasks] == ["old"]
         assert "tenant indexes" not in bootstrap.ensure_table()  # once
+
+
+def test_the_tenant_backfill_follows_each_tasks_status_and_can_run_again(monkeypatch, capsys):
+    """A running task gets no status partition, a task whose status changes between the
+    scan and its write is written with its new one, and a rerun finds what an older app
+    wrote afterwards."""
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib import bootstrap, config
+    from chalicelib.store.dynamodb import DynamoDBTaskStore, table_definition
+
+    def old_task(client, name, task_id, status):
+        client.put_item(TableName=name, Item={
+            "TaskID": {"S": task_id}, "Action": {"S": "log"}, "Payload": {"S": "{}"},
+            "RunAt": {"S": "cron(0 9 * * ? *)"}, "ScheduleKind": {"S": "cron"},
+            "Status": {"S": status}, "CreatedAt": {"S": "2026-01-01T00:00:00.000Z"},
+            "UpdatedAt": {"S": "2026-01-01T00:00:00Z"}, "Version": {"N": "1"}})
+
+    with mock_aws():
+        bootstrap.apply_stage_environment("dev")
+        name = config.tasks_table()
+        client = boto3.client("dynamodb")
+        client.create_table(**table_definition(name))
+        old_task(client, name, "running", "running")
+        old_task(client, name, "changing", "scheduled")
+
+        class ChangesUnderfoot:
+            """The client, but an older app pauses `changing` just before its first write."""
+            def __init__(self):
+                self.changed = False
+
+            def __getattr__(self, attribute):
+                return getattr(client, attribute)
+
+            def update_item(self, **kwargs):
+                if kwargs["Key"]["TaskID"]["S"] == "changing" and not self.changed:
+                    self.changed = True
+                    client.update_item(TableName=name, Key={"TaskID": {"S": "changing"}},
+                                       UpdateExpression="SET #s = :paused",
+                                       ExpressionAttributeNames={"#s": "Status"},
+                                       ExpressionAttributeValues={":paused": {"S": "paused"}})
+                return client.update_item(**kwargs)
+
+        assert bootstrap.backfill_tenants(ChangesUnderfoot(), name) == 2
+        items = {item["TaskID"]["S"]: item for item in client.scan(TableName=name)["Items"]}
+        assert items["running"]["Tenant"]["S"] == "default"
+        assert "TenantStatus" not in items["running"]
+        assert items["changing"]["TenantStatus"]["S"] == "default#paused"
+
+        old_task(client, name, "later", "scheduled")  # an older app still running
+        assert bootstrap.main(["--stage", "dev", "--backfill-tenants"]) == 0
+        assert "1 task(s) from before tenants" in capsys.readouterr().out
+        store = DynamoDBTaskStore(name)
+        assert [task.task_id for task in store.list("scheduled", 10, None,
+                                                    tenant="default").tasks] == ["later"]
+        assert bootstrap.backfill_tenants(client, name) == 0
+
+
+@pytest.mark.parametrize("code, status", [("ServiceUnavailable", 503),
+                                          ("ProvisionedThroughputExceededException", 503),
+                                          ("InternalServerError", 503),
+                                          ("ValidationException", 500)])
+def test_dynamodb_unable_to_answer_now_is_a_503(api, code, status):
+    """Throttling and DynamoDB's own failures (after botocore's retries) are the store's
+    StoreUnavailable; any other AWS error is a fault and stays one."""
+    from botocore.exceptions import ClientError
+
+    created = api.post("/schedule-task", {"action": "log", "payload": {"message": "x"},
+                                          "run_at": "cron(0 9 * * ? *)"})
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": code, "Message": "not now"}}, "GetItem")
+
+    events = aws_clients.client("dynamodb").meta.events
+    events.register("before-call.dynamodb.GetItem", refuse)
+    try:
+        answer = api.get(f"/tasks/{created.json['task_id']}")
+    finally:
+        events.unregister("before-call.dynamodb.GetItem", refuse)
+    assert answer.status_code == status
+    if status == 503:
+        assert answer.json["code"] == "store_unavailable"

@@ -316,3 +316,49 @@ def test_an_admin_bulk_change_may_keep_to_one_tenant(apis):
     refused = alpha.post("/tasks/bulk", {"operation": "pause",
                                          "filter": {"name": "b", "tenant": "beta"}})
     assert refused.status_code == 400 and refused.json["field"] == "filter"
+
+
+class UpdateFailsOnce:
+    """The store, but writing one task fails once as an unavailable DynamoDB does."""
+
+    def __init__(self, store, task_id):
+        self._store, self.task_id = store, task_id
+
+    def update(self, task, version):
+        from chalicelib.errors import StoreUnavailable
+
+        if task.task_id == self.task_id:
+            self.task_id = None
+            raise StoreUnavailable("DynamoDB cannot answer now")
+        return self._store.update(task, version)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("failing_at, first_answer", [(2, 200), (0, 503)])
+def test_a_bulk_change_stopped_by_the_store_answers_what_it_changed(
+        memory, memory_client, monkeypatch, failing_at, first_answer):
+    """A store error after some changes answers them with a next_token that reads the page
+    again; before any change it is the answer (503), and the same request goes on."""
+    from chalicelib import wiring
+
+    monkeypatch.setenv("API_TOKENS", TOKENS)
+    alpha = _as(memory_client, "alpha-token-0123")
+    for number in range(5):
+        alpha.post("/schedule-task", _task(f"t{number}"))
+    listed = [task["task_id"] for task in alpha.get("/tasks").json["tasks"]]
+    change = {"operation": "pause", "filter": {"tag": "team:x"}}
+    with wiring.overridden(store=UpdateFailsOnce(memory.store, listed[failing_at])):
+        first = alpha.post("/tasks/bulk", change)
+        assert first.status_code == first_answer, first.json
+        if first_answer == 200:
+            assert (first.json["changed"], first.json["matched"]) == (2, 2)
+            assert first.json["stopped"].startswith(f"stopped at the task {listed[2]}")
+            change["next_token"] = first.json["next_token"]
+        else:
+            assert first.json["code"] == "store_unavailable"
+        second = alpha.post("/tasks/bulk", change)
+    assert second.status_code == 200 and "stopped" not in second.json
+    assert second.json["changed"] == 5 - failing_at and second.json["next_token"] is None
+    assert {task["status"] for task in alpha.get("/tasks").json["tasks"]} == {"paused"}

@@ -2,13 +2,17 @@
 
 One item per task, hash key TaskID, with a Version raised by every write: a claim is one
 conditional UpdateItem, every other change one PutItem conditioned on the version it read.
-Two global secondary indexes:
+Global secondary indexes:
 - DueIndex (sparse, projects all attributes): DueBucket = "P<priority>", DueAt = when the
   task next needs attention. Only tasks that wait (scheduled, retrying: DueAt =
   next_run_at), are paused until a time (DueAt = its end) or hold a lease (running: DueAt
   = lease expiry) carry these attributes, so the due query reads
   due items only, one Query per priority from 9 down to 0, and never the whole table.
 - StatusIndex: Status, CreatedAt, for listing by status newest first.
+- TenantIndex (Tenant, CreatedAt) and TenantStatusIndex (`<tenant>#<status>`, CreatedAt):
+  one tenant's listings, so a tenant's read never filters over everyone's items.
+DynamoDB throttling, its own failures and an unreachable endpoint (after botocore's
+retries) are StoreUnavailable; other AWS errors surface as they are.
 """
 import functools
 import json
@@ -16,10 +20,15 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from chalicelib import aws, config
-from chalicelib.errors import ClaimLost, FlowConflict, StateConflict, TaskExists, TaskNotFound
+from chalicelib.errors import (
+    ClaimLost, FlowConflict, StateConflict, StoreUnavailable, TaskExists, TaskNotFound,
+)
 from chalicelib.flow import FlowState, Limits
 from chalicelib.models import (
     DEFAULT_TENANT, FINISHED, OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task,
@@ -73,6 +82,38 @@ def _is_table_key(key: Any) -> bool:
                     for v in key.values()))
 
 
+# DynamoDB's answers, after botocore's own retries, that mean "not now" rather than a fault
+# of the request.
+_NOT_NOW = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException",
+                      "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable"})
+_UNREACHABLE = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError,
+                ReadTimeoutError)
+
+
+class _UnavailableAsDomainError:
+    """The DynamoDB client, raising StoreUnavailable where DynamoDB cannot answer now."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __getattr__(self, name: str):
+        method = getattr(self.client, name)
+
+        @functools.wraps(method)
+        def call(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except ClientError as error:
+                if error.response["Error"]["Code"] not in _NOT_NOW:
+                    raise
+                raise StoreUnavailable(f"DynamoDB cannot answer now ({error}); "
+                                       "try again later") from error
+            except _UNREACHABLE as error:
+                raise StoreUnavailable(f"DynamoDB cannot be reached ({error}); "
+                                       "try again later") from error
+        return call
+
+
 class _Refused(Exception):
     """A conditional update's condition did not hold; `current` is the task as it was
     (None when there is none)."""
@@ -94,10 +135,14 @@ class DynamoDBTaskStore(TaskStore):
     def __init__(self, table_name: str, flow_table: Optional[str] = None):
         self.table_name = table_name
         self.flow_table = flow_table or f"{table_name}-flow"
+        self._wrapped: Optional[_UnavailableAsDomainError] = None
 
     @property
     def _client(self):
-        return aws.client("dynamodb")
+        client = aws.client("dynamodb")
+        if self._wrapped is None or self._wrapped.client is not client:
+            self._wrapped = _UnavailableAsDomainError(client)
+        return self._wrapped
 
     # ------------------------------------------------------------ writes
 
