@@ -45,19 +45,29 @@ def apply(runtime: Runtime, task_id: str, change: Callable[[Task], Task],
         if if_match is not None and before.version != if_match:
             raise _precondition_failed(before)
         after = _out_of_flow_queue(before, change(before), runtime.clock.now())
+        # A finished task waiting again (a replay) counts against its tenant's quota: a
+        # 429 before anything is written.
+        counted = quotas.take_for(runtime, before, after)
         try:
             stored = store.update(after, before.version)
         except StateConflict as conflict:
+            if counted:
+                quotas.give_back(runtime, after.tenant)
             if if_match is not None:
                 raise _precondition_failed(conflict.current) from None
             continue  # another change won: compute this one again on what it made
+        except Exception:
+            if counted:
+                quotas.give_back(runtime, after.tenant)
+            raise
         try:
             sync_trigger(runtime, before, stored)
         except Exception:
             # Without its trigger the change would wait for the daily sweep: put the task
             # back as it was, so the caller's error is the whole story and a retry works.
             logger.exception("task %s: re-arming after a change failed; undoing it", task_id)
-            _undo(runtime, before, stored)
+            if _undo(runtime, before, stored) and counted:
+                quotas.give_back(runtime, after.tenant)
             raise
         if before.flow_delayed_at and not stored.flow_delayed_at:
             flowcontrol.forget(runtime, before, runtime.clock.now())
@@ -99,19 +109,21 @@ def sync_trigger(runtime: Runtime, previous: Task, current: Task) -> None:
                    current.task_id, MAX_SYNC_ROUNDS)
 
 
-def _undo(runtime: Runtime, before: Task, stored: Task) -> None:
+def _undo(runtime: Runtime, before: Task, stored: Task) -> bool:
+    """Put the task back as it was before `stored`; False when it moved on meanwhile."""
     try:
         restored = runtime.store.update(replace(before, version=stored.version),
                                         stored.version)
     except StateConflict:
         logger.warning("task %s moved on before its change could be undone", stored.task_id)
-        return
+        return False
     try:
         runtime.trigger.rearm(stored, restored)
     except Exception:  # noqa: BLE001 - the first error is what the caller sees
         # What stays behind is found by the sweeper: a trigger without its firing is
         # skipped by the executor, a waiting task without its trigger is re-armed.
         logger.exception("task %s: its trigger could not be put back", stored.task_id)
+    return True
 
 
 def _precondition_failed(current: Task) -> PreconditionFailed:

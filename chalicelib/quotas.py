@@ -2,7 +2,8 @@
 retrying, running, paused), kept with one atomic write per change, never by scanning.
 
 A task counts from its creation (refused with 429 once the tenant is at its limit) until
-it is completed, failed or cancelled; a replayed task counts again. The count is kept
+it is completed, failed or cancelled; a replayed task counts again, and is refused as a
+new task would be at the limit. The count is kept
 only while a limit is configured: a limit set on a deployment that already has tasks
 counts from then on. A count can drift by one for a process that dies between a task's
 write and the count's; it never blocks more than the limit says for long, as each finish
@@ -32,12 +33,18 @@ def give_back(runtime: Runtime, tenant: str) -> None:
     runtime.store.count_waiting(tenant, -1)
 
 
+def take_for(runtime: Runtime, before: Task, after: Task) -> bool:
+    """Count a finished task that is to wait again (a replay) as `take` counts a new one
+    (QuotaExceeded at the limit); True when a count was taken."""
+    if before.status in FINISHED and after.status not in FINISHED:
+        return take(runtime, after.tenant)
+    return False
+
+
 def account(runtime: Runtime, before: Task, after: Task) -> None:
-    """Count a task's change: one less when it finished, one more when it waits again."""
+    """Count a task's change that finished it: one less (a replay is counted by
+    take_for, before it is written)."""
     if config.tenant_max_waiting() is None:
         return
-    was, now = before.status in FINISHED, after.status in FINISHED
-    if now and not was:
+    if after.status in FINISHED and before.status not in FINISHED:
         runtime.store.count_waiting(after.tenant, -1)
-    elif was and not now:
-        runtime.store.count_waiting(after.tenant, +1)

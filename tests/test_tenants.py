@@ -150,6 +150,33 @@ def test_a_finished_run_gives_its_quota_back(memory_api, memory, monkeypatch):
     assert memory_api.post("/schedule-task", body).status_code == 201
 
 
+def test_a_replay_counts_against_the_quota_and_is_refused_at_the_limit(memory_api, memory,
+                                                                       monkeypatch):
+    from datetime import timedelta
+
+    from chalicelib import wiring
+    from chalicelib.executor import execute_task
+    from chalicelib.models import Clock, utcnow
+
+    monkeypatch.setenv("TENANT_MAX_WAITING", "1")
+    soon = (utcnow() + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    failing = {"action": "webhook", "payload": {"url": "http://127.0.0.1:9/refused"},
+               "run_at": soon, "max_attempts": 1}
+    task_id = memory_api.post("/schedule-task", failing).json["task_id"]
+    later = Clock(now=lambda: utcnow() + timedelta(minutes=2), sleep=lambda seconds: None)
+    with wiring.overridden(clock=later):
+        assert execute_task(wiring.runtime(), task_id).status == "failed"
+    other = memory_api.post("/schedule-task", {**failing, "run_at": "cron(0 9 * * ? *)"})
+    refused = memory_api.post(f"/tasks/{task_id}/retry", {})
+    assert refused.status_code == 429 and refused.json["code"] == "quota_exceeded"
+    assert memory_api.get(f"/tasks/{task_id}").json["status"] == "failed"
+    assert memory.store.waiting_count("default") == 1
+    assert memory_api.delete(f"/tasks/{other.json['task_id']}").status_code == 200
+    assert memory_api.post(f"/tasks/{task_id}/retry", {}).json["status"] == "scheduled"
+    assert memory.store.waiting_count("default") == 1
+    assert memory_api.post("/schedule-task", failing).status_code == 429
+
+
 def test_bulk_changes_stay_in_the_callers_tenant_and_continue_by_token(apis, monkeypatch):
     from chalicelib import bulk
 
