@@ -234,17 +234,21 @@ def test_cancel_with_the_button_and_the_apis_refusal_shown(page, server):
 
 
 def test_replay_a_failed_task(page, server, hooks):
-    hooks.status = 500
+    hooks.script = [500]  # the webhook fails; its failure callback (next) is answered 200
     try:
         task_id = server.schedule(hooks.url, datetime.now(timezone.utc) + timedelta(seconds=2),
-                                  name="flaky-hook", max_attempts=1)
+                                  name="flaky-hook", max_attempts=1,
+                                  failure_callback_url=f"{hooks.url}/failed")
         sign_in(page, server.url)
         page.get_by_label("Status").select_option("failed")
         expect(status_cell(page, "flaky-hook")).to_have_text("failed", timeout=WAIT)
         row(page, "flaky-hook").click()
+        expect(field(page, "Failure callback")).to_have_text(f"{hooks.url}/failed")
         first_run = page.locator("#d-runs tr").first
         expect(first_run).to_contain_text("failed")
         expect(first_run.locator("td").nth(3)).to_have_text("500")
+        expect(first_run.locator("td").nth(5)).to_contain_text(
+            "failure callback delivered (HTTP 200)")
         expect(page.get_by_role("button", name="Cancel task")).to_be_hidden()
         shot(page, "09-failed")
 

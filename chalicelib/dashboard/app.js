@@ -433,6 +433,8 @@
     add('Attempts', `${t.attempts} of ${t.max_attempts}`);
     add('Priority', t.priority);
     add('Notify', t.notify);
+    if (t.callback_url) add('Callback', t.callback_url);
+    if (t.failure_callback_url) add('Failure callback', t.failure_callback_url);
     add('Created', utc(t.created_at));
     add('Updated', utc(t.updated_at));
     const up = $('d-upcoming');
@@ -449,7 +451,8 @@
       outcome.append(el('span', r.outcome || 'running', `st st-${r.outcome || 'running'}`));
       tr.append(el('td', skipped ? '—' : r.attempt), el('td', utc(r.started_at)),
         outcome, el('td', r.http_status == null ? '—' : r.http_status),
-        el('td', r.duration_ms == null ? '—' : `${r.duration_ms} ms`), el('td', r.error || ''));
+        el('td', r.duration_ms == null ? '—' : `${r.duration_ms} ms`),
+        el('td', [r.error, r.callback].filter(Boolean).join(' · ')));
       return tr;
     }));
     if (!t.runs.length) {
