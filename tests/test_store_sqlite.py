@@ -123,7 +123,7 @@ def test_a_failed_commit_rolls_back_and_frees_the_writer_lock(faults, sqlite_sto
     faults.full = True
     with pytest.raises(StoreUnavailable):
         make_task()
-    assert faults.connections[-1].sent[-3:] == ["INSERT", "COMMIT", "ROLLBACK"]
+    assert faults.connections[-1].sent[-4:] == ["INSERT", "RELEASE write", "COMMIT", "ROLLBACK"]
     assert not sqlite_store._write_lock.locked()
 
 
