@@ -109,16 +109,25 @@ def _canonical_principal(arn: str) -> str:
     return arn
 
 
-def tenants_by_principal(entries: List[str]) -> Dict[str, str]:
+# IAM_TENANTS is split only at a comma that starts the next `tenant=arn:` entry: an IAM
+# role or user name may hold commas (and `=`), never a colon.
+_NEXT_ENTRY = re.compile(r",\s*(?=(?:\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})\s*=\s*arn:)")
+
+
+def tenants_by_principal(raw: Optional[str]) -> Dict[str, str]:
     """principal -> tenant, from IAM_TENANTS entries `tenant=<principal ARN>` (`*=` an
-    admin, `default=` the tenant of the tasks made before tenants)."""
+    admin, `default=` the tenant of the tasks made before tenants); a principal named
+    twice is an error, not a silent choice."""
     found: Dict[str, str] = {}
-    for entry in entries:
+    for entry in filter(None, (part.strip() for part in _NEXT_ENTRY.split(raw or ""))):
         tenant, sep, principal = (part.strip() for part in entry.partition("="))
-        if not sep or not principal or not (tenant == ADMIN or TENANT_NAME.match(tenant)):
+        if not sep or not principal.startswith("arn:") or not (
+                tenant == ADMIN or TENANT_NAME.match(tenant)):
             raise ValueError(f"{config.IAM_TENANTS} entry {entry!r} is not "
                              "tenant=<principal ARN>")
-        found[_canonical_principal(principal)] = tenant
+        principal = _canonical_principal(principal)
+        if found.setdefault(principal, tenant) != tenant:
+            raise ValueError(f"{config.IAM_TENANTS} names {principal} twice")
     return found
 
 
@@ -128,4 +137,4 @@ def iam_tenant(identity: Dict[str, Optional[str]]) -> Optional[str]:
     principal = iam_principal(identity)
     if principal is None:
         return None
-    return tenants_by_principal(_split(config.iam_tenants())).get(principal, principal)
+    return tenants_by_principal(config.iam_tenants()).get(principal, principal)

@@ -110,7 +110,11 @@ def _stop_after_a_change(progress: _Progress, where: str):
         if not progress.changed:
             raise
         logger.exception("bulk change stopped at the %s", where)
-        raise _Stopped(f"stopped at the {where}: {error}"[:300]) from error
+        # What failed, not AWS's message (it may name the account, roles and resources).
+        cause = (error.response["Error"]["Code"] if isinstance(error, ClientError)
+                 else "the store cannot answer now" if isinstance(error, StoreUnavailable)
+                 else error.__class__.__name__)
+        raise _Stopped(f"stopped at the {where}: {cause}") from error
 
 
 # A bulk next_token wraps the listing's page token: it can also name the listing's start,

@@ -156,10 +156,12 @@ def _json(schema_name, description):
 def _errors(*statuses):
     texts = {400: "invalid request", 404: "no such task", 409: "state does not allow it",
              412: "If-Match names another version", 413: "request body over 256 KiB",
-             415: "not JSON"}
+             415: "not JSON", 429: "the tenant has TENANT_MAX_WAITING tasks waiting"}
     responses = {str(status): _json("Error", texts[status]) for status in statuses}
     responses["401"] = _json("GatewayError", "missing or invalid token")
     responses["403"] = _json("GatewayError", "token refused")
+    responses["503"] = _json("Error", "the store cannot answer now (DynamoDB throttled or "
+                                      "unavailable, the local file unwritable): try again")
     return responses
 
 
@@ -219,7 +221,7 @@ def document(server_url: str = "/") -> dict:
                 "responses": {"201": {**_json("TaskCreated", "scheduled"), "headers": ETAG},
                               "200": {**_json("TaskCreated", "a repeat of an Idempotency-Key"),
                                       "headers": ETAG},
-                              **_errors(400, 409, 413, 415)}}},
+                              **_errors(400, 409, 413, 415, 429)}}},
             "/tasks": {"get": {
                 "summary": "List tasks", "security": secured,
                 "parameters": [
@@ -260,7 +262,7 @@ def document(server_url: str = "/") -> dict:
                     "schema": {"type": "object", "additionalProperties": False,
                                "properties": {"run_at": TIME}}}}},
                 "responses": {**_task("scheduled again"),
-                              **_errors(400, 404, 409, 412, 413, 415)}}},
+                              **_errors(400, 404, 409, 412, 413, 415, 429)}}},
             "/tasks/{task_id}/pause": _change(
                 "Pause a scheduled or retrying task: its trigger is removed (until a time, "
                 "or until resumed)", "paused",

@@ -244,8 +244,17 @@ def test_an_iam_caller_is_its_principal_or_the_tenant_named_for_it(monkeypatch, 
     assert auth.iam_tenant({"userArn": user_arn}) == tenant
 
 
+def test_an_iam_name_with_commas_stays_whole(monkeypatch):
+    monkeypatch.setenv("IAM_TENANTS", "billing=arn:aws:iam::123456789012:role/app,ops=x, "
+                                      "*=arn:aws:iam::123456789012:user/a,b")
+    assert auth.iam_tenant({"userArn": ROLE_SESSION.format("app,ops=x", "s")}) == "billing"
+    assert auth.iam_tenant({"userArn": "arn:aws:iam::123456789012:user/a,b"}) == "*"
+
+
 @pytest.mark.parametrize("entry", ["arn:aws:iam::123456789012:role/x", "bad name=arn:x",
-                                   "billing="])
+                                   "billing=", "billing=AIDAEXAMPLE",
+                                   "a=arn:aws:iam::123456789012:user/x,"
+                                   "b=arn:aws:iam::123456789012:user/x"])
 def test_an_iam_tenants_entry_must_name_a_tenant_and_a_principal(monkeypatch, entry):
     monkeypatch.setenv("IAM_TENANTS", entry)
     with pytest.raises(ValueError, match="IAM_TENANTS"):
