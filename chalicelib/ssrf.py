@@ -14,8 +14,6 @@ import re
 import socket
 from typing import Optional, Union
 
-from requests.adapters import HTTPAdapter
-
 from chalicelib.errors import BlockedAddress
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -77,18 +75,3 @@ def resolve_allowed(host: str, port: int) -> str:
             raise BlockedAddress(f"{host} resolves to {address}, a private or reserved "
                                  "address (ALLOW_PRIVATE_TARGETS is off)")
     return str(addresses[0])
-
-
-class PinnedAdapter(HTTPAdapter):
-    """Connects to `request.pinned_address` when set; TLS still checks `pinned_host`."""
-
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-            request, verify, cert)
-        address = getattr(request, "pinned_address", None)
-        if address:
-            host_params["host"] = address
-            if host_params["scheme"] == "https":
-                pool_kwargs["server_hostname"] = request.pinned_host
-                pool_kwargs["assert_hostname"] = request.pinned_host
-        return host_params, pool_kwargs

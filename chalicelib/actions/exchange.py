@@ -1,14 +1,20 @@
-"""One HTTP exchange of a webhook run: the pooled session, the pinned address, the deadline.
+"""One HTTP exchange of a webhook run: pooled connections, the pinned address, the deadline.
 
 The host is resolved once and the connection pinned to that answer (a DNS rebind cannot
 turn an allowed host into a private one between the check and the connect), and the whole
-exchange, not just each read, ends by a deadline.
+exchange, not just each read, ends by a deadline. Requests go out through urllib3 directly:
+requests' preparation of each request cost a run more CPU than its store writes did
+(bench/dispatch.py), and the URL as requests would send it is worked out once per URL.
 """
 import threading
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Dict, Optional
 
-import requests
-from urllib3.util import parse_url
+import certifi
+import urllib3
+from urllib3 import HTTPHeaderDict, PoolManager
+from urllib3.util import Url
 
 from chalicelib import ssrf, threads
 from chalicelib.actions.base import ActionResult
@@ -27,54 +33,98 @@ def deadline(timeout: float) -> float:
     return timeout + DEADLINE_MARGIN_SECONDS
 
 
-_session: Optional[requests.Session] = None
-_session_lock = threading.Lock()
+@dataclass
+class Outgoing:
+    """One request as it goes out: where to, what, and (pinned) the address to connect to."""
+
+    method: str
+    target: Url  # as sent: host IDNA-encoded, path and query quoted
+    headers: HTTPHeaderDict
+    body: Optional[bytes]
+    address: Optional[str] = field(default=None)  # the checked address, when pinned
 
 
-def http_session() -> requests.Session:
-    """One pooled session per process, reused by every webhook run."""
-    global _session
-    if _session is None:
-        with _session_lock:
-            if _session is None:
-                session = requests.Session()
-                # No proxies or .netrc from the environment: the pinned address is the
-                # one connected to, and no ambient credentials are sent.
-                session.trust_env = False
-                adapter = ssrf.PinnedAdapter(pool_connections=16, pool_maxsize=32,
-                                             max_retries=0)
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                _session = session
-    return _session
+@lru_cache(maxsize=1024)
+def sendable_url(url: str) -> Url:
+    """The URL as an HTTP client sends it (host IDNA-encoded, path and query quoted, as
+    requests prepares it); ValueError when it cannot be sent."""
+    import requests  # only for a URL not seen before: a webhook's URL rarely changes
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
 
-
-def pin(request: requests.PreparedRequest) -> Optional[ActionResult]:
-    """Resolve the host once, refuse a private answer, and pin the connection to it."""
-    target = parse_url(request.url)  # the host as sent: IDNA-encoded, lower case
-    host = target.host.strip("[]")
-    port = target.port or (443 if target.scheme == "https" else 80)
+    prepared = requests.PreparedRequest()
     try:
-        request.pinned_address = ssrf.resolve_allowed(host, port)
+        prepared.prepare_url(url, None)
+        return parse_url(prepared.url)
+    except (requests.RequestException, LocationParseError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+_pools: Optional[PoolManager] = None
+_pools_lock = threading.Lock()
+
+
+def connection_pools() -> PoolManager:
+    """One set of keep-alive connection pools per process, reused by every webhook run.
+    urllib3 reads no proxy or .netrc from the environment: the pinned address is the one
+    connected to, and no ambient credentials are sent."""
+    global _pools
+    if _pools is None:
+        with _pools_lock:
+            if _pools is None:
+                _pools = PoolManager(num_pools=16, maxsize=32, block=False,
+                                     cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+    return _pools
+
+
+def pin(request: Outgoing) -> Optional[ActionResult]:
+    """Resolve the host once, refuse a private answer, and pin the connection to it."""
+    host = request.target.host.strip("[]")
+    port = request.target.port or (443 if request.target.scheme == "https" else 80)
+    try:
+        request.address = ssrf.resolve_allowed(host, port)
     except BlockedAddress as exc:
         return ActionResult(False, error=f"refused: {exc}")
     except (OSError, UnicodeError) as exc:
         return ActionResult(False, error=f"DNS lookup of {host} failed: "
                                          f"{exc.__class__.__name__}: {exc}", retryable=True)
-    request.pinned_host = host
-    request.headers["Host"] = target.netloc
+    request.headers["Host"] = request.target.netloc
     return None
 
 
-def send(session: requests.Session, request: requests.PreparedRequest,
-         timeout: float) -> Tuple[requests.Response, str]:
-    """The response and the start of its body, or DeadlineExceeded after deadline(timeout)."""
-    return _within(deadline(timeout), _exchange, session, request, timeout)
+@dataclass
+class Answer:
+    """The receiver's answer: status, headers and the start of its body."""
+
+    status: int
+    headers: HTTPHeaderDict
+    excerpt: str
 
 
-def _exchange(session: requests.Session, request: requests.PreparedRequest, timeout: float):
-    response = session.send(request, timeout=timeout, allow_redirects=False, stream=True)
-    return response, _read_excerpt(response)
+def send(request: Outgoing, timeout: float) -> Answer:
+    """The receiver's answer, or DeadlineExceeded after deadline(timeout); urllib3's errors
+    (a timeout of one read, a refused connection) as they are."""
+    return _within(deadline(timeout), _exchange, request, timeout)
+
+
+def _exchange(request: Outgoing, timeout: float) -> Answer:
+    target = request.target
+    scheme = target.scheme
+    port = target.port or (443 if scheme == "https" else 80)
+    if request.address:
+        # TLS still checks the certificate against the host the URL names.
+        pool = connection_pools().connection_from_host(
+            request.address, port, scheme,
+            pool_kwargs={"server_hostname": target.host, "assert_hostname": target.host}
+            if scheme == "https" else None)
+    else:
+        pool = connection_pools().connection_from_host(target.host, port, scheme)
+    response = pool.urlopen(request.method, target.request_uri, body=request.body,
+                            headers=request.headers, retries=False, redirect=False,
+                            assert_same_host=False, preload_content=False,
+                            release_conn=False,
+                            timeout=urllib3.Timeout(connect=timeout, read=timeout))
+    return Answer(response.status, response.headers, _read_excerpt(response))
 
 
 # Reused across exchanges; after a burst of hung receivers the extra threads end. A
@@ -104,21 +154,19 @@ def _within(seconds: float, function, *args):
     return outcome["value"]
 
 
-def _read_excerpt(response: requests.Response) -> str:
+def _read_excerpt(response: urllib3.BaseHTTPResponse) -> str:
     """The start of the body. At most RESPONSE_KEPT_BYTES are read: a body that ends
     within them lets the connection go back to the pool, a longer one closes it."""
-    chunks, read = [], 0
     try:
-        for chunk in response.iter_content(chunk_size=RESPONSE_KEPT_BYTES):
-            chunks.append(chunk)
-            read += len(chunk)
-            if read > RESPONSE_KEPT_BYTES:
-                response.close()
-                break
-    except (requests.RequestException, OSError):
+        body = response.read(RESPONSE_KEPT_BYTES + 1)  # all of it, or that much (urllib3 2)
+    except (urllib3.exceptions.HTTPError, OSError):
+        body = b""
         response.close()
-    body = b"".join(chunks)[:RESPONSE_KEPT_BYTES]
-    return body.decode("utf-8", errors="replace").strip()
+    else:
+        if len(body) > RESPONSE_KEPT_BYTES:
+            response.close()
+    response.release_conn()  # a closed connection is replaced by a new one when next used
+    return body[:RESPONSE_KEPT_BYTES].decode("utf-8", errors="replace").strip()
 
 
 def failure_reason(exc: Exception) -> str:

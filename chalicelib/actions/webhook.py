@@ -9,10 +9,10 @@ import re
 from typing import Any, Dict, Optional
 from urllib.parse import urlsplit
 
-import requests
-from requests.structures import CaseInsensitiveDict
-from urllib3.exceptions import LocationParseError
-from urllib3.util import Url, parse_url
+from urllib3 import HTTPHeaderDict
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, SSLError
+from urllib3.exceptions import TimeoutError as ClientTimeout
+from urllib3.util import Url
 
 from chalicelib import config, retries, signing, ssrf
 from chalicelib.actions import exchange
@@ -133,13 +133,8 @@ def validate_url(url: Any, field: str = "payload.url") -> str:
 
 
 def sendable_url(url: str) -> Url:
-    """The URL as requests will send it (host IDNA-encoded); ValueError when it cannot."""
-    prepared = requests.PreparedRequest()
-    try:
-        prepared.prepare_url(url, None)
-        return parse_url(prepared.url)
-    except (requests.RequestException, LocationParseError) as exc:
-        raise ValueError(str(exc)) from None
+    """The URL as it will be sent (host IDNA-encoded); ValueError when it cannot."""
+    return exchange.sendable_url(url)
 
 
 def _latin1(value: str) -> bool:
@@ -152,28 +147,30 @@ def _latin1(value: str) -> bool:
 
 def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
     """Send the request once: a 2xx is success; anything else is a failure with its reason."""
-    headers = CaseInsensitiveDict(payload.get("headers", {}))
-    body = b""
+    headers = HTTPHeaderDict(payload.get("headers", {}))
+    body = None
     if "data" in payload:
         headers.setdefault("Content-Type", "application/json")
         body = json.dumps(payload["data"], separators=(",", ":"), ensure_ascii=False).encode()
     timeout = payload.get("timeout", 10)
-    session = exchange.http_session()
     try:
+        if not all(HEADER_NAME.fullmatch(name) and HEADER_VALUE.fullmatch(value)
+                   and _latin1(value) for name, value in headers.items()):
+            # Stored by an older version with looser rules. Only the kind: the value of
+            # an invalid header may be a secret.
+            return ActionResult(False, error="request could not be built: InvalidHeader")
         headers.update({
             "User-Agent": USER_AGENT,
             "Idempotency-Key": context.idempotency_key,
             "X-Task-Id": context.task_id,
             "X-Task-Attempt": str(context.attempt),
-            **signing.signature_headers(context.idempotency_key, body),
+            **signing.signature_headers(context.idempotency_key, body or b""),
         })
-        request = session.prepare_request(requests.Request(
-            payload.get("method", "POST"), payload["url"], data=body or None,
-            headers=headers))
+        request = exchange.Outgoing(payload.get("method", "POST"),
+                                    exchange.sendable_url(payload["url"]), headers, body)
     except SigningUnavailable as exc:
         return ActionResult(False, error=f"not signed: {exc}", retryable=True)
-    except (requests.RequestException, ValueError) as exc:
-        # Only the class: the message of an invalid header quotes its (secret) value.
+    except ValueError as exc:
         return ActionResult(False, error=f"request could not be built: "
                                          f"{exc.__class__.__name__}")
     if not config.allow_private_targets():
@@ -181,28 +178,31 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
         if refused:
             return refused
     try:
-        response, excerpt = exchange.send(session, request, timeout)
+        answer = exchange.send(request, timeout)
     except DeadlineExceeded as exc:
         return ActionResult(False, error=f"timeout: no complete response within "
                                          f"{exc.seconds:g} s", retryable=True)
-    except requests.Timeout:
-        return ActionResult(False, error=f"timeout: no response within {timeout} s",
-                            retryable=True)
-    except requests.ConnectionError as exc:
+    except NewConnectionError as exc:  # (also a ConnectTimeoutError in urllib3's tree)
         return ActionResult(False, error=f"connection failed: {exchange.failure_reason(exc)}",
                             retryable=True)
-    except requests.RequestException as exc:
+    except ClientTimeout:  # connecting, or one read, took longer than `timeout`
+        return ActionResult(False, error=f"timeout: no response within {timeout} s",
+                            retryable=True)
+    except (ProtocolError, SSLError, OSError) as exc:
+        return ActionResult(False, error=f"connection failed: {exchange.failure_reason(exc)}",
+                            retryable=True)
+    except HTTPError as exc:
         return ActionResult(False, error=f"request failed: {exc.__class__.__name__}")
-    if 200 <= response.status_code < 300:
-        return ActionResult(True, http_status=response.status_code, response_body=excerpt)
-    reason = f"HTTP {response.status_code}"
-    if excerpt:
-        reason += f": {excerpt[:exchange.ERROR_EXCERPT]}"
-    return ActionResult(False, http_status=response.status_code, error=reason,
-                        response_body=excerpt,
-                        retryable=retries.is_retryable_status(response.status_code),
+    if 200 <= answer.status < 300:
+        return ActionResult(True, http_status=answer.status, response_body=answer.excerpt)
+    reason = f"HTTP {answer.status}"
+    if answer.excerpt:
+        reason += f": {answer.excerpt[:exchange.ERROR_EXCERPT]}"
+    return ActionResult(False, http_status=answer.status, error=reason,
+                        response_body=answer.excerpt,
+                        retryable=retries.is_retryable_status(answer.status),
                         retry_after=retries.parse_retry_after(
-                            response.headers.get("Retry-After")))
+                            answer.headers.get("Retry-After")))
 
 
 def is_sensitive_header(name: str) -> bool:
