@@ -67,11 +67,16 @@ def execute_task(runtime: Runtime, task_id: str, run_prefix: str = "") -> Execut
 
     `run_prefix` marks the run ids of one process (the local server), so that it can
     recover its own cut-off runs at start and no one else's."""
-    clock = runtime.clock
-    run_id = run_prefix + uuid.uuid4().hex
-    task = _claim(runtime, task_id, run_id)
+    task = _claim(runtime, task_id, run_prefix + uuid.uuid4().hex)
     if isinstance(task, Execution):
         return task
+    return execute_claimed(runtime, task)
+
+
+def execute_claimed(runtime: Runtime, task: Task) -> Execution:
+    """Run a task this process has claimed (its run is the claim's `run_id`): what
+    execute_task does after its claim."""
+    clock, task_id, run_id = runtime.clock, task.task_id, task.run_id
     missed = _missed(task, clock.now())
     if missed is not None and missed.run_firing is None:
         return _skip_missed(runtime, task, missed, clock.now())

@@ -636,3 +636,37 @@ def test_firings_that_came_during_a_long_run_follow_overlap(memory, receiver, ov
     assert receiver.requests[1]["headers"]["idempotency-key"].endswith("09:04:00Z")
     assert rt.store.get(task_id).next_run_at == datetime(2030, 5, 19, 9, 5,
                                                          tzinfo=timezone.utc)
+
+
+class Crash(BaseException):
+    """The process dying: nothing after it runs, nothing catches it."""
+
+
+class DiesBeforeTheResultIsWritten:
+    """The store, but the process dies at the write of the run's result (after delivery)."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def finish(self, task, run, change, now):
+        raise Crash()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_a_crash_between_delivery_and_its_commit_redelivers_with_the_same_key(
+        aws, store, receiver, make_task):
+    """On every store: the claim is durable, the result is not; once the dead run's lease
+    has ended the task is delivered again, as the same run for the receiver."""
+    task = make_task(payload=webhook(receiver.url))
+    with pytest.raises(Crash):
+        execute_task(replace(runtime(), store=DiesBeforeTheResultIsWritten(store)),
+                     task.task_id)
+    assert store.get(task.task_id).status == "running" and len(receiver.requests) == 1
+    assert execute_task(runtime(), task.task_id).outcome == "skipped"  # its lease holds
+    later = Clock(now=lambda: utcnow() + timedelta(minutes=3), sleep=lambda seconds: None)
+    assert execute_task(runtime(later), task.task_id).status == "completed"
+    keys = [request["headers"]["idempotency-key"] for request in receiver.requests]
+    assert len(keys) == 2 and keys[0] == keys[1] == f"{task.task_id}:{task.run_at}"
+    assert store.get(task.task_id).attempts == 2

@@ -2,6 +2,7 @@
 import json
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -57,6 +58,41 @@ def test_priority_first_when_several_are_due(local_stage, monkeypatch, receiver,
     assert wait_for(lambda: len(receiver.requests) == 4)
     labels = [json.loads(r["body"])["label"] for r in receiver.requests]
     assert labels == ["p9", "p5 old", "p5 new", "p1"]
+
+
+class ClaimsSeen:
+    """The store, recording each group of tasks the dispatcher claims in one write."""
+
+    def __init__(self, store):
+        self._store, self.groups = store, []
+
+    def claim_many(self, claims, now):
+        self.groups.append([task_id for task_id, _ in claims])
+        return self._store.claim_many(claims, now)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_tasks_claimed_together_are_claimed_and_started_in_priority_order(
+        local_stage, monkeypatch, receiver, make_task):
+    monkeypatch.setattr(local, "FAST_GRACE_SECONDS", 60.0)
+    priority_of = {}
+    for n in range(12):
+        task = make_task(due_in=-30 + n, priority=(n * 7) % 10,
+                         payload={"url": receiver.url, "data": {"n": n}})
+        priority_of[task.task_id] = task.priority
+    seen = ClaimsSeen(runtime().store)
+    dispatcher = local.Dispatcher(replace(runtime(), store=seen), workers=4)
+    dispatcher.start()
+    try:
+        assert wait_for(lambda: len(receiver.requests) == 12)
+    finally:
+        dispatcher.stop(timeout=5)
+    assert len(seen.groups[0]) == 4  # the first four start together, one write for them
+    order = [priority_of[task_id] for group in seen.groups for task_id in group]
+    assert order == sorted(order, reverse=True) and len(order) == 12
+    assert all(task.status == "completed" for task in map(runtime().store.get, priority_of))
 
 
 def test_new_task_wakes_the_dispatcher_and_fires_on_time(local_stage, receiver):
@@ -188,12 +224,14 @@ class HeldThreads:
 
     def __init__(self):
         self.jobs = {}
+        self.slots_freed = None  # what the dispatcher's thread does when a run ends
 
     def run(self, job):
         self.jobs[job.args[0]] = job
 
     def end(self, task_id):
         self.jobs.pop(task_id)()
+        self.slots_freed()
 
     def close(self):
         pass
@@ -240,6 +278,7 @@ def lanes():
                                       **options)
         dispatcher.ran, dispatcher.clock, dispatcher.held, dispatcher.store = (
             ran, clock, threads, store)
+        threads.slots_freed = lambda: look_again(dispatcher)  # it starts what now fits
         return dispatcher
 
     return make

@@ -85,6 +85,31 @@ def test_only_one_of_many_concurrent_claims_wins(store, make_task):
     assert store.get(task.task_id).run_id == wins[0]
 
 
+def test_claim_many_takes_the_claimable_tasks_each_with_its_run(store, make_task):
+    due = [make_task() for _ in range(3)]
+    later = make_task(due_in=120)
+    claims = [(task.task_id, f"run-{n}") for n, task in enumerate(due + [later])]
+    claimed = store.claim_many(claims, utcnow())
+    assert set(claimed) == {task.task_id for task in due}
+    for n, task in enumerate(due):
+        assert claimed[task.task_id].run_id == f"run-{n}" == store.get(task.task_id).run_id
+        assert claimed[task.task_id].status == "running" and claimed[task.task_id].attempts == 1
+    assert store.get(later.task_id).status == "scheduled"
+    assert store.claim_many(claims, utcnow()) == {}  # each was claimed once
+
+
+def test_concurrent_claim_many_never_claim_one_task_twice(store, make_task):
+    tasks = [make_task() for _ in range(20)]
+    results = together(*(functools.partial(
+        store.claim_many, [(task.task_id, f"w{n}-{task.task_id}") for task in tasks], utcnow())
+        for n in range(6)))
+    won = [task_id for result in results for task_id in result]
+    assert sorted(won) == sorted(task.task_id for task in tasks)  # each exactly once
+    for result in results:
+        for task_id, task in result.items():
+            assert store.get(task_id).run_id == task.run_id
+
+
 def test_finish_needs_the_claim(store, make_task):
     task = make_task()
     claimed = store.claim(task.task_id, "r1", utcnow())

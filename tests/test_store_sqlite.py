@@ -253,3 +253,45 @@ def test_a_data_file_from_before_tenants_gives_its_tasks_to_the_default_tenant(t
     assert [task.task_id for task in reopened.list(None, 10, None, tenant="default").tasks] \
         == ["old"]
     assert reopened.list(None, 10, None, tenant="alpha").tasks == []
+
+
+CLAIMER = """
+import json, sys
+from datetime import datetime, timezone
+from chalicelib.store.sqlite import SQLiteTaskStore
+
+store = SQLiteTaskStore(sys.argv[1], own_folder=False)
+ids, name = json.loads(sys.argv[2]), sys.argv[3]
+sys.stdin.readline()  # both start together
+won = []
+for start in range(0, len(ids), 5):
+    chunk = [(task_id, name + "-" + task_id) for task_id in ids[start:start + 5]]
+    won += list(store.claim_many(chunk, datetime.now(timezone.utc)))
+print(json.dumps(won))
+"""
+
+
+def test_two_processes_on_one_data_file_never_claim_the_same_task(sqlite_store, make_task):
+    """Each task is claimed by exactly one of two processes claiming the same tasks in
+    the same order (each claim a group of five in one transaction)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_DIR
+
+    ids = [make_task().task_id for _ in range(200)]
+    claimers = [subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, str(sqlite_store.path), json.dumps(ids), name],
+        cwd=PROJECT_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for name in ("one", "two")]
+    for claimer in claimers:
+        claimer.stdin.write("go\n")
+        claimer.stdin.flush()
+    won = [json.loads(claimer.communicate(timeout=120)[0]) for claimer in claimers]
+    assert all(claimer.returncode == 0 for claimer in claimers)
+    assert not set(won[0]) & set(won[1]) and sorted(won[0] + won[1]) == sorted(ids)
+    assert len(won[0] + won[1]) == len(ids)
+    for name, claimed in zip(("one", "two"), won):
+        assert {sqlite_store.get(task_id).run_id for task_id in claimed} == {
+            f"{name}-{task_id}" for task_id in claimed}

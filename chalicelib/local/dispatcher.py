@@ -2,8 +2,9 @@
 execute_task.
 
 A dispatcher thread sleeps until the earliest due time in the store (or until a task is
-added or changed: the local trigger's arm and after_run wake it), then starts the due
-tasks, highest priority first, on reused threads. The store stays the source of truth, so a restart loses nothing:
+added or changed: the local trigger's arm and after_run wake it, and so does a run that
+ends), then claims the due tasks that fit, highest priority first, in one write (one
+commit for all of them), and starts them on reused threads. The store stays the source of truth, so a restart loses nothing:
 at start, runs cut off by the last stop are made due again, and everything that fell due
 while the server was down runs at once. The daily sweeper also runs on its schedule.
 
@@ -18,6 +19,7 @@ key hold at most `workers - 1` fast slots, so a saturated key never holds every 
 import logging
 import threading
 import time
+import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,7 +30,7 @@ from urllib.parse import urlsplit
 
 from chalicelib import sweeper
 from chalicelib.errors import StoreUnavailable
-from chalicelib.executor import execute_task
+from chalicelib.executor import execute_claimed, execute_task
 from chalicelib.models import Task
 from chalicelib.threads import DaemonThreads
 from chalicelib.wiring import Runtime
@@ -93,6 +95,7 @@ class Dispatcher:
         self._condition = threading.Condition()
         # Everything below is guarded by _condition.
         self._woken = False
+        self._slots_freed = False  # a run ended: start what now fits, without a store look
         self._stopping = False
         self._wake_at = 0.0  # when the sleeping dispatcher looks again (monotonic)
         # (task id, host, flow-control key), in priority order
@@ -174,16 +177,18 @@ class Dispatcher:
                     timeout = ERROR_BACKOFF_SECONDS
                 next_look = self._monotonic() + timeout
             with self._condition:
+                self._slots_freed = False
                 started = self._admit()
             self._start(started)
             with self._condition:
                 if self._look_again_at is not None:  # a run failed: its task is still due
                     next_look = min(next_look, self._look_again_at)
                     self._look_again_at = None
-                # Between looks at the store it wakes only to move runs out of the fast lane.
+                # Between looks at the store it wakes to start tasks in the slots runs
+                # freed, and to move runs out of the fast lane.
                 demotion = self._next_demotion()
                 self._wake_at = next_look if demotion is None else min(next_look, demotion)
-                if not self._woken and not self._stopping:
+                if not (self._woken or self._slots_freed or self._stopping):
                     self._condition.wait(max(self._wake_at - self._monotonic(), 0.0))
 
     def _tick(self, store) -> float:
@@ -282,9 +287,23 @@ class Dispatcher:
         return None
 
     def _start(self, task_ids: List[str]) -> None:
-        # Outside _condition: starting a thread takes a while, and runs end meanwhile.
+        # Outside _condition: claiming and starting threads take a while, and runs end
+        # meanwhile.
+        claimed = self._claim(task_ids)
         for task_id in task_ids:
-            self._threads.run(partial(self._run, task_id))
+            self._threads.run(partial(self._run, task_id, claimed.get(task_id)))
+
+    def _claim(self, task_ids: List[str]) -> Dict[str, Task]:
+        """Claim the tasks about to start in one write (one commit for all); a task not
+        claimed here goes through execute_task's own claim, which says why."""
+        if not task_ids or self._execute is not execute_task:
+            return {}
+        claims = [(task_id, self._run_prefix + uuid.uuid4().hex) for task_id in task_ids]
+        try:
+            return self._runtime.store.claim_many(claims, self._clock.now())
+        except StoreUnavailable as error:
+            logger.warning("local trigger: claiming %d task(s): %s", len(claims), error)
+            return {}
 
     def _ended(self, task_id: str) -> None:
         run = self._runs.pop(task_id)
@@ -298,11 +317,15 @@ class Dispatcher:
 
     # ------------------------------------------------------------ run threads
 
-    def _run(self, task_id: str) -> None:
+    def _run(self, task_id: str, claimed: Optional[Task] = None) -> None:
         failed = True
         try:
-            failed = not self._guarded(f"task {task_id}", self._execute, self._runtime,
-                                       task_id, self._run_prefix)
+            if claimed is not None:
+                failed = not self._guarded(f"task {task_id}", execute_claimed, self._runtime,
+                                           claimed)
+            else:
+                failed = not self._guarded(f"task {task_id}", self._execute, self._runtime,
+                                           task_id, self._run_prefix)
         finally:
             with self._condition:
                 if failed:
@@ -311,13 +334,10 @@ class Dispatcher:
                     self._look_again_at = self._monotonic() + ERROR_BACKOFF_SECONDS
                     self._condition.notify_all()
                 self._ended(task_id)
-                started = self._admit()  # the next pending task, without asking the store
-                demotion = self._next_demotion()
-                if demotion is not None and demotion < self._wake_at or not self._runs:
-                    # The dispatcher sleeps past the next demotion; or stop() waits for
-                    # the last run.
-                    self._condition.notify_all()
-            self._start(started)
+                # The dispatcher starts the next pending tasks, without asking the store:
+                # the slots freed meanwhile are claimed together, in priority order.
+                self._slots_freed = True
+                self._condition.notify_all()
 
     @staticmethod
     def _guarded(what: str, function, *args) -> bool:

@@ -55,6 +55,17 @@ class TaskStore(abc.ABC):
         previous run's lease has expired. Raises ClaimLost (with the current task, if
         any) otherwise; of concurrent callers exactly one succeeds."""
 
+    def claim_many(self, claims: List[Tuple[str, str]], now: datetime) -> Dict[str, Task]:
+        """Claim each (task id, run id) as `claim` does, together where the store can (one
+        transaction); the claimed tasks by id (the others were not claimable)."""
+        claimed = {}
+        for task_id, run_id in claims:
+            try:
+                claimed[task_id] = self.claim(task_id, run_id, now)
+            except ClaimLost:
+                continue
+        return claimed
+
     @abc.abstractmethod
     def update(self, task: Task, version: int) -> Task:
         """Write `task` whole, as version `version` + 1, only while the stored task is still

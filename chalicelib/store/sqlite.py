@@ -22,7 +22,7 @@ import threading
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from chalicelib.errors import (
     ClaimLost, FlowConflict, StateConflict, StoreUnavailable, TaskExists, TaskNotFound,
@@ -385,13 +385,24 @@ class SQLiteTaskStore(TaskStore):
             raise ClaimLost(task_id, from_row(row) if row else None)
         return from_row(row)
 
+    def claim_many(self, claims: List[Tuple[str, str]], now: datetime) -> Dict[str, Task]:
+        """Every claim in one transaction: one commit for all of them."""
+        lease = iso_ms(now + timedelta(seconds=LEASE_SECONDS))
+        now_key = iso_ms(now)
+        with self._connection() as db:
+            rows = [db.execute(CLAIM_TASK + " RETURNING *", (
+                RUNNING, run_id, lease, lease, now_key, task_id, SCHEDULED, RETRYING,
+                now_key, RUNNING, now_key)).fetchone() for task_id, run_id in claims]
+        return {row["task_id"]: from_row(row) for row in rows if row is not None}
+
     def update(self, task: Task, version: int) -> Task:
         row = to_row(replace(task, version=version + 1))
         with self._connection() as db:
             updated = db.execute(UPDATE_TASK, [*(row[column] for column in COLUMNS),
                                                task.task_id, version]).rowcount
-            stored = db.execute("SELECT * FROM tasks WHERE task_id = ?",
-                                (task.task_id,)).fetchone()
+            # Written whole: the row is what was written, read back only when refused.
+            stored = row if updated else db.execute(
+                "SELECT * FROM tasks WHERE task_id = ?", (task.task_id,)).fetchone()
         return _changed_or_raise(task.task_id, stored, updated)
 
     def get_flow(self, key: str) -> FlowState:
@@ -665,8 +676,8 @@ def _option_from_column(declared: Option, value: Any) -> Any:
     return value
 
 
-def from_row(row: sqlite3.Row) -> Task:
-    """A Task from its row."""
+def from_row(row: Mapping[str, Any]) -> Task:
+    """A Task from its row (as read, or as `to_row` wrote it)."""
     return Task(
         task_id=row["task_id"], action=row["action"], payload=json.loads(row["payload"]),
         run_at=row["run_at"], schedule_kind=row["schedule_kind"],
