@@ -141,7 +141,7 @@ def index_write_units(before: Optional[dict], after: Optional[dict], index: dict
     in it neither before nor after or its entry is unchanged; a delete, a put, or (when the
     index key changed) both; an entry's projected attributes changed in place is one write."""
     old, new = projected(before, index, table_keys), projected(after, index, table_keys)
-    if old is None and new is None or old == new:
+    if (old is None and new is None) or old == new:
         return 0
     if old is None:
         return write_units(item_bytes(new))
