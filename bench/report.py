@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import (  # noqa: E402
-    api_load, aws_calls, dispatch, due_query, flow_burst, footprint, load_restart,
+    api_load, aws_calls, cost, dispatch, due_query, flow_burst, footprint, load_restart,
     precision_sim,
 )
 from bench.common import markdown_table  # noqa: E402
@@ -28,10 +28,11 @@ README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 FULL = {"sizes": (1000, 10000, 100000), "due_rounds": 3, "burst": 1000, "sparse": 200,
         "dispatch_rounds": 3, "api_seconds": 10, "api_rounds": 3, "imports": 15,
         "precision_tasks": 500, "restart_tasks": 5000, "flow_tasks": 1000,
-        "flow_aws_tasks": 200}
+        "flow_aws_tasks": 200, "cost_tasks": 30}
 QUICK = {"sizes": (200, 1000), "due_rounds": 1, "burst": 100, "sparse": 20,
          "dispatch_rounds": 1, "api_seconds": 2, "api_rounds": 1, "imports": 3,
-         "precision_tasks": 40, "restart_tasks": 200, "flow_tasks": 100, "flow_aws_tasks": 30}
+         "precision_tasks": 40, "restart_tasks": 200, "flow_tasks": 100, "flow_aws_tasks": 30,
+         "cost_tasks": 10}
 
 
 def machine() -> str:
@@ -63,6 +64,9 @@ def run(settings: dict) -> dict:
         "restart": lambda: load_restart.measure(settings["restart_tasks"]),
         "footprint": lambda: footprint.measure(settings["imports"]),
         "aws_calls": aws_calls.measure,
+        # A cold start's INIT is the footprint's `import app`, measured above.
+        "cost": lambda: cost.measure(settings["cost_tasks"],
+                                     results["footprint"]["import_ms_median"]),
         "flow": lambda: flow_burst.measure(settings["flow_tasks"], settings["flow_aws_tasks"]),
         "due_query": lambda: due_query.measure(settings["sizes"], settings["due_rounds"]),
         "precision": lambda: {mode: precision_sim.simulate(
@@ -111,7 +115,7 @@ def behind(results: dict) -> list:
                 notes.append(f"Due query on {row['store']} with {row['tasks']:,} tasks: the "
                              f"full scan took {scan['ms_median']} ms, ours "
                              f"{row['ms_median']} ms.")
-    return notes
+    return notes + cost.behind(results["cost"])
 
 
 WHY_BEHIND = """Why we are behind where we are. Burst: every delivery of ours is a durable
@@ -145,6 +149,9 @@ Each benchmark's script runs alone too: `.venv/bin/python bench/<name>.py --help
 
 ## AWS calls per task (botocore event hooks over moto)
 {aws_calls.table(results['aws_calls'])}
+
+## A million one-time webhook tasks on AWS, priced (`bench/cost.py`)
+{cost.table(results['cost'])}
 
 ## Finding due work as the store grows ({due_query.DUE} due; medians of {settings['due_rounds']} alternating rounds)
 {due_query.table(results['due_query'])}
@@ -180,6 +187,7 @@ over {dispatch.SPARSE_WINDOW_SECONDS} s. Lost / dup / early are totals over all 
 {chr(10).join('- ' + note for note in notes) or '- nowhere'}
 
 {WHY_BEHIND if notes else ''}
+{cost.why(results['cost']) if cost.behind(results['cost']) else ''}
 """
 
 
