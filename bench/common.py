@@ -25,6 +25,11 @@ class _Server(ThreadingHTTPServer):
     # kernel's retransmits then show up as deliveries exactly 1 s or 3 s late.
     request_queue_size = 1024
 
+    def handle_error(self, request, client_address):
+        # A client that went away (a server killed mid-request) is expected, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class Receiver:
     """Keep-alive HTTP receiver noting the arrival time of each task id; it answers after
@@ -198,12 +203,12 @@ def start_server(data_dir: Path, workers: int = 16, port: int = 0):
     raise SystemExit("server did not start")
 
 
-def stop_server(process, timeout: float = 30) -> float:
-    """SIGTERM, then wait; returns how long the shutdown took."""
+def stop_server(process, timeout: float = 30, sig=None) -> float:
+    """SIGTERM (or `sig`), then wait; returns how long the shutdown took."""
     import signal
 
     started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM if sig is None else sig)
     process.wait(timeout)
     return time.monotonic() - started
 
