@@ -159,10 +159,12 @@ def summarize(due: dict, arrivals: list) -> dict:
 
 def measure(burst: int = 1000, sparse: int = 200, rounds: int = 3) -> dict:
     """{workload: {system: {medians..., "rounds": [...], "lateness_ms": all samples}}}."""
-    results = {workload: {system: [] for system in SYSTEMS} for workload in ("burst", "sparse")}
+    workloads = [(workload, tasks) for workload, tasks in (("burst", burst), ("sparse", sparse))
+                 if tasks]  # --burst 0 or --sparse 0 leaves that workload out
+    results = {workload: {system: [] for system in SYSTEMS} for workload, _ in workloads}
     for number in range(rounds):
         order = SYSTEMS[number % len(SYSTEMS):] + SYSTEMS[:number % len(SYSTEMS)]
-        for workload, tasks in (("burst", burst), ("sparse", sparse)):
+        for workload, tasks in workloads:
             for system in order:
                 receiver = ReceiverProcess()
                 try:
