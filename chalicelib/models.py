@@ -306,6 +306,24 @@ class Transition:
     counts_run: bool = False  # a firing's run ended (runs_done + 1)
 
 
+@dataclass(frozen=True)
+class DueRef:
+    """What the local dispatcher needs of a due task to place it: its id, its action and
+    webhook URL (what its run will wait on) and its flow-control key."""
+
+    task_id: str
+    action: str
+    url: Optional[str]
+    flow_key: Optional[str]
+
+    @classmethod
+    def of(cls, task: "Task") -> "DueRef":
+        """The reference to a task."""
+        url = task.payload.get("url") if isinstance(task.payload, dict) else None
+        return cls(task.task_id, task.action, url if isinstance(url, str) else None,
+                   task.flow_key)
+
+
 @dataclass
 class Page:
     """One page of a listing and the opaque token of the next."""

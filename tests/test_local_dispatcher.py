@@ -12,7 +12,7 @@ from bench.common import SlowReceivers
 from chalicelib import config, service
 from chalicelib.actions import exchange
 from chalicelib.local import dispatcher as local
-from chalicelib.models import utcnow
+from chalicelib.models import DueRef, utcnow
 from chalicelib.triggers.local import LocalTrigger
 from chalicelib.wiring import Runtime
 from tests.conftest import runtime
@@ -244,7 +244,7 @@ class ListStore:
         self.tasks = list(tasks)
         self.due_calls = 0
 
-    def due(self, now, limit):
+    def due_refs(self, now, limit):
         self.due_calls += 1
         yield from list(self.tasks)
 
@@ -257,10 +257,8 @@ class ListStore:
 
 def due_tasks(*names):
     """Webhook tasks named like "a1": host a, the first for it ("a1@k": on flow key k)."""
-    return [SimpleNamespace(task_id=name, action="webhook",
-                            payload={"url": f"http://{name[0]}.example.test/hook"},
-                            flow_key=name.partition("@")[2] or None)
-            for name in names]
+    return [DueRef(name, "webhook", f"http://{name[0]}.example.test/hook",
+                   name.partition("@")[2] or None) for name in names]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from chalicelib import flow
 from chalicelib.errors import (
     ClaimLost, FlowConflict, InvalidPageToken, StateConflict, TaskExists, TaskNotFound,
 )
-from chalicelib.models import OPTIONS, Run, Transition, utcnow
+from chalicelib.models import OPTIONS, DueRef, Run, Transition, utcnow
 from tests.conftest import together
 
 LEASE = timedelta(minutes=2)
@@ -83,6 +83,21 @@ def test_only_one_of_many_concurrent_claims_wins(store, make_task):
     wins = [result.run_id for result in results if not isinstance(result, ClaimLost)]
     assert len(wins) == 1 and sum(isinstance(r, ClaimLost) for r in results) == 7
     assert store.get(task.task_id).run_id == wins[0]
+
+
+def test_due_refs_name_the_due_tasks_in_due_order(store, make_task):
+    make_task(payload={"url": "https://a.example.test/x"}, priority=3)
+    make_task(action="log", payload={"message": "m"}, priority=7)
+    keyed = make_task(payload={"url": "https://b.example.test/y"}, priority=5)
+    store.update(replace(keyed, flow_control={"key": "k", "parallelism": 1}, tenant="alpha"),
+                 keyed.version)
+    make_task(due_in=120)  # not due
+    now = utcnow()
+    assert list(store.due_refs(now, 2)) == [DueRef.of(task) for task in store.due(now, 2)]
+    refs = list(store.due_refs(now, 2))
+    assert [(ref.action, ref.url, ref.flow_key) for ref in refs] == [
+        ("log", None, None), ("webhook", "https://b.example.test/y", "alpha\x1fk"),
+        ("webhook", "https://a.example.test/x", None)]
 
 
 def test_claim_many_takes_the_claimable_tasks_each_with_its_run(store, make_task):

@@ -39,7 +39,7 @@ class Outgoing:
 
     method: str
     target: Url  # as sent: host IDNA-encoded, path and query quoted
-    headers: HTTPHeaderDict
+    headers: Dict[str, str]
     body: Optional[bytes]
     address: Optional[str] = field(default=None)  # the checked address, when pinned
 

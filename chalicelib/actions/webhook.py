@@ -9,7 +9,6 @@ import re
 from typing import Any, Dict, Optional
 from urllib.parse import urlsplit
 
-from urllib3 import HTTPHeaderDict
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, SSLError
 from urllib3.exceptions import TimeoutError as ClientTimeout
 from urllib3.util import Url
@@ -147,10 +146,12 @@ def _latin1(value: str) -> bool:
 
 def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
     """Send the request once: a 2xx is success; anything else is a failure with its reason."""
-    headers = HTTPHeaderDict(payload.get("headers", {}))
+    # A plain dict: urllib3 copies the headers of every request, and a dict copies in C.
+    headers = dict(payload.get("headers", {}))
     body = None
     if "data" in payload:
-        headers.setdefault("Content-Type", "application/json")
+        if not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json"
         body = json.dumps(payload["data"], separators=(",", ":"), ensure_ascii=False).encode()
     timeout = payload.get("timeout", 10)
     try:

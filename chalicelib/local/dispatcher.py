@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from chalicelib import sweeper
 from chalicelib.errors import StoreUnavailable
 from chalicelib.executor import execute_claimed, execute_task
-from chalicelib.models import Task
+from chalicelib.models import DueRef, Task
 from chalicelib.threads import DaemonThreads
 from chalicelib.wiring import Runtime
 
@@ -52,10 +52,10 @@ SLOW_LANE = 256
 SLOW_PER_HOST = 64
 
 
-def host_of(task: Task) -> str:
+def host_of(task: DueRef) -> str:
     """What a task waits on when it runs: the host of a webhook, else its action."""
-    if task.action == "webhook" and isinstance(task.payload, dict):
-        return "webhook:" + urlsplit(str(task.payload.get("url", ""))).netloc.lower()
+    if task.action == "webhook":
+        return "webhook:" + urlsplit(task.url or "").netloc.lower()
     return task.action
 
 
@@ -116,7 +116,7 @@ class Dispatcher:
         now = self._clock.now()
         try:
             recovered = store.recover_running(now, self._run_prefix)
-            overdue = sum(1 for _ in store.due(now, DUE_PAGE))
+            overdue = sum(1 for _ in store.due_refs(now, DUE_PAGE))
         except StoreUnavailable as error:
             # The server still starts (its API answers 503 meanwhile); the loop recovers
             # the cut-off runs first, once the store takes writes again.
@@ -218,7 +218,7 @@ class Dispatcher:
             # past them, so a full page of other tasks comes too.
             wanted = DUE_PAGE + len(self._runs) + len(self._pending)
             self._refresh_asked = False
-        due = list(islice(store.due(now, DUE_PAGE), wanted))
+        due = list(islice(store.due_refs(now, DUE_PAGE), wanted))
         with self._condition:
             if self._stopping:
                 return

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from chalicelib.errors import ClaimLost, InvalidPageToken, StateConflict, TaskNotFound
 from chalicelib.flow import FlowState
-from chalicelib.models import MAX_RUNS_KEPT, RETRYING, Page, Run, Task, Transition
+from chalicelib.models import MAX_RUNS_KEPT, RETRYING, DueRef, Page, Run, Task, Transition
 
 Tag = Tuple[str, str]  # a tag filter: (key, value)
 
@@ -101,6 +101,10 @@ class TaskStore(abc.ABC):
         """Tasks due at `now` (waiting, running past their lease, or paused until a time
         that has come: `Task.wake_at`), highest priority first, then earliest; reads grow
         with the due work, not with the table."""
+
+    def due_refs(self, now: datetime, limit: int) -> Iterator[DueRef]:
+        """`due`, as references only (what the local dispatcher reads again and again)."""
+        return (DueRef.of(task) for task in self.due(now, limit))
 
     @abc.abstractmethod
     def next_due_after(self, now: datetime) -> Optional[datetime]:

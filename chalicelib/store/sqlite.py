@@ -29,8 +29,8 @@ from chalicelib.errors import (
 )
 from chalicelib.flow import FlowState, Limits
 from chalicelib.models import (
-    DEFAULT_TENANT, OPTIONS, RETRYING, RUNNING, SCHEDULED, Option, Page, Run, Task, iso_ms,
-    parse_iso, utcnow,
+    DEFAULT_TENANT, OPTIONS, RETRYING, RUNNING, SCHEDULED, DueRef, Option, Page, Run, Task,
+    iso_ms, parse_iso, tenant_flow_key, utcnow,
 )
 from chalicelib.store import LEASE_SECONDS, Tag, TaskStore, decode_token, encode_token
 
@@ -131,6 +131,12 @@ INSERT_TASK = ("INSERT INTO tasks (" + ", ".join(COLUMNS) + ") "  # nosec B608 -
 ASSIGN_ALL = ", ".join(f"{column} = ?" for column in COLUMNS)
 UPDATE_TASK = ("UPDATE tasks SET " + ASSIGN_ALL +  # nosec B608 - constant columns
                " WHERE task_id = ? AND version = ?")
+_DUE_WHERE = ("FROM tasks WHERE priority = ? AND due_at IS NOT NULL AND due_at <= ? "
+              "AND (due_at, task_id) > (?, ?) ORDER BY due_at, task_id LIMIT ?")
+DUE_TASKS = "SELECT * " + _DUE_WHERE
+DUE_REFS = ("SELECT task_id, due_at, action, tenant, "
+            "CASE WHEN action = 'webhook' THEN json_extract(payload, '$.url') END AS url, "
+            "json_extract(flow_control, '$.key') AS flow_key " + _DUE_WHERE)
 CLAIM_TASK = ("UPDATE tasks SET status = ?, run_id = ?, lease_until = ?, due_at = ?, "
               "updated_at = ?, attempts = attempts + 1, version = version + 1 "
               "WHERE task_id = ? AND "
@@ -554,18 +560,26 @@ class SQLiteTaskStore(TaskStore):
         return Page(tasks=tasks, next_token=token)
 
     def due(self, now: datetime, limit: int) -> Iterator[Task]:
+        return (from_row(row) for row in self._due_rows(DUE_TASKS, now, limit))
+
+    def due_refs(self, now: datetime, limit: int) -> Iterator[DueRef]:
+        """The due tasks' ids, actions, URLs and flow-control keys, read without the rest
+        of each row (its payload, runs and times are not parsed)."""
+        for row in self._due_rows(DUE_REFS, now, limit):
+            key = row["flow_key"]
+            yield DueRef(row["task_id"], row["action"], row["url"],
+                         tenant_flow_key(row["tenant"] or DEFAULT_TENANT, key)
+                         if key is not None else None)
+
+    def _due_rows(self, query: str, now: datetime, limit: int) -> Iterator[sqlite3.Row]:
         now_key = iso_ms(now)
         for priority in PRIORITIES:
             after = ("", "")
             while True:
                 with self._reading() as db:
-                    rows = db.execute(
-                        "SELECT * FROM tasks WHERE priority = ? AND due_at IS NOT NULL "
-                        "AND due_at <= ? AND (due_at, task_id) > (?, ?) "
-                        "ORDER BY due_at, task_id LIMIT ?",
-                        (priority, now_key, after[0], after[1], limit)).fetchall()
-                for row in rows:
-                    yield from_row(row)
+                    rows = db.execute(query, (priority, now_key, after[0], after[1],
+                                              limit)).fetchall()
+                yield from rows
                 if len(rows) < limit:
                     break
                 after = (rows[-1]["due_at"], rows[-1]["task_id"])
@@ -580,10 +594,8 @@ class SQLiteTaskStore(TaskStore):
     def explain_due(self, now: datetime) -> List[str]:
         """SQLite's plan for the due query (tests check it uses the partial index)."""
         with self._reading() as db:
-            rows = db.execute(
-                "EXPLAIN QUERY PLAN SELECT * FROM tasks WHERE priority = ? AND due_at IS NOT "
-                "NULL AND due_at <= ? AND (due_at, task_id) > (?, ?) ORDER BY due_at, task_id "
-                "LIMIT ?", (9, iso_ms(now), "", "", 10)).fetchall()
+            rows = db.execute("EXPLAIN QUERY PLAN " + DUE_TASKS,
+                              (9, iso_ms(now), "", "", 10)).fetchall()
         return [row["detail"] for row in rows]
 
 
