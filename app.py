@@ -13,7 +13,6 @@ import logging
 from chalicelib import config, observability, routes
 from chalicelib.application import ConcurrentChalice
 from chalicelib.errors import normalize_framework_error
-from chalicelib.local import server as local_server
 
 app = ConcurrentChalice(app_name="task-scheduler")
 app.log.setLevel(logging.INFO)
@@ -58,5 +57,9 @@ def daily_sweeper(event):
                              sweeper.continuation_depth(event.to_dict().get("detail")))
 
 
-# The local stage (make dev / chalice local) runs the in-process trigger; elsewhere a no-op.
-local_server.start_if_local()
+# The local stage (make dev / chalice local) runs the in-process trigger; elsewhere a no-op,
+# which no Lambda imports.
+if not config.in_lambda():
+    from chalicelib.local import server as local_server
+
+    local_server.start_if_local()
