@@ -4,7 +4,7 @@ Every function of the app is one process that imports app.py (the authorizer imp
 chalicelib.routes) and then runs one handler. Here each handler runs for real, once, in a
 fresh interpreter as Lambda starts one (AWS is a moto server in this process: the
 interpreter under test imports nothing of moto or boto3), and the modules it loaded are
-checked. The time these imports take is bench/footprint.py's to measure.
+checked, and compared with the imports bench/footprint.py times for that function.
 """
 import json
 import os
@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 from moto.server import ThreadedMotoServer
 
+from bench import footprint
 from chalicelib.models import DEFAULT_TENANT
 from tests.conftest import PROJECT_DIR, REGION, STAGE, TOKEN
 
@@ -26,14 +27,16 @@ NOT_AT_IMPORT = {
     "chalicelib.executor", "chalicelib.sweeper", "chalicelib.service", "chalicelib.bulk",
     "chalicelib.validation", "chalicelib.dashboard", "chalicelib.openapi",
     "chalicelib.wiring", "chalicelib.store", "chalicelib.store.dynamodb",
-    "chalicelib.actions", "chalicelib.local.dispatcher", "chalicelib.store.sqlite",
+    "chalicelib.actions", "chalicelib.local.server", "chalicelib.local.dispatcher",
+    "chalicelib.store.sqlite",
 }
 # The API's own modules: the executor, the sweeper and the authorizer never load them.
 API_ONLY = {"chalicelib.dashboard", "chalicelib.openapi", "chalicelib.validation",
             "chalicelib.service", "chalicelib.bulk"}
 # Neither the local stage's server parts nor boto3 (botocore is enough) reach any Lambda.
-NEVER = {"boto3", "chalicelib.local.dispatcher", "chalicelib.store.sqlite",
-         "chalicelib.store.memory", "chalicelib.emulator", "chalicelib.bootstrap", "sqlite3"}
+NEVER = {"boto3", "chalicelib.local.server", "chalicelib.local.dispatcher",
+         "chalicelib.store.sqlite", "chalicelib.store.memory", "chalicelib.emulator",
+         "chalicelib.bootstrap", "chalicelib.bytecode", "sqlite3"}
 
 # Runs in the fresh interpreter: imports the function's module, runs its handler once, and
 # prints what the handler answered and which modules were loaded after each step.
@@ -88,6 +91,29 @@ def run_function(env, function, module, handler, event):
     return found["answer"], set(found["after_import"]), set(found["after_run"])
 
 
+def footprint_modules(env, function):
+    """The modules bench/footprint.py's imports for `function` load (in a fresh interpreter)."""
+    module, path = footprint.FUNCTIONS[function]
+    statement = "; ".join(f"import {name}" for name in (module,) + path)
+    result = subprocess.run(
+        [sys.executable, "-c", f"{statement}; import json, sys; print(json.dumps(sorted("
+                               "sys.modules)))"],
+        cwd=PROJECT_DIR, env={**env, "AWS_LAMBDA_FUNCTION_NAME": "task-scheduler-dev"},
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout))
+
+
+def assert_footprint_times_these(env, function, loaded):
+    """bench/footprint.py times the import of what the function's run loaded: the same
+    modules of ours, botocore's client and requests (or not)."""
+    def ours(modules):
+        return {name for name in modules
+                if name.startswith(("chalicelib", "botocore.client", "requests"))}
+
+    assert ours(footprint_modules(env, function)) == ours(loaded)
+
+
 def test_import_app_loads_no_handlers_path():
     result = subprocess.run(
         [sys.executable, "-c", "import app, json, sys; print(json.dumps(sorted(sys.modules)))"],
@@ -106,6 +132,7 @@ def test_the_executor_runs_a_task_without_the_apis_modules(deployed, make_task):
     assert at_import & NOT_AT_IMPORT == set()
     assert {"chalicelib.executor", "chalicelib.store.dynamodb", "botocore.session"} <= after_run
     assert after_run & (API_ONLY | NEVER) == set()
+    assert_footprint_times_these(deployed, "execute_task", after_run)
 
 
 def test_the_sweeper_sweeps_without_the_apis_modules(deployed, make_task):
@@ -119,6 +146,7 @@ def test_the_sweeper_sweeps_without_the_apis_modules(deployed, make_task):
     assert at_import & NOT_AT_IMPORT == set()
     assert {"chalicelib.sweeper", "chalicelib.executor"} <= after_run
     assert after_run & (API_ONLY | NEVER) == set()
+    assert_footprint_times_these(deployed, "daily_sweeper", after_run)
 
 
 def _api_event(path, token=TOKEN):
@@ -139,6 +167,7 @@ def test_the_api_loads_the_dashboard_and_openapi_only_for_their_pages(deployed, 
     assert at_import & NOT_AT_IMPORT == set()
     assert {"chalicelib.service", "chalicelib.validation"} <= after_run
     assert after_run & ({"chalicelib.dashboard", "chalicelib.openapi"} | NEVER) == set()
+    assert_footprint_times_these(deployed, "api", after_run)
 
     answer, _, after_run = run_function(deployed, "", "app", "app", _api_event("/"))
     assert answer["statusCode"] == 200 and "chalicelib.dashboard" in after_run
@@ -151,5 +180,17 @@ def test_the_authorizer_loads_neither_the_app_nor_the_apis_modules(deployed):
     answer, at_import, after_run = run_function(
         deployed, "token_auth", "chalicelib.routes", "token_auth", event)
     assert answer["principalId"] == DEFAULT_TENANT  # API_TOKENS holds a bare token
+    assert at_import & NOT_AT_IMPORT == set()
     assert "app" not in after_run
     assert after_run & (API_ONLY | NEVER | {"chalicelib.executor", "requests"}) == set()
+    # Deployed, the tokens are read from SSM (API_TOKENS_PARAM): a botocore client.
+    from chalicelib import aws
+
+    aws.client("ssm").put_parameter(Name="/cold-start/api-tokens", Value=TOKEN,
+                                    Type="SecureString")
+    answer, _, from_ssm = run_function(
+        {**deployed, "API_TOKENS": "", "API_TOKENS_PARAM": "/cold-start/api-tokens"},
+        "token_auth", "chalicelib.routes", "token_auth", event)
+    assert answer["principalId"] == DEFAULT_TENANT and "botocore.client" in from_ssm
+    assert from_ssm & (API_ONLY | NEVER | {"chalicelib.executor", "requests"}) == set()
+    assert_footprint_times_these(deployed, "token_auth", from_ssm)
