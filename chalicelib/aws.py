@@ -5,9 +5,9 @@ botocore reads AWS_ENDPOINT_URL itself, so pointing the app at moto, MiniStack o
 DynamoDB Local needs no code here; the cache keys include it so tests can switch. The
 clients are botocore's own (boto3 adds nothing we use): Lambda's runtime and an emulator's
 environment both provide botocore, and not importing boto3 shortens a cold start.
-botocore.session (about 130 ms to import, most of a cold start) is imported by the first
-client, not by this module: the modules that use AWS import this one, and so does app.py,
-which every Lambda imports whether or not its path calls AWS.
+botocore.session (the largest import of a cold start, bench/footprint.py) is imported by
+the first client, not by this module: modules that call AWS only on some paths import this
+one, and a Lambda whose path makes no call never loads it.
 """
 import threading
 import time
