@@ -95,7 +95,9 @@ policy: $(VENV)/.dev-installed
 	$(BIN)/python -m chalicelib.bootstrap --stage $(STAGE) --write-policy
 
 # The CloudFormation (SAM) template with this stack's own table, queue, topic, role and
-# alarms merged in (infra/resources.json), checked by cfn-lint.
+# alarms merged in (infra/resources.json), checked by cfn-lint; the zip with its modules'
+# bytecode compiled in (chalicelib/bytecode.py: Lambda's /var/task is read-only, so
+# without it every cold start compiles them again).
 # Packaging needs no account, but chalice needs a region: without one configured (env or
 # profile) it packages for us-east-1 and says so; the template names no region itself.
 package: $(VENV)/.dev-installed
@@ -105,6 +107,7 @@ package: $(VENV)/.dev-installed
 	  export AWS_DEFAULT_REGION=us-east-1; \
 	fi; \
 	$(BIN)/chalice package --stage $(STAGE) --merge-template infra/resources.json build/$(STAGE)
+	$(BIN)/python -m chalicelib.bytecode build/$(STAGE)/deployment.zip
 	$(BIN)/cfn-lint build/$(STAGE)/sam.json
 	@echo "wrote build/$(STAGE)/sam.json; deploy it with:"
 	@echo "  sam deploy --template-file build/$(STAGE)/sam.json --stack-name task-scheduler-$(STAGE) \\"

@@ -232,8 +232,10 @@ over {dispatch.SPARSE_WINDOW_SECONDS} s. Lost / dup / early are totals over all 
 ## API (`make dev`'s server)
 {api_load.table(results['api'])}
 
-## Footprint
+## Footprint (`bench/footprint.py`: Lambda cold start imports)
 {footprint.table(results['footprint'])}
+
+{footprint.EXPLAINED}
 
 ## Precision on AWS, simulated (`bench/precision_sim.py`)
 {precision_table(results['precision'])}

@@ -5,21 +5,20 @@ botocore reads AWS_ENDPOINT_URL itself, so pointing the app at moto, MiniStack o
 DynamoDB Local needs no code here; the cache keys include it so tests can switch. The
 clients are botocore's own (boto3 adds nothing we use): Lambda's runtime and an emulator's
 environment both provide botocore, and not importing boto3 shortens a cold start.
+botocore.session (the largest import of a cold start, bench/footprint.py) is imported by
+the first client, not by this module: modules that call AWS only on some paths import this
+one, and a Lambda whose path makes no call never loads it.
 """
 import threading
 import time
 from typing import Dict, Tuple
-
-import botocore.session
-from botocore.config import Config
 
 from chalicelib import config
 
 # Bounded calls: a run must end well inside its 120 s lease (botocore's defaults are 60 s
 # per connect and per read, five times over).
 CONNECT_TIMEOUT, READ_TIMEOUT = 5, 15
-_RETRIES = Config(retries={"max_attempts": 5, "mode": "standard"},
-                  connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
+RETRIES = {"max_attempts": 5, "mode": "standard"}
 # A parameter (API tokens, signing secrets) is kept this long: a rotated value takes effect
 # without a redeploy, while a request or a run costs no SSM call.
 PARAMETER_CACHE_SECONDS = 300
@@ -43,9 +42,17 @@ def client(service: str):
         with _lock:
             found = _clients.get(key)
             if found is None:
-                found = botocore.session.get_session().create_client(service, config=_RETRIES)
+                found = _new_client(service)
                 _clients[key] = found
     return found
+
+
+def _new_client(service: str):
+    import botocore.session
+    from botocore.config import Config
+
+    return botocore.session.get_session().create_client(service, config=Config(
+        retries=RETRIES, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT))
 
 
 def own_account_and_region() -> Tuple[str, str]:

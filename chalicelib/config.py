@@ -58,6 +58,9 @@ TENANT_INDEX = "TenantIndex"
 TENANT_STATUS_INDEX = "TenantStatusIndex"
 EXECUTOR_FUNCTION = "execute_task"
 SWEEPER_FUNCTION = "daily_sweeper"
+# When the daily sweeper runs (UTC): here, not in chalicelib.sweeper, because app.py names
+# it at import and only the sweeper's Lambda imports the sweeper.
+SWEEP_EXPRESSION = "cron(0 9 * * ? *)"
 # The last part of each SSM parameter's name, /<app>/<stage>/<purpose>.
 API_TOKENS_PURPOSE = "api-tokens"
 SIGNING_SECRET_PURPOSE = "webhook-secret"

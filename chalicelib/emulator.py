@@ -24,12 +24,11 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from chalicelib import config
+from chalicelib import bytecode, config
 from chalicelib.signing import new_secret
 
 EMULATOR_BIN = config.PROJECT_DIR / ".venv-emulator" / "bin"
@@ -156,21 +155,13 @@ def package(stage: str, out_dir: Path) -> Path:
         cwd=source, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         raise EmulatorError(f"chalice package failed:\n{result.stdout}{result.stderr}")
-    without_bytecode(out_dir / "deployment.zip")
+    # As `make package` does: the bytecode compiled in the zip (and whatever __pycache__
+    # chalice copied from the project folder gone).
+    try:
+        bytecode.add_bytecode(out_dir / "deployment.zip", out_dir / "sam.json")
+    except ValueError as error:
+        raise EmulatorError(str(error)) from None
     return out_dir
-
-
-def without_bytecode(archive: Path) -> None:
-    """Drop the __pycache__ files `chalice package` copies from the project folder: they
-    belong to whatever Python wrote them, and one being written while it was zipped (tests
-    importing the app in parallel) is corrupt ("bad magic number" at every invocation)."""
-    kept = archive.with_suffix(".tmp")
-    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(kept, "w") as target:
-        for entry in source.infolist():
-            if "__pycache__/" in entry.filename or entry.filename.endswith(".pyc"):
-                continue
-            target.writestr(entry, source.read(entry))
-    kept.replace(archive)
 
 
 def clients(endpoint: str):

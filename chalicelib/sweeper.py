@@ -19,7 +19,7 @@ from chalicelib.wiring import Runtime
 
 logger = logging.getLogger("task_scheduler.sweeper")
 
-SWEEP_EXPRESSION = "cron(0 9 * * ? *)"
+SWEEP_EXPRESSION = config.SWEEP_EXPRESSION
 # Summary count -> metric name (EMF, namespace TaskScheduler, dimension Stage).
 SWEEP_METRICS = {
     "completed": "SweptCompleted", "failed": "SweptFailed", "retrying": "SweptRetried",

@@ -669,3 +669,48 @@ def tenant_server(tmp_path_factory):
     dev.start()
     yield dev
     dev.stop(signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- the package's bytecode
+
+def bytecode_problems(archive: Path) -> list:
+    """What is wrong with the bytecode in a deployment zip, checked independently of how
+    chalicelib.bytecode writes it: each .py has its checked hash-based .pyc for this Python
+    (unless this Python cannot compile it), whose hash is the source's and whose code is
+    what compiling the source gives; and there is no other bytecode (another Python's, a
+    timestamp-based one, a leftover). An empty list when all is well."""
+    import importlib.util
+    import marshal
+    import zipfile
+
+    from chalicelib import bytecode
+
+    problems = []
+    with zipfile.ZipFile(archive) as zipped:
+        names = set(zipped.namelist())
+        sources = sorted(name for name in names if name.endswith(".py"))
+        expected = set()
+        for name in sources:
+            source = zipped.read(name)
+            try:
+                code = compile(source, name, "exec", dont_inherit=True, optimize=0)
+            except (SyntaxError, ValueError):
+                continue
+            pyc = bytecode.pyc_name(name)
+            expected.add(pyc)
+            if pyc not in names:
+                problems.append(f"{name}: no {pyc}")
+                continue
+            data = zipped.read(pyc)
+            if data[:4] != importlib.util.MAGIC_NUMBER:
+                problems.append(f"{pyc}: not this Python's magic number")
+            elif int.from_bytes(data[4:8], "little") != 0b11:
+                problems.append(f"{pyc}: not a checked hash-based .pyc")
+            elif data[8:16] != importlib.util.source_hash(source):
+                problems.append(f"{pyc}: compiled from another source")
+            elif marshal.loads(data[16:]) != code:
+                problems.append(f"{pyc}: its code is not its source's")
+        problems += [f"{name}: bytecode the package step did not build"
+                     for name in sorted(names - expected)
+                     if bytecode.is_bytecode(name) and not name.endswith("/")]
+    return problems

@@ -17,7 +17,6 @@ from urllib.parse import unquote
 
 from chalicelib import config, observability
 from chalicelib.errors import LocalSetupError
-from chalicelib.signing import new_secret, parse_secrets
 
 logger = logging.getLogger("task_scheduler.local")
 
@@ -66,6 +65,8 @@ def _check_token(text: str) -> None:
 
 
 def _check_secret(text: str) -> None:
+    from chalicelib.signing import parse_secrets
+
     try:
         parse_secrets(text)
     except ValueError as error:
@@ -138,8 +139,11 @@ def start_if_local() -> None:
 
 
 def _start_local() -> None:
+    # Imported here, not at the top: every Lambda imports this module (app.py calls
+    # start_if_local) and needs none of them.
     from chalicelib import wiring
     from chalicelib.local.dispatcher import start_dispatcher
+    from chalicelib.signing import new_secret
 
     global _banner_parts
     token, source = local_token()
