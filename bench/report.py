@@ -149,6 +149,16 @@ def targets(results: dict) -> list:
     rows.append(["Lambda cold start (`import app`, median)", f"{cold:.0f} ms",
                  f"target {COLD_START_TARGET_MS} ms", f"{cold / COLD_START_TARGET_MS:.2f}x",
                  "<= 1.00x", cold <= COLD_START_TARGET_MS])
+    # `import app` leaves each function's own imports to its first invocation: the
+    # slowest function's whole path is the honest cold start.
+    paths = {function: results["footprint"]["bytecode"][function]["median"]
+             for function in footprint.FUNCTIONS}
+    slowest = max(paths, key=paths.get)
+    rows.append([f"Lambda cold start, slowest function's imports to its first AWS call "
+                 f"({slowest}, median)", f"{paths[slowest]:.0f} ms",
+                 f"target {COLD_START_TARGET_MS} ms",
+                 f"{paths[slowest] / COLD_START_TARGET_MS:.2f}x", "<= 1.00x",
+                 paths[slowest] <= COLD_START_TARGET_MS])
     restart = results["restart"]
     rows.append([f"{restart['tasks']:,} tasks, {len(restart['restarts'])} kill -9 restarts",
                  f"{restart['lost']} lost, {restart['early']} early, {restart['duplicates']} "
