@@ -201,3 +201,28 @@ def test_a_receiver_echoing_the_secret_never_puts_it_in_errors_logs_or_dead_lett
     assert json.loads(letter["Body"])["task_id"] == task_id
     for secret in ("sk_live_0123456789abcdef", "deadbeefcafebabe00"):
         assert secret not in caplog.text and secret not in letter["Body"]
+
+
+def test_headers_are_merged_without_regard_to_case_ours_last():
+    from chalicelib.actions import webhook
+
+    assert webhook.merged_headers(
+        {"user-agent": "mine/1", "X-A": "1", "x-a": "2", "Content-Type": "text/plain"},
+        {"User-Agent": "task-scheduler/1.0"}) == {
+        "User-Agent": "task-scheduler/1.0", "x-a": "2", "Content-Type": "text/plain"}
+
+
+def test_a_pool_closed_under_a_request_is_a_retryable_connection_failure(memory, monkeypatch):
+    from urllib3.exceptions import ClosedPoolError
+
+    from chalicelib.actions import exchange, webhook
+    from chalicelib.actions.base import ActionContext
+
+    def closed(request, timeout):
+        raise ClosedPoolError(None, "Pool is closed.")
+
+    monkeypatch.setattr(exchange, "_exchange", closed)
+    monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "true")
+    result = webhook.run_webhook({"url": "http://127.0.0.1:9/x"}, ActionContext(
+        task_id="t", run_id="r", attempt=1, idempotency_key="t:1"))
+    assert result.retryable and result.error == "connection failed: ClosedPoolError"

@@ -95,6 +95,31 @@ def test_tasks_claimed_together_are_claimed_and_started_in_priority_order(
     assert all(task.status == "completed" for task in map(runtime().store.get, priority_of))
 
 
+class ClaimsFailOnce(ClaimsSeen):
+    """Claiming together fails once with an error the store does not translate."""
+
+    def claim_many(self, claims, now):
+        if not self.groups:
+            self.groups.append("failed")
+            raise RuntimeError("ExpiredTokenException")
+        return super().claim_many(claims, now)
+
+
+def test_a_failed_group_claim_leaves_each_task_to_its_own_claim(local_stage, receiver,
+                                                                 make_task):
+    tasks = [make_task(payload={"url": receiver.url, "data": {"n": n}}) for n in range(3)]
+    failing = ClaimsFailOnce(runtime().store)
+    dispatcher = local.Dispatcher(replace(runtime(), store=failing), workers=4)
+    dispatcher.start()
+    try:
+        assert wait_for(lambda: len(receiver.requests) == 3)
+        assert dispatcher._thread.is_alive()
+    finally:
+        dispatcher.stop(timeout=5)
+    assert failing.groups[0] == "failed"
+    assert all(runtime().store.get(task.task_id).status == "completed" for task in tasks)
+
+
 def test_new_task_wakes_the_dispatcher_and_fires_on_time(local_stage, receiver):
     start()
     time.sleep(0.3)  # the dispatcher is now asleep on an empty store

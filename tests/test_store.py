@@ -113,6 +113,27 @@ def test_claim_many_takes_the_claimable_tasks_each_with_its_run(store, make_task
     assert store.claim_many(claims, utcnow()) == {}  # each was claimed once
 
 
+def test_claims_made_one_by_one_are_kept_when_a_later_one_fails(memory, make_task):
+    """The store port's claim_many (the DynamoDB store's): an error after some claims ends
+    the group with them, so no claimed task is left running under a run no one has."""
+    from chalicelib.errors import StoreUnavailable
+
+    store = memory.store
+    tasks = [make_task() for _ in range(3)]
+    real_claim = store.claim
+
+    def throttled_at_the_second(task_id, run_id, now):
+        if task_id == tasks[1].task_id:
+            raise StoreUnavailable("DynamoDB cannot answer now")
+        return real_claim(task_id, run_id, now)
+
+    store.claim = throttled_at_the_second
+    claims = [(task.task_id, f"run-{task.task_id}") for task in tasks]
+    assert list(store.claim_many(claims, utcnow())) == [tasks[0].task_id]
+    with pytest.raises(StoreUnavailable):  # nothing claimed: the error is the caller's
+        store.claim_many(claims[1:], utcnow())
+
+
 def test_concurrent_claim_many_never_claim_one_task_twice(store, make_task):
     tasks = [make_task() for _ in range(20)]
     results = together(*(functools.partial(

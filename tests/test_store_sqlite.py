@@ -295,3 +295,22 @@ def test_two_processes_on_one_data_file_never_claim_the_same_task(sqlite_store, 
     for name, claimed in zip(("one", "two"), won):
         assert {sqlite_store.get(task_id).run_id for task_id in claimed} == {
             f"{name}-{task_id}" for task_id in claimed}
+
+
+def test_a_commit_refused_by_the_files_folder_acknowledges_nothing(sqlite_store, make_task,
+                                                                   monkeypatch):
+    """The check before COMMIT failing with any OSError (the folder replaced by a file)
+    fails the write, commits nothing and leaves no transaction open."""
+    kept = make_task(due_in=60)
+
+    def replaced():
+        raise NotADirectoryError(20, "Not a directory")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sqlite_store, "_still_the_opened_file", replaced)
+        with pytest.raises(StoreUnavailable):
+            make_task(due_in=60)
+    assert not sqlite_store._writer[1].in_transaction
+    assert [task.task_id for task in sqlite_store.list(None, 10, None).tasks] == [kept.task_id]
+    make_task(due_in=60)  # and the store goes on
+    assert len(sqlite_store.list(None, 10, None).tasks) == 2

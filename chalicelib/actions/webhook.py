@@ -6,10 +6,12 @@ and scrubbed from errors. The exchange itself is in `exchange`.
 """
 import json
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
-from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, SSLError
+from urllib3.exceptions import (
+    ClosedPoolError, HTTPError, NewConnectionError, ProtocolError, SSLError,
+)
 from urllib3.exceptions import TimeoutError as ClientTimeout
 from urllib3.util import Url
 
@@ -146,21 +148,19 @@ def _latin1(value: str) -> bool:
 
 def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult:
     """Send the request once: a 2xx is success; anything else is a failure with its reason."""
-    # A plain dict: urllib3 copies the headers of every request, and a dict copies in C.
-    headers = dict(payload.get("headers", {}))
+    given = payload.get("headers", {})
     body = None
     if "data" in payload:
-        if not any(name.lower() == "content-type" for name in headers):
-            headers["Content-Type"] = "application/json"
+        given = {"Content-Type": "application/json", **given}  # unless the task names one
         body = json.dumps(payload["data"], separators=(",", ":"), ensure_ascii=False).encode()
     timeout = payload.get("timeout", 10)
     try:
         if not all(HEADER_NAME.fullmatch(name) and HEADER_VALUE.fullmatch(value)
-                   and _latin1(value) for name, value in headers.items()):
+                   and _latin1(value) for name, value in given.items()):
             # Stored by an older version with looser rules. Only the kind: the value of
             # an invalid header may be a secret.
             return ActionResult(False, error="request could not be built: InvalidHeader")
-        headers.update({
+        headers = merged_headers(given, {
             "User-Agent": USER_AGENT,
             "Idempotency-Key": context.idempotency_key,
             "X-Task-Id": context.task_id,
@@ -189,7 +189,8 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
     except ClientTimeout:  # connecting, or one read, took longer than `timeout`
         return ActionResult(False, error=f"timeout: no response within {timeout} s",
                             retryable=True)
-    except (ProtocolError, SSLError, OSError) as exc:
+    # ClosedPoolError: its pool was closed under it (evicted by others): try again.
+    except (ProtocolError, SSLError, ClosedPoolError, OSError) as exc:
         return ActionResult(False, error=f"connection failed: {exchange.failure_reason(exc)}",
                             retryable=True)
     except HTTPError as exc:
@@ -204,6 +205,17 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
                         retryable=retries.is_retryable_status(answer.status),
                         retry_after=retries.parse_retry_after(
                             answer.headers.get("Retry-After")))
+
+
+def merged_headers(*layers: Dict[str, str]) -> Dict[str, str]:
+    """The headers of `layers` as one plain dict (urllib3 copies a request's headers, and a
+    dict copies in C), names compared without case: a later layer's value replaces an
+    earlier one's, whatever the case of either name."""
+    merged: Dict[str, Tuple[str, str]] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name.lower()] = (name, value)
+    return dict(merged.values())
 
 
 def is_sensitive_header(name: str) -> bool:

@@ -303,7 +303,9 @@ class Dispatcher:
             return self._runtime.store.claim_many(claims, self._clock.now())
         except StoreUnavailable as error:
             logger.warning("local trigger: claiming %d task(s): %s", len(claims), error)
-            return {}
+        except Exception:  # noqa: BLE001 - logged; the dispatcher thread must outlive it
+            logger.exception("local trigger: claiming %d task(s) failed", len(claims))
+        return {}  # each task's own claim in its run says what is wrong
 
     def _ended(self, task_id: str) -> None:
         run = self._runs.pop(task_id)

@@ -3,6 +3,7 @@ import abc
 import base64
 import binascii
 import json
+import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -10,6 +11,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from chalicelib.errors import ClaimLost, InvalidPageToken, StateConflict, TaskNotFound
 from chalicelib.flow import FlowState
 from chalicelib.models import MAX_RUNS_KEPT, RETRYING, DueRef, Page, Run, Task, Transition
+
+logger = logging.getLogger("task_scheduler.store")
 
 Tag = Tuple[str, str]  # a tag filter: (key, value)
 
@@ -57,13 +60,22 @@ class TaskStore(abc.ABC):
 
     def claim_many(self, claims: List[Tuple[str, str]], now: datetime) -> Dict[str, Task]:
         """Claim each (task id, run id) as `claim` does, together where the store can (one
-        transaction); the claimed tasks by id (the others were not claimable)."""
-        claimed = {}
+        transaction); the claimed tasks by id (the others were not claimable). Claimed one
+        by one, an error after some claims ends the group with the claims made (they are
+        held: dropping them would leave those tasks running under no one's run until their
+        lease ends); before any, it is the caller's."""
+        claimed: Dict[str, Task] = {}
         for task_id, run_id in claims:
             try:
                 claimed[task_id] = self.claim(task_id, run_id, now)
             except ClaimLost:
                 continue
+            except Exception:  # noqa: BLE001 - logged; the rest go through their own claim
+                if not claimed:
+                    raise
+                logger.exception("claiming %d task(s) together stopped after %d",
+                                 len(claims), len(claimed))
+                break
         return claimed
 
     @abc.abstractmethod

@@ -176,7 +176,7 @@ class _Group:
         self.error: Optional[Exception] = None
         self.committed = threading.Event()
 
-    def fail(self, cause: Exception) -> None:
+    def fail(self, cause: BaseException) -> None:
         """Its commit will not happen: each of its writes raises StoreUnavailable."""
         if self.error is None:
             self.error = StoreUnavailable(f"the local store cannot take writes now ({cause}); "
@@ -307,8 +307,8 @@ class SQLiteTaskStore(TaskStore):
                 finally:
                     self._end_group_if_last(group)
             group.committed.wait()
-            if group.error is not None:
-                raise group.error
+            if group.error is not None:  # each member its own error, with the group's cause
+                raise StoreUnavailable(group.error.message) from group.error.__cause__
 
     def _join_group(self) -> "_Group":
         # Under _write_lock: the open group, or a new one.
@@ -333,18 +333,24 @@ class SQLiteTaskStore(TaskStore):
                 group.db.execute("COMMIT")
             else:
                 group.db.execute("ROLLBACK")
-        except (sqlite3.OperationalError, sqlite3.DatabaseError) as error:
-            group.fail(error)
-            # A failed COMMIT (disk full, I/O error) leaves the transaction open: end it,
-            # or every later write on this connection would fail.
-            with contextlib.suppress(sqlite3.Error):
-                group.db.execute("ROLLBACK")
-            if group.members:
-                self._generation += 1  # every connection is replaced at its next use
-                logger.warning({"event": "store_unavailable", "path": str(self.path),
-                                "error": str(error)})
+        except (sqlite3.Error, OSError) as error:  # OSError: the file's folder, checked
+            self._abandon(group, error)
+        except BaseException as error:  # an interrupt: no member may think it committed
+            self._abandon(group, error)
+            raise
         finally:
             group.committed.set()
+
+    def _abandon(self, group: "_Group", error: BaseException) -> None:
+        # Its commit did not happen: every member fails, and the transaction is ended (a
+        # failed COMMIT leaves it open, and every later write on the connection would fail).
+        group.fail(error)
+        with contextlib.suppress(sqlite3.Error):
+            group.db.execute("ROLLBACK")
+        if group.members:
+            self._generation += 1  # every connection is replaced at its next use
+            logger.warning({"event": "store_unavailable", "path": str(self.path),
+                            "error": str(error)})
 
     @contextlib.contextmanager
     def _reading(self):
