@@ -131,3 +131,40 @@ def test_metrics_are_off_outside_lambda_by_default(memory, receiver, make_task, 
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "task-scheduler-dev-execute_task")
     execute_task(runtime(), make_task(payload={"url": receiver.url}).task_id)
     assert '"_aws"' in capsys.readouterr().out
+
+
+def test_the_local_servers_lines_are_written_by_one_thread_all_of_them(monkeypatch):
+    """Records logged from many threads at once are written by the writer thread, each
+    once and whole, in each thread's order, with a traceback; stopping drains them."""
+    import threading
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(observability.logger, "level", observability.logger.level)
+    monkeypatch.setattr(observability, "_writer", None)
+    lines = io.StringIO()
+    observability.configure_local_logging(lines)
+    observability.configure_local_logging(io.StringIO())  # once per process
+
+    def log(thread):
+        for n in range(200):
+            observability.event("tick", thread=thread, n=n)
+
+    threads = [threading.Thread(target=log, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("task_scheduler.test").exception("failed %s", "here")
+    observability.stop_local_logging()
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    ticks = [r for r in records if r.get("event") == "tick"]
+    assert len(ticks) == 1600
+    for thread in range(8):
+        assert [r["n"] for r in ticks if r["thread"] == thread] == list(range(200))
+    assert records[-1]["message"] == "failed here" and "ValueError: boom" in \
+        records[-1]["exception"]
