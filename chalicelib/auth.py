@@ -5,6 +5,7 @@ gives the token to a tenant, a bare token is the tenant `default`, and `*=token`
 admin, who sees every tenant. With AUTH_MODE=iam the tenant is the caller's IAM principal,
 or the tenant IAM_TENANTS gives it.
 """
+import functools
 import hmac
 import logging
 import re
@@ -114,6 +115,7 @@ def _canonical_principal(arn: str) -> str:
 _NEXT_ENTRY = re.compile(r",\s*(?=(?:\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})\s*=\s*arn:)")
 
 
+@functools.lru_cache(maxsize=4)  # read on every IAM-signed request; the setting rarely changes
 def tenants_by_principal(raw: Optional[str]) -> Dict[str, str]:
     """principal -> tenant, from IAM_TENANTS entries `tenant=<principal ARN>` (`*=` an
     admin, `default=` the tenant of the tasks made before tenants); a principal named

@@ -7,7 +7,7 @@ requests' preparation of each request cost a run more CPU than its store writes 
 (bench/dispatch.py), and the URL as requests would send it is worked out once per URL.
 """
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Dict, Optional
 
@@ -41,7 +41,7 @@ class Outgoing:
     target: Url  # as sent: host IDNA-encoded, path and query quoted
     headers: Dict[str, str]
     body: Optional[bytes]
-    address: Optional[str] = field(default=None)  # the checked address, when pinned
+    address: Optional[str] = None  # the checked address, when pinned
 
 
 @lru_cache(maxsize=1024)
@@ -77,12 +77,15 @@ def connection_pools() -> PoolManager:
     return _pools
 
 
+def _port(target: Url) -> int:
+    return target.port or (443 if target.scheme == "https" else 80)
+
+
 def pin(request: Outgoing) -> Optional[ActionResult]:
     """Resolve the host once, refuse a private answer, and pin the connection to it."""
     host = request.target.host.strip("[]")
-    port = request.target.port or (443 if request.target.scheme == "https" else 80)
     try:
-        request.address = ssrf.resolve_allowed(host, port)
+        request.address = ssrf.resolve_allowed(host, _port(request.target))
     except BlockedAddress as exc:
         return ActionResult(False, error=f"refused: {exc}")
     except (OSError, UnicodeError) as exc:
@@ -109,16 +112,12 @@ def send(request: Outgoing, timeout: float) -> Answer:
 
 def _exchange(request: Outgoing, timeout: float) -> Answer:
     target = request.target
-    scheme = target.scheme
-    port = target.port or (443 if scheme == "https" else 80)
-    if request.address:
-        # TLS still checks the certificate against the host the URL names.
-        pool = connection_pools().connection_from_host(
-            request.address, port, scheme,
-            pool_kwargs={"server_hostname": target.host, "assert_hostname": target.host}
-            if scheme == "https" else None)
-    else:
-        pool = connection_pools().connection_from_host(target.host, port, scheme)
+    # Connected to the pinned address, TLS still checks the certificate against the host
+    # the URL names.
+    tls_name = ({"server_hostname": target.host, "assert_hostname": target.host}
+                if request.address and target.scheme == "https" else None)
+    pool = connection_pools().connection_from_host(
+        request.address or target.host, _port(target), target.scheme, pool_kwargs=tls_name)
     response = pool.urlopen(request.method, target.request_uri, body=request.body,
                             headers=request.headers, retries=False, redirect=False,
                             assert_same_host=False, preload_content=False,

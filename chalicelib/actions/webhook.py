@@ -13,7 +13,6 @@ from urllib3.exceptions import (
     ClosedPoolError, HTTPError, NewConnectionError, ProtocolError, SSLError,
 )
 from urllib3.exceptions import TimeoutError as ClientTimeout
-from urllib3.util import Url
 
 from chalicelib import config, retries, signing, ssrf
 from chalicelib.actions import exchange
@@ -116,7 +115,7 @@ def validate_url(url: Any, field: str = "payload.url") -> str:
         raise payload_error(f"{field} must use http or https, not '{scheme or 'none'}'",
                             field)
     try:
-        target = sendable_url(url)
+        target = exchange.sendable_url(url)
     except ValueError:
         raise payload_error(f"{field} '{shown(url, 100)}' is not a valid URL", field) \
             from None
@@ -131,11 +130,6 @@ def validate_url(url: Any, field: str = "payload.url") -> str:
                             f"('{target.host}'); set ALLOW_PRIVATE_TARGETS=true to allow it",
                             field)
     return url
-
-
-def sendable_url(url: str) -> Url:
-    """The URL as it will be sent (host IDNA-encoded); ValueError when it cannot."""
-    return exchange.sendable_url(url)
 
 
 def _latin1(value: str) -> bool:

@@ -97,9 +97,9 @@ class _UnavailableAsDomainError:
         self.client = client
 
     def __getattr__(self, name: str):
+        # Called once per method: the wrapper is kept on the instance for the next call.
         method = getattr(self.client, name)
 
-        @functools.wraps(method)
         def call(*args, **kwargs):
             try:
                 return method(*args, **kwargs)
@@ -111,6 +111,7 @@ class _UnavailableAsDomainError:
             except _UNREACHABLE as error:
                 raise StoreUnavailable(f"DynamoDB cannot be reached ({error}); "
                                        "try again later") from error
+        setattr(self, name, call)
         return call
 
 
