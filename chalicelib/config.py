@@ -30,6 +30,7 @@ SWEEP_BATCH_SIZE = "SWEEP_BATCH_SIZE"
 SQLITE_PATH = "SQLITE_PATH"
 PORT = "PORT"
 LOCAL_WORKERS = "LOCAL_WORKERS"
+LOCAL_EXCHANGE_PROCESSES = "LOCAL_EXCHANGE_PROCESSES"
 
 RETRY_BASE_SECONDS = "RETRY_BASE_SECONDS"
 RETRY_MAX_SECONDS = "RETRY_MAX_SECONDS"
@@ -163,6 +164,12 @@ def port() -> int:
 def local_workers() -> int:
     """How many runs the local trigger starts at once (its fast lane; see local.dispatcher)."""
     return int(_get(LOCAL_WORKERS, "16"))
+
+
+def local_exchange_processes() -> int:
+    """How many child processes send the local server's webhooks (0: it sends them itself;
+    by default one when there is a second core)."""
+    return int(_get(LOCAL_EXCHANGE_PROCESSES, "1" if (os.cpu_count() or 1) > 1 else "0"))
 
 
 def scheduler_group(env: Optional[Settings] = None) -> str:

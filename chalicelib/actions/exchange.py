@@ -9,14 +9,18 @@ requests' preparation of each request cost a run more CPU than its store writes 
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import certifi
 import urllib3
 from urllib3 import HTTPHeaderDict, PoolManager
+from urllib3.exceptions import (
+    ClosedPoolError, HTTPError, NewConnectionError, ProtocolError, SSLError,
+)
+from urllib3.exceptions import TimeoutError as ClientTimeout
 from urllib3.util import Url
 
-from chalicelib import ssrf, threads
+from chalicelib import retries, ssrf, threads
 from chalicelib.actions.base import ActionResult
 from chalicelib.errors import BlockedAddress, DeadlineExceeded
 
@@ -102,6 +106,62 @@ class Answer:
     status: int
     headers: HTTPHeaderDict
     excerpt: str
+
+
+# Where a process's exchanges go: None sends them from this process. `make dev`'s server
+# hands them to exchange processes of its own (chalicelib.local.exchangers), so the
+# HTTP client's work runs on another core than the store's.
+Handover = Callable[[Outgoing, float], Optional[ActionResult]]
+_handover: Optional[Handover] = None
+
+
+def hand_over_to(handover: Optional[Handover]) -> None:
+    """Send this process's exchanges through `handover` (None: send them here). It returns
+    a run's result, or None when it cannot take the exchange now (it is then sent here)."""
+    global _handover
+    _handover = handover
+
+
+def deliver(request: Outgoing, timeout: float) -> ActionResult:
+    """Send the request once and judge the answer: a 2xx is success; anything else is a
+    failure with its reason, retryable or not."""
+    handover = _handover
+    if handover is not None:
+        result = handover(request, timeout)
+        if result is not None:
+            return result
+    return deliver_here(request, timeout)
+
+
+def deliver_here(request: Outgoing, timeout: float) -> ActionResult:
+    """deliver(), sent from this process."""
+    try:
+        answer = send(request, timeout)
+    except DeadlineExceeded as exc:
+        return ActionResult(False, error=f"timeout: no complete response within "
+                                         f"{exc.seconds:g} s", retryable=True)
+    except NewConnectionError as exc:  # (also a ConnectTimeoutError in urllib3's tree)
+        return ActionResult(False, error=f"connection failed: {failure_reason(exc)}",
+                            retryable=True)
+    except ClientTimeout:  # connecting, or one read, took longer than `timeout`
+        return ActionResult(False, error=f"timeout: no response within {timeout} s",
+                            retryable=True)
+    # ClosedPoolError: its pool was closed under it (evicted by others): try again.
+    except (ProtocolError, SSLError, ClosedPoolError, OSError) as exc:
+        return ActionResult(False, error=f"connection failed: {failure_reason(exc)}",
+                            retryable=True)
+    except HTTPError as exc:
+        return ActionResult(False, error=f"request failed: {exc.__class__.__name__}")
+    if 200 <= answer.status < 300:
+        return ActionResult(True, http_status=answer.status, response_body=answer.excerpt)
+    reason = f"HTTP {answer.status}"
+    if answer.excerpt:
+        reason += f": {answer.excerpt[:ERROR_EXCERPT]}"
+    return ActionResult(False, http_status=answer.status, error=reason,
+                        response_body=answer.excerpt,
+                        retryable=retries.is_retryable_status(answer.status),
+                        retry_after=retries.parse_retry_after(
+                            answer.headers.get("Retry-After")))
 
 
 def send(request: Outgoing, timeout: float) -> Answer:

@@ -9,15 +9,10 @@ import re
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
-from urllib3.exceptions import (
-    ClosedPoolError, HTTPError, NewConnectionError, ProtocolError, SSLError,
-)
-from urllib3.exceptions import TimeoutError as ClientTimeout
-
-from chalicelib import config, retries, signing, ssrf
+from chalicelib import config, signing, ssrf
 from chalicelib.actions import exchange
 from chalicelib.actions.base import Action, ActionContext, ActionResult, payload_error
-from chalicelib.errors import DeadlineExceeded, SigningUnavailable, shown
+from chalicelib.errors import SigningUnavailable, shown
 
 WEBHOOK_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
 MAX_DATA_BYTES = 64 * 1024
@@ -172,33 +167,7 @@ def run_webhook(payload: Dict[str, Any], context: ActionContext) -> ActionResult
         refused = exchange.pin(request)
         if refused:
             return refused
-    try:
-        answer = exchange.send(request, timeout)
-    except DeadlineExceeded as exc:
-        return ActionResult(False, error=f"timeout: no complete response within "
-                                         f"{exc.seconds:g} s", retryable=True)
-    except NewConnectionError as exc:  # (also a ConnectTimeoutError in urllib3's tree)
-        return ActionResult(False, error=f"connection failed: {exchange.failure_reason(exc)}",
-                            retryable=True)
-    except ClientTimeout:  # connecting, or one read, took longer than `timeout`
-        return ActionResult(False, error=f"timeout: no response within {timeout} s",
-                            retryable=True)
-    # ClosedPoolError: its pool was closed under it (evicted by others): try again.
-    except (ProtocolError, SSLError, ClosedPoolError, OSError) as exc:
-        return ActionResult(False, error=f"connection failed: {exchange.failure_reason(exc)}",
-                            retryable=True)
-    except HTTPError as exc:
-        return ActionResult(False, error=f"request failed: {exc.__class__.__name__}")
-    if 200 <= answer.status < 300:
-        return ActionResult(True, http_status=answer.status, response_body=answer.excerpt)
-    reason = f"HTTP {answer.status}"
-    if answer.excerpt:
-        reason += f": {answer.excerpt[:exchange.ERROR_EXCERPT]}"
-    return ActionResult(False, http_status=answer.status, error=reason,
-                        response_body=answer.excerpt,
-                        retryable=retries.is_retryable_status(answer.status),
-                        retry_after=retries.parse_retry_after(
-                            answer.headers.get("Retry-After")))
+    return exchange.deliver(request, timeout)
 
 
 def merged_headers(*layers: Dict[str, str]) -> Dict[str, str]:

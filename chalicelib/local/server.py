@@ -5,6 +5,7 @@ the in-process trigger, so scheduled tasks fire for real with no AWS account.
 `--with-moto` runs the DynamoDB adapter instead, against an in-process moto server.
 """
 import argparse
+import atexit
 import logging
 import os
 import re
@@ -25,6 +26,7 @@ _start_lock = threading.Lock()
 # main() prints the banner itself once it knows the port it got (PORT=0 picks one).
 _banner_waits_for_port = False
 _banner_parts: Optional[Tuple[str, str]] = None
+_exchangers = None  # ExchangeProcesses, when the server hands its exchanges over
 # A generated token is at least this long; one written by hand must not be a guess away.
 MIN_TOKEN_LENGTH = 8
 _TOKEN = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no spaces
@@ -157,7 +159,19 @@ def _start_local() -> None:
     # Runs of this data folder's server carry its id, so a restart recovers exactly the
     # runs its previous life left behind, and not those of anything else on the store.
     instance = _kept("instance-id", lambda: secrets.token_hex(4), _check_instance)
+    _start_exchange_processes()
     start_dispatcher(wiring.runtime(), config.local_workers(), run_prefix=f"local-{instance}-")
+
+
+def _start_exchange_processes() -> None:
+    global _exchangers
+    if config.local_exchange_processes() <= 0:
+        return
+    from chalicelib.local.exchangers import ExchangeProcesses
+
+    _exchangers = ExchangeProcesses(config.local_exchange_processes(), config.local_workers())
+    _exchangers.start()
+    atexit.register(_exchangers.close)  # chalice local; main() closes them itself
 
 
 def print_banner(token: str, source: str, port: int) -> None:
@@ -312,6 +326,8 @@ def main(argv=None) -> int:
     observability.event("serving", url=f"http://{args.host}:{port}")
     server.server.serve_forever()
     finished = stop_dispatcher(timeout=10.0)
+    if _exchangers is not None:
+        _exchangers.close()
     logger.info("stopped%s", "" if finished else
                 " (runs still in flight are recovered at the next start)")
     sys.stdout.flush()

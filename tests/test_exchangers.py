@@ -1,0 +1,212 @@
+"""Exchange processes: the local server's webhooks sent from child processes."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
+
+import pytest
+
+from chalicelib.actions import exchange
+from chalicelib.local import exchangers
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.e2e  # starts processes
+
+
+@pytest.fixture
+def children():
+    started = []
+
+    def start(count=1, channels=2):
+        processes = exchangers.ExchangeProcesses(count, channels)
+        processes.start()
+        started.append(processes)
+        wait_for(lambda: processes.idle_channels() == count * channels, timeout=30)
+        return processes
+
+    yield start
+    for processes in started:
+        processes.close()
+
+
+def _request(url, body=b'{"n":1}', key="key-1"):
+    return exchange.Outgoing("POST", exchange.sendable_url(url),
+                             {"Content-Type": "application/json", "Idempotency-Key": key},
+                             body)
+
+
+@pytest.fixture
+def not_here(monkeypatch):
+    """Fail the test if an exchange is sent from this process."""
+    def refuse(request, timeout):
+        raise AssertionError("sent from the server's own process")
+
+    monkeypatch.setattr(exchange, "deliver_here", refuse)
+
+
+def test_an_exchange_is_sent_by_a_child_and_its_result_comes_back(children, receiver,
+                                                                  not_here):
+    children()
+    receiver.body = b"thanks"
+
+    result = exchange.deliver(_request(receiver.url), 5)
+
+    assert (result.success, result.http_status, result.response_body) == (True, 200, "thanks")
+    assert receiver.requests[0]["headers"]["idempotency-key"] == "key-1"
+    assert receiver.requests[0]["body"] == b'{"n":1}'
+
+
+@pytest.mark.parametrize("status, headers, retryable, retry_after", [
+    (503, {"Retry-After": "7"}, True, 7.0),
+    (400, {}, False, None),
+])
+def test_a_refusal_is_judged_in_the_child_as_it_would_be_here(children, receiver, not_here,
+                                                               status, headers, retryable,
+                                                               retry_after):
+    children()
+    receiver.status, receiver.reply_headers = status, headers
+
+    result = exchange.deliver(_request(receiver.url), 5)
+
+    assert (result.success, result.http_status, result.retryable) == (False, status,
+                                                                      retryable)
+    assert result.retry_after == retry_after
+    assert result.error.startswith(f"HTTP {status}")
+
+
+def test_a_refused_connection_is_a_retryable_failure(children, refused_url, not_here):
+    children()
+
+    result = exchange.deliver(_request(refused_url), 5)
+
+    assert (result.success, result.retryable) == (False, True)
+    assert result.error.startswith("connection failed: ")
+
+
+def test_with_every_channel_busy_the_exchange_is_sent_here(children, receiver):
+    processes = children(count=1, channels=1)
+    arrived, release = receiver.hold(b"held")
+    results = []
+    import threading
+
+    holder = threading.Thread(target=lambda: results.append(
+        exchange.deliver(_request(receiver.url, b'"held"'), 30)))
+    holder.start()
+    try:
+        assert arrived.wait(10)
+        assert processes.idle_channels() == 0
+        assert processes.deliver(_request(receiver.url), 5) is None  # none free
+        assert exchange.deliver(_request(receiver.url, b'"here"'), 5).success  # sent here
+    finally:
+        release.set()
+        holder.join(30)
+    assert results[0].success
+    assert processes.idle_channels() == 1  # the held channel came back
+
+
+def test_a_child_killed_mid_exchange_leaves_a_retryable_failure_then_runs_are_sent_here(
+        children, receiver):
+    processes = children(count=1, channels=2)
+    arrived, release = receiver.hold(b"held")
+    results = []
+    import threading
+
+    holder = threading.Thread(target=lambda: results.append(
+        exchange.deliver(_request(receiver.url, b'"held"'), 30)))
+    holder.start()
+    try:
+        assert arrived.wait(10)
+        os.kill(processes.child_pids()[0], signal.SIGKILL)
+        holder.join(30)
+    finally:
+        release.set()
+    assert (results[0].success, results[0].retryable) == (False, True)
+    assert results[0].error == "connection failed: the exchange process ended"
+    # The dead child's idle channel is found broken and the run is sent from here.
+    receiver.on_request = None
+    assert exchange.deliver(_request(receiver.url, b'"after"'), 5).success
+    assert processes.idle_channels() == 0
+
+
+def test_a_child_that_stops_answering_loses_its_channel_at_the_deadline(children, receiver,
+                                                                         monkeypatch):
+    processes = children(count=1, channels=1)
+    monkeypatch.setattr(exchange, "DEADLINE_MARGIN_SECONDS", 0.0)
+    monkeypatch.setattr(exchangers, "REPLY_MARGIN_SECONDS", 0.0)
+    child = processes.child_pids()[0]
+    os.kill(child, signal.SIGSTOP)
+    try:
+        result = processes.deliver(_request(receiver.url), 0.5)
+    finally:
+        os.kill(child, signal.SIGCONT)
+    assert (result.success, result.retryable) == (False, True)
+    assert result.error == "timeout: no complete response within 0.5 s"
+    # The child opens a channel again in place of the dropped one.
+    wait_for(lambda: processes.idle_channels() == 1, timeout=30)
+    assert processes.deliver(_request(receiver.url), 5).success
+
+
+def test_an_error_raised_in_the_child_is_raised_in_the_server(children):
+    processes = children()
+    broken = exchange.Outgoing("POST", None, {}, None)  # no target: a defect, not a failure
+
+    with pytest.raises(exchangers.ExchangeProcessError, match="AttributeError"):
+        processes.deliver(broken, 5)
+    assert processes.idle_channels() == 2  # the channel still works
+
+
+def test_a_connection_without_the_key_gets_no_channel(children, receiver, not_here):
+    processes = children(count=1, channels=1)
+
+    with pytest.raises((AuthenticationError, EOFError, ConnectionError)):
+        Client(processes.address, family="AF_UNIX", authkey=b"not the key")
+
+    assert processes.idle_channels() == 1
+    assert exchange.deliver(_request(receiver.url), 5).success
+
+
+def test_close_ends_the_children_and_takes_exchanges_back(children, receiver):
+    processes = children()
+    pids = processes.child_pids()
+
+    processes.close()
+
+    assert all(_ended(pid) for pid in pids)
+    assert processes.deliver is not exchange._handover
+    assert exchange.deliver(_request(receiver.url), 5).success  # sent here
+
+
+def test_the_children_end_when_the_server_is_killed(tmp_path):
+    script = textwrap.dedent("""
+        import sys, time
+        from chalicelib.local.exchangers import ExchangeProcesses
+        processes = ExchangeProcesses(2, 1)
+        processes.start()
+        print(*processes.child_pids(), flush=True)
+        time.sleep(120)
+    """)
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              cwd=exchangers.config.PROJECT_DIR)
+    try:
+        pids = [int(pid) for pid in server.stdout.readline().split()]
+        assert len(pids) == 2 and not any(_ended(pid) for pid in pids)
+    finally:
+        server.kill()
+        server.wait(10)
+    wait_for(lambda: all(_ended(pid) for pid in pids), timeout=30)
+
+
+def _ended(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # Ended but not yet reaped by its parent (init, for an orphan) still counts as ended.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
