@@ -175,6 +175,7 @@ def test_close_ends_the_children_and_takes_exchanges_back(children, receiver):
     processes.close()
 
     assert all(_ended(pid) for pid in pids)
+    assert not os.path.exists(os.path.dirname(processes.address))
     assert processes.deliver is not exchange._handover
     assert exchange.deliver(_request(receiver.url), 5).success  # sent here
 
@@ -185,18 +186,21 @@ def test_the_children_end_when_the_server_is_killed(tmp_path):
         from chalicelib.local.exchangers import ExchangeProcesses
         processes = ExchangeProcesses(2, 1)
         processes.start()
-        print(*processes.child_pids(), flush=True)
+        print(processes.address, *processes.child_pids(), flush=True)
         time.sleep(120)
     """)
     server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                               cwd=exchangers.config.PROJECT_DIR)
     try:
-        pids = [int(pid) for pid in server.stdout.readline().split()]
+        address, *pids = server.stdout.readline().decode().split()
+        pids = [int(pid) for pid in pids]
         assert len(pids) == 2 and not any(_ended(pid) for pid in pids)
+        assert os.path.exists(address)
     finally:
         server.kill()
         server.wait(10)
     wait_for(lambda: all(_ended(pid) for pid in pids), timeout=30)
+    assert not os.path.exists(os.path.dirname(address))  # the children removed it
 
 
 def _ended(pid: int) -> bool:

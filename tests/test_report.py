@@ -12,8 +12,9 @@ def results(ours_rate=700.0, aps_rate=800.0, ours_sparse_p99=8.0, cold=130.0, lo
     sparse = {"ours": {"p99_ms": ours_sparse_p99}, "apscheduler": {"p99_ms": 6.0}}
     return {"dispatch": {"burst": burst, "sparse": sparse},
             "footprint": {"import_ms_median": cold, "bytecode": {
-                function: {"median": cold + 50 * n}
-                for n, function in enumerate(footprint.FUNCTIONS)}},
+                footprint.SDK_IMPORT: {"median": 100.0}, **{
+                    function: {"median": cold + 50 * n}
+                    for n, function in enumerate(footprint.FUNCTIONS)}}},
             "restart": {"tasks": 10000, "restarts": [{}, {}], "workers": 16, "signal": "KILL",
                         "lost": lost, "early": 0, "duplicates": duplicates,
                         "duplicates_with_another_key": other_key}}
@@ -30,8 +31,13 @@ def test_every_target_is_judged_against_its_anchor():
     assert met(rows) == {"burst throughput": False, "burst lateness p99": False,
                          "sparse lateness p99": True, "Lambda cold start": False,
                          "Lambda cold start, slowest function's imports to its first AWS "
-                         "call": False, "10,000 tasks, 2 kill -9 restarts": True}
-    assert slowest in rows[4][0] and rows[4][1] == f"{130 + 50 * (len(footprint.FUNCTIONS) - 1)} ms"
+                         "call": None, "10,000 tasks, 2 kill -9 restarts": True}
+    slowest_ms = 130 + 50 * (len(footprint.FUNCTIONS) - 1)
+    assert slowest in rows[4][0] and rows[4][1] == f"{slowest_ms} ms"
+    # Shown against the SDK's own import, which no package of ours makes cheaper.
+    assert rows[4][2:5] == ["botocore's import alone 100 ms", f"{slowest_ms - 100:+.0f} ms",
+                            "reported"]
+    assert "| reported |  |" in report.targets_table(results())
 
 
 @pytest.mark.parametrize("change, target", [

@@ -19,6 +19,7 @@ about claims, commits or crash recovery changes.
 
     python -m chalicelib.local.exchangers ADDRESS   (started by the server; key on stdin)
 """
+import contextlib
 import logging
 import os
 import queue
@@ -65,7 +66,9 @@ class ExchangeProcesses:
         key = secrets.token_bytes(32)
         # A socket file in a folder only this user can enter; the key keeps anyone else
         # who reaches it from taking a channel.
-        self._folder = tempfile.TemporaryDirectory(prefix="task-scheduler-")
+        # A child removes it when the server ends without closing (kill -9).
+        self._folder = tempfile.TemporaryDirectory(prefix="task-scheduler-",
+                                                   ignore_cleanup_errors=True)
         self.address = str(Path(self._folder.name) / "exchange.sock")
         self._listener = Listener(self.address, family="AF_UNIX", authkey=key)
         threading.Thread(target=self._accept, name="exchange-accept", daemon=True).start()
@@ -180,6 +183,10 @@ def main(argv: List[str]) -> None:
     for _ in range(channels):
         threading.Thread(target=_serve_channel, args=(address, key), daemon=True).start()
     sys.stdin.buffer.read()  # returns when the server closes the pipe or ends
+    # The socket's folder is the server's; a server killed outright leaves it to us.
+    with contextlib.suppress(OSError):
+        os.unlink(address)
+        os.rmdir(os.path.dirname(address))
     os._exit(0)
 
 
