@@ -167,8 +167,7 @@ def local_workers() -> int:
 
 
 def local_exchange_processes() -> int:
-    """How many child processes send the local server's webhooks (0: it sends them itself;
-    by default one when there is a second core)."""
+    """How many child processes send the local server's webhooks (default: 1 on 2+ cores)."""
     return int(_get(LOCAL_EXCHANGE_PROCESSES, "1" if (os.cpu_count() or 1) > 1 else "0"))
 
 

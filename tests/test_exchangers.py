@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
 
@@ -90,8 +91,6 @@ def test_with_every_channel_busy_the_exchange_is_sent_here(children, receiver):
     processes = children(count=1, channels=1)
     arrived, release = receiver.hold(b"held")
     results = []
-    import threading
-
     holder = threading.Thread(target=lambda: results.append(
         exchange.deliver(_request(receiver.url, b'"held"'), 30)))
     holder.start()
@@ -112,8 +111,6 @@ def test_a_child_killed_mid_exchange_leaves_a_retryable_failure_then_runs_are_se
     processes = children(count=1, channels=2)
     arrived, release = receiver.hold(b"held")
     results = []
-    import threading
-
     holder = threading.Thread(target=lambda: results.append(
         exchange.deliver(_request(receiver.url, b'"held"'), 30)))
     holder.start()
@@ -129,24 +126,50 @@ def test_a_child_killed_mid_exchange_leaves_a_retryable_failure_then_runs_are_se
     receiver.on_request = None
     assert exchange.deliver(_request(receiver.url, b'"after"'), 5).success
     assert processes.idle_channels() == 0
+    assert [r["body"] for r in receiver.requests] == [b'"held"', b'"after"']
 
 
-def test_a_child_that_stops_answering_loses_its_channel_at_the_deadline(children, receiver,
-                                                                         monkeypatch):
+def test_a_child_that_stops_answering_loses_its_channel_and_sends_nothing_late(
+        children, receiver, monkeypatch):
     processes = children(count=1, channels=1)
     monkeypatch.setattr(exchange, "DEADLINE_MARGIN_SECONDS", 0.0)
     monkeypatch.setattr(exchangers, "REPLY_MARGIN_SECONDS", 0.0)
     child = processes.child_pids()[0]
     os.kill(child, signal.SIGSTOP)
     try:
-        result = processes.deliver(_request(receiver.url), 0.5)
+        result = processes.deliver(_request(receiver.url, b'"stalled"'), 0.5)
     finally:
         os.kill(child, signal.SIGCONT)
     assert (result.success, result.retryable) == (False, True)
     assert result.error == "timeout: no complete response within 0.5 s"
-    # The child opens a channel again in place of the dropped one.
+    # The child opens a channel again in place of the dropped one; the request it found
+    # there, past its deadline, was never sent.
     wait_for(lambda: processes.idle_channels() == 1, timeout=30)
-    assert processes.deliver(_request(receiver.url), 5).success
+    assert processes.deliver(_request(receiver.url, b'"after"'), 5).success
+    assert [r["body"] for r in receiver.requests] == [b'"after"']
+
+
+def test_a_webhook_run_is_pinned_here_and_sent_by_the_child(children, public_receiver,
+                                                             not_here, monkeypatch):
+    from chalicelib.actions.base import ActionContext
+    from chalicelib.actions.webhook import run_webhook
+    from tests.conftest import MEMORY_SIGNING_SECRET
+
+    monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", MEMORY_SIGNING_SECRET)
+    children()
+    context = ActionContext(task_id="t-1", run_id="r-1", attempt=1, idempotency_key="t-1:r")
+
+    # The name resolves only in this process (a fake resolver): the child connects to the
+    # address pinned here, and the request still names the host.
+    result = run_webhook({"url": public_receiver.public_url, "data": {"n": 1}}, context)
+
+    assert result.success
+    assert public_receiver.dns.lookups == ["hooks.example.test"]
+    sent = public_receiver.requests[0]
+    assert sent["headers"]["host"].startswith("hooks.example.test:")
+    assert sent["headers"]["idempotency-key"] == "t-1:r"
+    assert sent["headers"]["webhook-signature"].startswith("v1,")
+    assert sent["body"] == b'{"n":1}'
 
 
 def test_an_error_raised_in_the_child_is_raised_in_the_server(children):
@@ -176,7 +199,7 @@ def test_close_ends_the_children_and_takes_exchanges_back(children, receiver):
 
     assert all(_ended(pid) for pid in pids)
     assert not os.path.exists(os.path.dirname(processes.address))
-    assert processes.deliver is not exchange._handover
+    assert exchange._handover is None
     assert exchange.deliver(_request(receiver.url), 5).success  # sent here
 
 

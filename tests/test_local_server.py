@@ -102,6 +102,31 @@ def test_shutdown_lets_a_run_in_flight_finish(servers, receiver):
     assert len(receiver.requests) == 1
 
 
+def test_a_run_longer_than_the_shutdown_grace_is_recovered_not_failed(servers, receiver):
+    # The run waits on an exchange process; stopping the server must not end that process
+    # under it (which would record the run as a failed attempt).
+    arrived, release = receiver.hold(b"Hello", timeout=60)
+    server = servers().start()
+    status, body = server.request("POST", "/schedule-task", {
+        "action": "webhook", "payload": {"url": receiver.url, "data": "Hello", "timeout": 30},
+        "run_at": whole_seconds_from_now(1).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    assert status == 201, body
+    task_id = body["task_id"]
+    try:
+        assert arrived.wait(30), "the run never started"
+        code, took = server.stop()
+    finally:
+        release.set()
+        receiver.on_request = None
+    assert code == 0 and took >= 10  # waited its 10 s for the run, then left it claimed
+    server.start()
+    task = server.wait_status(task_id, "completed")
+    # Recovered at the start, not recorded as failed: one run on record, its second attempt.
+    assert [(run["attempt"], run["outcome"]) for run in task["runs"]] == [(2, "succeeded")]
+    keys = {request["headers"]["idempotency-key"] for request in receiver.requests}
+    assert len(receiver.requests) == 2 and len(keys) == 1
+
+
 def test_token_is_required_and_the_banner_shows_it(servers):
     server = servers(extra_env={"API_TOKENS": ""}).start()
     token_file = server.data_dir / "api-token"
@@ -259,7 +284,7 @@ def test_local_data_is_private_to_its_owner(tmp_path, receiver):
     server = DevServer(tmp_path, extra_env={"SQLITE_PATH": str(data / "tasks.sqlite3")})
     server.start()
     try:
-        task_id = server.schedule(receiver.url, whole_seconds_from_now(1), max_attempts=1)
+        task_id = server.schedule(receiver.url, whole_seconds_from_now(1))
         receiver.status = 500
         server.wait_status(task_id, "failed")
         assert data.stat().st_mode & 0o777 == 0o700
@@ -285,3 +310,22 @@ def test_the_banner_shows_the_first_entrys_token(monkeypatch, tokens, shown):
 
     monkeypatch.setenv("API_TOKENS", tokens)
     assert local_server.local_token() == (shown, "API_TOKENS")
+
+
+@pytest.mark.parametrize("processes, start_fails", [("0", False), ("1", True)])
+def test_without_an_exchange_process_the_server_sends_its_webhooks(monkeypatch, caplog,
+                                                                   processes, start_fails):
+    from chalicelib.actions import exchange
+    from chalicelib.local import exchangers, server
+
+    def refuse(self):
+        raise OSError("AF_UNIX path too long")
+
+    monkeypatch.setenv("LOCAL_EXCHANGE_PROCESSES", processes)
+    monkeypatch.setattr(server, "_exchangers", None)
+    monkeypatch.setattr(exchangers.ExchangeProcesses, "start", refuse)
+
+    server._start_exchange_processes()
+
+    assert server._exchangers is None and exchange._handover is None
+    assert ("AF_UNIX path too long" in caplog.text) is start_fails

@@ -110,21 +110,20 @@ class Answer:
 
 # Where a process's exchanges go: None sends them from this process. `make dev`'s server
 # hands them to exchange processes of its own (chalicelib.local.exchangers), so the
-# HTTP client's work runs on another core than the store's.
+# HTTP client's work runs on another core than the store's. A handover returns the run's
+# result, or None when it cannot take the exchange now (it is then sent here).
 Handover = Callable[[Outgoing, float], Optional[ActionResult]]
 _handover: Optional[Handover] = None
 
 
 def hand_over_to(handover: Optional[Handover]) -> None:
-    """Send this process's exchanges through `handover` (None: send them here). It returns
-    a run's result, or None when it cannot take the exchange now (it is then sent here)."""
+    """Send this process's exchanges through `handover` (None: send them here)."""
     global _handover
     _handover = handover
 
 
 def deliver(request: Outgoing, timeout: float) -> ActionResult:
-    """Send the request once and judge the answer: a 2xx is success; anything else is a
-    failure with its reason, retryable or not."""
+    """Send the request once: a 2xx is success, anything else a failure with its reason."""
     handover = _handover
     if handover is not None:
         result = handover(request, timeout)
@@ -133,13 +132,13 @@ def deliver(request: Outgoing, timeout: float) -> ActionResult:
     return deliver_here(request, timeout)
 
 
-def deliver_here(request: Outgoing, timeout: float) -> ActionResult:
-    """deliver(), sent from this process."""
+def deliver_here(request: Outgoing, timeout: float,
+                 left: Optional[float] = None) -> ActionResult:
+    """deliver(), sent from this process, ending within `left` seconds if given."""
     try:
-        answer = send(request, timeout)
-    except DeadlineExceeded as exc:
-        return ActionResult(False, error=f"timeout: no complete response within "
-                                         f"{exc.seconds:g} s", retryable=True)
+        answer = send(request, timeout, left)
+    except DeadlineExceeded:
+        return timed_out(timeout)
     except NewConnectionError as exc:  # (also a ConnectTimeoutError in urllib3's tree)
         return ActionResult(False, error=f"connection failed: {failure_reason(exc)}",
                             retryable=True)
@@ -164,10 +163,17 @@ def deliver_here(request: Outgoing, timeout: float) -> ActionResult:
                             answer.headers.get("Retry-After")))
 
 
-def send(request: Outgoing, timeout: float) -> Answer:
-    """The receiver's answer, or DeadlineExceeded after deadline(timeout); urllib3's errors
-    (a timeout of one read, a refused connection) as they are."""
-    return _within(deadline(timeout), _exchange, request, timeout)
+def timed_out(timeout: float) -> ActionResult:
+    """The result of an exchange that did not end by deadline(timeout)."""
+    return ActionResult(False, error=f"timeout: no complete response within "
+                                     f"{deadline(timeout):g} s", retryable=True)
+
+
+def send(request: Outgoing, timeout: float, left: Optional[float] = None) -> Answer:
+    """The receiver's answer, or DeadlineExceeded after deadline(timeout) (or `left`
+    seconds, if given); urllib3's errors (a timeout of one read, a refused connection) as
+    they are."""
+    return _within(deadline(timeout) if left is None else left, _exchange, request, timeout)
 
 
 def _exchange(request: Outgoing, timeout: float) -> Answer:

@@ -9,26 +9,31 @@ about claims, commits or crash recovery changes.
 - Each child keeps `channels` connections to the server, one thread each; a run takes an
   idle one. With none idle (the children still starting, or every channel busy), the run
   sends its exchange from the server itself, as it did before.
-- A child enforces the exchange's deadline (exchange.send). The server waits that long and
-  a little more; a child that does not answer by then loses the channel.
+- A request carries the moment its exchange must be over (its deadline from when the
+  server sent it): a child that gets to it later does not send it, and one that sends it
+  ends it by then. The server waits that long and a little more; a channel that has not
+  answered by then is dropped, so a late answer can never be taken for another run's.
 - A child that ends mid-exchange (killed) leaves the run a retryable failure: the request
   may have gone out, and its retry carries the same Idempotency-Key.
 - Each child watches its stdin, a pipe from the server: when the server ends, even by
-  kill -9, the pipe closes and the child exits. Ctrl-C reaches the whole process group;
-  the children ignore it and end when the server does, after its runs in flight.
+  kill -9, the pipe closes and the child removes the socket's folder and exits. Children
+  run in a session of their own, so a Ctrl-C or a signal to the server's process group
+  does not cut their exchanges short; a server stopping with runs still in flight leaves
+  the children to end with it, and those runs to be recovered at the next start.
 
-    python -m chalicelib.local.exchangers ADDRESS   (started by the server; key on stdin)
+    python -m chalicelib.local.exchangers ADDRESS CHANNELS   (the server starts it; the
+                                                             key comes on stdin)
 """
 import contextlib
 import logging
 import os
 import queue
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
@@ -41,8 +46,9 @@ from chalicelib.actions.base import ActionResult
 
 logger = logging.getLogger(__name__)
 
-# Beyond the exchange's own deadline, how long the server waits for a child's answer.
-REPLY_MARGIN_SECONDS = 2.0
+# Beyond the exchange's own deadline, how long the server waits for a child's answer
+# (the child ends the exchange by the deadline; this covers handing the answer back).
+REPLY_MARGIN_SECONDS = 0.5
 
 
 class ExchangeProcessError(RuntimeError):
@@ -62,24 +68,50 @@ class ExchangeProcesses:
         self.address = ""
 
     def start(self) -> None:
-        """Listen, start the children and hand this process's exchanges over to them."""
+        """Listen, start the children and hand this process's exchanges over to them;
+        OSError (no socket, no child) with nothing left behind."""
         key = secrets.token_bytes(32)
         # A socket file in a folder only this user can enter; the key keeps anyone else
-        # who reaches it from taking a channel.
-        # A child removes it when the server ends without closing (kill -9).
+        # who reaches it from taking a channel. A child removes the folder when the
+        # server ends without closing (kill -9).
         self._folder = tempfile.TemporaryDirectory(prefix="task-scheduler-",
                                                    ignore_cleanup_errors=True)
         self.address = str(Path(self._folder.name) / "exchange.sock")
-        self._listener = Listener(self.address, family="AF_UNIX", authkey=key)
+        try:
+            # Every channel may connect at once: a full backlog refuses a connection on
+            # BSD and macOS rather than holding it.
+            self._listener = Listener(self.address, family="AF_UNIX", authkey=key,
+                                      backlog=self._count * self._channels)
+            for _ in range(self._count):
+                self._children.append(self._start_child(key))
+        except OSError:
+            self.close()
+            raise
         threading.Thread(target=self._accept, name="exchange-accept", daemon=True).start()
-        for _ in range(self._count):
-            child = subprocess.Popen(  # nosec B603 - our own module, no shell
-                [sys.executable, "-m", "chalicelib.local.exchangers", self.address,
-                 str(self._channels)], stdin=subprocess.PIPE, cwd=config.PROJECT_DIR)
+        exchange.hand_over_to(self.deliver)
+
+    def _start_child(self, key: bytes) -> subprocess.Popen:
+        child = subprocess.Popen(  # nosec B603 - our own module, no shell
+            [sys.executable, "-m", "chalicelib.local.exchangers", self.address,
+             str(self._channels)], stdin=subprocess.PIPE, cwd=config.PROJECT_DIR,
+            start_new_session=True)
+        try:
             child.stdin.write(key.hex().encode() + b"\n")
             child.stdin.flush()  # left open: the child ends when it closes
-            self._children.append(child)
-        exchange.hand_over_to(self.deliver)
+        except OSError:
+            child.kill()
+            child.wait()
+            raise
+        threading.Thread(target=self._watch, args=(child,), name="exchange-watch",
+                         daemon=True).start()
+        return child
+
+    def _watch(self, child: subprocess.Popen) -> None:
+        code = child.wait()
+        if not self._closing:
+            # Its runs in flight fail as retryable; later ones are sent from the server.
+            logger.warning("exchange process %s ended (exit code %s); webhooks are sent "
+                           "from the server", child.pid, code)
 
     def idle_channels(self) -> int:
         """How many channels wait for an exchange."""
@@ -96,42 +128,50 @@ class ExchangeProcesses:
             except (AuthenticationError, EOFError, OSError) as exc:
                 if self._closing:
                     return
-                # A refused or broken handshake ends that connection only.
+                # A refused or broken handshake ends that connection only; the pause
+                # keeps a lasting error (no file descriptors left) from spinning.
                 logger.warning("exchange channel refused: %s", exc.__class__.__name__)
+                time.sleep(0.1)
                 continue
             self._idle.put(channel)
 
     def deliver(self, request: exchange.Outgoing, timeout: float) -> Optional[ActionResult]:
         """The run's result from a child; None when no channel is idle (send it here)."""
+        over_at = time.monotonic() + exchange.deadline(timeout)
         while True:
             try:
                 channel = self._idle.get(block=False)
             except queue.Empty:
                 return None
             try:
-                channel.send((request, timeout))
+                channel.send((request, timeout, over_at))
                 break
             except OSError:  # that child has ended; nothing was sent: try another
                 channel.close()
-        wait = exchange.deadline(timeout) + REPLY_MARGIN_SECONDS
-        try:
-            if not channel.poll(wait):
+            except BaseException:
                 channel.close()
-                return ActionResult(False, error=f"timeout: no complete response within "
-                                                 f"{exchange.deadline(timeout):g} s",
-                                    retryable=True)
-            outcome, value = channel.recv()
+                raise
+        try:
+            if not channel.poll(max(over_at - time.monotonic(), 0) + REPLY_MARGIN_SECONDS):
+                channel.close()  # never used again: its late answer is nobody's
+                return exchange.timed_out(timeout)
+            outcome, value, detail = channel.recv()
         except (EOFError, OSError):
             channel.close()
             return ActionResult(False, error="connection failed: the exchange process ended",
                                 retryable=True)
+        except BaseException:
+            channel.close()
+            raise
         self._idle.put(channel)
         if outcome == "raised":
+            logger.error("an exchange raised in its process:\n%s", detail)
             raise ExchangeProcessError(value)
         return value
 
     def close(self) -> None:
-        """Take exchanges back into this process and end the children."""
+        """Take exchanges back into this process and end the children (call it once no
+        run waits on them: a run in flight would be cut off and recorded as failed)."""
         exchange.hand_over_to(None)
         self._closing = True
         if self._listener is not None:
@@ -142,12 +182,14 @@ class ExchangeProcesses:
             except queue.Empty:
                 break
         for child in self._children:
-            child.stdin.close()
+            with contextlib.suppress(OSError):
+                child.stdin.close()
         for child in self._children:
             try:
                 child.wait(5)
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
         if self._folder is not None:
             self._folder.cleanup()
 
@@ -156,36 +198,41 @@ def _serve_channel(address: str, key: bytes) -> None:
     while True:
         try:
             channel = Client(address, family="AF_UNIX", authkey=key)
-        except OSError:  # the server is gone or shutting down
-            os._exit(0)
+        except (AuthenticationError, EOFError, OSError):
+            # The server is busy accepting, or gone: then stdin closes and main() ends us.
+            time.sleep(0.05)
+            continue
         with channel:
             try:
                 while True:
-                    request, timeout = channel.recv()
-                    channel.send(_delivered(request, timeout))
+                    request, timeout, over_at = channel.recv()
+                    channel.send(_delivered(request, timeout, over_at))
             except (EOFError, OSError):
                 continue  # the server dropped this channel (it waited too long): reconnect
 
 
-def _delivered(request: exchange.Outgoing, timeout: float) -> tuple:
+def _delivered(request: exchange.Outgoing, timeout: float, over_at: float) -> tuple:
+    left = over_at - time.monotonic()  # one clock for the machine's processes
+    if left <= 0:  # waited in the socket past its deadline: the server has given up
+        return "result", exchange.timed_out(timeout), None
     try:
-        return "result", exchange.deliver_here(request, timeout)
-    except Exception as exc:  # noqa: BLE001 - handed to the server, raised there
-        traceback.print_exc()
-        return "raised", f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        return "result", exchange.deliver_here(request, timeout, left), None
+    except Exception as exc:  # noqa: BLE001 - handed to the server, raised and logged there
+        return "raised", f"{exc.__class__.__name__}: {str(exc)[:200]}", traceback.format_exc()
 
 
 def main(argv: List[str]) -> None:
     """A child: serve `channels` channels to the server at `address` until stdin closes."""
     address, channels = argv[0], int(argv[1])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     key = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
     for _ in range(channels):
         threading.Thread(target=_serve_channel, args=(address, key), daemon=True).start()
     sys.stdin.buffer.read()  # returns when the server closes the pipe or ends
-    # The socket's folder is the server's; a server killed outright leaves it to us.
+    # The socket's folder is the server's; a server killed outright leaves it to us (the
+    # server, or another child, may have removed either already).
     with contextlib.suppress(OSError):
         os.unlink(address)
+    with contextlib.suppress(OSError):
         os.rmdir(os.path.dirname(address))
     os._exit(0)
 

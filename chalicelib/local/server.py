@@ -5,7 +5,6 @@ the in-process trigger, so scheduled tasks fire for real with no AWS account.
 `--with-moto` runs the DynamoDB adapter instead, against an in-process moto server.
 """
 import argparse
-import atexit
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ _start_lock = threading.Lock()
 # main() prints the banner itself once it knows the port it got (PORT=0 picks one).
 _banner_waits_for_port = False
 _banner_parts: Optional[Tuple[str, str]] = None
-_exchangers = None  # ExchangeProcesses, when the server hands its exchanges over
+_exchangers = None  # the ExchangeProcesses the server hands its exchanges over to
 # A generated token is at least this long; one written by hand must not be a guess away.
 MIN_TOKEN_LENGTH = 8
 _TOKEN = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no spaces
@@ -165,13 +164,20 @@ def _start_local() -> None:
 
 def _start_exchange_processes() -> None:
     global _exchangers
-    if config.local_exchange_processes() <= 0:
+    count = config.local_exchange_processes()
+    if count <= 0:
         return
     from chalicelib.local.exchangers import ExchangeProcesses
 
-    _exchangers = ExchangeProcesses(config.local_exchange_processes(), config.local_workers())
-    _exchangers.start()
-    atexit.register(_exchangers.close)  # chalice local; main() closes them itself
+    processes = ExchangeProcesses(count, config.local_workers())
+    try:
+        processes.start()
+    except OSError as error:  # e.g. a socket path too long for a deep TMPDIR
+        logger.warning("webhooks are sent from the server: no exchange process (%s)", error)
+        return
+    # Not closed at exit: a run still in flight would be cut off and recorded as failed.
+    # The children end when this process does (their stdin closes).
+    _exchangers = processes
 
 
 def print_banner(token: str, source: str, port: int) -> None:
@@ -326,7 +332,7 @@ def main(argv=None) -> int:
     observability.event("serving", url=f"http://{args.host}:{port}")
     server.server.serve_forever()
     finished = stop_dispatcher(timeout=10.0)
-    if _exchangers is not None:
+    if finished and _exchangers is not None:
         _exchangers.close()
     logger.info("stopped%s", "" if finished else
                 " (runs still in flight are recovered at the next start)")
