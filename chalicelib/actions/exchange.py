@@ -1,10 +1,12 @@
-"""One HTTP exchange of a webhook run: pooled connections, the pinned address, the deadline.
+"""One HTTP exchange of a webhook run: pooled connections, the pinned address, the deadline,
+and what the answer makes of the run (success, or a failure retryable or not).
 
 The host is resolved once and the connection pinned to that answer (a DNS rebind cannot
 turn an allowed host into a private one between the check and the connect), and the whole
 exchange, not just each read, ends by a deadline. Requests go out through urllib3 directly:
 requests' preparation of each request cost a run more CPU than its store writes did
 (bench/dispatch.py), and the URL as requests would send it is worked out once per URL.
+A process may hand its exchanges to another (`hand_over_to`): `make dev`'s server does.
 """
 import threading
 from dataclasses import dataclass
