@@ -48,6 +48,20 @@ def not_here(monkeypatch):
     monkeypatch.setattr(exchange, "deliver_here", refuse)
 
 
+@pytest.fixture
+def sent_here(monkeypatch):
+    """The bodies of the exchanges sent from this process (they are still sent)."""
+    bodies = []
+    send = exchange.deliver_here
+
+    def recorded(request, timeout, *left):
+        bodies.append(request.body)
+        return send(request, timeout, *left)
+
+    monkeypatch.setattr(exchange, "deliver_here", recorded)
+    return bodies
+
+
 def test_an_exchange_is_sent_by_a_child_and_its_result_comes_back(children, receiver,
                                                                   not_here):
     children()
@@ -87,7 +101,7 @@ def test_a_refused_connection_is_a_retryable_failure(children, refused_url, not_
     assert result.error.startswith("connection failed: ")
 
 
-def test_with_every_channel_busy_the_exchange_is_sent_here(children, receiver):
+def test_with_every_channel_busy_the_exchange_is_sent_here(children, receiver, sent_here):
     processes = children(count=1, channels=1)
     arrived, release = receiver.hold(b"held")
     results = []
@@ -97,13 +111,26 @@ def test_with_every_channel_busy_the_exchange_is_sent_here(children, receiver):
     try:
         assert arrived.wait(10)
         assert processes.idle_channels() == 0
-        assert processes.deliver(_request(receiver.url), 5) is None  # none free
-        assert exchange.deliver(_request(receiver.url, b'"here"'), 5).success  # sent here
+        assert exchange.deliver(_request(receiver.url, b'"next"'), 5).success
     finally:
         release.set()
         holder.join(30)
     assert results[0].success
-    assert processes.idle_channels() == 1  # the held channel came back
+    assert sent_here == [b'"next"']  # the held one went to the child
+    assert processes.idle_channels() == 1  # and its channel came back
+
+
+def test_a_server_that_is_not_busy_sends_its_exchanges_itself(children, receiver, sent_here):
+    processes = children()
+    busy = [False]
+    processes.hand_over_when(lambda: busy[0])
+
+    assert exchange.deliver(_request(receiver.url, b'"quiet"'), 5).success
+    busy[0] = True
+    assert exchange.deliver(_request(receiver.url, b'"busy"'), 5).success
+
+    assert sent_here == [b'"quiet"']
+    assert [r["body"] for r in receiver.requests] == [b'"quiet"', b'"busy"']
 
 
 def test_a_child_killed_mid_exchange_leaves_a_retryable_failure_then_runs_are_sent_here(

@@ -191,6 +191,10 @@ class Dispatcher:
                 if not (self._woken or self._slots_freed or self._stopping):
                     self._condition.wait(max(self._wake_at - self._monotonic(), 0.0))
 
+    def runs_in_flight(self) -> int:
+        """How many runs have started and not ended (read without the lock: an estimate)."""
+        return len(self._runs)
+
     def _tick(self, store) -> float:
         """Start what is due; how long to sleep before looking again."""
         now = self._clock.now()

@@ -159,7 +159,12 @@ def _start_local() -> None:
     # runs its previous life left behind, and not those of anything else on the store.
     instance = _kept("instance-id", lambda: secrets.token_hex(4), _check_instance)
     _start_exchange_processes()
-    start_dispatcher(wiring.runtime(), config.local_workers(), run_prefix=f"local-{instance}-")
+    dispatcher = start_dispatcher(wiring.runtime(), config.local_workers(),
+                                  run_prefix=f"local-{instance}-")
+    if _exchangers is not None:
+        from chalicelib.local.exchangers import BUSY_RUNS
+
+        _exchangers.hand_over_when(lambda: dispatcher.runs_in_flight() >= BUSY_RUNS)
 
 
 def _start_exchange_processes() -> None:
