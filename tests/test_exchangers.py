@@ -199,11 +199,12 @@ def test_a_webhook_run_is_pinned_here_and_sent_by_the_child(children, public_rec
     assert sent["body"] == b'{"n":1}'
 
 
-def test_an_error_raised_in_the_child_is_raised_in_the_server(children):
+def test_an_error_raised_in_the_child_is_raised_in_the_server(children, receiver):
     processes = children()
-    broken = exchange.Outgoing("POST", None, {}, None)  # no target: a defect, not a failure
+    broken = _request(receiver.url)
+    broken.body = 5  # not bytes: a defect, not a failure of the exchange
 
-    with pytest.raises(exchangers.ExchangeProcessError, match="AttributeError"):
+    with pytest.raises(exchangers.ExchangeProcessError, match="TypeError"):
         processes.deliver(broken, 5)
     assert processes.idle_channels() == 2  # the channel still works
 
