@@ -60,19 +60,21 @@ SYSTEM_CLOCK = Clock()
 
 def iso(moment: Optional[datetime]) -> Optional[str]:
     """UTC YYYY-MM-DDTHH:MM:SSZ, the one time format of the API and the store."""
-    if moment is None:
-        return None
-    # isoformat, not strftime: it pads a year before 1000 to four digits, as parse_iso needs.
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(
-        timespec="seconds") + "Z"
+    return None if moment is None else _utc_iso(moment, "seconds")
 
 
 def iso_ms(moment: Optional[datetime]) -> Optional[str]:
     """UTC time with milliseconds, for run records where sub-second matters."""
-    if moment is None:
-        return None
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(
-        timespec="milliseconds") + "Z"
+    return None if moment is None else _utc_iso(moment, "milliseconds")
+
+
+def _utc_iso(moment: datetime, timespec: str) -> str:
+    # isoformat, not strftime: it pads a year before 1000 to four digits, as parse_iso
+    # needs. A UTC time (nearly all) is written as it is, "+00:00" made "Z": a run writes
+    # a score of these, and converting each first cost a delivery 2% of its CPU.
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    return moment.isoformat(timespec=timespec)[:-6] + "Z"
 
 
 def parse_iso(text: Optional[str]) -> Optional[datetime]:
