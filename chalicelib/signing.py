@@ -15,7 +15,8 @@ import hmac
 import logging
 import secrets as random_secrets
 import time
-from typing import Dict, List, Optional
+from functools import lru_cache
+from typing import Dict, List, Optional, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -48,6 +49,12 @@ def parse_secrets(raw: Optional[str]) -> List[bytes]:
     return keys
 
 
+@lru_cache(maxsize=8)
+def _keys(raw: Optional[str]) -> Tuple[bytes, ...]:
+    # Decoded once per configured value, not for every request.
+    return tuple(parse_secrets(raw))
+
+
 def _configured() -> Optional[str]:
     direct = config.webhook_signing_secret()
     if direct:
@@ -67,7 +74,7 @@ def signature_headers(message_id: str, body: bytes,
     """The three webhook-* headers for one request (none when no secret is configured)."""
     global _warned
     try:
-        keys = parse_secrets(_configured())
+        keys = _keys(_configured())
     except ValueError as exc:
         raise SigningUnavailable(str(exc)) from None
     if not keys:
