@@ -367,6 +367,18 @@ def test_an_ended_run_starts_the_next_task_without_asking_the_store(lanes):
     assert dispatcher.store.due_calls == 1
 
 
+def test_runs_in_flight_counts_both_lanes_until_each_run_ends(lanes):
+    # The server hands its webhooks to a child process only from this many on.
+    dispatcher = lanes(2, ["a1", "b1", "c1"])
+    assert dispatcher.runs_in_flight() == 0
+    refresh(dispatcher)
+    look_again(dispatcher, 0.2)  # a1 and b1 move to the slow lane; c1 starts
+    assert state(dispatcher) == (["c1"], ["a1", "b1"], [])
+    assert dispatcher.runs_in_flight() == 3
+    dispatcher.held.end("a1")
+    assert dispatcher.runs_in_flight() == 2
+
+
 def test_tasks_for_a_slow_host_skip_the_fast_lane_and_wait_for_its_share(lanes):
     dispatcher = lanes(1, ["a1", "b1", "a2", "b2", "a3", "c1"], slow_per_host=2)
     refresh(dispatcher)
