@@ -54,9 +54,9 @@ def sent_here(monkeypatch):
     bodies = []
     send = exchange.deliver_here
 
-    def recorded(request, timeout, *left):
+    def recorded(request, timeout, **guarded):
         bodies.append(request.body)
-        return send(request, timeout, *left)
+        return send(request, timeout, **guarded)
 
     monkeypatch.setattr(exchange, "deliver_here", recorded)
     return bodies
@@ -174,6 +174,24 @@ def test_a_child_that_stops_answering_loses_its_channel_and_sends_nothing_late(
     wait_for(lambda: processes.idle_channels() == 1, timeout=30)
     assert processes.deliver(_request(receiver.url, b'"after"'), 5).success
     assert [r["body"] for r in receiver.requests] == [b'"after"']
+
+
+def test_a_receiver_that_drips_past_the_deadline_does_not_keep_the_childs_channel(
+        children, receiver, monkeypatch):
+    from bench.common import SlowReceivers
+
+    processes = children(count=1, channels=1)
+    monkeypatch.setattr(exchange, "DEADLINE_MARGIN_SECONDS", 0.0)
+    slow = SlowReceivers(drip_bytes=60)  # a byte a second: no single read times out
+    try:
+        result = processes.deliver(_request(slow.drip_url), 1.5)
+        assert result.error == "timeout: no complete response within 1.5 s"
+        # The exchange still drips in the child (for a minute); a new channel takes the
+        # dropped one's place.
+        wait_for(lambda: processes.idle_channels() == 1, timeout=20)
+        assert processes.deliver(_request(receiver.url), 5).success
+    finally:
+        slow.close()
 
 
 def test_a_webhook_run_is_pinned_here_and_sent_by_the_child(children, public_receiver,

@@ -134,11 +134,11 @@ def deliver(request: Outgoing, timeout: float) -> ActionResult:
     return deliver_here(request, timeout)
 
 
-def deliver_here(request: Outgoing, timeout: float,
-                 left: Optional[float] = None) -> ActionResult:
-    """deliver(), sent from this process, ending within `left` seconds if given."""
+def deliver_here(request: Outgoing, timeout: float, guarded: bool = True) -> ActionResult:
+    """deliver(), sent from this process; guarded=False leaves the whole exchange's
+    deadline to the caller (only each read is bounded then)."""
     try:
-        answer = send(request, timeout, left)
+        answer = send(request, timeout) if guarded else _exchange(request, timeout)
     except DeadlineExceeded:
         return timed_out(timeout)
     except NewConnectionError as exc:  # (also a ConnectTimeoutError in urllib3's tree)
@@ -171,11 +171,10 @@ def timed_out(timeout: float) -> ActionResult:
                                      f"{deadline(timeout):g} s", retryable=True)
 
 
-def send(request: Outgoing, timeout: float, left: Optional[float] = None) -> Answer:
-    """The receiver's answer, or DeadlineExceeded after deadline(timeout) (or `left`
-    seconds, if given); urllib3's errors (a timeout of one read, a refused connection) as
-    they are."""
-    return _within(deadline(timeout) if left is None else left, _exchange, request, timeout)
+def send(request: Outgoing, timeout: float) -> Answer:
+    """The receiver's answer, or DeadlineExceeded after deadline(timeout); urllib3's errors
+    (a timeout of one read, a refused connection) as they are."""
+    return _within(deadline(timeout), _exchange, request, timeout)
 
 
 def _exchange(request: Outgoing, timeout: float) -> Answer:
