@@ -183,15 +183,17 @@ of ours is a durable state change, not a function call. Its run is claimed in th
 (claims of the runs starting together share one write), the webhook is signed (Standard
 Webhooks), pinned by the SSRF guard and sent with an overall deadline, and the outcome is
 written back with the run's record and logged; the writes of runs ending together share
-one fsync (group commit), and each returns only once it is durable. That leaves about 1 ms
+one fsync (group commit), and each returns only once it is durable. That leaves about 0.9 ms
 of Python per delivery in the server, which holds the GIL for nearly all of it. The HTTP
 exchange, about a third of a delivery before, runs in a child process on the other core
 (`LOCAL_EXCHANGE_PROCESSES`): that is what brought the burst level with or ahead of
 APScheduler, which spends about 1.1 ms a delivery in one process (0.9 ms of it in
 requests) and keeps its jobs in memory. A bare loop keeps nothing: a crash loses their
 pending work, which the restart benchmark shows we do not, and neither retries,
-dead-letters or records what happened. Sparse: a task's run takes the same steps, and
-the hop to the child process adds a fraction of a millisecond. Due query: on moto the
+dead-letters or records what happened. Sparse: a task's run takes the same steps; its
+claim is a durable write made before the webhook goes out, and a server with few runs in
+flight sends the webhook itself (the hop to the child would add half a millisecond). Due
+query: on moto the
 wall time is moto's own (it filters every stored item in Python even for an index
 Query), so only the examined count says what a real table reads; on SQLite the due query
 is one indexed statement per priority (ten in all), which costs more than one scan while
