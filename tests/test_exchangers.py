@@ -1,10 +1,12 @@
 """Exchange processes: the local server's webhooks sent from child processes."""
+import marshal
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
 
@@ -283,3 +285,33 @@ def _ended(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_an_exchange_that_ends_after_its_deadline_answers_a_timeout(receiver):
+    # In the child: the server stops waiting at the deadline, so a later success would
+    # disagree with what it recorded.
+    receiver.delay = 0.5
+    over_at = time.monotonic() + 0.2
+
+    outcome, values, _ = exchangers._delivered(_request(receiver.url), 5, over_at)
+
+    assert outcome == "result" and len(receiver.requests) == 1
+    assert exchange.ActionResult(*values) == exchange.timed_out(5)
+
+
+def test_a_request_that_waited_past_its_deadline_is_not_sent(receiver):
+    outcome, values, _ = exchangers._delivered(_request(receiver.url), 5,
+                                               time.monotonic() - 0.1)
+
+    assert exchange.ActionResult(*values) == exchange.timed_out(5)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize("data", [b"not marshal", marshal.dumps(("too", "short"))])
+def test_a_child_answers_what_it_cannot_read_as_a_defect_and_keeps_its_channel(data):
+    channels = exchangers._Channels("unused", b"key")
+
+    outcome, message, _ = marshal.loads(channels._answer(1, data))
+
+    assert outcome == "raised" and message.split(":")[0] in ("ValueError", "TypeError",
+                                                             "EOFError")

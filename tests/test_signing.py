@@ -89,3 +89,14 @@ def test_malformed_secret_is_a_retryable_failure(memory, receiver, make_task, mo
     assert execute_task(runtime(), task.task_id).status == "retrying"
     assert "whsec_!!!" not in runtime().store.get(task.task_id).runs[0].error
     assert receiver.requests == []
+
+
+def test_a_changed_secret_signs_the_next_request_with_the_new_one(monkeypatch):
+    # The decoded keys are cached per configured value: a new value is a new entry.
+    first, second = signing.new_secret(), signing.new_secret()
+    signed = {}
+    for secret in (first, second, first):
+        monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", secret)
+        headers = signing.signature_headers("msg_1", b"{}", timestamp=1)
+        assert signed.setdefault(secret, headers) == headers
+    assert signed[first]["webhook-signature"] != signed[second]["webhook-signature"]

@@ -135,8 +135,7 @@ def deliver(request: Outgoing, timeout: float) -> ActionResult:
 
 
 def deliver_here(request: Outgoing, timeout: float, guarded: bool = True) -> ActionResult:
-    """deliver(), sent from this process; guarded=False leaves the whole exchange's
-    deadline to the caller (only each read is bounded then)."""
+    """deliver(), sent from this process (guarded=False: the caller keeps the deadline)."""
     try:
         answer = send(request, timeout) if guarded else _exchange(request, timeout)
     except DeadlineExceeded:

@@ -56,8 +56,9 @@ from chalicelib.actions.base import ActionResult
 
 logger = logging.getLogger(__name__)
 
-# Beyond the exchange's own deadline, how long the server waits for a child's answer
-# (the child ends the exchange by the deadline; this covers handing the answer back).
+# Beyond the exchange's own deadline, how long the server waits for a child's answer (an
+# exchange that ended after its deadline answers a timeout; this covers handing the
+# answer back).
 REPLY_MARGIN_SECONDS = 0.5
 # From this many runs in flight on, the server hands its exchanges over. Any exchange
 # the server sends during a 1,000-task burst costs it throughput: with its two in-process
@@ -157,15 +158,17 @@ class ExchangeProcesses:
         self._busy = busy
 
     def deliver(self, request: exchange.Outgoing, timeout: float) -> ActionResult:
-        """The run's result, sent by a child; sent here while the server is not busy, or
-        when no channel is idle."""
+        """The run's result: sent by a child while the server is busy and a channel is idle."""
         result = self._by_child(request, timeout) if self._busy() else None
         return result if result is not None else exchange.deliver_here(request, timeout)
 
     def _by_child(self, request: exchange.Outgoing, timeout: float) -> Optional[ActionResult]:
         """The run's result from a child; None when no channel is idle (nothing sent)."""
         over_at = time.monotonic() + exchange.deadline(timeout)
-        data = _request_bytes(request, timeout, over_at)
+        try:
+            data = _request_bytes(request, timeout, over_at)
+        except ValueError:  # a value marshal cannot carry: send it from here
+            return None
         while True:
             try:
                 channel = self._idle.get(block=False)
@@ -239,6 +242,7 @@ class _Channels:
     def __init__(self, address: str, key: bytes):
         self._address, self._key = address, key
         self._over_at: Dict[int, Optional[float]] = {}  # thread -> its exchange's deadline
+        self._owed = 0  # replacements not yet opened (no thread could be started)
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -257,16 +261,29 @@ class _Channels:
             with channel:
                 try:
                     while True:
-                        request, timeout, over_at = _request_from(channel.recv_bytes())
-                        with self._lock:
-                            self._over_at[me] = over_at
-                        reply = _delivered(request, timeout, over_at)
-                        with self._lock:
-                            if self._over_at.pop(me) is None:
-                                return  # replaced: the server gave up on this channel
-                        channel.send_bytes(marshal.dumps(reply))
+                        reply = self._answer(me, channel.recv_bytes())
+                        if reply is None:
+                            return  # replaced: the server gave up on this channel
+                        channel.send_bytes(reply)
                 except (EOFError, OSError):
                     continue  # the server dropped this channel (it waited too long)
+
+    def _answer(self, me: int, data: bytes) -> Optional[bytes]:
+        """The answer to one request; None when this thread was replaced meanwhile."""
+        try:
+            request, timeout, over_at = _request_from(data)
+        except (EOFError, ValueError, TypeError) as exc:  # not a request of ours: a defect
+            return marshal.dumps(_raised(exc))
+        with self._lock:
+            self._over_at[me] = over_at
+        reply = _delivered(request, timeout, over_at)
+        with self._lock:
+            if self._over_at.pop(me) is None:
+                return None
+        try:
+            return marshal.dumps(reply)
+        except ValueError as exc:  # a result marshal cannot carry: a defect
+            return marshal.dumps(_raised(exc))
 
     def replace_overdue(self) -> None:
         """Open a channel in place of each one whose exchange is past the server's wait."""
@@ -275,9 +292,16 @@ class _Channels:
             overdue = [thread for thread, over_at in self._over_at.items()
                        if over_at is not None and over_at + REPLY_MARGIN_SECONDS < now]
             for thread in overdue:
-                self._over_at[thread] = None
-        for _ in overdue:
-            self.open()
+                self._over_at[thread] = None  # it ends without answering
+            self._owed += len(overdue)
+            owed = self._owed
+        for _ in range(owed):
+            try:
+                self.open()
+            except RuntimeError:  # no thread can be started now: the next look tries again
+                return
+            with self._lock:
+                self._owed -= 1
 
 
 # Requests and results cross as marshal'd tuples of plain values: pickling the dataclasses
@@ -301,14 +325,24 @@ def _request_from(data: bytes) -> tuple:
 
 
 def _delivered(request: exchange.Outgoing, timeout: float, over_at: float) -> tuple:
-    left = over_at - time.monotonic()  # one clock for the machine's processes
+    # One clock for the machine's processes. A request that waited in the socket past its
+    # deadline is not sent (the server has given up on it), and an exchange that ended
+    # after it is a timeout, as the server's own deadline would make it.
+    if time.monotonic() >= over_at:
+        return _result(exchange.timed_out(timeout))
     try:
-        # Waited in the socket past its deadline: the server has given up; not sent.
-        result = (exchange.timed_out(timeout) if left <= 0
-                  else exchange.deliver_here(request, timeout, guarded=False))
+        result = exchange.deliver_here(request, timeout, guarded=False)
     except Exception as exc:  # noqa: BLE001 - handed to the server, raised and logged there
-        return "raised", f"{exc.__class__.__name__}: {str(exc)[:200]}", traceback.format_exc()
+        return _raised(exc)
+    return _result(exchange.timed_out(timeout) if time.monotonic() > over_at else result)
+
+
+def _result(result: ActionResult) -> tuple:
     return "result", tuple(getattr(result, name) for name in _RESULT_FIELDS), None
+
+
+def _raised(exc: BaseException) -> tuple:
+    return "raised", f"{exc.__class__.__name__}: {str(exc)[:200]}", traceback.format_exc()
 
 
 def _replace_overdue(served: _Channels) -> None:
