@@ -1,4 +1,5 @@
 """Exchange processes: the local server's webhooks sent from child processes."""
+import contextlib
 import marshal
 import os
 import signal
@@ -103,8 +104,10 @@ def test_a_refused_connection_is_a_retryable_failure(children, refused_url, not_
     assert result.error.startswith("connection failed: ")
 
 
-def test_with_every_channel_busy_the_exchange_is_sent_here(children, receiver, sent_here):
-    processes = children(count=1, channels=1)
+@contextlib.contextmanager
+def held_exchange(receiver):
+    """An exchange in flight (on a thread of its own) that the receiver holds until the
+    block ends; yields the list its result goes into."""
     arrived, release = receiver.hold(b"held")
     results = []
     holder = threading.Thread(target=lambda: results.append(
@@ -112,11 +115,18 @@ def test_with_every_channel_busy_the_exchange_is_sent_here(children, receiver, s
     holder.start()
     try:
         assert arrived.wait(10)
-        assert processes.idle_channels() == 0
-        assert exchange.deliver(_request(receiver.url, b'"next"'), 5).success
+        yield results
     finally:
         release.set()
         holder.join(30)
+        receiver.on_request = None
+
+
+def test_with_every_channel_busy_the_exchange_is_sent_here(children, receiver, sent_here):
+    processes = children(count=1, channels=1)
+    with held_exchange(receiver) as results:
+        assert processes.idle_channels() == 0
+        assert exchange.deliver(_request(receiver.url, b'"next"'), 5).success
     assert results[0].success
     assert sent_here == [b'"next"']  # the held one went to the child
     assert processes.idle_channels() == 1  # and its channel came back
@@ -138,21 +148,12 @@ def test_a_server_that_is_not_busy_sends_its_exchanges_itself(children, receiver
 def test_a_child_killed_mid_exchange_leaves_a_retryable_failure_then_runs_are_sent_here(
         children, receiver):
     processes = children(count=1, channels=2)
-    arrived, release = receiver.hold(b"held")
-    results = []
-    holder = threading.Thread(target=lambda: results.append(
-        exchange.deliver(_request(receiver.url, b'"held"'), 30)))
-    holder.start()
-    try:
-        assert arrived.wait(10)
+    with held_exchange(receiver) as results:
         os.kill(processes.child_pids()[0], signal.SIGKILL)
-        holder.join(30)
-    finally:
-        release.set()
+        wait_for(lambda: results, timeout=30)
     assert (results[0].success, results[0].retryable) == (False, True)
     assert results[0].error == "connection failed: the exchange process ended"
     # The dead child's idle channel is found broken and the run is sent from here.
-    receiver.on_request = None
     assert exchange.deliver(_request(receiver.url, b'"after"'), 5).success
     assert processes.idle_channels() == 0
     assert [r["body"] for r in receiver.requests] == [b'"held"', b'"after"']
