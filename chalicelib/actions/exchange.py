@@ -113,8 +113,8 @@ class Answer:
 # Where a process's exchanges go: None sends them from this process. `make dev`'s server
 # hands them to exchange processes of its own (chalicelib.local.exchangers), so the
 # HTTP client's work runs on another core than the store's. A handover returns the run's
-# result, or None when it cannot take the exchange now (it is then sent here).
-Handover = Callable[[Outgoing, float], Optional[ActionResult]]
+# result (it sends the exchange here itself when it cannot take it).
+Handover = Callable[[Outgoing, float], ActionResult]
 _handover: Optional[Handover] = None
 
 
@@ -127,11 +127,7 @@ def hand_over_to(handover: Optional[Handover]) -> None:
 def deliver(request: Outgoing, timeout: float) -> ActionResult:
     """Send the request once: a 2xx is success, anything else a failure with its reason."""
     handover = _handover
-    if handover is not None:
-        result = handover(request, timeout)
-        if result is not None:
-            return result
-    return deliver_here(request, timeout)
+    return deliver_here(request, timeout) if handover is None else handover(request, timeout)
 
 
 def deliver_here(request: Outgoing, timeout: float, guarded: bool = True) -> ActionResult:

@@ -153,9 +153,9 @@ class ExchangeProcesses:
                 continue
             self._idle.put(channel)
 
-    def hand_over_when(self, busy: Callable[[], bool]) -> None:
-        """Hand exchanges over only while `busy()` says so (by default, always)."""
-        self._busy = busy
+    def hand_over_from(self, runs_in_flight: Callable[[], int]) -> None:
+        """Hand exchanges over only while runs_in_flight() >= BUSY_RUNS (default: always)."""
+        self._busy = lambda: runs_in_flight() >= BUSY_RUNS
 
     def deliver(self, request: exchange.Outgoing, timeout: float) -> ActionResult:
         """The run's result: sent by a child while the server is busy and a channel is idle."""

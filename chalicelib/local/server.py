@@ -162,9 +162,7 @@ def _start_local() -> None:
     dispatcher = start_dispatcher(wiring.runtime(), config.local_workers(),
                                   run_prefix=f"local-{instance}-")
     if _exchangers is not None:
-        from chalicelib.local.exchangers import BUSY_RUNS
-
-        _exchangers.hand_over_when(lambda: dispatcher.runs_in_flight() >= BUSY_RUNS)
+        _exchangers.hand_over_from(dispatcher.runs_in_flight)
 
 
 def _start_exchange_processes() -> None:
